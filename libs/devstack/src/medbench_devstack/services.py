@@ -1,0 +1,221 @@
+"""The six MedBench services as local processes, each on its own free gRPC and metrics port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from medbench_devstack.errors import DevstackError
+from medbench_devstack.ports import LOOPBACK, free_ports
+from medbench_devstack.processes import ManagedProcess
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service name and the module run as `python -m module`."""
+
+    name: str
+    module: str
+
+    @property
+    def env_key(self) -> str:
+        """Upper-case form used in MEDBENCH_PEERS__<NAME>."""
+        return self.name.upper()
+
+
+# Start order: dependencies first, the public gateway last.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("rotator", "rotator"),
+    ServiceSpec("aggregator", "aggregator"),
+    ServiceSpec("metric_scorer", "metric_scorer"),
+    ServiceSpec("judge_scorer", "judge_scorer"),
+    ServiceSpec("dispatcher", "dispatcher"),
+    ServiceSpec("gateway", "gateway"),
+)
+
+# A refused connection otherwise backs off for a second or more before gRPC retries it.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+_POLL_S = 0.05
+_TAIL_LINES = 40
+
+
+class ServiceStack:
+    """Starts services in order, waits for gRPC health SERVING, supports kill and restart."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        mongo_uri: str,
+        database: str,
+        kafka_bootstrap: str,
+        topic_prefix: str,
+        extra_env: dict[str, str] | None = None,
+        *,
+        specs: Sequence[ServiceSpec] = SERVICES,
+    ) -> None:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise DevstackError(f"duplicate service names in {names}")
+        self.work_dir = Path(work_dir).resolve()
+        self.specs = tuple(specs)
+        ports = free_ports(2 * len(self.specs))
+        self._grpc_ports = {s.name: ports[2 * i] for i, s in enumerate(self.specs)}
+        self._metrics_ports = {s.name: ports[2 * i + 1] for i, s in enumerate(self.specs)}
+        # Inherited MEDBENCH_* settings would make the stack depend on the caller's shell.
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MEDBENCH_")}
+        base["PYTHONUNBUFFERED"] = "1"
+        self._procs: dict[str, ManagedProcess] = {}
+        for spec in self.specs:
+            env = dict(base)
+            env.update(
+                {
+                    "MEDBENCH_SERVICE_NAME": spec.name,
+                    "MEDBENCH_GRPC_PORT": str(self._grpc_ports[spec.name]),
+                    "MEDBENCH_METRICS_PORT": str(self._metrics_ports[spec.name]),
+                    "MEDBENCH_MONGO__URI": mongo_uri,
+                    "MEDBENCH_MONGO__DATABASE": database,
+                    "MEDBENCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+                    "MEDBENCH_KAFKA__TOPIC_PREFIX": topic_prefix,
+                    "MEDBENCH_LOG_LEVEL": "INFO",
+                }
+            )
+            for peer in self.specs:
+                if peer.name != spec.name:
+                    env[f"MEDBENCH_PEERS__{peer.env_key}"] = (
+                        f"{LOOPBACK}:{self._grpc_ports[peer.name]}"
+                    )
+            env.update(extra_env or {})
+            self._procs[spec.name] = ManagedProcess(
+                spec.name,
+                [sys.executable, "-m", spec.module],
+                env,
+                self.work_dir / f"{spec.name}.log",
+                cwd=self.work_dir,
+            )
+
+    def __repr__(self) -> str:
+        return f"ServiceStack({[(n, p.pid, p.alive()) for n, p in self._procs.items()]})"
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    def _spec_process(self, name: str) -> ManagedProcess:
+        try:
+            return self._procs[name]
+        except KeyError:
+            raise DevstackError(f"unknown service {name!r}; known: {self.names}") from None
+
+    def process(self, name: str) -> ManagedProcess:
+        return self._spec_process(name)
+
+    def address(self, name: str) -> str:
+        """`127.0.0.1:<grpc port>` of a service."""
+        return f"{LOOPBACK}:{self.grpc_port(name)}"
+
+    def grpc_port(self, name: str) -> int:
+        self._spec_process(name)
+        return self._grpc_ports[name]
+
+    def metrics_port(self, name: str) -> int:
+        self._spec_process(name)
+        return self._metrics_ports[name]
+
+    def env(self, name: str) -> dict[str, str]:
+        """The environment a service is started with (a copy)."""
+        return dict(self._spec_process(name).env)
+
+    def log_path(self, name: str) -> Path:
+        return self._spec_process(name).log_path
+
+    def start(self, timeout_s: float = 60) -> None:
+        """Start every service in order, then wait until all report SERVING.
+
+        On failure everything started is stopped and DevstackError names the service.
+        """
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        try:
+            for spec in self.specs:
+                self._procs[spec.name].start()
+            # One shared deadline: the services boot concurrently, so waiting in order is free.
+            for spec in self.specs:
+                self._wait_serving(spec.name, deadline, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_serving(self, name: str, deadline: float, timeout_s: float) -> None:
+        proc = self._procs[name]
+        request = health_pb2.HealthCheckRequest(service="")
+        last = "no answer yet"
+        with grpc.insecure_channel(self.address(name), options=_CHANNEL_OPTIONS) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if not proc.alive():
+                    raise DevstackError(
+                        f"service {name} exited with {proc.returncode} before reporting "
+                        f"SERVING; last lines of {proc.log_path}:\n{proc.tail(_TAIL_LINES)}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DevstackError(
+                        f"service {name} not SERVING on {self.address(name)} within {timeout_s}s "
+                        f"(last health answer: {last}); last lines of {proc.log_path}:\n"
+                        f"{proc.tail(_TAIL_LINES)}"
+                    )
+                try:
+                    # wait_for_ready rides out "connection refused" until the port is bound.
+                    reply = stub.Check(request, timeout=min(0.5, remaining), wait_for_ready=True)
+                except grpc.RpcError as exc:
+                    code = exc.code() if isinstance(exc, grpc.Call) else None
+                    last = code.name if code is not None else repr(exc)
+                    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                        continue
+                else:
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                    last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                time.sleep(_POLL_S)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one service's process group (default SIGKILL, i.e. a crash)."""
+        self._spec_process(name).kill(sig)
+
+    def restart(self, name: str, timeout_s: float = 30) -> None:
+        """Stop (if still running) and start one service on the same ports; wait SERVING."""
+        proc = self._spec_process(name)
+        # The old process must be gone: gRPC binds with SO_REUSEPORT, so two could share a port.
+        proc.terminate(10)
+        proc.start()
+        self._wait_serving(name, time.monotonic() + timeout_s, timeout_s)
+
+    def stop(self, timeout_s: float = 10) -> None:
+        """SIGTERM all (reverse start order), wait up to `timeout_s`, SIGKILL leftovers."""
+        procs = [self._procs[s.name] for s in reversed(self.specs)]
+        for proc in procs:
+            if proc.alive():
+                proc.kill(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            proc.wait_exit(deadline - time.monotonic())
+        for proc in procs:
+            proc.terminate(0)
+
+    def __enter__(self) -> ServiceStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

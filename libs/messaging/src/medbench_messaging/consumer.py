@@ -1,0 +1,215 @@
+"""KafkaConsumerWorker: at-least-once delivery of protobuf messages to an async handler.
+
+Offsets are committed only after the handler returned (or the message went to the
+dead-letter topic), so a crash means redelivery, never loss; handlers are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import Counter, Histogram
+
+from medbench_messaging.publisher import Outgoing, Publisher
+from medbench_messaging.topics import Topic
+from medbench_runtime.logging import bind
+from medbench_runtime.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+CONSUMED = Counter(
+    "medbench_kafka_consumed_total",
+    "Kafka messages handled, by outcome (ok, dead_lettered, retried).",
+    ["topic", "group", "outcome"],
+)
+HANDLE_SECONDS = Histogram(
+    "medbench_kafka_handle_seconds", "Time a handler spent on one message.", ["topic", "group"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a message came from; handlers may log it, never depend on it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+class UndecodableMessage(Exception):
+    """The bytes are not a message of the topic's type."""
+
+
+def decode(topic: Topic, value: bytes | None, headers: list[tuple[str, bytes]]) -> Message:
+    """Parses a record value, checking the type header when present."""
+    expected = topic.message_type.DESCRIPTOR.full_name
+    declared = dict(headers or []).get("type")
+    if declared is not None and declared.decode(errors="replace") != expected:
+        raise UndecodableMessage(f"type header {declared!r} is not {expected}")
+    if declared is None:
+        raise UndecodableMessage(f"no type header; expected {expected}")
+    message = topic.message_type()
+    try:
+        message.ParseFromString(value or b"")
+    except DecodeError as exc:
+        raise UndecodableMessage(f"not a {expected}: {exc}") from exc
+    return message
+
+
+class KafkaConsumerWorker:
+    """Consumes one topic in a consumer group and hands each message to handler."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: Topic,
+        group_id: str,
+        member_id: str,
+        handler: Handler,
+        dead_letters: Publisher,
+        transient_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.name = f"consume:{topic.name}"
+        self._settings = settings
+        self._topic = topic
+        self._topic_name = topic.full_name(settings.topic_prefix)
+        self._group = f"{settings.topic_prefix}{group_id}"
+        self._member_id = member_id
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._transient = transient_errors
+        self._stopping = asyncio.Event()
+        self.joined = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _open(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            group_id=self._group,
+            # Static membership: a restarted replica takes its partitions back at once
+            # instead of waiting for its dead predecessor's session to expire.
+            group_instance_id=f"{self._member_id}:{self._topic.name}",
+            client_id=f"{self._member_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._settings.session_timeout_ms,
+            max_poll_records=self._settings.max_poll_records,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        consumer.subscribe([self._topic_name])
+        return consumer
+
+    async def run(self) -> None:
+        consumer = await asyncio.to_thread(self._open)
+        try:
+            while not self._stopping.is_set():
+                batch = await asyncio.to_thread(
+                    consumer.poll, 200, self._settings.max_poll_records
+                )
+                if consumer.assignment():
+                    self.joined.set()
+                for tp, records in batch.items():
+                    done_offset: int | None = None
+                    for record in records:
+                        if not await self._process(record):
+                            break
+                        done_offset = record.offset
+                        if self._stopping.is_set():
+                            break
+                    if done_offset is not None:
+                        await asyncio.to_thread(self._commit, consumer, tp, done_offset)
+                    if self._stopping.is_set():
+                        break
+        finally:
+            await asyncio.to_thread(consumer.close, False)
+
+    @staticmethod
+    def _commit(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        try:
+            consumer.commit({tp: OffsetAndMetadata(offset + 1, "", -1)})
+        except CommitFailedError as exc:
+            # The partition moved to another member, which will redeliver; handlers are idempotent.
+            log.warning("commit of %s@%d failed: %s", tp, offset, exc)
+
+    async def _process(self, record: Any) -> bool:
+        """Handles or dead-letters one record; False when stopped before finishing it."""
+        key = record.key.decode() if record.key else ""
+        delivery = Delivery(record.topic, record.partition, record.offset, key)
+        with bind(topic=self._topic.name, key=key, offset=record.offset):
+            try:
+                message = decode(self._topic, record.value, record.headers)
+            except UndecodableMessage as exc:
+                log.error("dead-lettering undecodable message: %s", exc)
+                await self._dead_letter(record, key, f"undecodable: {exc}", attempts=0)
+                return True
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    with HANDLE_SECONDS.labels(self._topic.name, self._group).time():
+                        await self._handler(message, delivery)
+                    CONSUMED.labels(self._topic.name, self._group, "ok").inc()
+                    return True
+                except self._transient as exc:
+                    # Infrastructure trouble: never dead-letter, wait for it to pass.
+                    CONSUMED.labels(self._topic.name, self._group, "retried").inc()
+                    log.warning("transient failure (attempt %d), retrying: %r", attempt, exc)
+                    if await self._backoff(attempt):
+                        return False
+                except Exception as exc:
+                    CONSUMED.labels(self._topic.name, self._group, "retried").inc()
+                    if attempt >= self._settings.max_delivery_attempts:
+                        log.error("dead-lettering after %d attempts: %r", attempt, exc)
+                        detail = "".join(traceback.format_exception_only(exc)).strip()
+                        await self._dead_letter(record, key, detail, attempts=attempt)
+                        return True
+                    log.warning("handler failed (attempt %d): %r", attempt, exc)
+                    if await self._backoff(attempt):
+                        return False
+
+    async def _backoff(self, attempt: int) -> bool:
+        """Sleeps before a retry; True when the worker is stopping instead."""
+        delay = min(self._settings.retry_backoff_s * 2 ** (attempt - 1), 5.0)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _dead_letter(self, record: Any, key: str, reason: str, attempts: int) -> None:
+        headers = (
+            ("dlq-reason", reason[:2000].encode()),
+            ("dlq-source-topic", record.topic.encode()),
+            ("dlq-source-partition", str(record.partition).encode()),
+            ("dlq-source-offset", str(record.offset).encode()),
+            ("dlq-attempts", str(attempts).encode()),
+            ("dlq-group", self._group.encode()),
+        )
+        await self._dead_letters.publish([
+            Outgoing(
+                topic=self._topic,
+                message=self._topic.message_type(),
+                key=key,
+                headers=headers,
+                topic_name=self._topic.dead_letter_name(self._settings.topic_prefix),
+                raw_value=record.value or b"",
+            )
+        ])
+        CONSUMED.labels(self._topic.name, self._group, "dead_lettered").inc()

@@ -1,0 +1,53 @@
+"""Every Kafka topic of the platform, declared once with its message type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from medbench.inference.v1 import inference_events_pb2
+from medbench.scoring.v1 import scoring_events_pb2
+from medbench.submission.v1 import submission_events_pb2
+from medbench.taskpool.v1 import taskpool_events_pb2
+
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic name and the protobuf type its messages carry."""
+
+    name: str
+    message_type: type[Message]
+
+    def full_name(self, prefix: str) -> str:
+        """The broker-side name under a deployment's prefix."""
+        return f"{prefix}{self.name}"
+
+    def dead_letter_name(self, prefix: str) -> str:
+        """Name of this topic's dead-letter twin."""
+        return f"{prefix}{self.name}{DEAD_LETTER_SUFFIX}"
+
+
+SUBMISSION_CREATED = Topic(
+    "medbench.submission.submission-created.v1", submission_events_pb2.SubmissionCreated
+)
+SUBMISSION_COMPLETED = Topic(
+    "medbench.submission.submission-completed.v1", submission_events_pb2.SubmissionCompleted
+)
+RESPONSE_RECORDED = Topic(
+    "medbench.inference.response-recorded.v1", inference_events_pb2.ResponsesRecorded
+)
+ITEM_SCORED = Topic("medbench.scoring.item-scored.v1", scoring_events_pb2.ItemsScored)
+JUDGE_REQUESTED = Topic("medbench.scoring.judge-requested.v1", scoring_events_pb2.JudgeRequested)
+POOL_ROTATED = Topic("medbench.taskpool.pool-rotated.v1", taskpool_events_pb2.PoolRotated)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    SUBMISSION_CREATED,
+    SUBMISSION_COMPLETED,
+    RESPONSE_RECORDED,
+    ITEM_SCORED,
+    JUDGE_REQUESTED,
+    POOL_ROTATED,
+)
+BY_NAME = {t.name: t for t in ALL_TOPICS}

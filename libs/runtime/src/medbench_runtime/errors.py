@@ -1,0 +1,43 @@
+"""Domain errors: plain exceptions the core may raise; the gRPC layer maps them to status codes."""
+
+from __future__ import annotations
+
+
+class MedbenchError(Exception):
+    """Base class; the message is shown to the caller, so it must name the problem."""
+
+
+class InvalidArgument(MedbenchError):
+    """The request is malformed or names something that does not fit."""
+
+
+class NotFound(MedbenchError):
+    """The named thing does not exist (or belongs to another tenant)."""
+
+
+class AlreadyExists(MedbenchError):
+    """The thing to create exists with different content."""
+
+
+class FailedPrecondition(MedbenchError):
+    """The request is valid but the target is not in a state that allows it."""
+
+
+class Unauthenticated(MedbenchError):
+    """The caller did not say who it is."""
+
+
+class PermissionDenied(MedbenchError):
+    """The caller may not do this."""
+
+
+class Unimplemented(MedbenchError):
+    """The platform does not offer this yet."""
+
+
+class Unavailable(MedbenchError):
+    """A dependency is down; retrying later may succeed."""
+
+
+class ResourceExhausted(MedbenchError):
+    """A quota or size limit was hit."""

@@ -1,0 +1,22 @@
+"""Prometheus metrics shared by every service, and the /metrics endpoint."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_HANDLED = Counter(
+    "medbench_grpc_server_handled_total",
+    "gRPC calls completed, by method and status code.",
+    ["service", "method", "code"],
+)
+RPC_LATENCY = Histogram(
+    "medbench_grpc_server_handling_seconds",
+    "Time to complete a gRPC call (streams: the whole stream).",
+    ["service", "method"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Starts the /metrics HTTP endpoint in a daemon thread."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,120 @@
+"""run_service(): a grpc.aio server with health, reflection, metrics and a graceful SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from medbench_runtime.interceptors import RpcInterceptor
+from medbench_runtime.metrics import serve_metrics
+from medbench_runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A long-running background job (a Kafka consumer, an outbox relay, a sweeper)."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Runs until stop() is called; an exception ends the process (the platform restarts it)."""
+
+    def stop(self) -> None:
+        """Asks run() to return after the work in hand."""
+
+
+@dataclass
+class Servicer:
+    """A servicer and the generated function that registers it."""
+
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    # Full service name for reflection and health, e.g. "medbench.report.v1.ReportService".
+    full_name: str
+
+
+@dataclass
+class ServiceRuntime:
+    """What run_service needs besides settings."""
+
+    servicers: Sequence[Servicer] = ()
+    workers: Sequence[Worker] = ()
+    # Awaited before the health service turns SERVING (e.g. Mongo ping, topic creation).
+    readiness: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Channel/server options both sides use, so large batches fit."""
+    return [
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+    ]
+
+
+async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
+    """Serves until SIGTERM/SIGINT (or a worker dies), then drains and returns."""
+    serve_metrics(settings.metrics_host, settings.metrics_port)
+    server = grpc.aio.server(
+        interceptors=[RpcInterceptor(settings.service_name)], options=grpc_options(settings)
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.full_name for s in runtime.servicers]
+    for s in runtime.servicers:
+        s.add_to_server(s.servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot bind gRPC port {address}")
+    await server.start()
+    log.info("gRPC listening on %s, metrics on %s:%s", address, settings.metrics_host,
+             settings.metrics_port)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    for check in runtime.readiness:
+        await check()
+    tasks = {asyncio.create_task(w.run(), name=w.name): w for w in runtime.workers}
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving")
+
+    stop_waiter = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not stop_waiter]
+    for task in failed:
+        exc = task.exception()
+        log.error("worker %s stopped: %r", task.get_name(), exc)
+
+    # Drain: refuse new work first, then let in-flight work finish within the grace period.
+    await health_servicer.enter_graceful_shutdown()
+    for worker in tasks.values():
+        worker.stop()
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=settings.shutdown_grace_s)
+        for task in still:
+            task.cancel()
+    await server.stop(settings.shutdown_grace_s)
+    stop_waiter.cancel()
+    log.info("stopped")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,77 @@
+"""Settings read from the environment (MEDBENCH_<GROUP>__<FIELD>), once, in __main__."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MongoSettings(BaseModel):
+    """Where the service keeps its state."""
+
+    uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017/?directConnection=true")
+    database: str = "medbench"
+    # Sealed data (reference answers, key points) lives in its own database; in production it
+    # has its own credentials, held only by the rotator and the scorers. "" -> "<database>_sealed".
+    sealed_database: str = ""
+    server_selection_timeout_s: float = 10.0
+
+    @property
+    def sealed_database_name(self) -> str:
+        """Name of the sealed database."""
+        return self.sealed_database or f"{self.database}_sealed"
+
+
+class KafkaSettings(BaseModel):
+    """How the service reaches Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Prepended to every topic name; lets tests and tenants of a shared broker stay apart.
+    topic_prefix: str = ""
+    partitions: int = 3
+    replication_factor: int = 1
+    # A message whose handler fails this many times goes to the topic's dead-letter twin.
+    max_delivery_attempts: int = 5
+    retry_backoff_s: float = 0.2
+    session_timeout_ms: int = 10_000
+    max_poll_records: int = 50
+    # Kafka producer batching: how long to wait for more records before sending.
+    linger_ms: int = 5
+
+
+class PeerSettings(BaseModel):
+    """gRPC addresses of the other services (host:port)."""
+
+    gateway: str = "127.0.0.1:50051"
+    rotator: str = "127.0.0.1:50052"
+    dispatcher: str = "127.0.0.1:50053"
+    metric_scorer: str = "127.0.0.1:50054"
+    judge_scorer: str = "127.0.0.1:50055"
+    aggregator: str = "127.0.0.1:50056"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has; services subclass it to add their own groups."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDBENCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    service_name: str = "medbench"
+    # Identifies this replica (the pod name in Kubernetes); used as Kafka static membership id.
+    instance_id: str = ""
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9090
+    log_level: str = "INFO"
+    shutdown_grace_s: float = 10.0
+    grpc_max_message_bytes: int = 16 * 1024 * 1024
+    mongo: MongoSettings = MongoSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    peers: PeerSettings = PeerSettings()
+
+    @property
+    def member_id(self) -> str:
+        """Stable id of this replica."""
+        return self.instance_id or self.service_name

@@ -1,0 +1,1 @@
+"""MongoDB access over PyMongo's AsyncMongoClient: connection, indexes, transactions, outbox."""

@@ -1,0 +1,53 @@
+"""Connecting to MongoDB and running transactions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from kafka.errors import KafkaConnectionError, RetriableError
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import ConnectionFailure
+
+from medbench_runtime.settings import MongoSettings
+
+T = TypeVar("T")
+
+# Failures of the infrastructure, not of the message: consumers retry these forever
+# instead of dead-lettering, so an outage never turns into a lost or wrong score.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    RetriableError,
+    KafkaConnectionError,
+)
+
+
+@asynccontextmanager
+async def connect(settings: MongoSettings) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    """An AsyncMongoClient for the settings, closed on exit."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.uri.get_secret_value(),
+        serverSelectionTimeoutMS=int(settings.server_selection_timeout_s * 1000),
+        tz_aware=True,
+        retryWrites=True,
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def ping(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    """Raises unless the server answers."""
+    await client.admin.command("ping")
+
+
+async def in_transaction(
+    client: AsyncMongoClient[dict[str, Any]],
+    work: Callable[[AsyncClientSession], Awaitable[T]],
+) -> T:
+    """Runs work in a multi-document transaction, retrying transient transaction errors."""
+    async with client.start_session() as session:
+        return await session.with_transaction(work)

@@ -1,0 +1,59 @@
+"""Infrastructure: the Mongo client, the Kafka publisher and the outbox relay of one process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from medbench_messaging.admin import ensure_topics
+from medbench_messaging.publisher import KafkaPublisher
+from medbench_runtime.settings import ServiceSettings
+from medbench_storage.client import connect, ping
+from medbench_storage.indexes import IndexSpec, ensure_indexes
+from medbench_storage.outbox import INDEXES as OUTBOX_INDEXES
+from medbench_storage.outbox import OutboxRelay
+
+
+@dataclass
+class Infrastructure:
+    """Handles every service needs; built once in app.py."""
+
+    settings: ServiceSettings
+    client: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
+    publisher: KafkaPublisher
+    relay: OutboxRelay
+
+    @property
+    def sealed_db(self) -> AsyncDatabase[dict[str, Any]]:
+        """The sealed database; only the rotator and the scorers may open it."""
+        return self.client[self.settings.mongo.sealed_database_name]
+
+    async def ready(self) -> None:
+        """Readiness: Mongo answers and every topic exists."""
+        await ping(self.client)
+        await ensure_topics(self.settings.kafka)
+
+
+@asynccontextmanager
+async def open_infrastructure(
+    settings: ServiceSettings, indexes: Sequence[IndexSpec] = (), sealed_indexes: Sequence[
+        IndexSpec] = ()
+) -> AsyncIterator[Infrastructure]:
+    """Connects, creates indexes, and closes everything on exit."""
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(connect(settings.mongo))
+        db = client[settings.mongo.database]
+        await ping(client)
+        await ensure_indexes(db, [*OUTBOX_INDEXES, *indexes])
+        if sealed_indexes:
+            await ensure_indexes(client[settings.mongo.sealed_database_name], sealed_indexes)
+        publisher = KafkaPublisher(settings.kafka, client_id=settings.member_id)
+        stack.callback(publisher.close)
+        relay = OutboxRelay(db, publisher)
+        yield Infrastructure(settings, client, db, publisher, relay)

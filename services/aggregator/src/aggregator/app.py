@@ -1,0 +1,37 @@
+"""Composition root of the aggregator."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
+
+from aggregator.adapters.mongo_scores import INDEXES, MongoScores
+from aggregator.aggregation import Aggregation
+from aggregator.entrypoints.grpc_servicer import ReportServicer
+from aggregator.entrypoints.kafka_handlers import on_items_scored
+from aggregator.settings import AggregatorSettings
+from medbench_messaging import topics
+from medbench_messaging.consumer import KafkaConsumerWorker
+from medbench_runtime.service import Servicer, ServiceRuntime, run_service
+from medbench_storage.client import TRANSIENT_ERRORS
+from medbench_storage.infra import open_infrastructure
+
+
+async def serve(settings: AggregatorSettings) -> None:
+    async with open_infrastructure(settings, INDEXES) as infra:
+        scores = MongoScores(infra.db)
+        aggregation = Aggregation(infra, scores)
+        consumer = KafkaConsumerWorker(
+            settings.kafka, topics.ITEM_SCORED, group_id="aggregator",
+            member_id=settings.member_id,
+            handler=partial(on_items_scored, aggregation=aggregation),
+            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
+        await run_service(settings, ServiceRuntime(
+            servicers=[Servicer(
+                report_service_pb2_grpc.add_ReportServiceServicer_to_server,
+                ReportServicer(scores),
+                report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name)],
+            workers=[infra.relay, consumer],
+            readiness=[infra.ready],
+        ))

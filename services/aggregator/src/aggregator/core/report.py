@@ -1,0 +1,178 @@
+"""Leaderboard arithmetic: item scores -> dataset, dimension and overall scores (pure, no I/O)."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DatasetRule(StrEnum):
+    """How a dataset's item scores become its score."""
+
+    MEAN = "mean"
+    """Mean of the item scores."""
+    ALL_PERMUTATIONS = "all_permutations"
+    """Items grouped by group_id; a group scores its lowest item, so with 0/1 items a question
+    counts only when every option-order permutation was answered correctly; mean over groups."""
+
+
+class ConflictingScores(ValueError):
+    """The same item_id arrived twice with different content."""
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One scored answer, as the aggregator receives it."""
+
+    item_id: str
+    dataset: str
+    dimension: str
+    group_id: str
+    score: float
+    """In [0, 1]."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"score of {self.item_id} must lie in [0, 1], got {self.score}")
+
+
+@dataclass(frozen=True)
+class DatasetScore:
+    dataset: str
+    dimension: str
+    score: float
+    """0-100, unrounded."""
+    n_items: int
+    n_units: int
+    """Scoring units: items under "mean", permutation groups under "all_permutations"."""
+
+
+@dataclass(frozen=True)
+class DimensionScore:
+    dimension: str
+    score: float
+    """0-100, unweighted mean of the dimension's dataset scores."""
+    n_datasets: int
+
+
+@dataclass(frozen=True)
+class Report:
+    datasets: tuple[DatasetScore, ...]
+    dimensions: tuple[DimensionScore, ...]
+    overall: float
+    """0-100, unweighted mean of the dimension scores (not of the datasets)."""
+
+
+def _mean(values: Sequence[float]) -> float:
+    # fsum is exactly rounded, so the result does not depend on the order items arrived in.
+    return math.fsum(values) / len(values)
+
+
+def _unique_items(items: Iterable[ScoredItem]) -> list[ScoredItem]:
+    by_id: dict[str, ScoredItem] = {}
+    for item in items:
+        seen = by_id.setdefault(item.item_id, item)
+        if seen != item:
+            raise ConflictingScores(f"item {item.item_id!r} reported twice: {seen} vs {item}")
+    return [by_id[item_id] for item_id in sorted(by_id)]
+
+
+def _dataset_score(
+    dataset: str, items: Sequence[ScoredItem], rule: DatasetRule
+) -> DatasetScore:
+    dimensions = sorted({item.dimension for item in items})
+    if len(dimensions) != 1:
+        raise ValueError(f"dataset {dataset!r} has items in several dimensions: {dimensions}")
+    if rule is DatasetRule.MEAN:
+        units = [item.score for item in items]
+    else:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for item in items:
+            groups[item.group_id].append(item.score)
+        units = [min(scores) for _, scores in sorted(groups.items())]
+    return DatasetScore(
+        dataset=dataset,
+        dimension=dimensions[0],
+        score=100.0 * _mean(units),
+        n_items=len(items),
+        n_units=len(units),
+    )
+
+
+def build_report(items: Iterable[ScoredItem], rules: Mapping[str, str] | None = None) -> Report:
+    """Aggregates item scores the way the MedBench leaderboard does.
+
+    Args:
+        items: scored items; an item_id repeated with identical content counts once.
+        rules: dataset name -> DatasetRule value; datasets not named use "mean".
+
+    Raises:
+        ValueError: no items, an unknown rule, or a dataset spread over several dimensions.
+        ConflictingScores: an item_id repeated with different content.
+    """
+    unique = _unique_items(items)
+    if not unique:
+        raise ValueError("cannot build a report from no items")
+    rule_of = {dataset: DatasetRule(rule) for dataset, rule in (rules or {}).items()}
+    by_dataset: dict[str, list[ScoredItem]] = defaultdict(list)
+    for item in unique:
+        by_dataset[item.dataset].append(item)
+    datasets = tuple(
+        _dataset_score(name, by_dataset[name], rule_of.get(name, DatasetRule.MEAN))
+        for name in sorted(by_dataset)
+    )
+    by_dimension: dict[str, list[float]] = defaultdict(list)
+    for dataset in datasets:
+        by_dimension[dataset.dimension].append(dataset.score)
+    dimensions = tuple(
+        DimensionScore(dimension=name, score=_mean(scores), n_datasets=len(scores))
+        for name, scores in sorted(by_dimension.items())
+    )
+    return Report(
+        datasets=datasets,
+        dimensions=dimensions,
+        overall=_mean([dimension.score for dimension in dimensions]),
+    )
+
+
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
+    widths = [
+        max(_display_width(row[column]) for row in [header, *rows])
+        for column in range(len(header))
+    ]
+    lines = []
+    for row in [header, *rows]:
+        cells = []
+        for column, cell in enumerate(row):
+            padding = " " * (widths[column] - _display_width(cell))
+            cells.append(padding + cell if column in right else cell + padding)
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_report_table(report: Report) -> str:
+    """Renders a report as fixed-width text; columns stay aligned with CJK names."""
+    dataset_lines = _table(
+        ("dataset", "dimension", "n", "units", "score"),
+        [
+            (d.dataset, d.dimension, str(d.n_items), str(d.n_units), f"{d.score:.1f}")
+            for d in report.datasets
+        ],
+        right=frozenset({2, 3, 4}),
+    )
+    dimension_lines = _table(
+        ("dimension", "datasets", "score"),
+        [(d.dimension, str(d.n_datasets), f"{d.score:.1f}") for d in report.dimensions],
+        right=frozenset({1, 2}),
+    )
+    return "\n".join(
+        [*dataset_lines, "", *dimension_lines, "", f"overall  {report.overall:.1f}"]
+    ) + "\n"

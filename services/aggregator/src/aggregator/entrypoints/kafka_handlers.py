@@ -1,0 +1,15 @@
+"""Kafka handlers of the aggregator."""
+
+from __future__ import annotations
+
+from medbench.scoring.v1 import scoring_events_pb2
+
+from aggregator.aggregation import Aggregation
+from medbench_messaging.consumer import Delivery
+
+
+async def on_items_scored(
+    event: scoring_events_pb2.ItemsScored, delivery: Delivery, *, aggregation: Aggregation
+) -> None:
+    """Records a batch of item scores (idempotent) and completes the submission when due."""
+    await aggregation.record(event)

@@ -1,0 +1,56 @@
+"""MongoSubmissions: submissions, accepted upload batches and the answered-items bitmap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from medbench_runtime.errors import NotFound
+from medbench_storage.indexes import IndexSpec, asc
+
+INDEXES = (
+    IndexSpec("submissions", asc("tenant_id", "request_id"), unique=True),
+    IndexSpec("submissions", asc("state", "updated_at")),
+    IndexSpec("uploads", asc("submission_id")),
+)
+
+
+class MongoSubmissions:
+    """Gateway-owned collections."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._db = db
+
+    async def get(self, tenant_id: str, submission_id: str,
+                  session: AsyncClientSession | None = None) -> dict[str, Any]:
+        """The submission, or NOT_FOUND (also when it belongs to another tenant)."""
+        doc = await self._db.submissions.find_one(
+            {"_id": submission_id, "tenant_id": tenant_id}, session=session)
+        if doc is None:
+            raise NotFound(f"submission {submission_id} not found")
+        return doc
+
+    async def find(self, submission_id: str) -> dict[str, Any] | None:
+        return await self._db.submissions.find_one({"_id": submission_id})
+
+    async def insert(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
+        await self._db.submissions.insert_one(doc, session=session)
+
+    async def find_upload(self, submission_id: str, batch_id: str) -> dict[str, Any] | None:
+        return await self._db.uploads.find_one(
+            {"_id": f"{submission_id}:{batch_id}"}, {"digest": 1, "count": 1})
+
+    async def record_upload(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
+        await self._db.uploads.insert_one(doc, session=session)
+
+    async def update(self, submission_id: str, fields: dict[str, Any],
+                     session: AsyncClientSession | None = None,
+                     expect: dict[str, Any] | None = None) -> bool:
+        """Sets fields (and updated_at); False when expect did not match."""
+        result = await self._db.submissions.update_one(
+            {"_id": submission_id, **(expect or {})},
+            {"$set": {**fields, "updated_at": datetime.now(UTC)}}, session=session)
+        return result.matched_count == 1

@@ -1,0 +1,101 @@
+"""Clients of the rotator and the aggregator, and the per-pool item manifest cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
+from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
+
+from medbench_runtime.errors import FailedPrecondition, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A pool's items: id -> (ordinal, dataset), and the reverse by ordinal."""
+
+    pool_id: str
+    by_id: dict[str, tuple[int, str]]
+    by_ordinal: list[tuple[str, str]]
+
+
+async def _call(coro: object, what: str) -> object:
+    try:
+        return await coro  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(exc.details() or what) from exc
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            raise FailedPrecondition(exc.details() or what) from exc
+        raise Unavailable(f"{what} failed: {exc.code().name} {exc.details()}") from exc
+
+
+class RotatorClient:
+    """TaskPoolService calls the gateway needs, with a cache of immutable pool manifests."""
+
+    def __init__(self, channel: grpc.aio.Channel, cached_pools: int = 8) -> None:
+        self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel)
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self._cached_pools = cached_pools
+        self._lock = asyncio.Lock()
+
+    async def assign(self, submission_id: str, tenant_id: str, track: int
+                     ) -> taskpool_pb2.Assignment:
+        response = await _call(self._stub.AssignItems(
+            taskpool_service_pb2.AssignItemsRequest(
+                submission_id=submission_id, tenant_id=tenant_id, track=track),
+            timeout=30), "assigning items")
+        assert isinstance(response, taskpool_service_pb2.AssignItemsResponse)
+        return response.assignment
+
+    def stream_items(self, submission_id: str, include_prompts: bool
+                     ) -> grpc.aio.UnaryStreamCall:
+        return self._stub.StreamAssignedItems(
+            taskpool_service_pb2.StreamAssignedItemsRequest(
+                submission_id=submission_id, include_prompts=include_prompts))
+
+    async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
+        """The pool's manifest; pools are immutable, so it is cached by pool id."""
+        async with self._lock:
+            found = self._manifests.get(pool_id)
+            if found is not None:
+                self._manifests.move_to_end(pool_id)
+                return found
+            by_id: dict[str, tuple[int, str]] = {}
+            by_ordinal: list[tuple[str, str]] = []
+            try:
+                async for batch in self.stream_items(submission_id, include_prompts=False):
+                    for item in batch.items:
+                        by_id[item.item_id] = (item.ordinal, item.dataset)
+                        by_ordinal.append((item.item_id, item.dataset))
+            except grpc.aio.AioRpcError as exc:
+                raise Unavailable(f"loading items of pool {pool_id}: {exc.details()}") from exc
+            manifest = Manifest(pool_id, by_id, by_ordinal)
+            self._manifests[pool_id] = manifest
+            while len(self._manifests) > self._cached_pools:
+                self._manifests.popitem(last=False)
+            return manifest
+
+
+class ReportClient:
+    """ReportService calls (aggregator)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = report_service_pb2_grpc.ReportServiceStub(channel)
+
+    async def progress(self, submission_id: str) -> report_service_pb2.GetProgressResponse:
+        response = await _call(self._stub.GetProgress(
+            report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=10),
+            "reading scoring progress")
+        assert isinstance(response, report_service_pb2.GetProgressResponse)
+        return response
+
+    async def report(self, submission_id: str, tenant_id: str) -> report_pb2.Report:
+        response = await _call(self._stub.GetReport(
+            report_service_pb2.GetReportRequest(submission_id=submission_id, tenant_id=tenant_id),
+            timeout=10), "reading the report")
+        assert isinstance(response, report_service_pb2.GetReportResponse)
+        return response.report

@@ -1,0 +1,101 @@
+"""Upload rules: ids, limits, the answered-items bitmap and batch digests (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from medbench_runtime.errors import InvalidArgument
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_ANSWERS_PER_MESSAGE = 5000
+MAX_ANSWER_BYTES = 32 * 1024
+MAX_MODEL_NAME = 200
+
+
+def submission_id_for(tenant_id: str, request_id: str) -> str:
+    """Deterministic id, so that a retried CreateSubmission finds the first one."""
+    digest = hashlib.sha256(f"{tenant_id}\x00{request_id}".encode()).hexdigest()
+    return f"sub_{digest[:24]}"
+
+
+def check_request_id(kind: str, value: str) -> None:
+    """INVALID_ARGUMENT unless value is a well-formed client id."""
+    if not REQUEST_ID.match(value):
+        raise InvalidArgument(f"{kind} {value!r} must be 1-128 characters of [A-Za-z0-9._:-]")
+
+
+@dataclass(frozen=True)
+class AcceptedAnswer:
+    """An answer matched to its pool position."""
+
+    item_id: str
+    ordinal: int
+    dataset: str
+    answer: str
+
+
+def check_batch(
+    answers: Sequence[tuple[str, str]], manifest: Mapping[str, tuple[int, str]]
+) -> list[AcceptedAnswer]:
+    """Validates one upload message against the submission's items; all or nothing."""
+    if not answers:
+        raise InvalidArgument("an UploadAnswers message must carry at least one answer")
+    if len(answers) > MAX_ANSWERS_PER_MESSAGE:
+        raise InvalidArgument(
+            f"{len(answers)} answers in one message; at most {MAX_ANSWERS_PER_MESSAGE}")
+    seen: set[str] = set()
+    unknown: list[str] = []
+    out: list[AcceptedAnswer] = []
+    for item_id, text in answers:
+        size = len(text.encode())
+        if size > MAX_ANSWER_BYTES:
+            raise InvalidArgument(
+                f"answer for item {item_id} is {size} bytes; at most {MAX_ANSWER_BYTES}")
+        if item_id in seen:
+            raise InvalidArgument(f"item {item_id} is answered twice in one message")
+        seen.add(item_id)
+        found = manifest.get(item_id)
+        if found is None:
+            unknown.append(item_id)
+            continue
+        out.append(AcceptedAnswer(item_id, found[0], found[1], text))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidArgument(f"unknown item ids for this submission: {shown}{more}")
+    return out
+
+
+def batch_digest(answers: Sequence[tuple[str, str]]) -> str:
+    """Identity of a batch's content, to tell a resend from a different batch with the same id."""
+    h = hashlib.sha256()
+    for item_id, text in answers:
+        h.update(item_id.encode())
+        h.update(b"\x00")
+        h.update(text.encode())
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def new_bitmap(n_items: int) -> bytearray:
+    """One bit per pool item."""
+    return bytearray((n_items + 7) // 8)
+
+
+def already_set(bitmap: bytes, ordinals: Sequence[int]) -> list[int]:
+    """Ordinals whose bit is set."""
+    return [o for o in ordinals if bitmap[o >> 3] & (1 << (o & 7))]
+
+
+def set_bits(bitmap: bytearray, ordinals: Sequence[int]) -> None:
+    """Marks ordinals answered."""
+    for o in ordinals:
+        bitmap[o >> 3] |= 1 << (o & 7)
+
+
+def unset_ordinals(bitmap: bytes, n_items: int) -> list[int]:
+    """Ordinals never answered."""
+    return [o for o in range(n_items) if not bitmap[o >> 3] & (1 << (o & 7))]

@@ -1,0 +1,135 @@
+"""SubmissionServicer: the public partner API; proto <-> use cases, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import grpc
+from medbench.submission.v1 import (
+    submission_pb2,
+    submission_service_pb2,
+    submission_service_pb2_grpc,
+)
+
+from gateway.adapters.peers import RotatorClient
+from gateway.submissions import TERMINAL, Submissions
+from medbench_runtime.errors import InvalidArgument, Unauthenticated, Unavailable
+
+TENANT_HEADER = "x-medbench-tenant"
+TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+WATCH_INTERVAL_S = 0.25
+
+
+def tenant_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's tenant from metadata; UNAUTHENTICATED when missing or malformed."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_HEADER:
+            tenant = value if isinstance(value, str) else value.decode()
+            if not TENANT.match(tenant):
+                raise Unauthenticated(
+                    f"{TENANT_HEADER} {tenant!r} is malformed: 1-63 of [a-z0-9-]")
+            return tenant
+    raise Unauthenticated(f"missing {TENANT_HEADER} metadata")
+
+
+def _require_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("submission_id is required")
+    return value
+
+
+class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
+    """Public API; every call is scoped to the caller's tenant."""
+
+    def __init__(self, submissions: Submissions, rotator: RotatorClient) -> None:
+        self._submissions = submissions
+        self._rotator = rotator
+
+    async def CreateSubmission(
+        self, request: submission_service_pb2.CreateSubmissionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.CreateSubmissionResponse:
+        tenant = tenant_of(context)
+        doc, created = await self._submissions.create(
+            tenant, request.request_id, request.model, request.track, request.mode)
+        view = await self._submissions.view(tenant, doc["_id"])
+        return submission_service_pb2.CreateSubmissionResponse(submission=view, created=created)
+
+    async def GetSubmission(
+        self, request: submission_service_pb2.GetSubmissionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.GetSubmissionResponse:
+        view = await self._submissions.view(tenant_of(context), _require_id(request.submission_id))
+        return submission_service_pb2.GetSubmissionResponse(submission=view)
+
+    async def DownloadPrompts(
+        self, request: submission_service_pb2.DownloadPromptsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[submission_service_pb2.DownloadPromptsResponse]:
+        tenant = tenant_of(context)
+        await self._submissions.view(tenant, _require_id(request.submission_id))
+        try:
+            async for batch in self._rotator.stream_items(request.submission_id, True):
+                yield submission_service_pb2.DownloadPromptsResponse(prompts=[
+                    submission_pb2.Prompt(
+                        item_id=i.item_id, dataset=i.dataset, question=i.question,
+                        image_paths=i.image_paths, answer_format=i.answer_format)
+                    for i in batch.items])
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"reading prompts failed: {exc.details()}") from exc
+
+    async def UploadAnswers(
+        self, request_iterator: AsyncIterator[submission_service_pb2.UploadAnswersRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.UploadAnswersResponse:
+        tenant = tenant_of(context)
+        accepted_batches = replayed = answers = 0
+        submission_id = ""
+        async for message in request_iterator:
+            sid = _require_id(message.submission_id)
+            if submission_id and sid != submission_id:
+                raise InvalidArgument(
+                    f"one UploadAnswers stream must name one submission ({submission_id}), "
+                    f"got {sid}")
+            submission_id = sid
+            outcome = await self._submissions.upload(
+                tenant, sid, message.batch_id,
+                [(a.item_id, a.answer) for a in message.answers], message.final)
+            if outcome.replayed:
+                replayed += 1
+            else:
+                accepted_batches += 1
+                answers += outcome.accepted
+        if not submission_id:
+            raise InvalidArgument("the UploadAnswers stream carried no message")
+        view = await self._submissions.view(tenant, submission_id)
+        return submission_service_pb2.UploadAnswersResponse(
+            accepted_batches=accepted_batches, replayed_batches=replayed,
+            accepted_answers=answers, progress=view.progress, state=view.state)
+
+    async def WatchSubmission(
+        self, request: submission_service_pb2.WatchSubmissionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[submission_service_pb2.WatchSubmissionResponse]:
+        tenant = tenant_of(context)
+        last = None
+        while True:
+            view = await self._submissions.view(tenant, _require_id(request.submission_id))
+            seen = (view.state, view.progress.answered_items, view.progress.scored_items)
+            if seen != last:
+                last = seen
+                yield submission_service_pb2.WatchSubmissionResponse(submission=view)
+            if submission_pb2.SubmissionState.Name(view.state).removeprefix(
+                    "SUBMISSION_STATE_") in TERMINAL:
+                return
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    async def GetReport(
+        self, request: submission_service_pb2.GetReportRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.GetReportResponse:
+        report = await self._submissions.report(tenant_of(context),
+                                                _require_id(request.submission_id))
+        return submission_service_pb2.GetReportResponse(report=report)

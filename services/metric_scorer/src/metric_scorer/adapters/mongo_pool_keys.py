@@ -1,0 +1,59 @@
+"""MongoPoolKeys: the sealed answer keys of a frozen pool, cached per pool (pools are immutable)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """The sealed key of one pool item. Never leaves the scorer."""
+
+    item_id: str
+    dataset: str
+    dimension: str
+    group_id: str
+    metric: str
+    rule: str
+    reference: tuple[str, ...]
+
+
+class UnknownPool(Exception):
+    """No sealed keys are stored for the pool."""
+
+
+class MongoPoolKeys:
+    """Reads the sealed pool_keys chunks; keeps a few pools in memory."""
+
+    def __init__(self, sealed: AsyncDatabase[dict[str, Any]], cached_pools: int = 4) -> None:
+        self._sealed = sealed
+        self._cache: OrderedDict[str, list[PoolKey]] = OrderedDict()
+        self._cached_pools = cached_pools
+        self._lock = asyncio.Lock()
+
+    async def keys(self, pool_id: str) -> list[PoolKey]:
+        """Keys indexed by ordinal."""
+        async with self._lock:
+            found = self._cache.get(pool_id)
+            if found is not None:
+                self._cache.move_to_end(pool_id)
+                return found
+            keys: list[PoolKey] = []
+            async for chunk in self._sealed.pool_keys.find({"pool_id": pool_id}).sort("chunk", 1):
+                for k in chunk["keys"]:
+                    if k["ordinal"] != len(keys):
+                        raise UnknownPool(f"pool {pool_id}: keys are not contiguous at {len(keys)}")
+                    keys.append(PoolKey(k["item_id"], k["dataset"], k["dimension"],
+                                        k["group_id"], k["metric"], k["rule"],
+                                        tuple(k["reference"])))
+            if not keys:
+                raise UnknownPool(f"no sealed keys for pool {pool_id}")
+            self._cache[pool_id] = keys
+            while len(self._cache) > self._cached_pools:
+                self._cache.popitem(last=False)
+            return keys

@@ -1,0 +1,25 @@
+"""Composition root of the metric scorer."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from medbench_messaging import topics
+from medbench_messaging.consumer import KafkaConsumerWorker
+from medbench_runtime.service import ServiceRuntime, run_service
+from medbench_storage.client import TRANSIENT_ERRORS
+from medbench_storage.infra import open_infrastructure
+from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
+from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded
+from metric_scorer.settings import MetricScorerSettings
+
+
+async def serve(settings: MetricScorerSettings) -> None:
+    async with open_infrastructure(settings) as infra:
+        keys = MongoPoolKeys(infra.sealed_db)
+        responses = KafkaConsumerWorker(
+            settings.kafka, topics.RESPONSE_RECORDED, group_id="metric-scorer",
+            member_id=settings.member_id,
+            handler=partial(on_responses_recorded, keys=keys, publisher=infra.publisher),
+            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
+        await run_service(settings, ServiceRuntime(workers=[responses], readiness=[infra.ready]))

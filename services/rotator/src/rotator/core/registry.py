@@ -1,0 +1,411 @@
+"""The benchmark's tracks, dimensions and datasets, validated from registry data."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+ANSWER_FORMATS = frozenset(
+    {
+        "choice_single",
+        "choice_multi",
+        "departments",
+        "json_fields",
+        "json_object",
+        "free_text",
+        "boxes",
+        "label",
+        "label_set",
+        "mixed",
+    }
+)
+""""mixed" is reserved for datasets split into parts with different formats."""
+
+METRIC_COMPONENTS = frozenset(
+    {
+        "choice_single",
+        "choice_multi",
+        "department_set_accuracy",
+        "field_accuracy",
+        "label_accuracy",
+        "label_set_accuracy",
+        "micro_f1",
+        "key_point_recall",
+        "judge",
+        "box_iou",
+        "edit_similarity",
+    }
+)
+
+DATASET_RULES = frozenset({"mean", "all_permutations"})
+
+# Pool files tag items "MedExam_V4", "MedTreat_v4", "MedRxCheck_V4_SCQ".
+_VERSION_TAG = re.compile(r"_[Vv]4(?=_|$)")
+
+_T = TypeVar("_T")
+
+
+class RegistryError(ValueError):
+    """The registry data is malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Track:
+    code: str
+    name: str
+    name_zh: str
+    dataset_count: int
+    dimension_count: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    code: str
+    track: str
+    name: str
+    name_zh: str
+    dataset_count: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetPart:
+    """A separately shipped portion of a dataset (one pool file); most datasets have one."""
+
+    name: str
+    answer_format: str
+    metric: str
+    permutations: int
+    """Option-order permutations shipped per question (1 = not shuffled)."""
+    pool_lines: int
+    sources: tuple[str, ...]
+    """Pool `other.source` tags, without the _V4 suffix, that belong to this part."""
+
+    @property
+    def metric_components(self) -> tuple[str, ...]:
+        return tuple(self.metric.split("+"))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    track: str
+    dimension: str
+    description: str
+    answer_format: str
+    metric: str
+    """"+"-joined metric components; for a split dataset, the union over its parts."""
+    dataset_rule: str
+    permutations: int
+    pool_lines: int
+    parts: tuple[DatasetPart, ...]
+    note: str = ""
+
+    @property
+    def metric_components(self) -> tuple[str, ...]:
+        return tuple(self.metric.split("+"))
+
+    @property
+    def answer_formats(self) -> frozenset[str]:
+        """The formats items of this dataset can have (one per part)."""
+        return frozenset(part.answer_format for part in self.parts)
+
+    def part_for_format(self, answer_format: str) -> DatasetPart:
+        """The part whose items have answer_format; KeyError if none."""
+        for part in self.parts:
+            if part.answer_format == answer_format:
+                return part
+        raise KeyError(f"dataset {self.name!r} has no part with answer format {answer_format!r}")
+
+
+@dataclass(frozen=True)
+class Registry:
+    tracks: tuple[Track, ...]
+    dimensions: tuple[Dimension, ...]
+    datasets: tuple[Dataset, ...]
+
+    def track(self, code: str) -> Track:
+        return _lookup(self.tracks, code, "track", lambda t: t.code)
+
+    def dimension(self, code: str) -> Dimension:
+        return _lookup(self.dimensions, code, "dimension", lambda d: d.code)
+
+    def dataset(self, name: str) -> Dataset:
+        return _lookup(self.datasets, name, "dataset", lambda d: d.name)
+
+    def dimensions_in(self, track: str) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.dimensions if d.track == track)
+
+    def datasets_in(self, track: str) -> tuple[Dataset, ...]:
+        return tuple(d for d in self.datasets if d.track == track)
+
+    def rules(self) -> dict[str, str]:
+        """Dataset name -> dataset rule, as the aggregator takes it."""
+        return {d.name: d.dataset_rule for d in self.datasets}
+
+    def dataset_for_source(self, source: str) -> tuple[Dataset, DatasetPart]:
+        """Resolves a pool file's `other.source` tag (e.g. "MedRxCheck_V4_SCQ").
+
+        Raises:
+            KeyError: no dataset part claims the tag.
+        """
+        tag = normalise_source(source)
+        for dataset in self.datasets:
+            for part in dataset.parts:
+                if tag in part.sources:
+                    return dataset, part
+        raise KeyError(f"no dataset for pool source {source!r} (normalised {tag!r})")
+
+
+def normalise_source(source: str) -> str:
+    """Drops the pool's version tag: "MedRxCheck_V4_SCQ" -> "MedRxCheck_SCQ"."""
+    return _VERSION_TAG.sub("", source)
+
+
+def _lookup(values: tuple[_T, ...], key: str, kind: str, key_of: Callable[[_T], str]) -> _T:
+    for value in values:
+        if key_of(value) == key:
+            return value
+    raise KeyError(f"unknown {kind} {key!r}")
+
+
+def _field(raw: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in raw:
+        raise RegistryError(f"{where}: missing field {name!r}")
+    value = raw[name]
+    # bool is an int subclass; a count of True is a typo, not a number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RegistryError(f"{where}: field {name!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _list(raw: Mapping[str, Any], name: str, where: str) -> list[Any]:
+    return list(_field(raw, name, list, where))
+
+
+def _parse_track(raw: Mapping[str, Any]) -> Track:
+    where = f"track {raw.get('code', '?')!r}"
+    return Track(
+        code=_field(raw, "code", str, where),
+        name=_field(raw, "name", str, where),
+        name_zh=_field(raw, "name_zh", str, where),
+        dataset_count=_field(raw, "dataset_count", int, where),
+        dimension_count=_field(raw, "dimension_count", int, where),
+        note=str(raw.get("note", "")),
+    )
+
+
+def _parse_dimension(raw: Mapping[str, Any]) -> Dimension:
+    where = f"dimension {raw.get('code', '?')!r}"
+    return Dimension(
+        code=_field(raw, "code", str, where),
+        track=_field(raw, "track", str, where),
+        name=_field(raw, "name", str, where),
+        name_zh=_field(raw, "name_zh", str, where),
+        dataset_count=_field(raw, "dataset_count", int, where),
+        note=str(raw.get("note", "")),
+    )
+
+
+def _check_format_and_metric(answer_format: str, metric: str, where: str) -> None:
+    if answer_format not in ANSWER_FORMATS:
+        raise RegistryError(
+            f"{where}: unknown answer_format {answer_format!r}; known: {sorted(ANSWER_FORMATS)}"
+        )
+    unknown = [c for c in metric.split("+") if c not in METRIC_COMPONENTS]
+    if unknown:
+        raise RegistryError(
+            f"{where}: unknown metric component(s) {unknown}; known: {sorted(METRIC_COMPONENTS)}"
+        )
+
+
+def _aliases(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    aliases = raw.get("source_aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise RegistryError(f"{where}: source_aliases must be a list of strings")
+    return tuple(aliases)
+
+
+def _parse_part(raw: Mapping[str, Any], where: str) -> DatasetPart:
+    name = _field(raw, "name", str, where)
+    where = f"{where} part {name!r}"
+    part = DatasetPart(
+        name=name,
+        answer_format=_field(raw, "answer_format", str, where),
+        metric=_field(raw, "metric", str, where),
+        permutations=_field(raw, "permutations", int, where),
+        pool_lines=_field(raw, "pool_lines", int, where),
+        sources=(name, *_aliases(raw, where)),
+    )
+    if part.answer_format == "mixed":
+        raise RegistryError(f"{where}: a part cannot have answer_format 'mixed'")
+    _check_format_and_metric(part.answer_format, part.metric, where)
+    if part.permutations < 1 or part.pool_lines < 1:
+        raise RegistryError(f"{where}: permutations and pool_lines must be positive")
+    return part
+
+
+def _parse_dataset(raw: Mapping[str, Any]) -> Dataset:
+    where = f"dataset {raw.get('name', '?')!r}"
+    name = _field(raw, "name", str, where)
+    answer_format = _field(raw, "answer_format", str, where)
+    metric = _field(raw, "metric", str, where)
+    permutations = _field(raw, "permutations", int, where)
+    pool_lines = _field(raw, "pool_lines", int, where)
+    dataset_rule = _field(raw, "dataset_rule", str, where)
+    _check_format_and_metric(answer_format, metric, where)
+    if dataset_rule not in DATASET_RULES:
+        raise RegistryError(
+            f"{where}: unknown dataset_rule {dataset_rule!r}; known: {sorted(DATASET_RULES)}"
+        )
+    if "parts" in raw:
+        parts = tuple(_parse_part(part, where) for part in _list(raw, "parts", where))
+        _check_parts(where, parts, answer_format, metric, permutations, pool_lines)
+    else:
+        if answer_format == "mixed":
+            raise RegistryError(f"{where}: answer_format 'mixed' needs a 'parts' list")
+        parts = (
+            _parse_part(
+                {
+                    "name": name,
+                    "answer_format": answer_format,
+                    "metric": metric,
+                    "permutations": permutations,
+                    "pool_lines": pool_lines,
+                    "source_aliases": raw.get("source_aliases", []),
+                },
+                where,
+            ),
+        )
+    shuffled = max(part.permutations for part in parts) > 1
+    # Scoring shuffled copies as separate items would count each question several times.
+    if shuffled != (dataset_rule == "all_permutations"):
+        raise RegistryError(
+            f"{where}: dataset_rule {dataset_rule!r} does not fit permutations "
+            f"{[part.permutations for part in parts]}; shuffled datasets need 'all_permutations'"
+        )
+    return Dataset(
+        name=name,
+        track=_field(raw, "track", str, where),
+        dimension=_field(raw, "dimension", str, where),
+        description=str(raw.get("description", "")),
+        answer_format=answer_format,
+        metric=metric,
+        dataset_rule=dataset_rule,
+        permutations=permutations,
+        pool_lines=pool_lines,
+        parts=parts,
+        note=str(raw.get("note", "")),
+    )
+
+
+def _check_parts(
+    where: str,
+    parts: tuple[DatasetPart, ...],
+    answer_format: str,
+    metric: str,
+    permutations: int,
+    pool_lines: int,
+) -> None:
+    if len(parts) < 2:
+        raise RegistryError(f"{where}: 'parts' is for datasets split in two or more parts")
+    formats = {part.answer_format for part in parts}
+    expected_format = "mixed" if len(formats) > 1 else formats.pop()
+    if answer_format != expected_format:
+        raise RegistryError(
+            f"{where}: answer_format {answer_format!r} should be {expected_format!r} for its parts"
+        )
+    components = {c for part in parts for c in part.metric_components}
+    if set(metric.split("+")) != components:
+        raise RegistryError(
+            f"{where}: metric {metric!r} should list its parts' components {sorted(components)}"
+        )
+    if permutations != max(part.permutations for part in parts):
+        raise RegistryError(f"{where}: permutations should be the largest of its parts'")
+    if pool_lines != sum(part.pool_lines for part in parts):
+        raise RegistryError(f"{where}: pool_lines should be the sum of its parts'")
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    return sorted(value for value, count in Counter(values).items() if count > 1)
+
+
+def parse_registry(data: Mapping[str, Any]) -> Registry:
+    """Builds and validates a Registry from decoded registry JSON.
+
+    Raises:
+        RegistryError: a missing or mistyped field, an unknown track, dimension, answer format,
+            metric or rule, a duplicate code, name or pool source, or counts that differ
+            from the ones the tracks and dimensions declare.
+    """
+    if not isinstance(data, Mapping):
+        raise RegistryError("registry: top level must be a JSON object")
+    tracks = tuple(_parse_track(raw) for raw in _list(data, "tracks", "registry"))
+    dimensions = tuple(_parse_dimension(raw) for raw in _list(data, "dimensions", "registry"))
+    datasets = tuple(_parse_dataset(raw) for raw in _list(data, "datasets", "registry"))
+
+    for kind, names in (
+        ("track", [t.code for t in tracks]),
+        ("dimension", [d.code for d in dimensions]),
+        ("dataset", [d.name for d in datasets]),
+        ("pool source", [s for d in datasets for p in d.parts for s in p.sources]),
+    ):
+        duplicated = _duplicates(names)
+        if duplicated:
+            raise RegistryError(f"registry: duplicate {kind} {duplicated}")
+
+    track_codes = {t.code for t in tracks}
+    for dimension in dimensions:
+        if dimension.track not in track_codes:
+            raise RegistryError(
+                f"dimension {dimension.code!r}: unknown track {dimension.track!r}"
+            )
+    dimension_track = {d.code: d.track for d in dimensions}
+    for dataset in datasets:
+        if dataset.track not in track_codes:
+            raise RegistryError(f"dataset {dataset.name!r}: unknown track {dataset.track!r}")
+        if dataset.dimension not in dimension_track:
+            raise RegistryError(
+                f"dataset {dataset.name!r}: unknown dimension {dataset.dimension!r}"
+            )
+        if dimension_track[dataset.dimension] != dataset.track:
+            raise RegistryError(
+                f"dataset {dataset.name!r} (track {dataset.track!r}) is in dimension "
+                f"{dataset.dimension!r} of track {dimension_track[dataset.dimension]!r}"
+            )
+
+    for track in tracks:
+        n_datasets = sum(1 for d in datasets if d.track == track.code)
+        n_dimensions = sum(1 for d in dimensions if d.track == track.code)
+        if (n_datasets, n_dimensions) != (track.dataset_count, track.dimension_count):
+            raise RegistryError(
+                f"track {track.code!r}: declares {track.dataset_count} datasets and "
+                f"{track.dimension_count} dimensions, found {n_datasets} and {n_dimensions}"
+            )
+    for dimension in dimensions:
+        n_datasets = sum(1 for d in datasets if d.dimension == dimension.code)
+        if n_datasets != dimension.dataset_count:
+            raise RegistryError(
+                f"dimension {dimension.code!r}: declares {dimension.dataset_count} datasets, "
+                f"found {n_datasets}"
+            )
+    return Registry(tracks=tracks, dimensions=dimensions, datasets=datasets)
+
+
+def load_registry(path: Path | str) -> Registry:
+    """Reads and validates a registry JSON file (the one I/O step; parsing is parse_registry).
+
+    Raises:
+        RegistryError: the file is not valid JSON or fails validation (see parse_registry).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RegistryError(f"{path}: not valid JSON: {err}") from err
+    return parse_registry(data)
