@@ -3,8 +3,10 @@
 # broker+controller) on loopback, run from Maven Central jars instead of a release tarball.
 #
 #   kafka-test-broker.sh fetch     # mvn dependency:copy-dependencies -> libs dir (cached)
+#   kafka-test-broker.sh format    # fetch + write config + format storage
 #   kafka-test-broker.sh start     # fetch + write config + format storage + start + wait
 #   kafka-test-broker.sh stop      # SIGTERM, then SIGKILL after KAFKA_STOP_TIMEOUT
+#   kafka-test-broker.sh restart   # stop + start
 #   kafka-test-broker.sh status    # exit 0 if running and the port answers
 #   kafka-test-broker.sh run       # like start, but in the foreground (Ctrl-C stops)
 #   kafka-test-broker.sh bootstrap # prints host:port for clients
@@ -205,5 +207,5 @@ case ${1:-} in
        # shellcheck disable=SC2086
        exec "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" kafka.Kafka "$CONF" ;;
   bootstrap) echo "$HOST:$PORT" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

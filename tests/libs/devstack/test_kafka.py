@@ -84,15 +84,22 @@ def test_port_in_use_reports_broker_exit(tmp_path: Path) -> None:
     assert broker.pid is None
 
 
+def test_readiness_timeout_is_reported_and_cleaned_up(tmp_path: Path) -> None:
+    broker = KafkaBroker(tmp_path / "kafka")
+    # a JVM broker cannot be ready within one second, so the deadline must trip
+    with pytest.raises(DevstackError, match=r"(?s)start failed.*not ready after 1s"):
+        broker.start(timeout_s=1)
+    assert broker.pid is None
+    assert not port_is_open(broker.port)
+
+
 def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAVA", "/nonexistent/bin/java")
     with pytest.raises(DevstackError, match="java not found"):
         KafkaBroker(tmp_path / "kafka").start()
 
 
-def test_cold_cache_without_maven_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cold_cache_without_maven_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDBENCH_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("MVN", "/nonexistent/bin/mvn")
     with pytest.raises(DevstackError, match=r"not cached in .*empty-cache.*Maven"):

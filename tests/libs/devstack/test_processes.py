@@ -84,7 +84,9 @@ def test_terminate_escalates_and_kills_the_group(tmp_path: Path) -> None:
     )
     proc.start()
     line = wait_for(
-        lambda: proc.tail(1).startswith("grandchild") and proc.tail(1), 10, "grandchild pid"
+        lambda: proc.tail(1) if proc.tail(1).startswith("grandchild") else None,
+        10,
+        "grandchild pid",
     )
     grandchild = int(line.split()[-1])
     assert pid_alive(grandchild)

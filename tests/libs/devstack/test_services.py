@@ -34,8 +34,8 @@ def _health(address: str) -> str:
                 health_pb2.HealthCheckRequest(service=""), timeout=2
             )
         except grpc.RpcError as exc:
-            return exc.code().name  # type: ignore[attr-defined,no-any-return]
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def test_service_list_and_env_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +105,7 @@ def test_never_serving_service_is_named_and_stack_cleaned_up(tmp_path: Path) -> 
         FAKE_HEALTH_STUCK="not_serving",
     )
     with pytest.raises(DevstackError) as info:
-        stack.start(timeout_s=3)
+        stack.start(timeout_s=4)
     message = str(info.value)
     assert "service stuck not SERVING" in message
     assert "NOT_SERVING" in message

@@ -7,12 +7,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.kafka import JVM_MARKER, KafkaBroker
-from medbench_devstack.mongo import SECANTUSD, MongoWireServer
+from medbench_devstack.mongo import SECANTUSD, MongoWireServer, nudge_shutdown
 from medbench_devstack.processes import pid_cmdline, stop_pid
 
 STATE_FILE = "state.json"
@@ -68,14 +70,18 @@ def cmd_up(stack_dir: Path, args: argparse.Namespace) -> int:
     stack_dir.mkdir(parents=True, exist_ok=True)
     mongo = MongoWireServer(stack_dir / "mongo", port=args.mongo_port)
     kafka = KafkaBroker(stack_dir / "kafka", port=args.kafka_port)
-    try:
-        # Both children run in their own sessions, so they outlive this command.
-        mongo.start(timeout_s=args.timeout)
-        kafka.start(timeout_s=args.timeout)
-    except DevstackError as exc:
+    # Both children run in their own sessions, so they outlive this command. They boot in
+    # parallel: each start is mostly waiting on a child process.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [
+            pool.submit(mongo.start, timeout_s=args.timeout),
+            pool.submit(kafka.start, timeout_s=args.timeout),
+        ]
+        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+    if errors:
         kafka.stop()
         mongo.stop()
-        print(f"devstack up failed: {exc}", file=sys.stderr)
+        print("devstack up failed:\n" + "\n".join(errors), file=sys.stderr)
         return 1
     state = {
         "dir": str(stack_dir),
@@ -102,24 +108,44 @@ def cmd_up(stack_dir: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _nudge(name: str, info: dict[str, Any]) -> Callable[[], None] | None:
+    port = info.get("port")
+    if name != "mongo" or not isinstance(port, int):
+        return None
+    return lambda: nudge_shutdown(port)
+
+
 def cmd_down(stack_dir: Path, args: argparse.Namespace) -> int:
     state = _read_state(stack_dir)
     if state is None:
         print(f"devstack not up ({_state_path(stack_dir)} missing)", file=sys.stderr)
         return 0
+    pids = {
+        name: state[name]["pid"]
+        for name in _MARKERS
+        if isinstance(state.get(name), dict) and isinstance(state[name].get("pid"), int)
+    }
+    # Stopped in parallel: Kafka and secantusd each take a second or two to shut down.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            name: pool.submit(
+                stop_pid,
+                pid,
+                args.timeout,
+                expect_in_cmdline=_MARKERS[name],
+                while_waiting=_nudge(name, state[name]),
+            )
+            for name, pid in pids.items()
+        }
     failed = False
-    for name, marker in _MARKERS.items():
-        info = state.get(name)
-        pid = info.get("pid") if isinstance(info, dict) else None
-        if not isinstance(pid, int):
-            continue
-        try:
-            stopped = stop_pid(pid, args.timeout, expect_in_cmdline=marker)
-        except DevstackError as exc:
+    for name, future in futures.items():
+        exc = future.exception()
+        if exc is not None:
             print(f"{name}: {exc}", file=sys.stderr)
             failed = True
-            continue
-        print(f"{name}: {'stopped' if stopped else 'was not running'} (pid {pid})")
+        else:
+            verdict = "stopped" if future.result() else "was not running"
+            print(f"{name}: {verdict} (pid {pids[name]})")
     if failed:
         return 1
     _state_path(stack_dir).unlink(missing_ok=True)

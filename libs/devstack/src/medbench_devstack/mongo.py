@@ -9,9 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from pymongo import MongoClient
-from pymongo.errors import PyMongoError
-
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import LOOPBACK, free_port, port_is_open
 from medbench_devstack.processes import ManagedProcess
@@ -30,14 +27,24 @@ def find_secantusd() -> str | None:
 
 
 class MongoWireServer:
-    """A single-node replica set (transactions work) with its own storage dir."""
+    """A single-node replica set (transactions work) with its own storage dir.
+
+    `sync_on_commit` (default on) makes acknowledged writes survive a SIGKILL of the server,
+    as journaled writes do on a real mongod; it costs about 2 ms per write.
+    """
 
     def __init__(
-        self, work_dir: Path, port: int | None = None, *, executable: str | None = None
+        self,
+        work_dir: Path,
+        port: int | None = None,
+        *,
+        executable: str | None = None,
+        sync_on_commit: bool = True,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.port = port if port is not None else free_port()
         self.executable = executable
+        self.sync_on_commit = sync_on_commit
         self.startup_s: float | None = None
         self._proc: ManagedProcess | None = None
 
@@ -91,6 +98,8 @@ class MongoWireServer:
             "--storage-path", str(self.data_dir),
             "--config", str(config),
         ]  # fmt: skip
+        if self.sync_on_commit:
+            argv.append("--sync-on-commit")
         self._proc = ManagedProcess(
             "secantusd", argv, dict(os.environ), self.log_path, cwd=self.work_dir
         )
@@ -103,6 +112,10 @@ class MongoWireServer:
         self.startup_s = time.monotonic() - t0
 
     def _wait_ready(self, deadline: float, timeout_s: float) -> None:
+        # Imported here so `python -m medbench_devstack status|down` stays quick.
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
         assert self._proc is not None
         last_error = "port not open yet"
         while True:
@@ -146,6 +159,22 @@ class MongoWireServer:
             self._proc.kill(sig)
 
     def stop(self, timeout_s: float = 10) -> None:
-        """SIGTERM, then SIGKILL after `timeout_s`; a no-op if it is not running."""
-        if self._proc is not None:
-            self._proc.terminate(timeout_s)
+        """SIGTERM (a clean shutdown), then SIGKILL after `timeout_s`; no-op if not running."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.alive():
+            proc.kill(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while proc.wait_exit(_POLL_S) is None and time.monotonic() < deadline:
+                nudge_shutdown(self.port)
+        proc.terminate(0)
+
+
+def nudge_shutdown(port: int) -> None:
+    """Help a SIGTERM'd secantusd exit in ~0.1 s instead of ~2 s.
+
+    Its shutdown joins the accept thread, which stays blocked in accept() after the listening
+    socket is closed; one throwaway connection wakes it up.
+    """
+    port_is_open(port, timeout_s=0.05)

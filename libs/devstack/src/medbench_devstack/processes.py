@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from medbench_devstack.errors import DevstackError
@@ -180,17 +180,29 @@ def pid_cmdline(pid: int) -> str | None:
         return ""
 
 
-def wait_pid_gone(pid: int, timeout_s: float) -> bool:
-    """Poll until `pid` is gone (works for processes that are not our children)."""
+def wait_pid_gone(
+    pid: int, timeout_s: float, while_waiting: Callable[[], object] | None = None
+) -> bool:
+    """Poll until `pid` is gone (works for processes that are not our children).
+
+    `while_waiting` runs on every poll, e.g. to nudge a server that is slow to notice.
+    """
     deadline = time.monotonic() + timeout_s
     while pid_alive(pid):
         if time.monotonic() >= deadline:
             return False
+        if while_waiting is not None:
+            while_waiting()
         time.sleep(_POLL_S)
     return True
 
 
-def stop_pid(pid: int, timeout_s: float = 30.0, expect_in_cmdline: str | None = None) -> bool:
+def stop_pid(
+    pid: int,
+    timeout_s: float = 30.0,
+    expect_in_cmdline: str | None = None,
+    while_waiting: Callable[[], object] | None = None,
+) -> bool:
     """SIGTERM `pid`, wait up to `timeout_s`, then SIGKILL it.
 
     With `expect_in_cmdline`, a process whose command line lacks that text is left alone:
@@ -206,7 +218,7 @@ def stop_pid(pid: int, timeout_s: float = 30.0, expect_in_cmdline: str | None = 
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    if not wait_pid_gone(pid, timeout_s):
+    if not wait_pid_gone(pid, timeout_s, while_waiting):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -115,6 +115,8 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
             task.cancel()
     await server.stop(settings.shutdown_grace_s)
     stop_waiter.cancel()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
     log.info("stopped")
     if failed:
         raise SystemExit(1)

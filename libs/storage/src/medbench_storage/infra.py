@@ -15,8 +15,8 @@ from medbench_messaging.publisher import KafkaPublisher
 from medbench_runtime.settings import ServiceSettings
 from medbench_storage.client import connect, ping
 from medbench_storage.indexes import IndexSpec, ensure_indexes
-from medbench_storage.outbox import INDEXES as OUTBOX_INDEXES
-from medbench_storage.outbox import OutboxRelay
+from medbench_storage.outbox import Outbox, OutboxRelay
+from medbench_storage.outbox import indexes as outbox_indexes
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Infrastructure:
     client: AsyncMongoClient[dict[str, Any]]
     db: AsyncDatabase[dict[str, Any]]
     publisher: KafkaPublisher
+    outbox: Outbox
     relay: OutboxRelay
 
     @property
@@ -50,10 +51,11 @@ async def open_infrastructure(
         client = await stack.enter_async_context(connect(settings.mongo))
         db = client[settings.mongo.database]
         await ping(client)
-        await ensure_indexes(db, [*OUTBOX_INDEXES, *indexes])
+        await ensure_indexes(db, [*outbox_indexes(settings.service_name), *indexes])
         if sealed_indexes:
             await ensure_indexes(client[settings.mongo.sealed_database_name], sealed_indexes)
         publisher = KafkaPublisher(settings.kafka, client_id=settings.member_id)
         stack.callback(publisher.close)
-        relay = OutboxRelay(db, publisher)
-        yield Infrastructure(settings, client, db, publisher, relay)
+        outbox = Outbox(db, settings.service_name)
+        relay = OutboxRelay(outbox, publisher)
+        yield Infrastructure(settings, client, db, publisher, outbox, relay)

@@ -23,8 +23,15 @@ OUTBOX_BACKLOG = Gauge(
     "medbench_outbox_backlog", "Outbox events seen waiting for the relay.", ["collection"]
 )
 
-COLLECTION = "outbox"
-INDEXES = (IndexSpec(COLLECTION, asc("created_at")),)
+
+
+def collection_name(service: str) -> str:
+    """Each service has its own outbox, so no relay ever publishes another service's events."""
+    return f"outbox_{service}"
+
+
+def indexes(service: str) -> tuple[IndexSpec, ...]:
+    return (IndexSpec(collection_name(service), asc("created_at")),)
 
 
 def outbox_doc(event_id: str, out: Outgoing) -> dict[str, Any]:
@@ -38,16 +45,19 @@ def outbox_doc(event_id: str, out: Outgoing) -> dict[str, Any]:
     }
 
 
-async def add_to_outbox(
-    db: AsyncDatabase[dict[str, Any]],
-    session: AsyncClientSession,
-    events: Sequence[tuple[str, Outgoing]],
-) -> None:
-    """Stores (event_id, event) pairs inside the caller's transaction."""
-    if events:
-        await db[COLLECTION].insert_many(
-            [outbox_doc(event_id, out) for event_id, out in events], session=session
-        )
+class Outbox:
+    """One service's outbox collection."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], service: str) -> None:
+        self.collection = db[collection_name(service)]
+
+    async def add(self, session: AsyncClientSession, events: Sequence[tuple[str, Outgoing]]
+                  ) -> None:
+        """Stores (event_id, event) pairs inside the caller's transaction."""
+        if events:
+            await self.collection.insert_many(
+                [outbox_doc(event_id, out) for event_id, out in events], session=session
+            )
 
 
 class OutboxRelay:
@@ -55,13 +65,13 @@ class OutboxRelay:
 
     def __init__(
         self,
-        db: AsyncDatabase[dict[str, Any]],
+        outbox: Outbox,
         publisher: Publisher,
         batch_size: int = 100,
         poll_interval_s: float = 0.25,
     ) -> None:
         self.name = "outbox-relay"
-        self._collection = db[COLLECTION]
+        self._collection = outbox.collection
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -94,7 +104,7 @@ class OutboxRelay:
         docs = await self._collection.find({}).sort([("created_at", 1), ("_id", 1)]).limit(
             self._batch_size
         ).to_list()
-        OUTBOX_BACKLOG.labels(COLLECTION).set(len(docs))
+        OUTBOX_BACKLOG.labels(self._collection.name).set(len(docs))
         if not docs:
             return 0
         batch = []
@@ -106,5 +116,9 @@ class OutboxRelay:
                          raw_value=bytes(doc["payload"]))
             )
         await self._publisher.publish(batch)
-        await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        result = await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        if result.deleted_count != len(docs):
+            # Another replica's relay published them too; consumers are idempotent.
+            log.warning("outbox: published %d events but deleted %d", len(docs),
+                        result.deleted_count)
         return len(docs)

@@ -19,7 +19,6 @@ from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
-from medbench_storage.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class Aggregation:
 
         async def commit(session: Any) -> None:
             await self._scores.store_report(session, doc)
-            await add_to_outbox(self._infra.db, session, [(event.event_id, Outgoing(
+            await self._infra.outbox.add(session, [(event.event_id, Outgoing(
                 topics.SUBMISSION_COMPLETED, event, key=submission_id))])
 
         try:

@@ -20,10 +20,14 @@ from gateway.adapters.peers import Manifest, ReportClient, RotatorClient
 from gateway.core import uploads
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
-from medbench_runtime.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from medbench_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    Unimplemented,
+)
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
-from medbench_storage.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ class Submissions:
 
         async def commit(session: Any) -> None:
             await self._store.insert(doc, session)
-            await add_to_outbox(self._infra.db, session, [
+            await self._infra.outbox.add(session, [
                 (event.event_id, Outgoing(topics.SUBMISSION_CREATED, event, key=submission_id))])
 
         try:
@@ -203,7 +207,7 @@ class Submissions:
                             item_id=manifest.by_ordinal[o][0], ordinal=o,
                             dataset=manifest.by_ordinal[o][1], missing=True)
                          for o in missing[k : k + MISSING_BATCH]]))
-            await add_to_outbox(self._infra.db, session, events)
+            await self._infra.outbox.add(session, events)
             return state
 
         state = await in_transaction(self._infra.client, commit)
@@ -224,8 +228,12 @@ class Submissions:
         """The submission with the aggregator's scored counter while it is being scored."""
         doc = await self._store.get(tenant_id, submission_id)
         scored = 0
-        if doc["state"] == SCORING:
-            scored = (await self._reports.progress(submission_id)).scored_items
+        if doc["state"] in (AWAITING, SCORING):
+            try:
+                scored = (await self._reports.progress(submission_id)).scored_items
+            except Unavailable as exc:
+                # Progress is informative; an aggregator outage must not fail the call.
+                log.warning("scoring progress of %s unavailable: %s", submission_id, exc)
         return submission_to_proto(doc, scored)
 
     async def report(self, tenant_id: str, submission_id: str) -> Any:

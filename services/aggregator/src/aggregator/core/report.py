@@ -81,9 +81,7 @@ def _unique_items(items: Iterable[ScoredItem]) -> list[ScoredItem]:
     return [by_id[item_id] for item_id in sorted(by_id)]
 
 
-def _dataset_score(
-    dataset: str, items: Sequence[ScoredItem], rule: DatasetRule
-) -> DatasetScore:
+def _dataset_score(dataset: str, items: Sequence[ScoredItem], rule: DatasetRule) -> DatasetScore:
     dimensions = sorted({item.dimension for item in items})
     if len(dimensions) != 1:
         raise ValueError(f"dataset {dataset!r} has items in several dimensions: {dimensions}")
@@ -143,10 +141,11 @@ def _display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]
+) -> list[str]:
     widths = [
-        max(_display_width(row[column]) for row in [header, *rows])
-        for column in range(len(header))
+        max(_display_width(row[column]) for row in [header, *rows]) for column in range(len(header))
     ]
     lines = []
     for row in [header, *rows]:
@@ -173,6 +172,7 @@ def format_report_table(report: Report) -> str:
         [(d.dimension, str(d.n_datasets), f"{d.score:.1f}") for d in report.dimensions],
         right=frozenset({1, 2}),
     )
-    return "\n".join(
-        [*dataset_lines, "", *dimension_lines, "", f"overall  {report.overall:.1f}"]
-    ) + "\n"
+    return (
+        "\n".join([*dataset_lines, "", *dimension_lines, "", f"overall  {report.overall:.1f}"])
+        + "\n"
+    )

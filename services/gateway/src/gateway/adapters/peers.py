@@ -88,7 +88,7 @@ class ReportClient:
 
     async def progress(self, submission_id: str) -> report_service_pb2.GetProgressResponse:
         response = await _call(self._stub.GetProgress(
-            report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=10),
+            report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=2),
             "reading scoring progress")
         assert isinstance(response, report_service_pb2.GetProgressResponse)
         return response

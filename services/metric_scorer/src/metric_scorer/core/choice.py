@@ -12,15 +12,18 @@ DEFAULT_VALID_LETTERS = "ABCDEFGHIJ"
 # Separators allowed between letters of one answer: "A, C", "A、C", "A;C", "A C", "A和C".
 # Applied after NFKC, which already folds full-width "，；：（）＜＞" to ASCII.
 _SEPARATOR_CLASS = r"[\s,、;和与及]"
+# After an answer cue a line break ends the answer: "答案是A\n\nB项错误" names only A.
+_INLINE_SEPARATOR_CLASS = r"[ \t,、;和与及]"
 # A CJK character next to a letter usually glues it into a term (B超, A级, 维生素C, C反应蛋白);
 # these are the characters that instead mark the letter as an option reference (选A, A项, A和C).
 _OPTION_PREFIX_CHARS = frozenset("选项择是为答案和与及或")
 _OPTION_SUFFIX_CHARS = frozenset("项选正错对是为和与及或")
+_CUE_FOLLOW_CHARS = _OPTION_SUFFIX_CHARS | frozenset("因")
 # Glue characters that make a letter part of a term: HER-2, A/G 比值, CD4+, O'Brien.
 _GLUE_CHARS = frozenset("-+/_'’&*%^~=")
 _WRAPPER_OPEN = "<【〈"
-_ONLY_SEPARATORS = re.compile(rf"{_SEPARATOR_CLASS}*")
 _WRAPPER_CLOSE = ">】〉"
+_ONLY_SEPARATORS = re.compile(rf"{_SEPARATOR_CLASS}*")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class _Patterns:
 def _patterns(valid_letters: str) -> _Patterns:
     letter = f"[{re.escape(valid_letters)}]"
     run = f"{letter}(?:{_SEPARATOR_CLASS}*{letter})*"
+    inline_run = f"{letter}(?:{_INLINE_SEPARATOR_CLASS}*{letter})*"
     opens = re.escape(_WRAPPER_OPEN)
     closes = re.escape(_WRAPPER_CLOSE)
     # The optional tail accepts a model that restates the option text: "<D. 单一病种>".
@@ -53,7 +57,8 @@ def _patterns(valid_letters: str) -> _Patterns:
         rf"(?:(?:最终|正确)?答案|答)?\s*(?:是|为|:)?\s*(?P<run>{run})[\s。.!]*",
     )
     cue = re.compile(
-        rf"(?:答案|答|选择|应选|故选|选)\s*(?:应该是|应该为|应是|应为|是|为)?\s*:?\s*(?P<run>{run})"
+        r"(?:答案|答|选择|应选|故选|选)\s*(?:应该是|应该为|应是|应为|是|为)?\s*:?\s*"
+        rf"(?P<run>{inline_run})"
     )
     return _Patterns(wrapper=wrapper, bare=bare, cue=cue)
 
@@ -111,7 +116,7 @@ def _from_cue(text: str, patterns: _Patterns) -> frozenset[str] | None:
     found: frozenset[str] | None = None
     for match in patterns.cue.finditer(text):
         end = match.end("run")
-        if _delimits(text[end] if end < len(text) else None, _OPTION_SUFFIX_CHARS):
+        if _delimits(text[end] if end < len(text) else None, _CUE_FOLLOW_CHARS):
             found = _letters(match.group("run"))
     return found
 

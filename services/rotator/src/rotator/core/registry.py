@@ -54,6 +54,16 @@ class RegistryError(ValueError):
     """The registry data is malformed or inconsistent."""
 
 
+class UnknownEntry(RegistryError, KeyError):
+    """A lookup named a track, dimension, dataset or pool source the registry does not hold.
+
+    Also a KeyError, so that callers treating the registry as a mapping can catch it as one.
+    """
+
+    # KeyError would render the message with quotes around it.
+    __str__ = RegistryError.__str__
+
+
 @dataclass(frozen=True)
 class Track:
     code: str
@@ -117,11 +127,17 @@ class Dataset:
         return frozenset(part.answer_format for part in self.parts)
 
     def part_for_format(self, answer_format: str) -> DatasetPart:
-        """The part whose items have answer_format; KeyError if none."""
+        """The part whose items have answer_format.
+
+        Raises:
+            UnknownEntry: no part has that format.
+        """
         for part in self.parts:
             if part.answer_format == answer_format:
                 return part
-        raise KeyError(f"dataset {self.name!r} has no part with answer format {answer_format!r}")
+        raise UnknownEntry(
+            f"dataset {self.name!r} has no part with answer format {answer_format!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -153,14 +169,14 @@ class Registry:
         """Resolves a pool file's `other.source` tag (e.g. "MedRxCheck_V4_SCQ").
 
         Raises:
-            KeyError: no dataset part claims the tag.
+            UnknownEntry: no dataset part claims the tag.
         """
         tag = normalise_source(source)
         for dataset in self.datasets:
             for part in dataset.parts:
                 if tag in part.sources:
                     return dataset, part
-        raise KeyError(f"no dataset for pool source {source!r} (normalised {tag!r})")
+        raise UnknownEntry(f"no dataset for pool source {source!r} (normalised {tag!r})")
 
 
 def normalise_source(source: str) -> str:
@@ -172,7 +188,7 @@ def _lookup(values: tuple[_T, ...], key: str, kind: str, key_of: Callable[[_T], 
     for value in values:
         if key_of(value) == key:
             return value
-    raise KeyError(f"unknown {kind} {key!r}")
+    raise UnknownEntry(f"unknown {kind} {key!r}")
 
 
 def _field(raw: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
@@ -363,9 +379,7 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
     track_codes = {t.code for t in tracks}
     for dimension in dimensions:
         if dimension.track not in track_codes:
-            raise RegistryError(
-                f"dimension {dimension.code!r}: unknown track {dimension.track!r}"
-            )
+            raise RegistryError(f"dimension {dimension.code!r}: unknown track {dimension.track!r}")
     dimension_track = {d.code: d.track for d in dimensions}
     for dataset in datasets:
         if dataset.track not in track_codes:

@@ -20,7 +20,6 @@ from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import AlreadyExists, InvalidArgument
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
-from medbench_storage.outbox import add_to_outbox
 from rotator.adapters.mongo_bank import MongoTaskBank
 from rotator.core.bank import DatasetInfo, KeyRecord, TaskRecord, check_id, freeze_pool, validate_item
 
@@ -115,8 +114,9 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
 
         async def commit(session: Any) -> None:
             await self._bank.make_current(session, track, pool_id)
-            await self._infra.db.outbox.delete_one({"_id": event.event_id}, session=session)
-            await add_to_outbox(self._infra.db, session, [
+            await self._infra.outbox.collection.delete_one({"_id": event.event_id},
+                                                         session=session)
+            await self._infra.outbox.add(session, [
                 (event.event_id, Outgoing(topics.POOL_ROTATED, event, key=track))])
 
         await in_transaction(self._infra.client, commit)

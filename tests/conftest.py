@@ -1,0 +1,66 @@
+"""Session fixtures: one real Kafka broker and one MongoDB-wire server for the whole run.
+
+Set MEDBENCH_KAFKA__BOOTSTRAP_SERVERS / MEDBENCH_MONGO__URI to use running servers instead.
+Tests isolate themselves by unique database names and topic prefixes, never by fresh servers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from medbench_devstack.errors import DevstackError
+from medbench_devstack.kafka import KafkaBroker
+from medbench_devstack.mongo import MongoWireServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Addresses of the session's servers."""
+
+    kafka_bootstrap: str
+    mongo_uri: str
+    work_dir: Path
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Starts Kafka and the Mongo-wire server once; fails loudly with the reason if it cannot."""
+    work = tmp_path_factory.mktemp("servers")
+    kafka = mongo = None
+    bootstrap = os.environ.get("MEDBENCH_KAFKA__BOOTSTRAP_SERVERS")
+    uri = os.environ.get("MEDBENCH_MONGO__URI")
+    try:
+        if not bootstrap:
+            kafka = KafkaBroker(work / "kafka")
+            kafka.start()
+            bootstrap = kafka.bootstrap
+        if not uri:
+            mongo = MongoWireServer(work / "mongo")
+            mongo.start()
+            uri = mongo.uri
+    except DevstackError as exc:
+        if kafka:
+            kafka.stop()
+        pytest.exit(f"cannot start the test servers: {exc}", returncode=3)
+    try:
+        yield Servers(bootstrap, uri, work)
+    finally:
+        if mongo:
+            mongo.stop()
+        if kafka:
+            kafka.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for database names, topic prefixes and ids."""
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,154 @@
+"""Drives evaluations through the public gRPC API of a running stack (test helper)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from medbench.report.v1 import report_pb2
+from medbench.submission.v1 import submission_pb2
+
+from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.bank_files import import_item
+from medbench_devstack.services import ServiceStack
+
+T = TypeVar("T")
+COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str,
+                     interval_s: float = 0.1) -> T:
+    """Polls check until it returns a truthy value; fails with what after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await check()
+            if value:
+                return value
+        except grpc.aio.AioRpcError as exc:
+            last_error = exc
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: "
+                         f"{last_error!r})")
+
+
+async def load_pool(stack: ServiceStack, rows: Sequence[dict[str, Any]], pool_id: str) -> None:
+    """Imports rows into the bank and publishes them as the LLM track's current pool."""
+    admin = AdminClient(channel(stack.address("rotator")))
+    await admin.import_items([import_item(r) for r in rows])
+    await admin.publish(pool_id)
+
+
+@dataclass
+class Evaluation:
+    """One partner evaluation: create, download, upload in batches, wait, read the report."""
+
+    stack: ServiceStack
+    tenant: str
+    request_id: str
+    answers: dict[str, str]
+    batch_size: int = 100
+
+    def partner(self) -> PartnerClient:
+        # A fresh channel per call: a restarted gateway gets a fresh connection.
+        return PartnerClient(channel(self.stack.address("gateway")), self.tenant)
+
+    async def create(self) -> str:
+        response = await self.partner().create(self.request_id, "e2e-model")
+        self.submission_id = response.submission.submission_id
+        return self.submission_id
+
+    async def prompts(self) -> list[submission_pb2.Prompt]:
+        return await self.partner().prompts(self.submission_id)
+
+    def batches(self, prompts: Sequence[submission_pb2.Prompt]
+                ) -> list[tuple[str, list[tuple[str, str]], bool]]:
+        pairs = [(p.item_id, self.answers.get(p.item_id, "")) for p in prompts]
+        out = [(f"b{i // self.batch_size:05d}", pairs[i : i + self.batch_size], False)
+               for i in range(0, len(pairs), self.batch_size)]
+        return out
+
+    async def upload_batch(self, batch: tuple[str, list[tuple[str, str]], bool],
+                           timeout_s: float = 60) -> None:
+        """Uploads one batch, resending on UNAVAILABLE (safe: resends are recognised)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.partner().upload(self.submission_id, [batch])
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def wait_completed(self, timeout_s: float = 120) -> report_pb2.Report:
+        async def completed() -> bool:
+            sub = await self.partner().get(self.submission_id)
+            return sub.state == COMPLETED
+
+        await eventually(completed, timeout_s, f"{self.submission_id} to complete")
+        return await self.partner().report(self.submission_id)
+
+
+def comparable(report: report_pb2.Report) -> dict[str, Any]:
+    """The parts of a report that must not depend on how the run went."""
+    return {
+        "overall": report.overall,
+        "dimensions": [(d.dimension, d.score, d.datasets) for d in report.dimensions],
+        "datasets": [(d.dataset, d.dimension, d.score, d.items, d.units, d.rule)
+                     for d in report.datasets],
+        "digest": report.lineage.item_scores_digest,
+        "pool": report.lineage.pool_id,
+        "scored_items": report.scored_items,
+    }
+
+
+def _lag(bootstrap: str, group: str, topic: str) -> int:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+async def wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: float = 60) -> None:
+    """Waits until a consumer group has committed every message of a topic."""
+    async def drained() -> bool:
+        return await asyncio.to_thread(_lag, bootstrap, group, topic) == 0
+
+    await eventually(drained, timeout_s, f"group {group} to consume {topic}", interval_s=0.3)
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 5) -> list[Any]:
+    """Every record of a topic, from the beginning (no consumer group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

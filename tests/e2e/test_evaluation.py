@@ -1,0 +1,228 @@
+"""One real evaluation end to end through the six services, Kafka and the Mongo-wire server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from medbench.common.v1 import common_pb2
+from medbench.submission.v1 import submission_pb2
+from pymongo import AsyncMongoClient
+
+from aggregator.core.report import ScoredItem, build_report
+from medbench_client.api import PartnerClient, channel
+from medbench_client.bank_files import answers_by_item, read_jsonl
+from medbench_devstack.services import ServiceStack
+from metric_scorer.core.metrics import ItemKey, score_item
+from rotator.app import dataset_resolver
+from rotator.core.registry import load_registry
+from rotator.registry import DEFAULT_REGISTRY_PATH
+from tests.conftest import Servers
+from tests.e2e.harness import Evaluation, comparable, eventually, load_pool
+
+pytestmark = [pytest.mark.e2e]
+
+BANK = Path(__file__).resolve().parents[2] / "services/rotator/src/rotator/sample_bank"
+ROWS = list(read_jsonl(BANK / "items.jsonl"))
+BASELINE = answers_by_item(read_jsonl(BANK / "baseline_answers.jsonl"))
+
+
+def expected_report() -> dict[str, object]:
+    """The report computed in-process with the same metric and aggregation code."""
+    resolve = dataset_resolver(load_registry(DEFAULT_REGISTRY_PATH))
+    items, rules = [], {}
+    for row in ROWS:
+        info = resolve(row["dataset"], row["answer_format"])
+        assert info is not None
+        rules[info.name] = info.rule
+        result = score_item(BASELINE[row["item_id"]],
+                            ItemKey(row["item_id"], row["dataset"], info.metric,
+                                    tuple(row["reference"])))
+        items.append(ScoredItem(row["item_id"], row["dataset"], info.dimension,
+                                row["group_id"], result.score))
+    report = build_report(items, rules)
+    return {"overall": report.overall,
+            "datasets": {d.dataset: (d.score, d.n_items, d.n_units) for d in report.datasets},
+            "dimensions": {d.dimension: d.score for d in report.dimensions}}
+
+
+@pytest.fixture(scope="module")
+async def pool(stack: ServiceStack) -> str:
+    await load_pool(stack, ROWS, "sample-pool-1")
+    return "sample-pool-1"
+
+
+@pytest.fixture(scope="module")
+async def completed(stack: ServiceStack, pool: str) -> Evaluation:
+    evaluation = Evaluation(stack, "hospital-a", "baseline-run", BASELINE, batch_size=25)
+    await evaluation.create()
+    for batch in evaluation.batches(await evaluation.prompts()):
+        await evaluation.upload_batch(batch)
+    evaluation.report = await evaluation.wait_completed()
+    return evaluation
+
+
+async def test_sample_evaluation_reports_the_in_process_scores(completed: Evaluation) -> None:
+    report = completed.report
+    expected = expected_report()
+    assert report.scored_items == len(ROWS)
+    assert report.overall == pytest.approx(expected["overall"], abs=1e-9)
+    # Same code, same inputs: the numbers must be equal, not merely close.
+    assert {d.dataset: (d.score, d.items, d.units) for d in report.datasets} == expected[
+        "datasets"]
+    assert {d.dimension: d.score for d in report.dimensions} == expected["dimensions"]
+    assert 0 < report.overall < 100, "the baseline has right and wrong answers"
+    assert report.lineage.pool_id == "sample-pool-1"
+    assert len(report.lineage.item_scores_digest) == 64
+
+
+async def test_create_is_idempotent_per_tenant_and_request_id(
+        stack: ServiceStack, completed: Evaluation) -> None:
+    again = await completed.partner().create("baseline-run", "e2e-model")
+    assert not again.created
+    assert again.submission.submission_id == completed.submission_id
+    other = PartnerClient(channel(stack.address("gateway")), "hospital-b")
+    theirs = await other.create("baseline-run", "e2e-model")
+    assert theirs.created and theirs.submission.submission_id != completed.submission_id
+
+
+async def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call  # type: ignore[misc]
+    return err.value.code(), err.value.details()
+
+
+async def test_unknown_and_foreign_submissions_are_not_found(
+        stack: ServiceStack, completed: Evaluation) -> None:
+    partner = completed.partner()
+    code, details = await code_of(partner.get("sub_doesnotexist"))
+    assert code == grpc.StatusCode.NOT_FOUND and "sub_doesnotexist" in details
+    stranger = PartnerClient(channel(stack.address("gateway")), "hospital-z")
+    for call in (stranger.get(completed.submission_id), stranger.report(completed.submission_id),
+                 stranger.prompts(completed.submission_id)):
+        code, _ = await code_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_upload_after_completion_is_failed_precondition(completed: Evaluation) -> None:
+    code, details = await code_of(completed.partner().upload(
+        completed.submission_id, [("late", [(ROWS[0]["item_id"], "<A>")], False)]))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "COMPLETED" in details
+
+
+async def test_missing_tenant_is_unauthenticated(stack: ServiceStack) -> None:
+    from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
+
+    stub = submission_service_pb2_grpc.SubmissionServiceStub(channel(stack.address("gateway")))
+    code, details = await code_of(stub.GetSubmission(
+        submission_service_pb2.GetSubmissionRequest(submission_id="x")))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "x-medbench-tenant" in details
+
+
+async def test_bad_uploads_are_rejected_and_lose_nothing_accepted(
+        stack: ServiceStack, pool: str) -> None:
+    evaluation = Evaluation(stack, "hospital-c", "bad-input-run", BASELINE)
+    sid = await evaluation.create()
+    partner = evaluation.partner()
+    ids = [p.item_id for p in await evaluation.prompts()]
+    first = await partner.upload(sid, [("ok-1", [(ids[0], "<A>"), (ids[1], "<B>")], False)])
+    assert first.accepted_answers == 2
+
+    cases = {
+        "unknown item": ("bad-1", [(ids[2], "<A>"), ("no-such-item", "<A>")], "no-such-item"),
+        "twice in one message": ("bad-2", [(ids[3], "<A>"), (ids[3], "<B>")], "twice"),
+        "twice across batches": ("bad-3", [(ids[4], "<A>"), (ids[0], "<C>")], "already answered"),
+        "oversize answer": ("bad-4", [(ids[5], "x" * (32 * 1024 + 1))], "bytes"),
+        "batch id reused": ("ok-1", [(ids[6], "<A>")], "already used"),
+        "malformed batch id": ("bad id!", [(ids[7], "<A>")], "batch_id"),
+    }
+    for name, (batch_id, answers, phrase) in cases.items():
+        code, details = await code_of(partner.upload(sid, [(batch_id, answers, False)]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert phrase in details, (name, details)
+
+    # A resend of an accepted batch is acknowledged and changes nothing.
+    replay = await partner.upload(sid, [("ok-1", [(ids[0], "<A>"), (ids[1], "<B>")], False)])
+    assert replay.replayed_batches == 1 and replay.accepted_answers == 0
+    sub = await partner.get(sid)
+    assert sub.progress.answered_items == 2
+    assert sub.state == submission_pb2.SUBMISSION_STATE_AWAITING_ANSWERS
+
+    code, _ = await code_of(partner.report(sid))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    code, details = await code_of(partner.create("api-run", "m", mode=common_pb2.SUBMISSION_MODE_API))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    code, details = await code_of(partner.create("no-track", "m", track=0))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "track" in details
+
+    # final=true closes the upload: unanswered items score 0 and the report arrives.
+    await partner.upload(sid, [("last", [(ids[8], "<A>")], True)])
+    report = await evaluation.wait_completed()
+    assert report.scored_items == len(ROWS)
+
+
+SEALED_FIELDS = {"reference", "references", "key_points", "rubric", "answer_key"}
+
+
+def field_names(descriptor: object, seen: set[str] | None = None) -> set[str]:
+    """Every field name reachable from a message type."""
+    seen = set() if seen is None else seen
+    names: set[str] = set()
+    if descriptor.full_name in seen:  # type: ignore[attr-defined]
+        return names
+    seen.add(descriptor.full_name)  # type: ignore[attr-defined]
+    for f in descriptor.fields:  # type: ignore[attr-defined]
+        names.add(f.name)
+        if f.message_type is not None:
+            names |= field_names(f.message_type, seen)
+    return names
+
+
+def test_partner_facing_messages_have_no_sealed_fields() -> None:
+    from medbench.submission.v1 import submission_events_pb2, submission_service_pb2
+
+    service = submission_service_pb2.DESCRIPTOR.services_by_name["SubmissionService"]
+    types = [m.output_type for m in service.methods]
+    types += [submission_events_pb2.SubmissionCreated.DESCRIPTOR,
+              submission_events_pb2.SubmissionCompleted.DESCRIPTOR]
+    for t in types:
+        assert not field_names(t) & SEALED_FIELDS, t.full_name
+
+
+async def test_references_stay_in_the_sealed_database(
+        servers: Servers, stack: ServiceStack, completed: Evaluation) -> None:
+    """The database the gateway reaches holds no reference answers; the sealed one does."""
+    db_name = stack.env("gateway")["MEDBENCH_MONGO__DATABASE"]
+    client: AsyncMongoClient = AsyncMongoClient(servers.mongo_uri)
+    try:
+        db = client[db_name]
+        for name in await db.list_collection_names():
+            async for doc in db[name].find({}):
+                assert not SEALED_FIELDS & set(doc), (name, doc["_id"])
+                for nested in doc.get("keys", []) + doc.get("items", []):
+                    if isinstance(nested, dict):
+                        assert not SEALED_FIELDS & set(nested), (name, doc["_id"])
+        sealed = client[f"{db_name}_sealed"]
+        assert await sealed.references.count_documents({}) == len(ROWS)
+    finally:
+        await client.close()
+
+
+async def test_prompts_carry_the_question_but_not_the_answer(completed: Evaluation) -> None:
+    prompts = await completed.prompts()
+    assert len(prompts) == len(ROWS)
+    by_id = {r["item_id"]: r for r in ROWS}
+    for p in prompts:
+        row = by_id[p.item_id]
+        assert p.question == row["question"]
+        assert p.answer_format == row["answer_format"]
+        assert set(p.DESCRIPTOR.fields_by_name) == {
+            "item_id", "dataset", "question", "image_paths", "answer_format"}
+
+
+async def test_watch_streams_until_completed(completed: Evaluation) -> None:
+    states = [w.submission.state async for w in completed.partner().watch(completed.submission_id)]
+    assert states[-1] == submission_pb2.SUBMISSION_STATE_COMPLETED
+    await eventually(lambda: completed.partner().get(completed.submission_id), 5, "get")

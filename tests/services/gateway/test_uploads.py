@@ -1,0 +1,77 @@
+"""Upload rules of the gateway (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core import uploads
+from medbench_runtime.errors import InvalidArgument
+
+MANIFEST = {f"item-{i}": (i, "MedExam") for i in range(20)}
+
+
+def test_submission_id_is_stable_and_tenant_scoped() -> None:
+    a = uploads.submission_id_for("hospital-a", "run-1")
+    assert a == uploads.submission_id_for("hospital-a", "run-1")
+    assert a != uploads.submission_id_for("hospital-b", "run-1")
+    assert a != uploads.submission_id_for("hospital-a", "run-2")
+    # No separator ambiguity: ("a", "bc") and ("ab", "c") differ.
+    assert uploads.submission_id_for("a", "bc") != uploads.submission_id_for("ab", "c")
+
+
+@pytest.mark.parametrize("value", ["", "x" * 129, "has space", "slash/no", "ünïcode"])
+def test_malformed_ids_are_invalid_argument(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="batch_id"):
+        uploads.check_request_id("batch_id", value)
+
+
+def test_check_batch_maps_items_to_ordinals() -> None:
+    out = uploads.check_batch([("item-3", "<A>"), ("item-0", "<B>")], MANIFEST)
+    assert [(a.item_id, a.ordinal, a.answer) for a in out] == [("item-3", 3, "<A>"),
+                                                                ("item-0", 0, "<B>")]
+
+
+@pytest.mark.parametrize(
+    ("answers", "phrase"),
+    [
+        ([], "at least one answer"),
+        ([("item-1", "<A>"), ("item-1", "<B>")], "twice in one message"),
+        ([("item-1", "<A>"), ("nope", "<B>"), ("nah", "")], "'nope', 'nah'"),
+        ([("item-1", "x" * (uploads.MAX_ANSWER_BYTES + 1))], "bytes"),
+        ([(f"item-{i % 20}-{i}", "") for i in range(uploads.MAX_ANSWERS_PER_MESSAGE + 1)],
+         "at most"),
+    ],
+)
+def test_bad_batches_are_rejected_whole(answers: list[tuple[str, str]], phrase: str) -> None:
+    with pytest.raises(InvalidArgument, match=phrase):
+        uploads.check_batch(answers, MANIFEST)
+
+
+def test_many_unknown_ids_are_summarised() -> None:
+    with pytest.raises(InvalidArgument, match="and 5 more"):
+        uploads.check_batch([(f"x{i}", "") for i in range(10)], MANIFEST)
+
+
+def test_answer_size_counts_utf8_bytes_not_characters() -> None:
+    chinese = "答" * (uploads.MAX_ANSWER_BYTES // 3)  # 3 bytes each: exactly at the limit
+    assert uploads.check_batch([("item-1", chinese)], MANIFEST)
+    with pytest.raises(InvalidArgument):
+        uploads.check_batch([("item-1", chinese + "答")], MANIFEST)
+
+
+def test_bitmap_tracks_answered_items() -> None:
+    bits = uploads.new_bitmap(20)
+    assert len(bits) == 3
+    uploads.set_bits(bits, [0, 7, 8, 19])
+    assert uploads.already_set(bits, [1, 7, 8, 18, 19]) == [7, 8, 19]
+    missing = uploads.unset_ordinals(bits, 20)
+    assert len(missing) == 16 and 0 not in missing and 1 in missing
+
+
+def test_batch_digest_distinguishes_content_and_order() -> None:
+    a = uploads.batch_digest([("i1", "<A>"), ("i2", "<B>")])
+    assert a == uploads.batch_digest([("i1", "<A>"), ("i2", "<B>")])
+    assert a != uploads.batch_digest([("i2", "<B>"), ("i1", "<A>")])
+    assert a != uploads.batch_digest([("i1", "<A>"), ("i2", "<C>")])
+    assert uploads.batch_digest([("i1", "A\x00i2")]) != uploads.batch_digest(
+        [("i1", "A"), ("i2", "")])

@@ -1,0 +1,259 @@
+"""Tests for the MedBench v4 registry data and its validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rotator.core.registry import (
+    Registry,
+    RegistryError,
+    UnknownEntry,
+    load_registry,
+    normalise_source,
+    parse_registry,
+)
+from rotator.registry import DEFAULT_REGISTRY_PATH
+
+REPO = Path(__file__).resolve().parents[3]
+TESTPOOL = REPO / ".." / "shared" / "medbench-data" / "medbench-v4-testpool"
+POOL_TRACKS = {"llm": "llm", "vlm": "multimodal", "agent": "agent"}
+SHUFFLED = {"MedExam", "MedSafety", "MedEthics", "MedRxCheck"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_registry(DEFAULT_REGISTRY_PATH)
+
+
+@pytest.fixture
+def raw() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
+    return copy.deepcopy(data)
+
+
+def test_tracks_hold_36_10_and_14_datasets(registry: Registry) -> None:
+    counts = {track.code: len(registry.datasets_in(track.code)) for track in registry.tracks}
+    assert counts == {"llm": 36, "multimodal": 10, "agent": 14}
+
+
+def test_tracks_have_5_3_and_6_dimensions(registry: Registry) -> None:
+    counts = {track.code: len(registry.dimensions_in(track.code)) for track in registry.tracks}
+    assert counts == {"llm": 5, "multimodal": 3, "agent": 6}
+
+
+def test_llm_and_agent_dimensions_carry_the_platform_names(registry: Registry) -> None:
+    assert [d.name_zh for d in registry.dimensions_in("llm")] == [
+        "医学知识问答",
+        "医学语言生成",
+        "复杂医学推理",
+        "医学语言理解",
+        "医疗安全和伦理",
+    ]
+    assert [d.name_zh for d in registry.dimensions_in("agent")] == [
+        "临床任务规划与推理",
+        "医疗工具调用与执行",
+        "医疗场景感知与交互",
+        "记忆与上下文保持",
+        "医疗多智能体协作",
+        "医疗安全伦理与合规",
+    ]
+    multimodal = registry.dimensions_in("multimodal")
+    assert [d.code for d in multimodal] == [
+        "perception",
+        "cross_modal_understanding",
+        "cross_modal_reasoning",
+    ]
+    assert all("our definition" in d.note.lower() for d in multimodal)
+
+
+def test_every_dataset_is_in_an_existing_dimension_of_its_track(registry: Registry) -> None:
+    for dataset in registry.datasets:
+        assert registry.dimension(dataset.dimension).track == dataset.track
+
+
+def test_llm_dimension_sizes_match_the_leaderboard_tabs(registry: Registry) -> None:
+    sizes = {
+        d.code: sum(1 for x in registry.datasets if x.dimension == d.code)
+        for d in registry.dimensions_in("llm")
+    }
+    assert sizes == {
+        "knowledge_qa": 10,
+        "language_generation": 5,
+        "complex_reasoning": 10,
+        "language_understanding": 9,
+        "safety_ethics": 2,
+    }
+
+
+def test_only_the_shuffled_sets_use_the_all_permutations_rule(registry: Registry) -> None:
+    shuffled = {d.name for d in registry.datasets if d.dataset_rule == "all_permutations"}
+    assert shuffled == SHUFFLED
+    assert all(registry.dataset(name).permutations == 5 for name in SHUFFLED)
+    assert all(d.permutations == 1 for d in registry.datasets if d.name not in SHUFFLED)
+
+
+@pytest.mark.parametrize(
+    ("name", "answer_format", "metric"),
+    [
+        ("MedExam", "choice_single", "choice_single"),
+        ("DDx-advanced", "choice_multi", "choice_multi"),
+        ("MedHC", "free_text", "key_point_recall+judge"),
+        ("MedPopular", "free_text", "judge"),
+        ("MedReportQC", "json_object", "micro_f1+key_point_recall+judge"),
+        ("MedHG", "departments", "department_set_accuracy"),
+        ("MedInsureCalc", "json_object", "field_accuracy"),
+        ("MedIntentID", "label", "label_accuracy"),
+        ("MedDecomp", "free_text", "judge"),
+    ],
+)
+def test_datasets_use_their_current_v4_metric(
+    registry: Registry, name: str, answer_format: str, metric: str
+) -> None:
+    dataset = registry.dataset(name)
+    assert (dataset.answer_format, dataset.metric) == (answer_format, metric)
+
+
+def test_medrxcheck_is_one_dataset_with_three_parts(registry: Registry) -> None:
+    dataset = registry.dataset("MedRxCheck")
+    assert [(p.name, p.answer_format, p.permutations, p.pool_lines) for p in dataset.parts] == [
+        ("MedRxCheck_SCQ", "choice_single", 5, 150),
+        ("MedRxCheck_MSQ", "choice_multi", 1, 30),
+        ("MedRxCheck_SQ", "free_text", 1, 30),
+    ]
+    assert dataset.answer_formats == {"choice_single", "choice_multi", "free_text"}
+    assert dataset.part_for_format("choice_multi").metric == "choice_multi"
+    assert registry.dataset_for_source("MedRxCheck_V4_MSQ")[1].name == "MedRxCheck_MSQ"
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("MedExam_V4", "MedExam"),
+        ("MedTreat_v4", "MedTreat"),
+        ("MedRxCheck_V4_SCQ", "MedRxCheck_SCQ"),
+        ("MedPopular", "MedPopular"),
+        ("CTR-QC", "CTR-QC"),
+    ],
+)
+def test_normalise_source_drops_only_the_version_tag(tag: str, expected: str) -> None:
+    assert normalise_source(tag) == expected
+
+
+def _pool_sources() -> list[tuple[str, str, str]]:
+    assert TESTPOOL.is_dir(), f"the shared MedBench v4 test pool is missing at {TESTPOOL}"
+    found = []
+    for folder in sorted(POOL_TRACKS):
+        for path in sorted((TESTPOOL / folder).glob("*.jsonl")):
+            with path.open(encoding="utf-8") as lines:
+                tags = {json.loads(line)["other"]["source"] for line in lines if line.strip()}
+            found += [(folder, path.stem, tag) for tag in sorted(tags)]
+    return found
+
+
+def test_every_pool_source_resolves_to_a_dataset_of_the_right_track(registry: Registry) -> None:
+    sources = _pool_sources()
+    assert len({(folder, stem) for folder, stem, _ in sources}) == 38 + 10 + 14
+    resolved = {}
+    for folder, stem, tag in sources:
+        dataset, part = registry.dataset_for_source(tag)
+        assert dataset.track == POOL_TRACKS[folder], (folder, stem, tag)
+        resolved[stem] = dataset.name
+    assert {stem for stem, name in resolved.items() if name == "MedRxCheck"} == {
+        "MedRxCheck_SCQ",
+        "MedRxCheck_MSQ",
+        "MedRxCheck_SQ",
+    }
+    assert set(resolved.values()) == {d.name for d in registry.datasets}
+
+
+def test_unknown_dimension_is_reported(raw: dict[str, Any]) -> None:
+    raw["datasets"][0]["dimension"] = "bedside_manner"
+    with pytest.raises(RegistryError, match="unknown dimension 'bedside_manner'"):
+        parse_registry(raw)
+
+
+def test_duplicate_dataset_is_reported(raw: dict[str, Any]) -> None:
+    raw["datasets"].append(copy.deepcopy(raw["datasets"][0]))
+    with pytest.raises(RegistryError, match=r"duplicate dataset \['MedExam'\]"):
+        parse_registry(raw)
+
+
+def test_missing_dataset_breaks_the_declared_counts(raw: dict[str, Any]) -> None:
+    raw["datasets"] = [d for d in raw["datasets"] if d["name"] != "MedTerm"]
+    with pytest.raises(RegistryError, match="track 'llm': declares 36 datasets"):
+        parse_registry(raw)
+
+
+def test_dataset_moved_to_another_dimension_breaks_that_dimension_count(
+    raw: dict[str, Any],
+) -> None:
+    medterm = next(d for d in raw["datasets"] if d["name"] == "MedTerm")
+    medterm["dimension"] = "knowledge_qa"
+    with pytest.raises(RegistryError, match="dimension 'knowledge_qa': declares 10 datasets"):
+        parse_registry(raw)
+
+
+def test_dimension_of_another_track_is_reported(raw: dict[str, Any]) -> None:
+    raw["datasets"][0]["dimension"] = "tool_use"
+    with pytest.raises(RegistryError, match="dimension 'tool_use' of track 'agent'"):
+        parse_registry(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("answer_format", "essay", "unknown answer_format 'essay'"),
+        ("metric", "choice_single+bleu", r"unknown metric component\(s\) \['bleu'\]"),
+        ("dataset_rule", "median", "unknown dataset_rule 'median'"),
+        ("dataset_rule", "mean", "does not fit permutations"),
+        ("permutations", "5", "field 'permutations' must be int"),
+    ],
+)
+def test_malformed_dataset_fields_are_reported(
+    raw: dict[str, Any], field: str, value: str, message: str
+) -> None:
+    raw["datasets"][0][field] = value
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(raw)
+
+
+def test_split_dataset_metric_must_cover_its_parts(raw: dict[str, Any]) -> None:
+    rx = next(d for d in raw["datasets"] if d["name"] == "MedRxCheck")
+    rx["metric"] = "choice_single+choice_multi"
+    with pytest.raises(RegistryError, match="should list its parts' components"):
+        parse_registry(raw)
+
+
+def test_a_pool_source_claimed_twice_is_reported(raw: dict[str, Any]) -> None:
+    raw["datasets"][1]["source_aliases"] = ["MedExam"]
+    with pytest.raises(RegistryError, match=r"duplicate pool source \['MedExam'\]"):
+        parse_registry(raw)
+
+
+def test_invalid_json_is_a_registry_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("{", encoding="utf-8")
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        load_registry(path)
+
+
+def test_unknown_lookups_raise_an_error_that_is_both_key_and_registry_error(
+    registry: Registry,
+) -> None:
+    lookups: list[Callable[[], object]] = [
+        lambda: registry.dataset("MedNothing"),
+        lambda: registry.dimension("bedside_manner"),
+        lambda: registry.track("audio"),
+        lambda: registry.dataset("MedExam").part_for_format("free_text"),
+        lambda: registry.dataset_for_source("MedNothing_V4"),
+    ]
+    for lookup in lookups:
+        with pytest.raises(UnknownEntry) as err:
+            lookup()
+        assert isinstance(err.value, KeyError) and isinstance(err.value, RegistryError)
+        assert not str(err.value).startswith('"')
