@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from medbench.submission.v1 import submission_pb2
 from pymongo import AsyncMongoClient
 
 from aggregator.core.report import ScoredItem, build_report
+from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel, chunked
 from medbench_client.bank_files import import_item
 from medbench_devstack.kafka import KafkaBroker
@@ -40,10 +40,15 @@ def in_process(rows: list[dict[str, Any]], answers: dict[str, str]) -> tuple[flo
         info = resolve(row["dataset"], row["answer_format"])
         assert info is not None
         rules[info.name] = info.rule
-        result = score_item(answers[row["item_id"]], ItemKey(
-            row["item_id"], row["dataset"], info.metric, tuple(row["reference"])))
-        items.append(ScoredItem(row["item_id"], row["dataset"], info.dimension,
-                                row["group_id"], result.score))
+        result = score_item(
+            answers[row["item_id"]],
+            ItemKey(row["item_id"], row["dataset"], info.metric, tuple(row["reference"])),
+        )
+        items.append(
+            ScoredItem(
+                row["item_id"], row["dataset"], info.dimension, row["group_id"], result.score
+            )
+        )
     report = build_report(items, rules)
     return time.perf_counter() - started, report.overall
 
@@ -53,8 +58,10 @@ async def raw_insert(uri: str, answers: dict[str, str], batch: int) -> float:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
         collection = client[f"bench_raw_{uuid.uuid4().hex[:6]}"]["answers"]
-        docs = [{"_id": f"sub:{item_id}", "submission_id": "sub", "item_id": item_id,
-                 "answer": answer} for item_id, answer in answers.items()]
+        docs = [
+            {"_id": f"sub:{item_id}", "submission_id": "sub", "item_id": item_id, "answer": answer}
+            for item_id, answer in answers.items()
+        ]
         started = time.perf_counter()
         for i in range(0, len(docs), batch):
             await collection.insert_many(docs[i : i + batch], ordered=False)
@@ -69,8 +76,9 @@ async def main(n_items: int, batch: int) -> None:
     kafka.start()
     mongo.start()
     token = uuid.uuid4().hex[:6]
-    stack = ServiceStack(work / "services", mongo.uri, f"bench_{token}", kafka.bootstrap,
-                         f"bench{token}.")
+    stack = ServiceStack(
+        work / "services", mongo.uri, f"bench_{token}", kafka.bootstrap, f"bench{token}."
+    )
     try:
         stack.start(timeout_s=120)
         rows = list(synthetic_items(n_items, seed=1))

@@ -15,8 +15,9 @@ from tests.conftest import Servers
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     token = uuid.uuid4().hex[:8]
     work = tmp_path_factory.mktemp(f"stack-{token}")
-    services = ServiceStack(work, servers.mongo_uri, f"e2e_{token}", servers.kafka_bootstrap,
-                            f"e2e{token}.")
+    services = ServiceStack(
+        work, servers.mongo_uri, f"e2e_{token}", servers.kafka_bootstrap, f"e2e{token}."
+    )
     services.start(timeout_s=90)
     try:
         yield services

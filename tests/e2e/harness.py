@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import submission_pb2
-
 from medbench_client.api import AdminClient, PartnerClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceStack
@@ -20,8 +20,9 @@ T = TypeVar("T")
 COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str,
-                     interval_s: float = 0.1) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
     """Polls check until it returns a truthy value; fails with what after the deadline."""
     deadline = time.monotonic() + timeout_s
     last_error: BaseException | None = None
@@ -33,8 +34,9 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float,
         except grpc.aio.AioRpcError as exc:
             last_error = exc
         await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: "
-                         f"{last_error!r})")
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what} (last error: {last_error!r})"
+    )
 
 
 async def load_pool(stack: ServiceStack, rows: Sequence[dict[str, Any]], pool_id: str) -> None:
@@ -66,15 +68,19 @@ class Evaluation:
     async def prompts(self) -> list[submission_pb2.Prompt]:
         return await self.partner().prompts(self.submission_id)
 
-    def batches(self, prompts: Sequence[submission_pb2.Prompt]
-                ) -> list[tuple[str, list[tuple[str, str]], bool]]:
+    def batches(
+        self, prompts: Sequence[submission_pb2.Prompt]
+    ) -> list[tuple[str, list[tuple[str, str]], bool]]:
         pairs = [(p.item_id, self.answers.get(p.item_id, "")) for p in prompts]
-        out = [(f"b{i // self.batch_size:05d}", pairs[i : i + self.batch_size], False)
-               for i in range(0, len(pairs), self.batch_size)]
+        out = [
+            (f"b{i // self.batch_size:05d}", pairs[i : i + self.batch_size], False)
+            for i in range(0, len(pairs), self.batch_size)
+        ]
         return out
 
-    async def upload_batch(self, batch: tuple[str, list[tuple[str, str]], bool],
-                           timeout_s: float = 60) -> None:
+    async def upload_batch(
+        self, batch: tuple[str, list[tuple[str, str]], bool], timeout_s: float = 60
+    ) -> None:
         """Uploads one batch, resending on UNAVAILABLE (safe: resends are recognised)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -100,8 +106,9 @@ def comparable(report: report_pb2.Report) -> dict[str, Any]:
     return {
         "overall": report.overall,
         "dimensions": [(d.dimension, d.score, d.datasets) for d in report.dimensions],
-        "datasets": [(d.dataset, d.dimension, d.score, d.items, d.units, d.rule)
-                     for d in report.datasets],
+        "datasets": [
+            (d.dataset, d.dimension, d.score, d.items, d.units, d.rule) for d in report.datasets
+        ],
         "digest": report.lineage.item_scores_digest,
         "pool": report.lineage.pool_id,
         "scored_items": report.scored_items,
@@ -126,6 +133,7 @@ def _lag(bootstrap: str, group: str, topic: str) -> int:
 
 async def wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: float = 60) -> None:
     """Waits until a consumer group has committed every message of a topic."""
+
     async def drained() -> bool:
         return await asyncio.to_thread(_lag, bootstrap, group, topic) == 0
 

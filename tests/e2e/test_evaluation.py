@@ -6,11 +6,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from medbench.common.v1 import common_pb2
-from medbench.submission.v1 import submission_pb2
 from pymongo import AsyncMongoClient
 
 from aggregator.core.report import ScoredItem, build_report
+from medbench.common.v1 import common_pb2
+from medbench.submission.v1 import submission_pb2
 from medbench_client.api import PartnerClient, channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
@@ -19,7 +19,7 @@ from rotator.app import dataset_resolver
 from rotator.core.registry import load_registry
 from rotator.registry import DEFAULT_REGISTRY_PATH
 from tests.conftest import Servers
-from tests.e2e.harness import Evaluation, comparable, eventually, load_pool
+from tests.e2e.harness import Evaluation, eventually, load_pool
 
 pytestmark = [pytest.mark.e2e]
 
@@ -36,15 +36,21 @@ def expected_report() -> dict[str, object]:
         info = resolve(row["dataset"], row["answer_format"])
         assert info is not None
         rules[info.name] = info.rule
-        result = score_item(BASELINE[row["item_id"]],
-                            ItemKey(row["item_id"], row["dataset"], info.metric,
-                                    tuple(row["reference"])))
-        items.append(ScoredItem(row["item_id"], row["dataset"], info.dimension,
-                                row["group_id"], result.score))
+        result = score_item(
+            BASELINE[row["item_id"]],
+            ItemKey(row["item_id"], row["dataset"], info.metric, tuple(row["reference"])),
+        )
+        items.append(
+            ScoredItem(
+                row["item_id"], row["dataset"], info.dimension, row["group_id"], result.score
+            )
+        )
     report = build_report(items, rules)
-    return {"overall": report.overall,
-            "datasets": {d.dataset: (d.score, d.n_items, d.n_units) for d in report.datasets},
-            "dimensions": {d.dimension: d.score for d in report.dimensions}}
+    return {
+        "overall": report.overall,
+        "datasets": {d.dataset: (d.score, d.n_items, d.n_units) for d in report.datasets},
+        "dimensions": {d.dimension: d.score for d in report.dimensions},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,7 @@ async def test_sample_evaluation_reports_the_in_process_scores(completed: Evalua
     assert report.scored_items == len(ROWS)
     assert report.overall == pytest.approx(expected["overall"], abs=1e-9)
     # Same code, same inputs: the numbers must be equal, not merely close.
-    assert {d.dataset: (d.score, d.items, d.units) for d in report.datasets} == expected[
-        "datasets"]
+    assert {d.dataset: (d.score, d.items, d.units) for d in report.datasets} == expected["datasets"]
     assert {d.dimension: d.score for d in report.dimensions} == expected["dimensions"]
     assert 0 < report.overall < 100, "the baseline has right and wrong answers"
     assert report.lineage.pool_id == "sample-pool-1"
@@ -78,7 +83,8 @@ async def test_sample_evaluation_reports_the_in_process_scores(completed: Evalua
 
 
 async def test_create_is_idempotent_per_tenant_and_request_id(
-        stack: ServiceStack, completed: Evaluation) -> None:
+    stack: ServiceStack, completed: Evaluation
+) -> None:
     again = await completed.partner().create("baseline-run", "e2e-model")
     assert not again.created
     assert again.submission.submission_id == completed.submission_id
@@ -94,20 +100,27 @@ async def code_of(call: object) -> grpc.StatusCode:
 
 
 async def test_unknown_and_foreign_submissions_are_not_found(
-        stack: ServiceStack, completed: Evaluation) -> None:
+    stack: ServiceStack, completed: Evaluation
+) -> None:
     partner = completed.partner()
     code, details = await code_of(partner.get("sub_doesnotexist"))
     assert code == grpc.StatusCode.NOT_FOUND and "sub_doesnotexist" in details
     stranger = PartnerClient(channel(stack.address("gateway")), "hospital-z")
-    for call in (stranger.get(completed.submission_id), stranger.report(completed.submission_id),
-                 stranger.prompts(completed.submission_id)):
+    for call in (
+        stranger.get(completed.submission_id),
+        stranger.report(completed.submission_id),
+        stranger.prompts(completed.submission_id),
+    ):
         code, _ = await code_of(call)
         assert code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_upload_after_completion_is_failed_precondition(completed: Evaluation) -> None:
-    code, details = await code_of(completed.partner().upload(
-        completed.submission_id, [("late", [(ROWS[0]["item_id"], "<A>")], False)]))
+    code, details = await code_of(
+        completed.partner().upload(
+            completed.submission_id, [("late", [(ROWS[0]["item_id"], "<A>")], False)]
+        )
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "COMPLETED" in details
 
@@ -116,13 +129,15 @@ async def test_missing_tenant_is_unauthenticated(stack: ServiceStack) -> None:
     from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 
     stub = submission_service_pb2_grpc.SubmissionServiceStub(channel(stack.address("gateway")))
-    code, details = await code_of(stub.GetSubmission(
-        submission_service_pb2.GetSubmissionRequest(submission_id="x")))
+    code, details = await code_of(
+        stub.GetSubmission(submission_service_pb2.GetSubmissionRequest(submission_id="x"))
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED and "x-medbench-tenant" in details
 
 
 async def test_bad_uploads_are_rejected_and_lose_nothing_accepted(
-        stack: ServiceStack, pool: str) -> None:
+    stack: ServiceStack, pool: str
+) -> None:
     evaluation = Evaluation(stack, "hospital-c", "bad-input-run", BASELINE)
     sid = await evaluation.create()
     partner = evaluation.partner()
@@ -152,7 +167,9 @@ async def test_bad_uploads_are_rejected_and_lose_nothing_accepted(
 
     code, _ = await code_of(partner.report(sid))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    code, details = await code_of(partner.create("api-run", "m", mode=common_pb2.SUBMISSION_MODE_API))
+    code, details = await code_of(
+        partner.create("api-run", "m", mode=common_pb2.SUBMISSION_MODE_API)
+    )
     assert code == grpc.StatusCode.UNIMPLEMENTED
     code, details = await code_of(partner.create("no-track", "m", track=0))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "track" in details
@@ -185,14 +202,17 @@ def test_partner_facing_messages_have_no_sealed_fields() -> None:
 
     service = submission_service_pb2.DESCRIPTOR.services_by_name["SubmissionService"]
     types = [m.output_type for m in service.methods]
-    types += [submission_events_pb2.SubmissionCreated.DESCRIPTOR,
-              submission_events_pb2.SubmissionCompleted.DESCRIPTOR]
+    types += [
+        submission_events_pb2.SubmissionCreated.DESCRIPTOR,
+        submission_events_pb2.SubmissionCompleted.DESCRIPTOR,
+    ]
     for t in types:
         assert not field_names(t) & SEALED_FIELDS, t.full_name
 
 
 async def test_references_stay_in_the_sealed_database(
-        servers: Servers, stack: ServiceStack, completed: Evaluation) -> None:
+    servers: Servers, stack: ServiceStack, completed: Evaluation
+) -> None:
     """The database the gateway reaches holds no reference answers; the sealed one does."""
     db_name = stack.env("gateway")["MEDBENCH_MONGO__DATABASE"]
     client: AsyncMongoClient = AsyncMongoClient(servers.mongo_uri)
@@ -219,7 +239,12 @@ async def test_prompts_carry_the_question_but_not_the_answer(completed: Evaluati
         assert p.question == row["question"]
         assert p.answer_format == row["answer_format"]
         assert set(p.DESCRIPTOR.fields_by_name) == {
-            "item_id", "dataset", "question", "image_paths", "answer_format"}
+            "item_id",
+            "dataset",
+            "question",
+            "image_paths",
+            "answer_format",
+        }
 
 
 async def test_watch_streams_until_completed(completed: Evaluation) -> None:

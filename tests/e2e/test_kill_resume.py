@@ -4,8 +4,8 @@ completes with exactly the report of an uninterrupted run."""
 from __future__ import annotations
 
 import pytest
-from medbench.submission.v1 import submission_pb2
 
+from medbench.submission.v1 import submission_pb2
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.e2e.harness import Evaluation, comparable, eventually, load_pool
@@ -34,8 +34,8 @@ async def uninterrupted(stack: ServiceStack, answers: dict[str, str]) -> dict[st
 
 @pytest.mark.parametrize("victim", SERVICES)
 async def test_kill_9_mid_evaluation_then_restart_gives_the_same_report(
-        stack: ServiceStack, answers: dict[str, str], uninterrupted: dict[str, object],
-        victim: str) -> None:
+    stack: ServiceStack, answers: dict[str, str], uninterrupted: dict[str, object], victim: str
+) -> None:
     evaluation = Evaluation(stack, "hospital-k", f"killed-{victim}", answers)
     await evaluation.create()
     batches = evaluation.batches(await evaluation.prompts())

@@ -11,7 +11,6 @@ from kafka import KafkaProducer
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
 from medbench_messaging import topics
-from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, load_pool, read_topic, wait_consumed
 
 pytestmark = [pytest.mark.e2e]
@@ -51,19 +50,24 @@ def republish(bootstrap: str, topic: str) -> int:
 
 
 async def test_every_outbox_event_is_published_once(
-        stack: ServiceStack, finished: Evaluation) -> None:
+    stack: ServiceStack, finished: Evaluation
+) -> None:
     """Each service relays only its own outbox; one event, one Kafka message."""
     prefix, bootstrap = names(stack)
-    for topic in (topics.SUBMISSION_CREATED, topics.RESPONSE_RECORDED,
-                  topics.SUBMISSION_COMPLETED, topics.POOL_ROTATED):
-        ids = [dict(r.headers)["event-id"]
-               for r in read_topic(bootstrap, topic.full_name(prefix))]
+    for topic in (
+        topics.SUBMISSION_CREATED,
+        topics.RESPONSE_RECORDED,
+        topics.SUBMISSION_COMPLETED,
+        topics.POOL_ROTATED,
+    ):
+        ids = [dict(r.headers)["event-id"] for r in read_topic(bootstrap, topic.full_name(prefix))]
         assert ids, topic.name
         assert len(ids) == len(set(ids)), topic.name
 
 
 async def test_redelivered_responses_and_scores_change_nothing(
-        stack: ServiceStack, finished: Evaluation) -> None:
+    stack: ServiceStack, finished: Evaluation
+) -> None:
     prefix, bootstrap = names(stack)
     responses = topics.RESPONSE_RECORDED.full_name(prefix)
     scores = topics.ITEM_SCORED.full_name(prefix)
@@ -81,13 +85,18 @@ async def test_redelivered_responses_and_scores_change_nothing(
 
 
 async def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(
-        stack: ServiceStack, finished: Evaluation) -> None:
+    stack: ServiceStack, finished: Evaluation
+) -> None:
     prefix, bootstrap = names(stack)
     responses = topics.RESPONSE_RECORDED.full_name(prefix)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     producer.send(responses, value=b"\xff\x00 not a protobuf", key=b"poison")
-    producer.send(responses, value=b"\x08\x96\x01", key=b"wrong-type",
-                  headers=[("type", b"medbench.scoring.v1.ItemsScored")])
+    producer.send(
+        responses,
+        value=b"\x08\x96\x01",
+        key=b"wrong-type",
+        headers=[("type", b"medbench.scoring.v1.ItemsScored")],
+    )
     producer.flush()
     producer.close()
 

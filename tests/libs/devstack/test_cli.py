@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from kafka.admin import KafkaAdminClient
+from pymongo import MongoClient
+
 from medbench_devstack.ports import port_is_open
 from medbench_devstack.processes import pid_alive
-from pymongo import MongoClient
 
 from ._util import wait_for
 

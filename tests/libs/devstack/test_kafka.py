@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+
 from medbench_devstack import KAFKA_VERSION, DevstackError, KafkaBroker
 from medbench_devstack.kafka import kafka_libs_dir
 from medbench_devstack.ports import port_is_open

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
+
 from medbench_devstack import DevstackError, MongoWireServer
 from medbench_devstack.ports import port_is_open
-from pymongo import MongoClient
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from medbench_devstack import DevstackError, ManagedProcess, free_port, free_ports
 from medbench_devstack.processes import pid_alive, stop_pid, tail_file
 

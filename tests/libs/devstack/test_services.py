@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from medbench_devstack import SERVICES, DevstackError, ServiceSpec, ServiceStack
 
 HERE = Path(__file__).resolve().parent

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from pymongo.errors import AutoReconnect
+
 from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.admin import ensure_topics
 from medbench_messaging.consumer import Delivery, KafkaConsumerWorker
 from medbench_messaging.publisher import KafkaPublisher, Outgoing
 from medbench_runtime.settings import KafkaSettings
-from pymongo.errors import AutoReconnect
-
 from tests.conftest import Servers
 from tests.e2e.harness import eventually, read_topic
 
@@ -26,28 +26,42 @@ def event(n: int) -> submission_events_pb2.SubmissionCompleted:
 
 
 @pytest.fixture
-async def kafka(servers: Servers, unique: str) -> AsyncIterator[tuple[KafkaSettings, KafkaPublisher]]:
-    settings = KafkaSettings(bootstrap_servers=servers.kafka_bootstrap, topic_prefix=f"c{unique}.",
-                             max_delivery_attempts=3, retry_backoff_s=0.05, partitions=1)
+async def kafka(
+    servers: Servers, unique: str
+) -> AsyncIterator[tuple[KafkaSettings, KafkaPublisher]]:
+    settings = KafkaSettings(
+        bootstrap_servers=servers.kafka_bootstrap,
+        topic_prefix=f"c{unique}.",
+        max_delivery_attempts=3,
+        retry_backoff_s=0.05,
+        partitions=1,
+    )
     await ensure_topics(settings, [TOPIC])
     publisher = KafkaPublisher(settings, client_id="test")
     yield settings, publisher
     publisher.close()
 
 
-def worker(settings: KafkaSettings, publisher: KafkaPublisher,
-           handler: Callable[..., object], member: str = "m1") -> KafkaConsumerWorker:
-    return KafkaConsumerWorker(settings, TOPIC, "test-group", member, handler, publisher,
-                               transient_errors=(AutoReconnect,))
+def worker(
+    settings: KafkaSettings,
+    publisher: KafkaPublisher,
+    handler: Callable[..., object],
+    member: str = "m1",
+) -> KafkaConsumerWorker:
+    return KafkaConsumerWorker(
+        settings, TOPIC, "test-group", member, handler, publisher, transient_errors=(AutoReconnect,)
+    )
 
 
 async def run_until(w: KafkaConsumerWorker, done: Callable[[], bool], what: str) -> None:
     task = asyncio.create_task(w.run())
     try:
+
         async def check() -> bool:
             if task.done():
                 task.result()
             return done()
+
         await eventually(check, 60, what)
     finally:
         w.stop()
@@ -55,13 +69,16 @@ async def run_until(w: KafkaConsumerWorker, done: Callable[[], bool], what: str)
 
 
 async def test_undecodable_message_is_dead_lettered_and_the_next_is_handled(
-        kafka: tuple[KafkaSettings, KafkaPublisher]) -> None:
+    kafka: tuple[KafkaSettings, KafkaPublisher],
+) -> None:
     settings, publisher = kafka
     name = TOPIC.full_name(settings.topic_prefix)
-    await publisher.publish([
-        Outgoing(TOPIC, event(0), key="k", topic_name=name, raw_value=b"\xff\xfe garbage"),
-        Outgoing(TOPIC, event(1), key="k"),
-    ])
+    await publisher.publish(
+        [
+            Outgoing(TOPIC, event(0), key="k", topic_name=name, raw_value=b"\xff\xfe garbage"),
+            Outgoing(TOPIC, event(1), key="k"),
+        ]
+    )
     seen: list[str] = []
 
     async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
@@ -74,9 +91,12 @@ async def test_undecodable_message_is_dead_lettered_and_the_next_is_handled(
 
 
 async def test_failing_handler_is_dead_lettered_after_max_attempts(
-        kafka: tuple[KafkaSettings, KafkaPublisher]) -> None:
+    kafka: tuple[KafkaSettings, KafkaPublisher],
+) -> None:
     settings, publisher = kafka
-    await publisher.publish([Outgoing(TOPIC, event(1), key="k"), Outgoing(TOPIC, event(2), key="k")])
+    await publisher.publish(
+        [Outgoing(TOPIC, event(1), key="k"), Outgoing(TOPIC, event(2), key="k")]
+    )
     attempts: dict[str, int] = {}
 
     async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
@@ -94,7 +114,8 @@ async def test_failing_handler_is_dead_lettered_after_max_attempts(
 
 
 async def test_transient_failures_are_retried_not_dead_lettered(
-        kafka: tuple[KafkaSettings, KafkaPublisher]) -> None:
+    kafka: tuple[KafkaSettings, KafkaPublisher],
+) -> None:
     settings, publisher = kafka
     await publisher.publish([Outgoing(TOPIC, event(1), key="k")])
     calls: list[int] = []
@@ -105,14 +126,18 @@ async def test_transient_failures_are_retried_not_dead_lettered(
             raise AutoReconnect("mongo is restarting")
 
     await run_until(worker(settings, publisher, handle), lambda: len(calls) == 5, "success")
-    assert read_topic(settings.bootstrap_servers,
-                      TOPIC.dead_letter_name(settings.topic_prefix)) == []
+    assert (
+        read_topic(settings.bootstrap_servers, TOPIC.dead_letter_name(settings.topic_prefix)) == []
+    )
 
 
 async def test_offsets_are_committed_only_after_the_handler_succeeded(
-        kafka: tuple[KafkaSettings, KafkaPublisher]) -> None:
+    kafka: tuple[KafkaSettings, KafkaPublisher],
+) -> None:
     settings, publisher = kafka
-    await publisher.publish([Outgoing(TOPIC, event(1), key="k"), Outgoing(TOPIC, event(2), key="k")])
+    await publisher.publish(
+        [Outgoing(TOPIC, event(1), key="k"), Outgoing(TOPIC, event(2), key="k")]
+    )
     first: list[str] = []
 
     async def stuck_on_e2(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
@@ -120,14 +145,16 @@ async def test_offsets_are_committed_only_after_the_handler_succeeded(
         if message.event_id == "e2":
             raise AutoReconnect("down")  # retried until the worker stops
 
-    await run_until(worker(settings, publisher, stuck_on_e2),
-                    lambda: first.count("e2") >= 2, "e2 retried")
+    await run_until(
+        worker(settings, publisher, stuck_on_e2), lambda: first.count("e2") >= 2, "e2 retried"
+    )
     second: list[str] = []
 
     async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
         second.append(message.event_id)
 
     # A new member of the group starts after e1 (committed) and gets e2 again (not committed).
-    await run_until(worker(settings, publisher, handle, member="m2"), lambda: "e2" in second,
-                    "e2 redelivered")
+    await run_until(
+        worker(settings, publisher, handle, member="m2"), lambda: "e2" in second, "e2 redelivered"
+    )
     assert second == ["e2"]

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 
+from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_devstack.ports import free_port
 from medbench_runtime.errors import NotFound
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
@@ -20,13 +20,14 @@ from tests.e2e.harness import eventually
 
 
 class Reports(report_service_pb2_grpc.ReportServiceServicer):
-    async def GetReport(self, request: report_service_pb2.GetReportRequest,
-                        context: grpc.aio.ServicerContext) -> report_service_pb2.GetReportResponse:
+    async def GetReport(
+        self, request: report_service_pb2.GetReportRequest, context: grpc.aio.ServicerContext
+    ) -> report_service_pb2.GetReportResponse:
         raise NotFound(f"no report for submission {request.submission_id}")
 
-    async def GetProgress(self, request: report_service_pb2.GetProgressRequest,
-                          context: grpc.aio.ServicerContext
-                          ) -> report_service_pb2.GetProgressResponse:
+    async def GetProgress(
+        self, request: report_service_pb2.GetProgressRequest, context: grpc.aio.ServicerContext
+    ) -> report_service_pb2.GetProgressResponse:
         raise RuntimeError("secret internal detail")
 
 
@@ -47,13 +48,20 @@ class Worker:
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[str, Worker, asyncio.Task[None]]]:
-    settings = ServiceSettings(service_name="t", grpc_port=free_port(), metrics_port=free_port(),
-                               shutdown_grace_s=2)
+    settings = ServiceSettings(
+        service_name="t", grpc_port=free_port(), metrics_port=free_port(), shutdown_grace_s=2
+    )
     worker = Worker()
     runtime = ServiceRuntime(
-        servicers=[Servicer(report_service_pb2_grpc.add_ReportServiceServicer_to_server,
-                            Reports(), "medbench.report.v1.ReportService")],
-        workers=[worker])
+        servicers=[
+            Servicer(
+                report_service_pb2_grpc.add_ReportServiceServicer_to_server,
+                Reports(),
+                "medbench.report.v1.ReportService",
+            )
+        ],
+        workers=[worker],
+    )
     task = asyncio.create_task(run_service(settings, runtime))
     address = f"127.0.0.1:{settings.grpc_port}"
     yield address, worker, task
@@ -65,12 +73,14 @@ async def running() -> AsyncIterator[tuple[str, Worker, asyncio.Task[None]]]:
 async def health(address: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1)
+            health_pb2.HealthCheckRequest(service=""), timeout=1
+        )
         return response.status
 
 
 async def test_errors_map_to_status_codes_and_internals_stay_hidden(
-        running: tuple[str, Worker, asyncio.Task[None]]) -> None:
+    running: tuple[str, Worker, asyncio.Task[None]],
+) -> None:
     address, _, _ = running
     await eventually(lambda: _serving(address), 10, "SERVING")
     async with grpc.aio.insecure_channel(address) as channel:
@@ -90,7 +100,8 @@ async def _serving(address: str) -> bool:
 
 
 async def test_sigterm_stops_workers_and_the_server(
-        running: tuple[str, Worker, asyncio.Task[None]]) -> None:
+    running: tuple[str, Worker, asyncio.Task[None]],
+) -> None:
     address, worker, task = running
     await eventually(lambda: _serving(address), 10, "SERVING")
     os.kill(os.getpid(), signal.SIGTERM)

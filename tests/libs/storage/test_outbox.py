@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+
 from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.admin import ensure_topics
@@ -13,8 +15,6 @@ from medbench_messaging.publisher import KafkaPublisher, Outgoing
 from medbench_runtime.settings import KafkaSettings
 from medbench_storage.client import in_transaction
 from medbench_storage.outbox import Outbox, OutboxRelay
-from pymongo import AsyncMongoClient
-
 from tests.conftest import Servers
 from tests.e2e.harness import read_topic
 
@@ -23,10 +23,13 @@ TOPIC = topics.SUBMISSION_CREATED
 
 
 @pytest.fixture
-async def env(servers: Servers, unique: str) -> AsyncIterator[tuple[Any, Any, KafkaSettings, KafkaPublisher]]:
+async def env(
+    servers: Servers, unique: str
+) -> AsyncIterator[tuple[Any, Any, KafkaSettings, KafkaPublisher]]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_uri)
-    settings = KafkaSettings(bootstrap_servers=servers.kafka_bootstrap, topic_prefix=f"o{unique}.",
-                             partitions=1)
+    settings = KafkaSettings(
+        bootstrap_servers=servers.kafka_bootstrap, topic_prefix=f"o{unique}.", partitions=1
+    )
     await ensure_topics(settings, [TOPIC])
     publisher = KafkaPublisher(settings, client_id="test")
     yield client, client[f"outbox_{unique}"], settings, publisher
@@ -45,9 +48,12 @@ async def test_event_and_state_change_commit_together_or_not_at_all(env: Any) ->
         async def work(session: Any) -> None:
             await db.state.insert_one({"_id": n}, session=session)
             event = submission_events_pb2.SubmissionCreated(event_id=f"ev{n}")
-            await Outbox(db, "test").add(session, [(event.event_id, Outgoing(TOPIC, event, key=f"s{n}"))])
+            await Outbox(db, "test").add(
+                session, [(event.event_id, Outgoing(TOPIC, event, key=f"s{n}"))]
+            )
             if fail:
                 raise Boom()
+
         return work
 
     await in_transaction(client, change(1, fail=False))
@@ -61,17 +67,22 @@ async def test_event_and_state_change_commit_together_or_not_at_all(env: Any) ->
     assert await relay.relay_once() == 0
     assert await db.outbox_test.count_documents({}) == 0
     records = read_topic(settings.bootstrap_servers, TOPIC.full_name(settings.topic_prefix))
-    assert [submission_events_pb2.SubmissionCreated.FromString(r.value).event_id
-            for r in records] == ["ev1"]
+    assert [
+        submission_events_pb2.SubmissionCreated.FromString(r.value).event_id for r in records
+    ] == ["ev1"]
     assert dict(records[0].headers)["event-id"] == b"ev1"
 
 
 async def test_relay_publishes_in_creation_order(env: Any) -> None:
     client, db, settings, publisher = env
     for n in range(25):
+
         async def work(session: Any, n: int = n) -> None:
             event = submission_events_pb2.SubmissionCreated(event_id=f"ev{n:02d}")
-            await Outbox(db, "test").add(session, [(event.event_id, Outgoing(TOPIC, event, key="one"))])
+            await Outbox(db, "test").add(
+                session, [(event.event_id, Outgoing(TOPIC, event, key="one"))]
+            )
+
         await in_transaction(client, work)
     relay = OutboxRelay(Outbox(db, "test"), publisher, batch_size=10)
     while await relay.relay_once():

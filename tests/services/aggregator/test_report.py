@@ -6,6 +6,7 @@ import random
 import unicodedata
 
 import pytest
+
 from aggregator.core.report import (
     ConflictingScores,
     DatasetRule,

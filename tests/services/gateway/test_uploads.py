@@ -27,8 +27,10 @@ def test_malformed_ids_are_invalid_argument(value: str) -> None:
 
 def test_check_batch_maps_items_to_ordinals() -> None:
     out = uploads.check_batch([("item-3", "<A>"), ("item-0", "<B>")], MANIFEST)
-    assert [(a.item_id, a.ordinal, a.answer) for a in out] == [("item-3", 3, "<A>"),
-                                                                ("item-0", 0, "<B>")]
+    assert [(a.item_id, a.ordinal, a.answer) for a in out] == [
+        ("item-3", 3, "<A>"),
+        ("item-0", 0, "<B>"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -38,8 +40,10 @@ def test_check_batch_maps_items_to_ordinals() -> None:
         ([("item-1", "<A>"), ("item-1", "<B>")], "twice in one message"),
         ([("item-1", "<A>"), ("nope", "<B>"), ("nah", "")], "'nope', 'nah'"),
         ([("item-1", "x" * (uploads.MAX_ANSWER_BYTES + 1))], "bytes"),
-        ([(f"item-{i % 20}-{i}", "") for i in range(uploads.MAX_ANSWERS_PER_MESSAGE + 1)],
-         "at most"),
+        (
+            [(f"item-{i % 20}-{i}", "") for i in range(uploads.MAX_ANSWERS_PER_MESSAGE + 1)],
+            "at most",
+        ),
     ],
 )
 def test_bad_batches_are_rejected_whole(answers: list[tuple[str, str]], phrase: str) -> None:
@@ -74,4 +78,5 @@ def test_batch_digest_distinguishes_content_and_order() -> None:
     assert a != uploads.batch_digest([("i2", "<B>"), ("i1", "<A>")])
     assert a != uploads.batch_digest([("i1", "<A>"), ("i2", "<C>")])
     assert uploads.batch_digest([("i1", "A\x00i2")]) != uploads.batch_digest(
-        [("i1", "A"), ("i2", "")])
+        [("i1", "A"), ("i2", "")]
+    )

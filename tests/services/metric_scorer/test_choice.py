@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+
 from metric_scorer.core.choice import ChoiceScore, parse_choice, score_choice
 
 # (case id, model answer, multi, expected parsed letters "A,C" or "")

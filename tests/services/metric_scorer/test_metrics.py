@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from metric_scorer.core.metrics import METRICS, ItemKey, ItemResult, UnknownMetric, score_item
 
 

@@ -15,14 +15,21 @@ from rotator.core.bank import (
     validate_item,
 )
 
-EXAM = DatasetInfo("MedExam", "llm", "knowledge_qa", "choice_single", "choice_single",
-                   "all_permutations")
-DDX = DatasetInfo("DDx-advanced", "llm", "complex_reasoning", "choice_multi", "choice_multi",
-                  "mean")
+EXAM = DatasetInfo(
+    "MedExam", "llm", "knowledge_qa", "choice_single", "choice_single", "all_permutations"
+)
+DDX = DatasetInfo(
+    "DDx-advanced", "llm", "complex_reasoning", "choice_multi", "choice_multi", "mean"
+)
 
 
-def task(item_id: str = "MedExam-1-p1", dataset: str = "MedExam", fmt: str = "choice_single",
-         question: str = "题目 A. x B. y", track: str = "llm") -> TaskRecord:
+def task(
+    item_id: str = "MedExam-1-p1",
+    dataset: str = "MedExam",
+    fmt: str = "choice_single",
+    question: str = "题目 A. x B. y",
+    track: str = "llm",
+) -> TaskRecord:
     return TaskRecord(item_id, dataset, track, question, fmt, item_id.rsplit("-p", 1)[0])
 
 
@@ -44,8 +51,9 @@ def test_a_good_item_passes() -> None:
         (task(), KeyRecord("MedExam-1-p1", ("A", "B")), EXAM, "2 references"),
     ],
 )
-def test_bad_items_name_their_problem(t: TaskRecord, key: KeyRecord, info: DatasetInfo | None,
-                                      phrase: str) -> None:
+def test_bad_items_name_their_problem(
+    t: TaskRecord, key: KeyRecord, info: DatasetInfo | None, phrase: str
+) -> None:
     with pytest.raises(InvalidArgument, match=phrase):
         validate_item(t, key, info)
 
@@ -60,13 +68,20 @@ def test_content_hash_changes_with_reference_and_prompt_only() -> None:
 def test_freeze_orders_items_and_digests_versions() -> None:
     entries = [
         (task("MedExam-2-p1"), 1, KeyRecord("MedExam-2-p1", ("A",)), EXAM),
-        (task("DDx-advanced-1", "DDx-advanced", "choice_multi"), 1,
-         KeyRecord("DDx-advanced-1", ("A", "C")), DDX),
+        (
+            task("DDx-advanced-1", "DDx-advanced", "choice_multi"),
+            1,
+            KeyRecord("DDx-advanced-1", ("A", "C")),
+            DDX,
+        ),
         (task("MedExam-1-p1"), 3, KeyRecord("MedExam-1-p1", ("B",)), EXAM),
     ]
     pool = freeze_pool("p1", "llm", entries)
     assert [(p.ordinal, p.task.item_id) for p in pool.items] == [
-        (0, "DDx-advanced-1"), (1, "MedExam-1-p1"), (2, "MedExam-2-p1")]
+        (0, "DDx-advanced-1"),
+        (1, "MedExam-1-p1"),
+        (2, "MedExam-2-p1"),
+    ]
     assert pool.dataset_counts == (("DDx-advanced", 1), ("MedExam", 2))
     assert freeze_pool("p1", "llm", reversed(entries)).digest == pool.digest
     bumped = [(t, v + 1 if t.item_id == "MedExam-1-p1" else v, k, d) for t, v, k, d in entries]
@@ -79,8 +94,10 @@ def test_empty_pool_is_refused() -> None:
 
 
 def test_chunks_cover_every_item_once() -> None:
-    entries = [(task(f"MedExam-{i}-p1"), 1, KeyRecord(f"MedExam-{i}-p1", ("A",)), EXAM)
-               for i in range(2500)]
+    entries = [
+        (task(f"MedExam-{i}-p1"), 1, KeyRecord(f"MedExam-{i}-p1", ("A",)), EXAM)
+        for i in range(2500)
+    ]
     parts = chunks(freeze_pool("p", "llm", entries).items, 1000)
     assert [len(p) for p in parts] == [1000, 1000, 500]
     assert [p.ordinal for part in parts for p in part] == list(range(2500))

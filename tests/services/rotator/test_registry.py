@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rotator.core.registry import (
     Registry,
     RegistryError,

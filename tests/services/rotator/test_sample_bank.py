@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import rotator
 from aggregator.core.report import ScoredItem, build_report, format_report_table
 from metric_scorer.core.metrics import ItemKey, score_item

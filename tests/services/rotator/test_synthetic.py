@@ -8,6 +8,7 @@ from itertools import islice
 from typing import Any
 
 import pytest
+
 from metric_scorer.core.choice import score_choice
 from rotator.core.registry import load_registry
 from rotator.core.synthetic import SYNTHETIC_DATASETS, synthetic_answers, synthetic_items

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
+
 from medbench.common.v1 import common_pb2
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import (
@@ -15,8 +16,10 @@ from medbench.submission.v1 import (
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 
 MAX_MESSAGE = 16 * 1024 * 1024
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE)]
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
 
 
 def channel(address: str) -> grpc.aio.Channel:
@@ -31,53 +34,68 @@ class PartnerClient:
         self._stub = submission_service_pb2_grpc.SubmissionServiceStub(chan)
         self._metadata = (("x-medbench-tenant", tenant),)
 
-    async def create(self, request_id: str, model_name: str,
-                     track: int = common_pb2.TRACK_LLM,
-                     mode: int = common_pb2.SUBMISSION_MODE_UPLOAD
-                     ) -> submission_service_pb2.CreateSubmissionResponse:
+    async def create(
+        self,
+        request_id: str,
+        model_name: str,
+        track: int = common_pb2.TRACK_LLM,
+        mode: int = common_pb2.SUBMISSION_MODE_UPLOAD,
+    ) -> submission_service_pb2.CreateSubmissionResponse:
         return await self._stub.CreateSubmission(
             submission_service_pb2.CreateSubmissionRequest(
-                request_id=request_id, model=submission_pb2.ModelInfo(name=model_name),
-                track=track, mode=mode),
-            metadata=self._metadata)
+                request_id=request_id,
+                model=submission_pb2.ModelInfo(name=model_name),
+                track=track,
+                mode=mode,
+            ),
+            metadata=self._metadata,
+        )
 
     async def get(self, submission_id: str) -> submission_pb2.Submission:
         response = await self._stub.GetSubmission(
             submission_service_pb2.GetSubmissionRequest(submission_id=submission_id),
-            metadata=self._metadata)
+            metadata=self._metadata,
+        )
         return response.submission
 
     async def prompts(self, submission_id: str) -> list[submission_pb2.Prompt]:
         out: list[submission_pb2.Prompt] = []
         async for batch in self._stub.DownloadPrompts(
-                submission_service_pb2.DownloadPromptsRequest(submission_id=submission_id),
-                metadata=self._metadata):
+            submission_service_pb2.DownloadPromptsRequest(submission_id=submission_id),
+            metadata=self._metadata,
+        ):
             out.extend(batch.prompts)
         return out
 
-    async def upload(self, submission_id: str,
-                     batches: Iterable[tuple[str, Sequence[tuple[str, str]], bool]]
-                     ) -> submission_service_pb2.UploadAnswersResponse:
+    async def upload(
+        self, submission_id: str, batches: Iterable[tuple[str, Sequence[tuple[str, str]], bool]]
+    ) -> submission_service_pb2.UploadAnswersResponse:
         """Streams (batch_id, [(item_id, answer)], final) messages."""
 
         async def messages() -> AsyncIterator[submission_service_pb2.UploadAnswersRequest]:
             for batch_id, answers, final in batches:
                 yield submission_service_pb2.UploadAnswersRequest(
-                    submission_id=submission_id, batch_id=batch_id, final=final,
-                    answers=[submission_pb2.Answer(item_id=i, answer=a) for i, a in answers])
+                    submission_id=submission_id,
+                    batch_id=batch_id,
+                    final=final,
+                    answers=[submission_pb2.Answer(item_id=i, answer=a) for i, a in answers],
+                )
 
         return await self._stub.UploadAnswers(messages(), metadata=self._metadata)
 
-    def watch(self, submission_id: str) -> AsyncIterator[
-            submission_service_pb2.WatchSubmissionResponse]:
+    def watch(
+        self, submission_id: str
+    ) -> AsyncIterator[submission_service_pb2.WatchSubmissionResponse]:
         return self._stub.WatchSubmission(
             submission_service_pb2.WatchSubmissionRequest(submission_id=submission_id),
-            metadata=self._metadata)
+            metadata=self._metadata,
+        )
 
     async def report(self, submission_id: str) -> report_pb2.Report:
         response = await self._stub.GetReport(
             submission_service_pb2.GetReportRequest(submission_id=submission_id),
-            metadata=self._metadata)
+            metadata=self._metadata,
+        )
         return response.report
 
 
@@ -87,8 +105,9 @@ class AdminClient:
     def __init__(self, chan: grpc.aio.Channel) -> None:
         self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(chan)
 
-    async def import_items(self, items: Sequence[taskpool_pb2.ImportItem], batch: int = 2000
-                           ) -> taskpool_service_pb2.ImportTasksResponse:
+    async def import_items(
+        self, items: Sequence[taskpool_pb2.ImportItem], batch: int = 2000
+    ) -> taskpool_service_pb2.ImportTasksResponse:
         async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
             for i in range(0, len(items), batch):
                 yield taskpool_service_pb2.ImportTasksRequest(items=items[i : i + batch])
@@ -97,15 +116,19 @@ class AdminClient:
 
     async def publish(self, pool_id: str, track: int = common_pb2.TRACK_LLM) -> taskpool_pb2.Pool:
         response = await self._stub.PublishPool(
-            taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track))
+            taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track)
+        )
         return response.pool
 
 
-def chunked(answers: Sequence[tuple[str, str]], size: int, prefix: str = "b"
-            ) -> list[tuple[str, Sequence[tuple[str, str]], bool]]:
+def chunked(
+    answers: Sequence[tuple[str, str]], size: int, prefix: str = "b"
+) -> list[tuple[str, Sequence[tuple[str, str]], bool]]:
     """Answers as upload batches with deterministic batch ids; the last one is final."""
-    batches = [(f"{prefix}{i // size:06d}", answers[i : i + size], False)
-               for i in range(0, len(answers), size)]
+    batches = [
+        (f"{prefix}{i // size:06d}", answers[i : i + size], False)
+        for i in range(0, len(answers), size)
+    ]
     if batches:
         batch_id, last, _ = batches[-1]
         batches[-1] = (batch_id, last, True)

@@ -10,8 +10,11 @@ from typing import Any
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2
 
-TRACKS = {"llm": common_pb2.TRACK_LLM, "multimodal": common_pb2.TRACK_MULTIMODAL,
-          "agent": common_pb2.TRACK_AGENT}
+TRACKS = {
+    "llm": common_pb2.TRACK_LLM,
+    "multimodal": common_pb2.TRACK_MULTIMODAL,
+    "agent": common_pb2.TRACK_AGENT,
+}
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -29,12 +32,20 @@ def import_item(row: dict[str, Any], track: str = "llm") -> taskpool_pb2.ImportI
     """A bank row ({"item_id", "dataset", "question", "reference", ...}) as an ImportItem."""
     return taskpool_pb2.ImportItem(
         task=taskpool_pb2.Task(
-            item_id=row["item_id"], version=0, dataset=row["dataset"],
-            track=TRACKS[row.get("track", track)], specialties=row.get("specialties", []),
-            question=row["question"], image_paths=row.get("image_paths", []),
-            answer_format=row["answer_format"], group_id=row.get("group_id", row["item_id"]),
-            provenance=row.get("provenance", ""), licence=row.get("licence", "")),
-        key=taskpool_pb2.SealedKey(item_id=row["item_id"], reference=row["reference"]))
+            item_id=row["item_id"],
+            version=0,
+            dataset=row["dataset"],
+            track=TRACKS[row.get("track", track)],
+            specialties=row.get("specialties", []),
+            question=row["question"],
+            image_paths=row.get("image_paths", []),
+            answer_format=row["answer_format"],
+            group_id=row.get("group_id", row["item_id"]),
+            provenance=row.get("provenance", ""),
+            licence=row.get("licence", ""),
+        ),
+        key=taskpool_pb2.SealedKey(item_id=row["item_id"], reference=row["reference"]),
+    )
 
 
 def answers_by_item(rows: Iterable[dict[str, Any]]) -> dict[str, str]:

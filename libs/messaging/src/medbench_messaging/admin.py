@@ -17,17 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def _ensure(settings: KafkaSettings, topics: Iterable[Topic]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                             client_id="medbench-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id="medbench-admin"
+    )
     try:
         existing = set(admin.list_topics())
         wanted: list[NewTopic] = []
         for topic in topics:
-            for name in (topic.full_name(settings.topic_prefix),
-                         topic.dead_letter_name(settings.topic_prefix)):
+            for name in (
+                topic.full_name(settings.topic_prefix),
+                topic.dead_letter_name(settings.topic_prefix),
+            ):
                 if name not in existing:
-                    wanted.append(NewTopic(name, settings.partitions,
-                                           settings.replication_factor))
+                    wanted.append(NewTopic(name, settings.partitions, settings.replication_factor))
         for new in wanted:
             # One at a time: a batch fails whole when a concurrent service created one of them.
             try:

@@ -32,7 +32,9 @@ CONSUMED = Counter(
     ["topic", "group", "outcome"],
 )
 HANDLE_SECONDS = Histogram(
-    "medbench_kafka_handle_seconds", "Time a handler spent on one message.", ["topic", "group"],
+    "medbench_kafka_handle_seconds",
+    "Time a handler spent on one message.",
+    ["topic", "group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -120,9 +122,7 @@ class KafkaConsumerWorker:
         consumer = await asyncio.to_thread(self._open)
         try:
             while not self._stopping.is_set():
-                batch = await asyncio.to_thread(
-                    consumer.poll, 200, self._settings.max_poll_records
-                )
+                batch = await asyncio.to_thread(consumer.poll, 200, self._settings.max_poll_records)
                 if consumer.assignment():
                     self.joined.set()
                 for tp, records in batch.items():
@@ -202,14 +202,16 @@ class KafkaConsumerWorker:
             ("dlq-attempts", str(attempts).encode()),
             ("dlq-group", self._group.encode()),
         )
-        await self._dead_letters.publish([
-            Outgoing(
-                topic=self._topic,
-                message=self._topic.message_type(),
-                key=key,
-                headers=headers,
-                topic_name=self._topic.dead_letter_name(self._settings.topic_prefix),
-                raw_value=record.value or b"",
-            )
-        ])
+        await self._dead_letters.publish(
+            [
+                Outgoing(
+                    topic=self._topic,
+                    message=self._topic.message_type(),
+                    key=key,
+                    headers=headers,
+                    topic_name=self._topic.dead_letter_name(self._settings.topic_prefix),
+                    raw_value=record.value or b"",
+                )
+            ]
+        )
         CONSUMED.labels(self._topic.name, self._group, "dead_lettered").inc()

@@ -61,8 +61,10 @@ class KafkaPublisher:
             value = out.raw_value if out.raw_value is not None else out.message.SerializeToString()
             headers = [("type", out.message.DESCRIPTOR.full_name.encode()), *out.headers]
             futures.append(
-                (name, self._producer.send(name, value=value, key=out.key.encode(),
-                                           headers=headers))
+                (
+                    name,
+                    self._producer.send(name, value=value, key=out.key.encode(), headers=headers),
+                )
             )
         self._producer.flush()
         for name, future in futures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
+
 from medbench.inference.v1 import inference_events_pb2
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench.submission.v1 import submission_events_pb2

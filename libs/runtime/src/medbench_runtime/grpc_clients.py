@@ -17,6 +17,9 @@ def insecure_channel(address: str, settings: ServiceSettings) -> grpc.aio.Channe
     )
     return grpc.aio.insecure_channel(
         address,
-        options=[*grpc_options(settings), ("grpc.service_config", service_config),
-                 ("grpc.enable_retries", 1)],
+        options=[
+            *grpc_options(settings),
+            ("grpc.service_config", service_config),
+            ("grpc.enable_retries", 1),
+        ],
     )

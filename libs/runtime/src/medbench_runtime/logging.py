@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
+# Never mutated in place: bind() always sets a new dict, so the shared default is safe.
+_EMPTY: dict[str, Any] = {}
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context")
 
 
 @contextmanager
 def bind(**fields: Any) -> Iterator[None]:
     """Adds fields (e.g. submission_id) to every log line written inside the block."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**_context.get(_EMPTY), **fields})
     try:
         yield
     finally:
@@ -40,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        line.update(_context.get())
+        line.update(_context.get(_EMPTY))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)

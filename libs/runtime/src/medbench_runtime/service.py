@@ -1,4 +1,4 @@
-"""run_service(): a grpc.aio server with health, reflection, metrics and a graceful SIGTERM drain."""
+"""run_service(): grpc.aio server with health, reflection, metrics and a graceful SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -72,8 +72,11 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
     for s in runtime.servicers:
         s.add_to_server(s.servicer, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     for name in ["", *names]:
@@ -82,8 +85,12 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"cannot bind gRPC port {address}")
     await server.start()
-    log.info("gRPC listening on %s, metrics on %s:%s", address, settings.metrics_host,
-             settings.metrics_port)
+    log.info(
+        "gRPC listening on %s, metrics on %s:%s",
+        address,
+        settings.metrics_host,
+        settings.metrics_port,
+    )
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -36,8 +36,6 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]], specs: Iterable[Inde
         options: dict[str, Any] = {"name": spec.name, "unique": spec.unique}
         if spec.expire_after_s is not None:
             options["expireAfterSeconds"] = spec.expire_after_s
-        by_collection.setdefault(spec.collection, []).append(
-            IndexModel(list(spec.keys), **options)
-        )
+        by_collection.setdefault(spec.collection, []).append(IndexModel(list(spec.keys), **options))
     for collection, models in by_collection.items():
         await db[collection].create_indexes(models)

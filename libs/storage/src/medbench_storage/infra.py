@@ -43,8 +43,9 @@ class Infrastructure:
 
 @asynccontextmanager
 async def open_infrastructure(
-    settings: ServiceSettings, indexes: Sequence[IndexSpec] = (), sealed_indexes: Sequence[
-        IndexSpec] = ()
+    settings: ServiceSettings,
+    indexes: Sequence[IndexSpec] = (),
+    sealed_indexes: Sequence[IndexSpec] = (),
 ) -> AsyncIterator[Infrastructure]:
     """Connects, creates indexes, and closes everything on exit."""
     async with AsyncExitStack() as stack:

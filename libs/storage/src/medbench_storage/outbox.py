@@ -4,6 +4,7 @@ announces, and a relay publishes it to Kafka afterwards (at least once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 OUTBOX_BACKLOG = Gauge(
     "medbench_outbox_backlog", "Outbox events seen waiting for the relay.", ["collection"]
 )
-
 
 
 def collection_name(service: str) -> str:
@@ -51,8 +51,9 @@ class Outbox:
     def __init__(self, db: AsyncDatabase[dict[str, Any]], service: str) -> None:
         self.collection = db[collection_name(service)]
 
-    async def add(self, session: AsyncClientSession, events: Sequence[tuple[str, Outgoing]]
-                  ) -> None:
+    async def add(
+        self, session: AsyncClientSession, events: Sequence[tuple[str, Outgoing]]
+    ) -> None:
         """Stores (event_id, event) pairs inside the caller's transaction."""
         if events:
             await self.collection.insert_many(
@@ -91,19 +92,20 @@ class OutboxRelay:
             self._wake.clear()
             sent = await self.relay_once()
             if sent < self._batch_size:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
-                except TimeoutError:
-                    pass
         # Drain what is left so a graceful stop leaves nothing for the next start.
         while await self.relay_once() == self._batch_size:
             pass
 
     async def relay_once(self) -> int:
         """Publishes one batch of waiting events; returns how many."""
-        docs = await self._collection.find({}).sort([("created_at", 1), ("_id", 1)]).limit(
-            self._batch_size
-        ).to_list()
+        docs = (
+            await self._collection.find({})
+            .sort([("created_at", 1), ("_id", 1)])
+            .limit(self._batch_size)
+            .to_list()
+        )
         OUTBOX_BACKLOG.labels(self._collection.name).set(len(docs))
         if not docs:
             return 0
@@ -111,14 +113,19 @@ class OutboxRelay:
         for doc in docs:
             topic = BY_NAME[doc["topic"]]
             batch.append(
-                Outgoing(topic=topic, message=topic.message_type(), key=doc["key"],
-                         headers=(("event-id", doc["_id"].encode()),),
-                         raw_value=bytes(doc["payload"]))
+                Outgoing(
+                    topic=topic,
+                    message=topic.message_type(),
+                    key=doc["key"],
+                    headers=(("event-id", doc["_id"].encode()),),
+                    raw_value=bytes(doc["payload"]),
+                )
             )
         await self._publisher.publish(batch)
         result = await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
         if result.deleted_count != len(docs):
             # Another replica's relay published them too; consumers are idempotent.
-            log.warning("outbox: published %d events but deleted %d", len(docs),
-                        result.deleted_count)
+            log.warning(
+                "outbox: published %d events but deleted %d", len(docs), result.deleted_count
+            )
         return len(docs)

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from medbench.scoring.v1 import scoring_events_pb2
-from medbench.submission.v1 import submission_events_pb2
 from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError
 
 from aggregator.adapters.mongo_scores import MongoScores, rules_from_progress
 from aggregator.core.report import ScoredItem, build_report
+from medbench.scoring.v1 import scoring_events_pb2
+from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_storage.client import in_transaction
@@ -23,8 +23,9 @@ from medbench_storage.infra import Infrastructure
 log = logging.getLogger(__name__)
 
 AGGREGATOR_VERSION = "aggregator/1"
-REPLAYED = Counter("medbench_aggregator_replayed_batches_total",
-                   "Score batches delivered again and ignored.")
+REPLAYED = Counter(
+    "medbench_aggregator_replayed_batches_total", "Score batches delivered again and ignored."
+)
 REPORTS = Counter("medbench_aggregator_reports_total", "Reports built.")
 
 
@@ -47,14 +48,29 @@ class Aggregation:
         component = event.scores[0].component if event.scores else "metric"
         doc = {
             "_id": f"{event.submission_id}:{event.batch_id}:{component}",
-            "submission_id": event.submission_id, "batch_id": event.batch_id,
-            "n": len(event.scores), "scorer_version": event.scorer_version,
-            "scores": [{"item_id": s.item_id, "dataset": s.dataset, "dimension": s.dimension,
-                        "group_id": s.group_id, "component": s.component, "metric": s.metric,
-                        "score": s.score, "parsed": s.parsed} for s in event.scores],
+            "submission_id": event.submission_id,
+            "batch_id": event.batch_id,
+            "n": len(event.scores),
+            "scorer_version": event.scorer_version,
+            "scores": [
+                {
+                    "item_id": s.item_id,
+                    "dataset": s.dataset,
+                    "dimension": s.dimension,
+                    "group_id": s.group_id,
+                    "component": s.component,
+                    "metric": s.metric,
+                    "score": s.score,
+                    "parsed": s.parsed,
+                }
+                for s in event.scores
+            ],
         }
-        progress = {"tenant_id": event.tenant_id, "pool_id": event.pool_id,
-                    "expected": event.expected_items}
+        progress = {
+            "tenant_id": event.tenant_id,
+            "pool_id": event.pool_id,
+            "expected": event.expected_items,
+        }
 
         async def commit(session: Any) -> None:
             await self._scores.add_batch(session, doc, progress, dict(event.dataset_rules))
@@ -79,39 +95,68 @@ class Aggregation:
             for s in batch["scores"]:
                 items[(s["item_id"], s["component"])] = s
         if len({item_id for item_id, _ in items}) < progress["expected"]:
-            log.warning("submission %s: counter says complete but only %d distinct items",
-                        submission_id, len(items))
+            log.warning(
+                "submission %s: counter says complete but only %d distinct items",
+                submission_id,
+                len(items),
+            )
             return
         rules = rules_from_progress(progress.get("rules", []))
         report = build_report(
-            (ScoredItem(s["item_id"], s["dataset"], s["dimension"], s["group_id"], s["score"])
-             for s in items.values()), rules)
+            (
+                ScoredItem(s["item_id"], s["dataset"], s["dimension"], s["group_id"], s["score"])
+                for s in items.values()
+            ),
+            rules,
+        )
         digest = scores_digest([(i, c, s["score"]) for (i, c), s in items.items()])
         now = datetime.now(UTC)
         doc = {
-            "_id": submission_id, "tenant_id": progress["tenant_id"],
-            "overall": report.overall, "scored_items": len(items),
-            "dimensions": [{"dimension": d.dimension, "score": d.score, "datasets": d.n_datasets}
-                           for d in report.dimensions],
-            "datasets": [{"dataset": d.dataset, "dimension": d.dimension, "score": d.score,
-                          "items": d.n_items, "units": d.n_units, "rule": rules.get(d.dataset, "mean")}
-                         for d in report.datasets],
-            "lineage": {"pool_id": progress["pool_id"],
-                        "scorer_version": ",".join(sorted(versions)),
-                        "aggregator_version": AGGREGATOR_VERSION, "item_scores_digest": digest},
+            "_id": submission_id,
+            "tenant_id": progress["tenant_id"],
+            "overall": report.overall,
+            "scored_items": len(items),
+            "dimensions": [
+                {"dimension": d.dimension, "score": d.score, "datasets": d.n_datasets}
+                for d in report.dimensions
+            ],
+            "datasets": [
+                {
+                    "dataset": d.dataset,
+                    "dimension": d.dimension,
+                    "score": d.score,
+                    "items": d.n_items,
+                    "units": d.n_units,
+                    "rule": rules.get(d.dataset, "mean"),
+                }
+                for d in report.datasets
+            ],
+            "lineage": {
+                "pool_id": progress["pool_id"],
+                "scorer_version": ",".join(sorted(versions)),
+                "aggregator_version": AGGREGATOR_VERSION,
+                "item_scores_digest": digest,
+            },
             "created_at": now,
         }
         completed_at = Timestamp()
         completed_at.FromDatetime(now)
         event = submission_events_pb2.SubmissionCompleted(
-            event_id=f"{submission_id}:completed", submission_id=submission_id,
-            tenant_id=progress["tenant_id"], overall=report.overall, report_digest=digest,
-            scored_items=len(items), completed_at=completed_at)
+            event_id=f"{submission_id}:completed",
+            submission_id=submission_id,
+            tenant_id=progress["tenant_id"],
+            overall=report.overall,
+            report_digest=digest,
+            scored_items=len(items),
+            completed_at=completed_at,
+        )
 
         async def commit(session: Any) -> None:
             await self._scores.store_report(session, doc)
-            await self._infra.outbox.add(session, [(event.event_id, Outgoing(
-                topics.SUBMISSION_COMPLETED, event, key=submission_id))])
+            await self._infra.outbox.add(
+                session,
+                [(event.event_id, Outgoing(topics.SUBMISSION_COMPLETED, event, key=submission_id))],
+            )
 
         try:
             await in_transaction(self._infra.client, commit)
@@ -119,5 +164,6 @@ class Aggregation:
             return
         REPORTS.inc()
         self._infra.relay.notify()
-        log.info("report for %s: overall %.2f over %d items", submission_id, report.overall,
-                 len(items))
+        log.info(
+            "report for %s: overall %.2f over %d items", submission_id, report.overall, len(items)
+        )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
-
 from aggregator.adapters.mongo_scores import INDEXES, MongoScores
 from aggregator.aggregation import Aggregation
 from aggregator.entrypoints.grpc_servicer import ReportServicer
 from aggregator.entrypoints.kafka_handlers import on_items_scored
 from aggregator.settings import AggregatorSettings
+from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
@@ -23,15 +22,25 @@ async def serve(settings: AggregatorSettings) -> None:
         scores = MongoScores(infra.db)
         aggregation = Aggregation(infra, scores)
         consumer = KafkaConsumerWorker(
-            settings.kafka, topics.ITEM_SCORED, group_id="aggregator",
+            settings.kafka,
+            topics.ITEM_SCORED,
+            group_id="aggregator",
             member_id=settings.member_id,
             handler=partial(on_items_scored, aggregation=aggregation),
-            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
-        await run_service(settings, ServiceRuntime(
-            servicers=[Servicer(
-                report_service_pb2_grpc.add_ReportServiceServicer_to_server,
-                ReportServicer(scores),
-                report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name)],
-            workers=[infra.relay, consumer],
-            readiness=[infra.ready],
-        ))
+            dead_letters=infra.publisher,
+            transient_errors=TRANSIENT_ERRORS,
+        )
+        await run_service(
+            settings,
+            ServiceRuntime(
+                servicers=[
+                    Servicer(
+                        report_service_pb2_grpc.add_ReportServiceServicer_to_server,
+                        ReportServicer(scores),
+                        report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+                    )
+                ],
+                workers=[infra.relay, consumer],
+                readiness=[infra.ready],
+            ),
+        )

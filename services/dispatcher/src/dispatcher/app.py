@@ -16,8 +16,12 @@ from medbench_storage.infra import open_infrastructure
 async def serve(settings: DispatcherSettings) -> None:
     async with open_infrastructure(settings) as infra:
         consumer = KafkaConsumerWorker(
-            settings.kafka, topics.SUBMISSION_CREATED, group_id="dispatcher",
+            settings.kafka,
+            topics.SUBMISSION_CREATED,
+            group_id="dispatcher",
             member_id=settings.member_id,
             handler=partial(on_submission_created, db=infra.db),
-            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
+            dead_letters=infra.publisher,
+            transient_errors=TRANSIENT_ERRORS,
+        )
         await run_service(settings, ServiceRuntime(workers=[consumer], readiness=[infra.ready]))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
-
 from gateway.adapters.mongo_submissions import INDEXES, MongoSubmissions
 from gateway.adapters.peers import ReportClient, RotatorClient
 from gateway.entrypoints.grpc_servicer import SubmissionServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
 from gateway.settings import GatewaySettings
 from gateway.submissions import Submissions
+from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.grpc_clients import insecure_channel
@@ -26,15 +25,27 @@ async def serve(settings: GatewaySettings) -> None:
         reports = ReportClient(insecure_channel(settings.peers.aggregator, settings))
         submissions = Submissions(infra, MongoSubmissions(infra.db), rotator, reports)
         completed = KafkaConsumerWorker(
-            settings.kafka, topics.SUBMISSION_COMPLETED, group_id="gateway",
+            settings.kafka,
+            topics.SUBMISSION_COMPLETED,
+            group_id="gateway",
             member_id=settings.member_id,
             handler=partial(on_submission_completed, submissions=submissions),
-            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
-        await run_service(settings, ServiceRuntime(
-            servicers=[Servicer(
-                submission_service_pb2_grpc.add_SubmissionServiceServicer_to_server,
-                SubmissionServicer(submissions, rotator),
-                submission_service_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name)],
-            workers=[infra.relay, completed],
-            readiness=[infra.ready],
-        ))
+            dead_letters=infra.publisher,
+            transient_errors=TRANSIENT_ERRORS,
+        )
+        await run_service(
+            settings,
+            ServiceRuntime(
+                servicers=[
+                    Servicer(
+                        submission_service_pb2_grpc.add_SubmissionServiceServicer_to_server,
+                        SubmissionServicer(submissions, rotator),
+                        submission_service_pb2.DESCRIPTOR.services_by_name[
+                            "SubmissionService"
+                        ].full_name,
+                    )
+                ],
+                workers=[infra.relay, completed],
+                readiness=[infra.ready],
+            ),
+        )

@@ -1,4 +1,4 @@
-"""The submission use cases: create, upload, finalise, complete. Orchestrates store, peers, outbox."""
+"""The submission use cases (create, upload, finalise, complete) over store, peers and outbox."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import Any
 
 from bson.binary import Binary
 from google.protobuf.timestamp_pb2 import Timestamp
-from medbench.common.v1 import common_pb2
-from medbench.inference.v1 import inference_events_pb2
-from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from pymongo.errors import DuplicateKeyError
 
 from gateway.adapters.mongo_submissions import MongoSubmissions
 from gateway.adapters.peers import Manifest, ReportClient, RotatorClient
 from gateway.core import uploads
+from medbench.common.v1 import common_pb2
+from medbench.inference.v1 import inference_events_pb2
+from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import (
@@ -59,17 +59,26 @@ def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.
     """The partner-facing view of a stored submission (no bitmap, no answers)."""
     m = doc["model"]
     out = submission_pb2.Submission(
-        submission_id=doc["_id"], tenant_id=doc["tenant_id"],
+        submission_id=doc["_id"],
+        tenant_id=doc["tenant_id"],
         model=submission_pb2.ModelInfo(
-            name=m["name"], version=m.get("version", ""), organisation=m.get("organisation", ""),
-            open_source=m.get("open_source", False), parameter_count=m.get("parameter_count", "")),
-        track=doc["track"], mode=doc["mode"],
+            name=m["name"],
+            version=m.get("version", ""),
+            organisation=m.get("organisation", ""),
+            open_source=m.get("open_source", False),
+            parameter_count=m.get("parameter_count", ""),
+        ),
+        track=doc["track"],
+        mode=doc["mode"],
         state=submission_pb2.SubmissionState.Value(f"SUBMISSION_STATE_{doc['state']}"),
         state_reason=doc.get("state_reason", ""),
         progress=submission_pb2.Progress(
-            expected_items=doc["expected"], answered_items=doc["answered"],
-            scored_items=max(scored, doc.get("scored", 0))),
-        pool_id=doc["pool_id"], request_id=doc["request_id"],
+            expected_items=doc["expected"],
+            answered_items=doc["answered"],
+            scored_items=max(scored, doc.get("scored", 0)),
+        ),
+        pool_id=doc["pool_id"],
+        request_id=doc["request_id"],
     )
     for name in ("created_at", "updated_at", "completed_at"):
         ts = _ts(doc.get(name))
@@ -81,15 +90,26 @@ def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.
 class Submissions:
     """Everything the public API does to submissions."""
 
-    def __init__(self, infra: Infrastructure, store: MongoSubmissions, rotator: RotatorClient,
-                 reports: ReportClient) -> None:
+    def __init__(
+        self,
+        infra: Infrastructure,
+        store: MongoSubmissions,
+        rotator: RotatorClient,
+        reports: ReportClient,
+    ) -> None:
         self._infra = infra
         self._store = store
         self._rotator = rotator
         self._reports = reports
 
-    async def create(self, tenant_id: str, request_id: str, model: submission_pb2.ModelInfo,
-                     track: int, mode: int) -> tuple[dict[str, Any], bool]:
+    async def create(
+        self,
+        tenant_id: str,
+        request_id: str,
+        model: submission_pb2.ModelInfo,
+        track: int,
+        mode: int,
+    ) -> tuple[dict[str, Any], bool]:
         """Creates (or finds) the submission for (tenant, request_id)."""
         uploads.check_request_id("request_id", request_id)
         if not model.name.strip():
@@ -99,7 +119,9 @@ class Submissions:
         if track == common_pb2.TRACK_UNSPECIFIED or track not in common_pb2.Track.values():
             raise InvalidArgument("track must be one of TRACK_LLM, TRACK_MULTIMODAL, TRACK_AGENT")
         if mode == common_pb2.SUBMISSION_MODE_API:
-            raise Unimplemented("API-mode submissions are not served yet; use SUBMISSION_MODE_UPLOAD")
+            raise Unimplemented(
+                "API-mode submissions are not served yet; use SUBMISSION_MODE_UPLOAD"
+            )
         if mode != common_pb2.SUBMISSION_MODE_UPLOAD:
             raise InvalidArgument("mode must be SUBMISSION_MODE_UPLOAD")
         submission_id = uploads.submission_id_for(tenant_id, request_id)
@@ -109,22 +131,37 @@ class Submissions:
         assignment = await self._rotator.assign(submission_id, tenant_id, track)
         now = datetime.now(UTC)
         doc = {
-            "_id": submission_id, "tenant_id": tenant_id, "request_id": request_id,
-            "model": {"name": model.name, "version": model.version,
-                      "organisation": model.organisation, "open_source": model.open_source,
-                      "parameter_count": model.parameter_count},
-            "track": track, "mode": mode, "state": AWAITING, "state_reason": "",
-            "pool_id": assignment.pool_id, "expected": assignment.item_count, "answered": 0,
+            "_id": submission_id,
+            "tenant_id": tenant_id,
+            "request_id": request_id,
+            "model": {
+                "name": model.name,
+                "version": model.version,
+                "organisation": model.organisation,
+                "open_source": model.open_source,
+                "parameter_count": model.parameter_count,
+            },
+            "track": track,
+            "mode": mode,
+            "state": AWAITING,
+            "state_reason": "",
+            "pool_id": assignment.pool_id,
+            "expected": assignment.item_count,
+            "answered": 0,
             "answered_bits": Binary(bytes(uploads.new_bitmap(assignment.item_count))),
-            "created_at": now, "updated_at": now,
+            "created_at": now,
+            "updated_at": now,
         }
         event = submission_events_pb2.SubmissionCreated(
-            event_id=f"{submission_id}:created", submission=submission_to_proto(doc))
+            event_id=f"{submission_id}:created", submission=submission_to_proto(doc)
+        )
 
         async def commit(session: Any) -> None:
             await self._store.insert(doc, session)
-            await self._infra.outbox.add(session, [
-                (event.event_id, Outgoing(topics.SUBMISSION_CREATED, event, key=submission_id))])
+            await self._infra.outbox.add(
+                session,
+                [(event.event_id, Outgoing(topics.SUBMISSION_CREATED, event, key=submission_id))],
+            )
 
         try:
             await in_transaction(self._infra.client, commit)
@@ -134,15 +171,25 @@ class Submissions:
                 raise
             return found, False
         self._infra.relay.notify()
-        log.info("created submission %s (pool %s, %d items)", submission_id,
-                 assignment.pool_id, assignment.item_count)
+        log.info(
+            "created submission %s (pool %s, %d items)",
+            submission_id,
+            assignment.pool_id,
+            assignment.item_count,
+        )
         return doc, True
 
     async def manifest(self, doc: dict[str, Any]) -> Manifest:
         return await self._rotator.manifest(doc["_id"], doc["pool_id"])
 
-    async def upload(self, tenant_id: str, submission_id: str, batch_id: str,
-                     answers: Sequence[tuple[str, str]], final: bool) -> UploadOutcome:
+    async def upload(
+        self,
+        tenant_id: str,
+        submission_id: str,
+        batch_id: str,
+        answers: Sequence[tuple[str, str]],
+        final: bool,
+    ) -> UploadOutcome:
         """Accepts one upload message as a whole, or raises and changes nothing."""
         uploads.check_request_id("batch_id", batch_id)
         doc = await self._store.get(tenant_id, submission_id)
@@ -151,12 +198,12 @@ class Submissions:
         if previous is not None:
             if previous["digest"] == digest:
                 return UploadOutcome(replayed=True, accepted=0, state=doc["state"])
-            raise InvalidArgument(
-                f"batch_id {batch_id!r} was already used for different answers")
+            raise InvalidArgument(f"batch_id {batch_id!r} was already used for different answers")
         if doc["state"] != AWAITING:
             raise FailedPrecondition(
                 f"submission {submission_id} is {doc['state']}; answers are accepted only while "
-                f"it is {AWAITING}")
+                f"it is {AWAITING}"
+            )
         if not answers and not final:
             raise InvalidArgument("an UploadAnswers message must carry answers or final=true")
         manifest = await self.manifest(doc)
@@ -170,7 +217,8 @@ class Submissions:
             if current["state"] != AWAITING:
                 raise FailedPrecondition(
                     f"submission {submission_id} is {current['state']}; answers are accepted "
-                    f"only while it is {AWAITING}")
+                    f"only while it is {AWAITING}"
+                )
             bits = bytearray(current["answered_bits"])
             twice = uploads.already_set(bits, ordinals)
             if twice:
@@ -180,33 +228,66 @@ class Submissions:
             answered = current["answered"] + len(accepted)
             expected = current["expected"]
             state = SCORING if (answered >= expected or final) else AWAITING
-            await self._store.record_upload({
-                "_id": f"{submission_id}:{batch_id}", "submission_id": submission_id,
-                "batch_id": batch_id, "digest": digest, "count": len(accepted), "final": final,
-                "answers": [{"item_id": a.item_id, "answer": a.answer} for a in accepted],
-                "accepted_at": now}, session)
+            await self._store.record_upload(
+                {
+                    "_id": f"{submission_id}:{batch_id}",
+                    "submission_id": submission_id,
+                    "batch_id": batch_id,
+                    "digest": digest,
+                    "count": len(accepted),
+                    "final": final,
+                    "answers": [{"item_id": a.item_id, "answer": a.answer} for a in accepted],
+                    "accepted_at": now,
+                },
+                session,
+            )
             ok = await self._store.update(
-                submission_id, {"answered_bits": Binary(bytes(bits)), "answered": answered,
-                                "state": state},
-                session=session, expect={"answered": current["answered"]})
+                submission_id,
+                {"answered_bits": Binary(bytes(bits)), "answered": answered, "state": state},
+                session=session,
+                expect={"answered": current["answered"]},
+            )
             if not ok:
                 raise FailedPrecondition("submission changed concurrently; retry the batch")
             events: list[tuple[str, Outgoing]] = []
             if accepted:
-                events.append(self._responses_event(
-                    current, batch_id, expected, ts,
-                    [inference_events_pb2.RecordedResponse(
-                        item_id=a.item_id, ordinal=a.ordinal, dataset=a.dataset, answer=a.answer)
-                     for a in accepted]))
+                events.append(
+                    self._responses_event(
+                        current,
+                        batch_id,
+                        expected,
+                        ts,
+                        [
+                            inference_events_pb2.RecordedResponse(
+                                item_id=a.item_id,
+                                ordinal=a.ordinal,
+                                dataset=a.dataset,
+                                answer=a.answer,
+                            )
+                            for a in accepted
+                        ],
+                    )
+                )
             if final:
                 missing = uploads.unset_ordinals(bits, expected)
                 for k in range(0, len(missing), MISSING_BATCH):
-                    events.append(self._responses_event(
-                        current, f"{batch_id}.missing-{k // MISSING_BATCH}", expected, ts,
-                        [inference_events_pb2.RecordedResponse(
-                            item_id=manifest.by_ordinal[o][0], ordinal=o,
-                            dataset=manifest.by_ordinal[o][1], missing=True)
-                         for o in missing[k : k + MISSING_BATCH]]))
+                    events.append(
+                        self._responses_event(
+                            current,
+                            f"{batch_id}.missing-{k // MISSING_BATCH}",
+                            expected,
+                            ts,
+                            [
+                                inference_events_pb2.RecordedResponse(
+                                    item_id=manifest.by_ordinal[o][0],
+                                    ordinal=o,
+                                    dataset=manifest.by_ordinal[o][1],
+                                    missing=True,
+                                )
+                                for o in missing[k : k + MISSING_BATCH]
+                            ],
+                        )
+                    )
             await self._infra.outbox.add(session, events)
             return state
 
@@ -215,13 +296,24 @@ class Submissions:
         return UploadOutcome(replayed=False, accepted=len(accepted), state=state)
 
     @staticmethod
-    def _responses_event(doc: dict[str, Any], batch_id: str, expected: int, ts: Timestamp | None,
-                         responses: list[inference_events_pb2.RecordedResponse]
-                         ) -> tuple[str, Outgoing]:
+    def _responses_event(
+        doc: dict[str, Any],
+        batch_id: str,
+        expected: int,
+        ts: Timestamp | None,
+        responses: list[inference_events_pb2.RecordedResponse],
+    ) -> tuple[str, Outgoing]:
         event = inference_events_pb2.ResponsesRecorded(
-            event_id=f"{doc['_id']}:{batch_id}", submission_id=doc["_id"],
-            tenant_id=doc["tenant_id"], pool_id=doc["pool_id"], batch_id=batch_id,
-            expected_items=expected, responses=responses, mode=doc["mode"], recorded_at=ts)
+            event_id=f"{doc['_id']}:{batch_id}",
+            submission_id=doc["_id"],
+            tenant_id=doc["tenant_id"],
+            pool_id=doc["pool_id"],
+            batch_id=batch_id,
+            expected_items=expected,
+            responses=responses,
+            mode=doc["mode"],
+            recorded_at=ts,
+        )
         return event.event_id, Outgoing(topics.RESPONSE_RECORDED, event, key=doc["_id"])
 
     async def view(self, tenant_id: str, submission_id: str) -> submission_pb2.Submission:
@@ -241,7 +333,8 @@ class Submissions:
         if doc["state"] != COMPLETED:
             raise FailedPrecondition(
                 f"submission {submission_id} is {doc['state']}; its report exists once it is "
-                f"COMPLETED")
+                f"COMPLETED"
+            )
         return await self._reports.report(submission_id, tenant_id)
 
     async def complete(self, event: submission_events_pb2.SubmissionCompleted) -> None:
@@ -254,6 +347,10 @@ class Submissions:
             return
         await self._store.update(
             event.submission_id,
-            {"state": COMPLETED, "scored": event.scored_items,
-             "completed_at": event.completed_at.ToDatetime(tzinfo=UTC)},
-            expect={"state": {"$nin": sorted(TERMINAL)}})
+            {
+                "state": COMPLETED,
+                "scored": event.scored_items,
+                "completed_at": event.completed_at.ToDatetime(tzinfo=UTC),
+            },
+            expect={"state": {"$nin": sorted(TERMINAL)}},
+        )

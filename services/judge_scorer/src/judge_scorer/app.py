@@ -14,7 +14,12 @@ from medbench_storage.infra import open_infrastructure
 async def serve(settings: JudgeScorerSettings) -> None:
     async with open_infrastructure(settings) as infra:
         consumer = KafkaConsumerWorker(
-            settings.kafka, topics.JUDGE_REQUESTED, group_id="judge-scorer",
-            member_id=settings.member_id, handler=on_judge_requested,
-            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
+            settings.kafka,
+            topics.JUDGE_REQUESTED,
+            group_id="judge-scorer",
+            member_id=settings.member_id,
+            handler=on_judge_requested,
+            dead_letters=infra.publisher,
+            transient_errors=TRANSIENT_ERRORS,
+        )
         await run_service(settings, ServiceRuntime(workers=[consumer], readiness=[infra.ready]))

@@ -2,9 +2,9 @@
 
 import asyncio
 
+from medbench_runtime.logging import configure_logging
 from metric_scorer import app
 from metric_scorer.settings import MetricScorerSettings
-from medbench_runtime.logging import configure_logging
 
 
 def main() -> None:

@@ -18,8 +18,12 @@ async def serve(settings: MetricScorerSettings) -> None:
     async with open_infrastructure(settings) as infra:
         keys = MongoPoolKeys(infra.sealed_db)
         responses = KafkaConsumerWorker(
-            settings.kafka, topics.RESPONSE_RECORDED, group_id="metric-scorer",
+            settings.kafka,
+            topics.RESPONSE_RECORDED,
+            group_id="metric-scorer",
             member_id=settings.member_id,
             handler=partial(on_responses_recorded, keys=keys, publisher=infra.publisher),
-            dead_letters=infra.publisher, transient_errors=TRANSIENT_ERRORS)
+            dead_letters=infra.publisher,
+            transient_errors=TRANSIENT_ERRORS,
+        )
         await run_service(settings, ServiceRuntime(workers=[responses], readiness=[infra.ready]))

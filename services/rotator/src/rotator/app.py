@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
-
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
 from medbench_storage.infra import open_infrastructure
 from rotator.adapters.mongo_bank import INDEXES, SEALED_INDEXES, MongoTaskBank
@@ -31,18 +30,24 @@ def dataset_resolver(registry: Registry) -> Callable[[str, str], DatasetInfo | N
             part = dataset.part_for_format(answer_format)
         except KeyError:
             # Reported by validate_item as a format mismatch.
-            return DatasetInfo(name, dataset.track, dataset.dimension,
-                               "|".join(sorted(dataset.answer_formats)), dataset.metric,
-                               dataset.dataset_rule)
+            return DatasetInfo(
+                name,
+                dataset.track,
+                dataset.dimension,
+                "|".join(sorted(dataset.answer_formats)),
+                dataset.metric,
+                dataset.dataset_rule,
+            )
         rule = "all_permutations" if part.permutations > 1 else dataset.dataset_rule
-        return DatasetInfo(name, dataset.track, dataset.dimension, part.answer_format,
-                           part.metric, rule)
+        return DatasetInfo(
+            name, dataset.track, dataset.dimension, part.answer_format, part.metric, rule
+        )
 
     return resolve
 
 
 def registry_version(path: Path) -> str:
-    """"<benchmark version>+<content hash>", recorded in every pool."""
+    """ "<benchmark version>+<content hash>", recorded in every pool."""
     raw = path.read_bytes()
     return f"{json.loads(raw).get('version', '?')}+{hashlib.sha256(raw).hexdigest()[:12]}"
 
@@ -52,12 +57,20 @@ async def serve(settings: RotatorSettings) -> None:
     registry = load_registry(path)
     async with open_infrastructure(settings, INDEXES, SEALED_INDEXES) as infra:
         bank = MongoTaskBank(infra.db, infra.sealed_db)
-        servicer = TaskPoolServicer(infra, bank, dataset_resolver(registry),
-                                    registry_version(path))
-        await run_service(settings, ServiceRuntime(
-            servicers=[Servicer(
-                taskpool_service_pb2_grpc.add_TaskPoolServiceServicer_to_server, servicer,
-                taskpool_service_pb2.DESCRIPTOR.services_by_name["TaskPoolService"].full_name)],
-            workers=[infra.relay],
-            readiness=[infra.ready],
-        ))
+        servicer = TaskPoolServicer(infra, bank, dataset_resolver(registry), registry_version(path))
+        await run_service(
+            settings,
+            ServiceRuntime(
+                servicers=[
+                    Servicer(
+                        taskpool_service_pb2_grpc.add_TaskPoolServiceServicer_to_server,
+                        servicer,
+                        taskpool_service_pb2.DESCRIPTOR.services_by_name[
+                            "TaskPoolService"
+                        ].full_name,
+                    )
+                ],
+                workers=[infra.relay],
+                readiness=[infra.ready],
+            ),
+        )

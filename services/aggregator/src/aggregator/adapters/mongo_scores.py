@@ -23,16 +23,25 @@ class MongoScores:
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self._db = db
 
-    async def add_batch(self, session: AsyncClientSession, doc: dict[str, Any],
-                        progress: dict[str, Any], rules: dict[str, str]) -> None:
+    async def add_batch(
+        self,
+        session: AsyncClientSession,
+        doc: dict[str, Any],
+        progress: dict[str, Any],
+        rules: dict[str, str],
+    ) -> None:
         """Stores a batch and counts it; DuplicateKeyError when it was stored before."""
         await self._db.score_batches.insert_one(doc, session=session)
         await self._db.progress.update_one(
             {"_id": doc["submission_id"]},
-            {"$setOnInsert": {**progress, "completed": False},
-             "$inc": {"scored": doc["n"]},
-             "$addToSet": {"rules": {"$each": sorted(f"{d}={r}" for d, r in rules.items())}}},
-            upsert=True, session=session)
+            {
+                "$setOnInsert": {**progress, "completed": False},
+                "$inc": {"scored": doc["n"]},
+                "$addToSet": {"rules": {"$each": sorted(f"{d}={r}" for d, r in rules.items())}},
+            },
+            upsert=True,
+            session=session,
+        )
 
     async def progress(self, submission_id: str) -> dict[str, Any] | None:
         return await self._db.progress.find_one({"_id": submission_id})
@@ -44,7 +53,8 @@ class MongoScores:
         """Inserts the report and closes the progress record (DuplicateKeyError if done)."""
         await self._db.reports.insert_one(report, session=session)
         await self._db.progress.update_one(
-            {"_id": report["_id"]}, {"$set": {"completed": True}}, session=session)
+            {"_id": report["_id"]}, {"$set": {"completed": True}}, session=session
+        )
 
     async def report(self, submission_id: str) -> dict[str, Any] | None:
         return await self._db.reports.find_one({"_id": submission_id})

@@ -6,10 +6,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from medbench.common.v1 import common_pb2
-from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 
 from aggregator.adapters.mongo_scores import MongoScores
+from medbench.common.v1 import common_pb2
+from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench_runtime.errors import InvalidArgument, NotFound
 
 
@@ -18,11 +18,15 @@ def report_to_proto(doc: dict[str, Any]) -> report_pb2.Report:
     created = Timestamp()
     created.FromDatetime(doc["created_at"])
     return report_pb2.Report(
-        submission_id=doc["_id"], tenant_id=doc["tenant_id"], overall=doc["overall"],
+        submission_id=doc["_id"],
+        tenant_id=doc["tenant_id"],
+        overall=doc["overall"],
         dimensions=[report_pb2.DimensionScore(**d) for d in doc["dimensions"]],
         datasets=[report_pb2.DatasetScore(**d) for d in doc["datasets"]],
-        lineage=common_pb2.Lineage(**doc["lineage"]), created_at=created,
-        scored_items=doc["scored_items"])
+        lineage=common_pb2.Lineage(**doc["lineage"]),
+        created_at=created,
+        scored_items=doc["scored_items"],
+    )
 
 
 class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
@@ -50,5 +54,5 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         if doc is None:
             return report_service_pb2.GetProgressResponse()
         return report_service_pb2.GetProgressResponse(
-            scored_items=doc["scored"], expected_items=doc["expected"],
-            completed=doc["completed"])
+            scored_items=doc["scored"], expected_items=doc["expected"], completed=doc["completed"]
+        )

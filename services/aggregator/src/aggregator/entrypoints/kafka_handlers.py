@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from medbench.scoring.v1 import scoring_events_pb2
-
 from aggregator.aggregation import Aggregation
+from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging.consumer import Delivery
 
 

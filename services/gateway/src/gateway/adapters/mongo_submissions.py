@@ -24,11 +24,13 @@ class MongoSubmissions:
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self._db = db
 
-    async def get(self, tenant_id: str, submission_id: str,
-                  session: AsyncClientSession | None = None) -> dict[str, Any]:
+    async def get(
+        self, tenant_id: str, submission_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any]:
         """The submission, or NOT_FOUND (also when it belongs to another tenant)."""
         doc = await self._db.submissions.find_one(
-            {"_id": submission_id, "tenant_id": tenant_id}, session=session)
+            {"_id": submission_id, "tenant_id": tenant_id}, session=session
+        )
         if doc is None:
             raise NotFound(f"submission {submission_id} not found")
         return doc
@@ -41,16 +43,23 @@ class MongoSubmissions:
 
     async def find_upload(self, submission_id: str, batch_id: str) -> dict[str, Any] | None:
         return await self._db.uploads.find_one(
-            {"_id": f"{submission_id}:{batch_id}"}, {"digest": 1, "count": 1})
+            {"_id": f"{submission_id}:{batch_id}"}, {"digest": 1, "count": 1}
+        )
 
     async def record_upload(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
         await self._db.uploads.insert_one(doc, session=session)
 
-    async def update(self, submission_id: str, fields: dict[str, Any],
-                     session: AsyncClientSession | None = None,
-                     expect: dict[str, Any] | None = None) -> bool:
+    async def update(
+        self,
+        submission_id: str,
+        fields: dict[str, Any],
+        session: AsyncClientSession | None = None,
+        expect: dict[str, Any] | None = None,
+    ) -> bool:
         """Sets fields (and updated_at); False when expect did not match."""
         result = await self._db.submissions.update_one(
             {"_id": submission_id, **(expect or {})},
-            {"$set": {**fields, "updated_at": datetime.now(UTC)}}, session=session)
+            {"$set": {**fields, "updated_at": datetime.now(UTC)}},
+            session=session,
+        )
         return result.matched_count == 1

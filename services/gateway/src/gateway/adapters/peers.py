@@ -7,9 +7,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
+
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-
 from medbench_runtime.errors import FailedPrecondition, NotFound, Unavailable
 
 
@@ -42,20 +42,27 @@ class RotatorClient:
         self._cached_pools = cached_pools
         self._lock = asyncio.Lock()
 
-    async def assign(self, submission_id: str, tenant_id: str, track: int
-                     ) -> taskpool_pb2.Assignment:
-        response = await _call(self._stub.AssignItems(
-            taskpool_service_pb2.AssignItemsRequest(
-                submission_id=submission_id, tenant_id=tenant_id, track=track),
-            timeout=30), "assigning items")
+    async def assign(
+        self, submission_id: str, tenant_id: str, track: int
+    ) -> taskpool_pb2.Assignment:
+        response = await _call(
+            self._stub.AssignItems(
+                taskpool_service_pb2.AssignItemsRequest(
+                    submission_id=submission_id, tenant_id=tenant_id, track=track
+                ),
+                timeout=30,
+            ),
+            "assigning items",
+        )
         assert isinstance(response, taskpool_service_pb2.AssignItemsResponse)
         return response.assignment
 
-    def stream_items(self, submission_id: str, include_prompts: bool
-                     ) -> grpc.aio.UnaryStreamCall:
+    def stream_items(self, submission_id: str, include_prompts: bool) -> grpc.aio.UnaryStreamCall:
         return self._stub.StreamAssignedItems(
             taskpool_service_pb2.StreamAssignedItemsRequest(
-                submission_id=submission_id, include_prompts=include_prompts))
+                submission_id=submission_id, include_prompts=include_prompts
+            )
+        )
 
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
         """The pool's manifest; pools are immutable, so it is cached by pool id."""
@@ -87,15 +94,24 @@ class ReportClient:
         self._stub = report_service_pb2_grpc.ReportServiceStub(channel)
 
     async def progress(self, submission_id: str) -> report_service_pb2.GetProgressResponse:
-        response = await _call(self._stub.GetProgress(
-            report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=2),
-            "reading scoring progress")
+        response = await _call(
+            self._stub.GetProgress(
+                report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=2
+            ),
+            "reading scoring progress",
+        )
         assert isinstance(response, report_service_pb2.GetProgressResponse)
         return response
 
     async def report(self, submission_id: str, tenant_id: str) -> report_pb2.Report:
-        response = await _call(self._stub.GetReport(
-            report_service_pb2.GetReportRequest(submission_id=submission_id, tenant_id=tenant_id),
-            timeout=10), "reading the report")
+        response = await _call(
+            self._stub.GetReport(
+                report_service_pb2.GetReportRequest(
+                    submission_id=submission_id, tenant_id=tenant_id
+                ),
+                timeout=10,
+            ),
+            "reading the report",
+        )
         assert isinstance(response, report_service_pb2.GetReportResponse)
         return response.report

@@ -45,7 +45,8 @@ def check_batch(
         raise InvalidArgument("an UploadAnswers message must carry at least one answer")
     if len(answers) > MAX_ANSWERS_PER_MESSAGE:
         raise InvalidArgument(
-            f"{len(answers)} answers in one message; at most {MAX_ANSWERS_PER_MESSAGE}")
+            f"{len(answers)} answers in one message; at most {MAX_ANSWERS_PER_MESSAGE}"
+        )
     seen: set[str] = set()
     unknown: list[str] = []
     out: list[AcceptedAnswer] = []
@@ -53,7 +54,8 @@ def check_batch(
         size = len(text.encode())
         if size > MAX_ANSWER_BYTES:
             raise InvalidArgument(
-                f"answer for item {item_id} is {size} bytes; at most {MAX_ANSWER_BYTES}")
+                f"answer for item {item_id} is {size} bytes; at most {MAX_ANSWER_BYTES}"
+            )
         if item_id in seen:
             raise InvalidArgument(f"item {item_id} is answered twice in one message")
         seen.add(item_id)

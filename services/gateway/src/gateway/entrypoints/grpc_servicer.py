@@ -7,14 +7,14 @@ import re
 from collections.abc import AsyncIterator
 
 import grpc
+
+from gateway.adapters.peers import RotatorClient
+from gateway.submissions import TERMINAL, Submissions
 from medbench.submission.v1 import (
     submission_pb2,
     submission_service_pb2,
     submission_service_pb2_grpc,
 )
-
-from gateway.adapters.peers import RotatorClient
-from gateway.submissions import TERMINAL, Submissions
 from medbench_runtime.errors import InvalidArgument, Unauthenticated, Unavailable
 
 TENANT_HEADER = "x-medbench-tenant"
@@ -28,8 +28,7 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
         if key == TENANT_HEADER:
             tenant = value if isinstance(value, str) else value.decode()
             if not TENANT.match(tenant):
-                raise Unauthenticated(
-                    f"{TENANT_HEADER} {tenant!r} is malformed: 1-63 of [a-z0-9-]")
+                raise Unauthenticated(f"{TENANT_HEADER} {tenant!r} is malformed: 1-63 of [a-z0-9-]")
             return tenant
     raise Unauthenticated(f"missing {TENANT_HEADER} metadata")
 
@@ -48,40 +47,52 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         self._rotator = rotator
 
     async def CreateSubmission(
-        self, request: submission_service_pb2.CreateSubmissionRequest,
+        self,
+        request: submission_service_pb2.CreateSubmissionRequest,
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.CreateSubmissionResponse:
         tenant = tenant_of(context)
         doc, created = await self._submissions.create(
-            tenant, request.request_id, request.model, request.track, request.mode)
+            tenant, request.request_id, request.model, request.track, request.mode
+        )
         view = await self._submissions.view(tenant, doc["_id"])
         return submission_service_pb2.CreateSubmissionResponse(submission=view, created=created)
 
     async def GetSubmission(
-        self, request: submission_service_pb2.GetSubmissionRequest,
+        self,
+        request: submission_service_pb2.GetSubmissionRequest,
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.GetSubmissionResponse:
         view = await self._submissions.view(tenant_of(context), _require_id(request.submission_id))
         return submission_service_pb2.GetSubmissionResponse(submission=view)
 
     async def DownloadPrompts(
-        self, request: submission_service_pb2.DownloadPromptsRequest,
+        self,
+        request: submission_service_pb2.DownloadPromptsRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[submission_service_pb2.DownloadPromptsResponse]:
         tenant = tenant_of(context)
         await self._submissions.view(tenant, _require_id(request.submission_id))
         try:
             async for batch in self._rotator.stream_items(request.submission_id, True):
-                yield submission_service_pb2.DownloadPromptsResponse(prompts=[
-                    submission_pb2.Prompt(
-                        item_id=i.item_id, dataset=i.dataset, question=i.question,
-                        image_paths=i.image_paths, answer_format=i.answer_format)
-                    for i in batch.items])
+                yield submission_service_pb2.DownloadPromptsResponse(
+                    prompts=[
+                        submission_pb2.Prompt(
+                            item_id=i.item_id,
+                            dataset=i.dataset,
+                            question=i.question,
+                            image_paths=i.image_paths,
+                            answer_format=i.answer_format,
+                        )
+                        for i in batch.items
+                    ]
+                )
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"reading prompts failed: {exc.details()}") from exc
 
     async def UploadAnswers(
-        self, request_iterator: AsyncIterator[submission_service_pb2.UploadAnswersRequest],
+        self,
+        request_iterator: AsyncIterator[submission_service_pb2.UploadAnswersRequest],
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.UploadAnswersResponse:
         tenant = tenant_of(context)
@@ -92,11 +103,16 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
             if submission_id and sid != submission_id:
                 raise InvalidArgument(
                     f"one UploadAnswers stream must name one submission ({submission_id}), "
-                    f"got {sid}")
+                    f"got {sid}"
+                )
             submission_id = sid
             outcome = await self._submissions.upload(
-                tenant, sid, message.batch_id,
-                [(a.item_id, a.answer) for a in message.answers], message.final)
+                tenant,
+                sid,
+                message.batch_id,
+                [(a.item_id, a.answer) for a in message.answers],
+                message.final,
+            )
             if outcome.replayed:
                 replayed += 1
             else:
@@ -106,11 +122,16 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
             raise InvalidArgument("the UploadAnswers stream carried no message")
         view = await self._submissions.view(tenant, submission_id)
         return submission_service_pb2.UploadAnswersResponse(
-            accepted_batches=accepted_batches, replayed_batches=replayed,
-            accepted_answers=answers, progress=view.progress, state=view.state)
+            accepted_batches=accepted_batches,
+            replayed_batches=replayed,
+            accepted_answers=answers,
+            progress=view.progress,
+            state=view.state,
+        )
 
     async def WatchSubmission(
-        self, request: submission_service_pb2.WatchSubmissionRequest,
+        self,
+        request: submission_service_pb2.WatchSubmissionRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[submission_service_pb2.WatchSubmissionResponse]:
         tenant = tenant_of(context)
@@ -121,15 +142,19 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
             if seen != last:
                 last = seen
                 yield submission_service_pb2.WatchSubmissionResponse(submission=view)
-            if submission_pb2.SubmissionState.Name(view.state).removeprefix(
-                    "SUBMISSION_STATE_") in TERMINAL:
+            if (
+                submission_pb2.SubmissionState.Name(view.state).removeprefix("SUBMISSION_STATE_")
+                in TERMINAL
+            ):
                 return
             await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def GetReport(
-        self, request: submission_service_pb2.GetReportRequest,
+        self,
+        request: submission_service_pb2.GetReportRequest,
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.GetReportResponse:
-        report = await self._submissions.report(tenant_of(context),
-                                                _require_id(request.submission_id))
+        report = await self._submissions.report(
+            tenant_of(context), _require_id(request.submission_id)
+        )
         return submission_service_pb2.GetReportResponse(report=report)

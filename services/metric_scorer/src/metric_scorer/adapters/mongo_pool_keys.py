@@ -48,9 +48,17 @@ class MongoPoolKeys:
                 for k in chunk["keys"]:
                     if k["ordinal"] != len(keys):
                         raise UnknownPool(f"pool {pool_id}: keys are not contiguous at {len(keys)}")
-                    keys.append(PoolKey(k["item_id"], k["dataset"], k["dimension"],
-                                        k["group_id"], k["metric"], k["rule"],
-                                        tuple(k["reference"])))
+                    keys.append(
+                        PoolKey(
+                            k["item_id"],
+                            k["dataset"],
+                            k["dimension"],
+                            k["group_id"],
+                            k["metric"],
+                            k["rule"],
+                            tuple(k["reference"]),
+                        )
+                    )
             if not keys:
                 raise UnknownPool(f"no sealed keys for pool {pool_id}")
             self._cache[pool_id] = keys

@@ -24,10 +24,16 @@ SEALED_INDEXES = (IndexSpec("pool_keys", asc("pool_id", "chunk")),)
 
 def task_from_doc(doc: dict[str, Any]) -> TaskRecord:
     return TaskRecord(
-        item_id=doc["_id"], dataset=doc["dataset"], track=doc["track"], question=doc["question"],
-        answer_format=doc["answer_format"], group_id=doc["group_id"],
-        specialties=tuple(doc.get("specialties", ())), image_paths=tuple(doc.get("image_paths", ())),
-        provenance=doc.get("provenance", ""), licence=doc.get("licence", ""),
+        item_id=doc["_id"],
+        dataset=doc["dataset"],
+        track=doc["track"],
+        question=doc["question"],
+        answer_format=doc["answer_format"],
+        group_id=doc["group_id"],
+        specialties=tuple(doc.get("specialties", ())),
+        image_paths=tuple(doc.get("image_paths", ())),
+        provenance=doc.get("provenance", ""),
+        licence=doc.get("licence", ""),
     )
 
 
@@ -43,12 +49,24 @@ class MongoTaskBank:
         now = datetime.now(UTC)
         hashes = {t.item_id: content_hash(t, k) for t, k in items}
         task_docs = [
-            {"_id": t.item_id, **_task_fields(t), "version": 1, "hash": hashes[t.item_id],
-             "imported_at": now}
+            {
+                "_id": t.item_id,
+                **_task_fields(t),
+                "version": 1,
+                "hash": hashes[t.item_id],
+                "imported_at": now,
+            }
             for t, _ in items
         ]
-        key_docs = [{"_id": k.item_id, "reference": list(k.reference), "version": 1,
-                     "hash": hashes[k.item_id]} for _, k in items]
+        key_docs = [
+            {
+                "_id": k.item_id,
+                "reference": list(k.reference),
+                "version": 1,
+                "hash": hashes[k.item_id],
+            }
+            for _, k in items
+        ]
         existing: set[str] = set()
         try:
             await self._db.tasks.insert_many(task_docs, ordered=False)
@@ -85,8 +103,14 @@ class MongoTaskBank:
             )
             await self._db.tasks.update_one(
                 {"_id": item_id},
-                {"$set": {**_task_fields(task), "version": version, "hash": hashes[item_id],
-                          "imported_at": now}},
+                {
+                    "$set": {
+                        **_task_fields(task),
+                        "version": version,
+                        "hash": hashes[item_id],
+                        "imported_at": now,
+                    }
+                },
             )
         return len(items) - unchanged, unchanged
 
@@ -116,36 +140,68 @@ class MongoTaskBank:
             chunk_id = f"{pool.pool_id}:{n:06d}"
             await self._db.pool_items.replace_one(
                 {"_id": chunk_id},
-                {"pool_id": pool.pool_id, "chunk": n, "items": [
-                    {"item_id": p.task.item_id, "ordinal": p.ordinal, "version": p.version,
-                     "dataset": p.task.dataset, "question": p.task.question,
-                     "image_paths": list(p.task.image_paths),
-                     "answer_format": p.task.answer_format} for p in part]},
+                {
+                    "pool_id": pool.pool_id,
+                    "chunk": n,
+                    "items": [
+                        {
+                            "item_id": p.task.item_id,
+                            "ordinal": p.ordinal,
+                            "version": p.version,
+                            "dataset": p.task.dataset,
+                            "question": p.task.question,
+                            "image_paths": list(p.task.image_paths),
+                            "answer_format": p.task.answer_format,
+                        }
+                        for p in part
+                    ],
+                },
                 upsert=True,
             )
             await self._sealed.pool_keys.replace_one(
                 {"_id": chunk_id},
-                {"pool_id": pool.pool_id, "chunk": n, "keys": [
-                    {"item_id": p.task.item_id, "ordinal": p.ordinal, "version": p.version,
-                     "dataset": p.task.dataset, "dimension": p.dataset.dimension,
-                     "group_id": p.task.group_id or p.task.item_id, "metric": p.dataset.metric,
-                     "rule": p.dataset.rule, "reference": list(p.key.reference)} for p in part]},
+                {
+                    "pool_id": pool.pool_id,
+                    "chunk": n,
+                    "keys": [
+                        {
+                            "item_id": p.task.item_id,
+                            "ordinal": p.ordinal,
+                            "version": p.version,
+                            "dataset": p.task.dataset,
+                            "dimension": p.dataset.dimension,
+                            "group_id": p.task.group_id or p.task.item_id,
+                            "metric": p.dataset.metric,
+                            "rule": p.dataset.rule,
+                            "reference": list(p.key.reference),
+                        }
+                        for p in part
+                    ],
+                },
                 upsert=True,
             )
         try:
-            await self._db.pools.insert_one({
-                "_id": pool.pool_id, "track": pool.track, "item_count": len(pool.items),
-                "datasets": [{"dataset": d, "items": n} for d, n in pool.dataset_counts],
-                "digest": pool.digest, "chunk_count": len(parts),
-                "registry_version": registry_version, "published_at": datetime.now(UTC),
-            })
+            await self._db.pools.insert_one(
+                {
+                    "_id": pool.pool_id,
+                    "track": pool.track,
+                    "item_count": len(pool.items),
+                    "datasets": [{"dataset": d, "items": n} for d, n in pool.dataset_counts],
+                    "digest": pool.digest,
+                    "chunk_count": len(parts),
+                    "registry_version": registry_version,
+                    "published_at": datetime.now(UTC),
+                }
+            )
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"pool {pool.pool_id} was published concurrently") from exc
 
     async def make_current(self, session: AsyncClientSession, track: str, pool_id: str) -> None:
         await self._db.current_pools.update_one(
-            {"_id": track}, {"$set": {"pool_id": pool_id, "since": datetime.now(UTC)}},
-            upsert=True, session=session,
+            {"_id": track},
+            {"$set": {"pool_id": pool_id, "since": datetime.now(UTC)}},
+            upsert=True,
+            session=session,
         )
 
     async def current_pool(self, track: str) -> dict[str, Any]:
@@ -163,8 +219,13 @@ class MongoTaskBank:
         if found is not None:
             return found
         pool = await self.current_pool(track)
-        doc = {"_id": submission_id, "tenant_id": tenant_id, "track": track,
-               "pool_id": pool["_id"], "assigned_at": datetime.now(UTC)}
+        doc = {
+            "_id": submission_id,
+            "tenant_id": tenant_id,
+            "track": track,
+            "pool_id": pool["_id"],
+            "assigned_at": datetime.now(UTC),
+        }
         try:
             await self._db.assignments.insert_one(doc)
         except DuplicateKeyError:

@@ -87,7 +87,9 @@ def validate_item(task: TaskRecord, key: KeyRecord, dataset: DatasetInfo | None)
     """Raises InvalidArgument naming the first problem of an imported item."""
     check_id("item_id", task.item_id)
     if dataset is None:
-        raise InvalidArgument(f"item {task.item_id}: dataset {task.dataset!r} is not in the registry")
+        raise InvalidArgument(
+            f"item {task.item_id}: dataset {task.dataset!r} is not in the registry"
+        )
     if task.track != dataset.track:
         raise InvalidArgument(
             f"item {task.item_id}: dataset {task.dataset} belongs to track {dataset.track}, "
@@ -109,14 +111,23 @@ def validate_item(task: TaskRecord, key: KeyRecord, dataset: DatasetInfo | None)
         if bad:
             raise InvalidArgument(f"item {task.item_id}: reference {bad} is not an option letter")
         if task.answer_format == "choice_single" and len(key.reference) != 1:
-            raise InvalidArgument(f"item {task.item_id}: single-choice item has {len(key.reference)} references")
+            raise InvalidArgument(
+                f"item {task.item_id}: single-choice item has {len(key.reference)} references"
+            )
 
 
 def content_hash(task: TaskRecord, key: KeyRecord) -> str:
     """Identity of an item's content; a change makes a new version."""
     payload = json.dumps(
-        [task.dataset, task.track, task.question, task.answer_format, task.group_id,
-         list(task.image_paths), list(key.reference)],
+        [
+            task.dataset,
+            task.track,
+            task.question,
+            task.answer_format,
+            task.group_id,
+            list(task.image_paths),
+            list(key.reference),
+        ],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()

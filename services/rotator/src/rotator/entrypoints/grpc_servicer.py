@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import (
     taskpool_events_pb2,
@@ -14,17 +15,26 @@ from medbench.taskpool.v1 import (
     taskpool_service_pb2,
     taskpool_service_pb2_grpc,
 )
-
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import AlreadyExists, InvalidArgument
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
 from rotator.adapters.mongo_bank import MongoTaskBank
-from rotator.core.bank import DatasetInfo, KeyRecord, TaskRecord, check_id, freeze_pool, validate_item
+from rotator.core.bank import (
+    DatasetInfo,
+    KeyRecord,
+    TaskRecord,
+    check_id,
+    freeze_pool,
+    validate_item,
+)
 
-TRACKS = {common_pb2.TRACK_LLM: "llm", common_pb2.TRACK_MULTIMODAL: "multimodal",
-          common_pb2.TRACK_AGENT: "agent"}
+TRACKS = {
+    common_pb2.TRACK_LLM: "llm",
+    common_pb2.TRACK_MULTIMODAL: "multimodal",
+    common_pb2.TRACK_AGENT: "agent",
+}
 TRACK_ENUMS = {v: k for k, v in TRACKS.items()}
 MAX_IMPORT_BATCH = 5000
 STREAM_BATCH = 500
@@ -41,10 +51,15 @@ def _pool_to_proto(doc: dict[str, Any]) -> taskpool_pb2.Pool:
     published = Timestamp()
     published.FromDatetime(doc["published_at"])
     return taskpool_pb2.Pool(
-        pool_id=doc["_id"], track=TRACK_ENUMS[doc["track"]], item_count=doc["item_count"],
-        datasets=[taskpool_pb2.DatasetCount(dataset=d["dataset"], items=d["items"])
-                  for d in doc["datasets"]],
-        published_at=published, digest=doc["digest"],
+        pool_id=doc["_id"],
+        track=TRACK_ENUMS[doc["track"]],
+        item_count=doc["item_count"],
+        datasets=[
+            taskpool_pb2.DatasetCount(dataset=d["dataset"], items=d["items"])
+            for d in doc["datasets"]
+        ],
+        published_at=published,
+        digest=doc["digest"],
         registry_version=doc.get("registry_version", ""),
     )
 
@@ -52,33 +67,43 @@ def _pool_to_proto(doc: dict[str, Any]) -> taskpool_pb2.Pool:
 class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     """Admin and internal API of the rotator."""
 
-    def __init__(self, infra: Infrastructure, bank: MongoTaskBank,
-                 datasets: Callable[[str, str], DatasetInfo | None], registry_version: str) -> None:
+    def __init__(
+        self,
+        infra: Infrastructure,
+        bank: MongoTaskBank,
+        datasets: Callable[[str, str], DatasetInfo | None],
+        registry_version: str,
+    ) -> None:
         self._infra = infra
         self._bank = bank
         self._datasets = datasets
         self._registry_version = registry_version
 
     async def ImportTasks(
-        self, request_iterator: AsyncIterator[taskpool_service_pb2.ImportTasksRequest],
+        self,
+        request_iterator: AsyncIterator[taskpool_service_pb2.ImportTasksRequest],
         context: grpc.aio.ServicerContext,
     ) -> taskpool_service_pb2.ImportTasksResponse:
         imported = unchanged = 0
         async for request in request_iterator:
             if len(request.items) > MAX_IMPORT_BATCH:
                 raise InvalidArgument(
-                    f"{len(request.items)} items in one message; at most {MAX_IMPORT_BATCH}")
+                    f"{len(request.items)} items in one message; at most {MAX_IMPORT_BATCH}"
+                )
             batch = []
             seen: set[str] = set()
             for item in request.items:
                 task = TaskRecord(
-                    item_id=item.task.item_id, dataset=item.task.dataset,
+                    item_id=item.task.item_id,
+                    dataset=item.task.dataset,
                     track=TRACKS.get(item.task.track, "unspecified"),
-                    question=item.task.question, answer_format=item.task.answer_format,
+                    question=item.task.question,
+                    answer_format=item.task.answer_format,
                     group_id=item.task.group_id or item.task.item_id,
                     specialties=tuple(item.task.specialties),
                     image_paths=tuple(item.task.image_paths),
-                    provenance=item.task.provenance, licence=item.task.licence,
+                    provenance=item.task.provenance,
+                    licence=item.task.licence,
                 )
                 key = KeyRecord(item.key.item_id, tuple(item.key.reference))
                 validate_item(task, key, self._datasets(task.dataset, task.answer_format))
@@ -114,10 +139,10 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
 
         async def commit(session: Any) -> None:
             await self._bank.make_current(session, track, pool_id)
-            await self._infra.outbox.collection.delete_one({"_id": event.event_id},
-                                                         session=session)
-            await self._infra.outbox.add(session, [
-                (event.event_id, Outgoing(topics.POOL_ROTATED, event, key=track))])
+            await self._infra.outbox.collection.delete_one({"_id": event.event_id}, session=session)
+            await self._infra.outbox.add(
+                session, [(event.event_id, Outgoing(topics.POOL_ROTATED, event, key=track))]
+            )
 
         await in_transaction(self._infra.client, commit)
         self._infra.relay.notify()
@@ -127,19 +152,26 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         self, request: taskpool_service_pb2.AssignItemsRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.AssignItemsResponse:
         check_id("submission_id", request.submission_id)
-        doc = await self._bank.assign(request.submission_id, request.tenant_id,
-                                      track_name(request.track))
+        doc = await self._bank.assign(
+            request.submission_id, request.tenant_id, track_name(request.track)
+        )
         pool = await self._bank.find_pool(doc["pool_id"])
         assert pool is not None
-        return taskpool_service_pb2.AssignItemsResponse(assignment=taskpool_pb2.Assignment(
-            submission_id=request.submission_id, pool_id=pool["_id"],
-            item_count=pool["item_count"],
-            datasets=[taskpool_pb2.DatasetCount(dataset=d["dataset"], items=d["items"])
-                      for d in pool["datasets"]],
-        ))
+        return taskpool_service_pb2.AssignItemsResponse(
+            assignment=taskpool_pb2.Assignment(
+                submission_id=request.submission_id,
+                pool_id=pool["_id"],
+                item_count=pool["item_count"],
+                datasets=[
+                    taskpool_pb2.DatasetCount(dataset=d["dataset"], items=d["items"])
+                    for d in pool["datasets"]
+                ],
+            )
+        )
 
     async def StreamAssignedItems(
-        self, request: taskpool_service_pb2.StreamAssignedItemsRequest,
+        self,
+        request: taskpool_service_pb2.StreamAssignedItemsRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[taskpool_service_pb2.StreamAssignedItemsResponse]:
         assignment = await self._bank.assignment(request.submission_id)
@@ -151,11 +183,15 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                 out = []
                 for it in items[i : i + STREAM_BATCH]:
                     item = taskpool_pb2.AssignedItem(
-                        item_id=it["item_id"], ordinal=it["ordinal"], dataset=it["dataset"],
-                        answer_format=it["answer_format"])
+                        item_id=it["item_id"],
+                        ordinal=it["ordinal"],
+                        dataset=it["dataset"],
+                        answer_format=it["answer_format"],
+                    )
                     if request.include_prompts:
                         item.question = it["question"]
                         item.image_paths.extend(it["image_paths"])
                     out.append(item)
                 yield taskpool_service_pb2.StreamAssignedItemsResponse(
-                    items=out, item_count=pool["item_count"], pool_id=pool["_id"])
+                    items=out, item_count=pool["item_count"], pool_id=pool["_id"]
+                )
