@@ -1,0 +1,197 @@
+"""`make run`: the local stack, one real evaluation through the public gRPC API, its report.
+
+python -m medbench_devstack.demo up     # start (or reuse) everything, evaluate, print
+python -m medbench_devstack.demo down   # stop the services, Kafka and the Mongo-wire server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from medbench_devstack.__main__ import main as infra_main
+from medbench_devstack.errors import DevstackError
+from medbench_devstack.processes import pid_alive, stop_pid
+from medbench_devstack.services import SERVICES, ServiceStack
+
+STACK_DIR = Path(".stack")
+SERVICES_FILE = "services.json"
+TENANT = "demo-hospital"
+POOL_ID = "llm-sample-v1"
+
+
+def _sample_bank() -> Path:
+    import rotator
+
+    return Path(rotator.__file__).resolve().parent / "sample_bank"
+
+
+def _infra_state(stack_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((stack_dir / "state.json").read_text()))
+
+
+def stop_services(stack_dir: Path) -> None:
+    """Stops the services a previous `up` left running."""
+    path = stack_dir / SERVICES_FILE
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    for name, info in recorded.items():
+        module = next(s.module for s in SERVICES if s.name == name)
+        if stop_pid(info["pid"], 15, expect_in_cmdline=f"-m {module}"):
+            print(f"stopped {name} (pid {info['pid']})")
+    path.unlink()
+
+
+def start_infra(stack_dir: Path) -> dict[str, Any]:
+    """Reuses a running Kafka + Mongo-wire server, or starts them detached."""
+    if (stack_dir / "state.json").exists() and infra_main(["status", "--dir", str(stack_dir)]) == 0:
+        print("reusing the running Kafka and Mongo-wire server")
+    elif infra_main(["up", "--dir", str(stack_dir)]) != 0:
+        raise DevstackError("could not start Kafka and the Mongo-wire server (see above)")
+    return _infra_state(stack_dir)
+
+
+def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
+    stop_services(stack_dir)
+    stack = ServiceStack(
+        stack_dir / "services", infra["mongo"]["uri"], "medbench", infra["kafka"]["bootstrap"], ""
+    )
+    started = time.monotonic()
+    stack.start(timeout_s=120)
+    print(f"six services SERVING after {time.monotonic() - started:.1f} s")
+    (stack_dir / SERVICES_FILE).write_text(
+        json.dumps(
+            {
+                name: {
+                    "pid": stack.process(name).pid,
+                    "grpc": stack.address(name),
+                    "metrics": f"http://127.0.0.1:{stack.metrics_port(name)}/metrics",
+                    "log": str(stack.log_path(name)),
+                }
+                for name in stack.names
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return stack
+
+
+async def evaluate(stack: ServiceStack) -> None:
+    from aggregator.core.report import DatasetScore, DimensionScore, Report, format_report_table
+    from medbench.submission.v1 import submission_pb2
+    from medbench_client.api import AdminClient, PartnerClient, channel, chunked
+    from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
+    from rotator.core.registry import load_registry
+    from rotator.registry import DEFAULT_REGISTRY_PATH
+
+    bank = _sample_bank()
+    rows = list(read_jsonl(bank / "items.jsonl"))
+    admin = AdminClient(channel(stack.address("rotator")))
+    imported = await admin.import_items([import_item(r) for r in rows])
+    pool = await admin.publish(POOL_ID)
+    print(
+        f"task bank: {imported.imported} items imported, {imported.unchanged} unchanged; "
+        f"pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"
+    )
+
+    partner = PartnerClient(channel(stack.address("gateway")), TENANT)
+    created = await partner.create(f"demo-{time.strftime('%Y%m%dT%H%M%S')}", "baseline-answers")
+    sid = created.submission.submission_id
+    prompts = await partner.prompts(sid)
+    print(f"submission {sid}: {len(prompts)} prompts downloaded (no references in them)")
+    answers = answers_by_item(read_jsonl(bank / "baseline_answers.jsonl"))
+    upload = await partner.upload(
+        sid, chunked([(p.item_id, answers[p.item_id]) for p in prompts], 25)
+    )
+    print(f"uploaded {upload.accepted_answers} answers in {upload.accepted_batches} batches")
+    async for update in partner.watch(sid):
+        s = update.submission
+        print(
+            f"  {submission_pb2.SubmissionState.Name(s.state):36} answered "
+            f"{s.progress.answered_items}/{s.progress.expected_items}, scored "
+            f"{s.progress.scored_items}"
+        )
+    report = await partner.report(sid)
+
+    registry = load_registry(DEFAULT_REGISTRY_PATH)
+    names = {d.code: f"{d.code} {d.name_zh}" for d in registry.dimensions}
+    table = format_report_table(
+        Report(
+            datasets=tuple(
+                DatasetScore(
+                    d.dataset, names.get(d.dimension, d.dimension), d.score, d.items, d.units
+                )
+                for d in report.datasets
+            ),
+            dimensions=tuple(
+                DimensionScore(names.get(d.dimension, d.dimension), d.score, d.datasets)
+                for d in report.dimensions
+            ),
+            overall=report.overall,
+        )
+    )
+    print(
+        f"\nReport of {sid} (pool {report.lineage.pool_id}, "
+        f"digest {report.lineage.item_scores_digest[:12]}):\n"
+    )
+    print(table)
+    print(_how_to(stack, sid))
+
+
+def _how_to(stack: ServiceStack, sid: str) -> str:
+    gateway = stack.address("gateway")
+    metrics = "\n".join(
+        f"  {name:14} http://127.0.0.1:{stack.metrics_port(name)}/metrics" for name in stack.names
+    )
+    return f"""The stack keeps running. Reach the public API (gRPC, reflection on) at {gateway}:
+  grpcurl -plaintext {gateway} list
+  grpcurl -plaintext -H 'x-medbench-tenant: {TENANT}' -d '{{"submission_id": "{sid}"}}' \\
+      {gateway} medbench.submission.v1.SubmissionService/GetReport
+  (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest)
+Prometheus metrics:
+{metrics}
+Logs: .stack/services/<service>.log   State: .stack/state.json, .stack/services.json
+Stop everything: make stop"""
+
+
+def up(stack_dir: Path) -> int:
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    infra = start_infra(stack_dir)
+    stack = start_services(stack_dir, infra)
+    try:
+        asyncio.run(evaluate(stack))
+    except BaseException:
+        print("the evaluation failed; service logs are in .stack/services/", file=sys.stderr)
+        for name in stack.names:
+            if not pid_alive(stack.process(name).pid or -1):
+                print(f"--- {name} exited:\n{stack.process(name).tail(20)}", file=sys.stderr)
+        raise
+    return 0
+
+
+def down(stack_dir: Path) -> int:
+    stop_services(stack_dir)
+    return infra_main(["down", "--dir", str(stack_dir)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medbench_devstack.demo")
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--dir", default=STACK_DIR, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        return {"up": up, "down": down}[args.command](args.dir.resolve())
+    except DevstackError as exc:
+        print(f"make run failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
