@@ -17,39 +17,20 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from aggregator.core.report import ScoredItem, build_report
 from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel, chunked
 from medbench_client.bank_files import import_item
 from medbench_devstack.kafka import KafkaBroker
 from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.services import ServiceStack
-from metric_scorer.core.metrics import ItemKey, score_item
-from rotator.app import dataset_resolver
-from rotator.core.registry import load_registry
 from rotator.core.synthetic import synthetic_answers, synthetic_items
-from rotator.registry import DEFAULT_REGISTRY_PATH
+from tests.reference_scoring import score_in_process
 
 
 def in_process(rows: list[dict[str, Any]], answers: dict[str, str]) -> tuple[float, float]:
     """Scores and aggregates in one loop; returns (seconds, overall)."""
-    resolve = dataset_resolver(load_registry(DEFAULT_REGISTRY_PATH))
     started = time.perf_counter()
-    items, rules = [], {}
-    for row in rows:
-        info = resolve(row["dataset"], row["answer_format"])
-        assert info is not None
-        rules[info.name] = info.rule
-        result = score_item(
-            answers[row["item_id"]],
-            ItemKey(row["item_id"], row["dataset"], info.metric, tuple(row["reference"])),
-        )
-        items.append(
-            ScoredItem(
-                row["item_id"], row["dataset"], info.dimension, row["group_id"], result.score
-            )
-        )
-    report = build_report(items, rules)
+    report = score_in_process(rows, answers)
     return time.perf_counter() - started, report.overall
 
 

@@ -8,18 +8,14 @@ import grpc
 import pytest
 from pymongo import AsyncMongoClient
 
-from aggregator.core.report import ScoredItem, build_report
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_pb2
 from medbench_client.api import PartnerClient, channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
-from metric_scorer.core.metrics import ItemKey, score_item
-from rotator.app import dataset_resolver
-from rotator.core.registry import load_registry
-from rotator.registry import DEFAULT_REGISTRY_PATH
 from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, eventually, load_pool
+from tests.reference_scoring import score_in_process
 
 pytestmark = [pytest.mark.e2e]
 
@@ -30,22 +26,7 @@ BASELINE = answers_by_item(read_jsonl(BANK / "baseline_answers.jsonl"))
 
 def expected_report() -> dict[str, object]:
     """The report computed in-process with the same metric and aggregation code."""
-    resolve = dataset_resolver(load_registry(DEFAULT_REGISTRY_PATH))
-    items, rules = [], {}
-    for row in ROWS:
-        info = resolve(row["dataset"], row["answer_format"])
-        assert info is not None
-        rules[info.name] = info.rule
-        result = score_item(
-            BASELINE[row["item_id"]],
-            ItemKey(row["item_id"], row["dataset"], info.metric, tuple(row["reference"])),
-        )
-        items.append(
-            ScoredItem(
-                row["item_id"], row["dataset"], info.dimension, row["group_id"], result.score
-            )
-        )
-    report = build_report(items, rules)
+    report = score_in_process(ROWS, BASELINE)
     return {
         "overall": report.overall,
         "datasets": {d.dataset: (d.score, d.n_items, d.n_units) for d in report.datasets},
@@ -88,6 +69,8 @@ async def test_create_is_idempotent_per_tenant_and_request_id(
     again = await completed.partner().create("baseline-run", "e2e-model")
     assert not again.created
     assert again.submission.submission_id == completed.submission_id
+    code, details = await code_of(completed.partner().create("baseline-run", "another-model"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "baseline-run" in details
     other = PartnerClient(channel(stack.address("gateway")), "hospital-b")
     theirs = await other.create("baseline-run", "e2e-model")
     assert theirs.created and theirs.submission.submission_id != completed.submission_id

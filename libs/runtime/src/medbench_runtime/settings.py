@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -73,5 +75,5 @@ class ServiceSettings(BaseSettings):
 
     @property
     def member_id(self) -> str:
-        """Stable id of this replica."""
-        return self.instance_id or self.service_name
+        """Stable id of this replica: the instance id, else service@hostname (the pod name)."""
+        return self.instance_id or f"{self.service_name}@{socket.gethostname()}"

@@ -21,6 +21,7 @@ from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     Unavailable,
@@ -127,7 +128,7 @@ class Submissions:
         submission_id = uploads.submission_id_for(tenant_id, request_id)
         existing = await self._store.find(submission_id)
         if existing is not None:
-            return existing, False
+            return self._same_request(existing, model, track, mode), False
         assignment = await self._rotator.assign(submission_id, tenant_id, track)
         now = datetime.now(UTC)
         doc = {
@@ -169,7 +170,7 @@ class Submissions:
             found = await self._store.find(submission_id)
             if found is None:
                 raise
-            return found, False
+            return self._same_request(found, model, track, mode), False
         self._infra.relay.notify()
         log.info(
             "created submission %s (pool %s, %d items)",
@@ -178,6 +179,18 @@ class Submissions:
             assignment.item_count,
         )
         return doc, True
+
+    @staticmethod
+    def _same_request(
+        doc: dict[str, Any], model: submission_pb2.ModelInfo, track: int, mode: int
+    ) -> dict[str, Any]:
+        """A retried create must ask for the same thing; a reused request_id must not."""
+        if (doc["model"]["name"], doc["track"], doc["mode"]) != (model.name, track, mode):
+            raise AlreadyExists(
+                f"request_id {doc['request_id']!r} was already used for submission "
+                f"{doc['_id']} with a different model, track or mode"
+            )
+        return doc
 
     async def manifest(self, doc: dict[str, Any]) -> Manifest:
         return await self._rotator.manifest(doc["_id"], doc["pool_id"])
