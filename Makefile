@@ -33,7 +33,7 @@ lint: setup       ## ruff lint + format check
 	$(PY) -m ruff format --check .
 
 test: setup lint  ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
-	@$(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
+	@mkdir -p .tmp; $(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 run: setup        ## Start the local stack, run the sample evaluation, print its report

@@ -18,9 +18,6 @@ from medbench_devstack.errors import DevstackError
 from medbench_devstack.kafka import KafkaBroker
 from medbench_devstack.mongo import MongoWireServer
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
 
 @dataclass(frozen=True)
 class Servers:

@@ -19,9 +19,9 @@ from rotator.core.registry import (
     parse_registry,
 )
 from rotator.registry import DEFAULT_REGISTRY_PATH
+from tests.shared_data import shared_path
 
 REPO = Path(__file__).resolve().parents[3]
-TESTPOOL = REPO / ".." / "shared" / "medbench-data" / "medbench-v4-testpool"
 POOL_TRACKS = {"llm": "llm", "vlm": "multimodal", "agent": "agent"}
 SHUFFLED = {"MedExam", "MedSafety", "MedEthics", "MedRxCheck"}
 
@@ -146,10 +146,10 @@ def test_normalise_source_drops_only_the_version_tag(tag: str, expected: str) ->
 
 
 def _pool_sources() -> list[tuple[str, str, str]]:
-    assert TESTPOOL.is_dir(), f"the shared MedBench v4 test pool is missing at {TESTPOOL}"
+    testpool = shared_path("medbench-data", "medbench-v4-testpool")
     found = []
     for folder in sorted(POOL_TRACKS):
-        for path in sorted((TESTPOOL / folder).glob("*.jsonl")):
+        for path in sorted((testpool / folder).glob("*.jsonl")):
             with path.open(encoding="utf-8") as lines:
                 tags = {json.loads(line)["other"]["source"] for line in lines if line.strip()}
             found += [(folder, path.stem, tag) for tag in sorted(tags)]
