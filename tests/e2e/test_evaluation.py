@@ -234,3 +234,35 @@ async def test_watch_streams_until_completed(completed: Evaluation) -> None:
     states = [w.submission.state async for w in completed.partner().watch(completed.submission_id)]
     assert states[-1] == submission_pb2.SUBMISSION_STATE_COMPLETED
     await eventually(lambda: completed.partner().get(completed.submission_id), 5, "get")
+
+
+async def test_every_service_serves_reflection_and_prometheus_metrics(
+    stack: ServiceStack, completed: Evaluation
+) -> None:
+    import urllib.request
+
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    def scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def services_of(name: str) -> set[str]:
+        with grpc.insecure_channel(stack.address(name)) as chan:
+            return set(ProtoReflectionDescriptorDatabase(chan).get_services())
+
+    await code_of(completed.partner().get("sub_missing"))  # leaves a NOT_FOUND in the counters
+    assert "medbench.submission.v1.SubmissionService" in services_of("gateway")
+    assert "medbench.taskpool.v1.TaskPoolService" in services_of("rotator")
+    assert "medbench.report.v1.ReportService" in services_of("aggregator")
+    for name in stack.names:
+        assert "grpc.health.v1.Health" in services_of(name)
+        assert "medbench_" in scrape(stack.metrics_port(name)), name
+    gateway = scrape(stack.metrics_port("gateway"))
+    assert (
+        'medbench_grpc_server_handled_total{code="OK",method="/medbench.submission.v1.'
+        'SubmissionService/UploadAnswers",service="gateway"}' in gateway
+    )
+    assert 'code="NOT_FOUND"' in gateway
