@@ -227,6 +227,7 @@ async def test_prompts_carry_the_question_but_not_the_answer(completed: Evaluati
             "question",
             "image_paths",
             "answer_format",
+            "messages",
         }
 
 

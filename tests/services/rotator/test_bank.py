@@ -46,7 +46,7 @@ def test_a_good_item_passes() -> None:
         (task(question="  "), KeyRecord("MedExam-1-p1", ("A",)), EXAM, "question is empty"),
         (task(fmt="choice_multi"), KeyRecord("MedExam-1-p1", ("A",)), EXAM, "does not match"),
         (task(), KeyRecord("other", ("A",)), EXAM, "its key names"),
-        (task(), KeyRecord("MedExam-1-p1", ()), EXAM, "reference is empty"),
+        (task(), KeyRecord("MedExam-1-p1", ()), EXAM, "key is empty"),
         (task(), KeyRecord("MedExam-1-p1", ("a",)), EXAM, "not an option letter"),
         (task(), KeyRecord("MedExam-1-p1", ("A", "B")), EXAM, "2 references"),
     ],

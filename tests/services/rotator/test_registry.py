@@ -258,3 +258,113 @@ def test_unknown_lookups_raise_an_error_that_is_both_key_and_registry_error(
             lookup()
         assert isinstance(err.value, KeyError) and isinstance(err.value, RegistryError)
         assert not str(err.value).startswith('"')
+
+
+def _specialty(raw: dict[str, Any], code: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(s for s in raw["specialties"] if s["code"] == code)
+    return found
+
+
+def test_specialties_are_24_primary_and_91_secondary(registry: Registry) -> None:
+    primaries = [s for s in registry.specialties if s.parent is None]
+    secondaries = [s for s in registry.specialties if s.parent is not None]
+    assert (len(primaries), len(secondaries)) == (24, 91)
+    assert all(s.is_primary for s in primaries) and not any(s.is_primary for s in secondaries)
+    assert {"IM", "SURG", "OBGYN", "PED", "TCM", "PHARM", "ETH"} <= {s.code for s in primaries}
+
+
+def test_every_secondary_specialty_sits_under_a_primary_its_code_names(
+    registry: Registry,
+) -> None:
+    for specialty in registry.specialties:
+        if specialty.parent is not None:
+            assert registry.specialty(specialty.parent).parent is None
+            assert specialty.code.startswith(specialty.parent + ".")
+    primaries = {s.code for s in registry.specialties if s.parent is None}
+    assert primaries == {s.parent for s in registry.specialties if s.parent is not None}
+
+
+def test_specialty_codes_are_ascii_and_names_are_filled_in(registry: Registry) -> None:
+    for specialty in registry.specialties:
+        assert specialty.code.isascii() and specialty.name.isascii(), specialty
+        assert specialty.name and specialty.name_zh and not specialty.name_zh.isascii(), specialty
+
+
+def test_specialty_taxonomy_is_marked_as_our_own_definition(raw: dict[str, Any]) -> None:
+    assert "our own definition" in raw["specialties_note"]
+
+
+def test_specialty_lookups_resolve_codes_and_primaries(registry: Registry) -> None:
+    cardiology = registry.specialty("IM.CARD")
+    assert (cardiology.name, cardiology.name_zh, cardiology.parent) == (
+        "Cardiology",
+        "心血管内科",
+        "IM",
+    )
+    assert registry.specialty("IM").name_zh == "内科"
+    assert registry.primary_specialty("IM.CARD") == "IM"
+    assert registry.primary_specialty("SURG.NEUR") == "SURG"
+    assert registry.primary_specialty("IM") == "IM"
+    for lookup in (registry.specialty, registry.primary_specialty):
+        with pytest.raises(UnknownEntry, match="unknown specialty 'IM.NOPE'"):
+            lookup("IM.NOPE")
+
+
+def test_duplicate_specialty_code_is_reported(raw: dict[str, Any]) -> None:
+    raw["specialties"].append(copy.deepcopy(_specialty(raw, "IM.CARD")))
+    with pytest.raises(RegistryError, match=r"duplicate specialty \['IM.CARD'\]"):
+        parse_registry(raw)
+
+
+def test_secondary_specialty_with_an_unknown_parent_is_reported(raw: dict[str, Any]) -> None:
+    raw["specialties"].append(
+        {"code": "ZZ.CARD", "name": "Nothing", "name_zh": "无", "parent": "ZZ"}
+    )
+    with pytest.raises(RegistryError, match="specialty 'ZZ.CARD': unknown parent 'ZZ'"):
+        parse_registry(raw)
+
+
+def test_secondary_specialty_under_another_secondary_is_reported(raw: dict[str, Any]) -> None:
+    _specialty(raw, "IM.CARD")["parent"] = "IM.GI"
+    with pytest.raises(RegistryError, match="specialty 'IM.CARD': a secondary specialty's parent"):
+        parse_registry(raw)
+
+
+def test_primary_specialty_with_a_parent_is_reported(raw: dict[str, Any]) -> None:
+    _specialty(raw, "PED")["parent"] = "IM"
+    with pytest.raises(RegistryError, match="specialty 'PED': a primary specialty has no parent"):
+        parse_registry(raw)
+
+
+def test_malformed_specialty_code_is_reported(raw: dict[str, Any]) -> None:
+    _specialty(raw, "IM.CARD")["code"] = "im.card"
+    with pytest.raises(RegistryError, match="specialty 'im.card': code must be upper-case ASCII"):
+        parse_registry(raw)
+
+
+@pytest.mark.parametrize(
+    ("drop", "found"),
+    [("IM.CARD", "24 and 90"), ("GP", "23 and 91")],
+)
+def test_specialty_counts_other_than_24_and_91_are_reported(
+    raw: dict[str, Any], drop: str, found: str
+) -> None:
+    raw["specialties"] = [
+        s for s in raw["specialties"] if s["code"] != drop and s["parent"] != drop
+    ]
+    if drop == "GP":
+        # Keep 91 secondaries: move GP's two under IM.
+        raw["specialties"] += [
+            {"code": "IM.FAM", "name": "Family Medicine", "name_zh": "家庭医学", "parent": "IM"},
+            {"code": "IM.COMM", "name": "Community Care", "name_zh": "社区卫生", "parent": "IM"},
+        ]
+    with pytest.raises(
+        RegistryError, match=f"expected 24 primary and 91 secondary specialties, found {found}"
+    ):
+        parse_registry(raw)
+
+
+def test_registry_without_specialties_is_reported(raw: dict[str, Any]) -> None:
+    del raw["specialties"]
+    with pytest.raises(RegistryError, match="registry: missing field 'specialties'"):
+        parse_registry(raw)

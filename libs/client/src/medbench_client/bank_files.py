@@ -28,24 +28,39 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{n}: not JSON: {exc}") from exc
 
 
-def import_item(row: dict[str, Any], track: str = "llm") -> taskpool_pb2.ImportItem:
-    """A bank row ({"item_id", "dataset", "question", "reference", ...}) as an ImportItem."""
-    return taskpool_pb2.ImportItem(
+def import_item(row: dict[str, Any], track: str = "llm", ref: str = "") -> taskpool_pb2.ImportItem:
+    """A bank row ({"item_id", "dataset" or "source", "question", "reference", ...}) as an
+    ImportItem; a row without reference, key points or rubric is imported unkeyed."""
+    item = taskpool_pb2.ImportItem(
         task=taskpool_pb2.Task(
             item_id=row["item_id"],
-            version=0,
-            dataset=row["dataset"],
+            dataset=row.get("dataset", ""),
+            source=row.get("source", ""),
             track=TRACKS[row.get("track", track)],
             specialties=row.get("specialties", []),
-            question=row["question"],
+            question=row.get("question", ""),
             image_paths=row.get("image_paths", []),
-            answer_format=row["answer_format"],
+            answer_format=row.get("answer_format", ""),
             group_id=row.get("group_id", row["item_id"]),
             provenance=row.get("provenance", ""),
             licence=row.get("licence", ""),
+            messages=[
+                taskpool_pb2.ChatMessage(role=role, content=content)
+                for role, content in row.get("messages", [])
+            ],
         ),
-        key=taskpool_pb2.SealedKey(item_id=row["item_id"], reference=row["reference"]),
+        ref=ref or row["item_id"],
     )
+    if row.get("reference") or row.get("key_points") or row.get("rubric_id"):
+        item.key.CopyFrom(
+            taskpool_pb2.SealedKey(
+                item_id=row["item_id"],
+                reference=row.get("reference", []),
+                key_points=row.get("key_points", []),
+                rubric_id=row.get("rubric_id", ""),
+            )
+        )
+    return item
 
 
 def answers_by_item(rows: Iterable[dict[str, Any]]) -> dict[str, str]:

@@ -48,7 +48,11 @@ class RotatorClient:
         response = await _call(
             self._stub.AssignItems(
                 taskpool_service_pb2.AssignItemsRequest(
-                    submission_id=submission_id, tenant_id=tenant_id, track=track
+                    submission_id=submission_id,
+                    tenant_id=tenant_id,
+                    track=track,
+                    # Upload mode only, for now: API mode gets BOARD_API with the dispatcher.
+                    board=taskpool_pb2.BOARD_UPLOAD,
                 ),
                 timeout=30,
             ),
@@ -57,9 +61,9 @@ class RotatorClient:
         assert isinstance(response, taskpool_service_pb2.AssignItemsResponse)
         return response.assignment
 
-    def stream_items(self, submission_id: str, include_prompts: bool) -> grpc.aio.UnaryStreamCall:
-        return self._stub.StreamAssignedItems(
-            taskpool_service_pb2.StreamAssignedItemsRequest(
+    def prompts(self, submission_id: str, include_prompts: bool) -> grpc.aio.UnaryStreamCall:
+        return self._stub.GetPrompts(
+            taskpool_service_pb2.GetPromptsRequest(
                 submission_id=submission_id, include_prompts=include_prompts
             )
         )
@@ -74,7 +78,7 @@ class RotatorClient:
             by_id: dict[str, tuple[int, str]] = {}
             by_ordinal: list[tuple[str, str]] = []
             try:
-                async for batch in self.stream_items(submission_id, include_prompts=False):
+                async for batch in self.prompts(submission_id, include_prompts=False):
                     for item in batch.items:
                         by_id[item.item_id] = (item.ordinal, item.dataset)
                         by_ordinal.append((item.item_id, item.dataset))

@@ -74,7 +74,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         tenant = tenant_of(context)
         await self._submissions.view(tenant, _require_id(request.submission_id))
         try:
-            async for batch in self._rotator.stream_items(request.submission_id, True):
+            async for batch in self._rotator.prompts(request.submission_id, True):
                 yield submission_service_pb2.DownloadPromptsResponse(
                     prompts=[
                         submission_pb2.Prompt(
@@ -83,6 +83,10 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
                             question=i.question,
                             image_paths=i.image_paths,
                             answer_format=i.answer_format,
+                            messages=[
+                                submission_pb2.ChatMessage(role=m.role, content=m.content)
+                                for m in i.messages
+                            ],
                         )
                         for i in batch.items
                     ]

@@ -1,9 +1,9 @@
-"""MongoTaskBank: tasks, sealed keys, frozen pools and assignments in MongoDB."""
+"""MongoTaskBank: tasks, sealed keys, frozen pools, exposures and assignments in MongoDB."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,16 +13,40 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from medbench_runtime.errors import AlreadyExists, FailedPrecondition, NotFound
 from medbench_storage.indexes import IndexSpec, asc
-from rotator.core.bank import FrozenPool, KeyRecord, TaskRecord, chunks, content_hash
+from rotator.core.bank import FrozenPool, KeyRecord, TaskRecord, chunks
 
 INDEXES = (
     IndexSpec("tasks", asc("track", "dataset")),
+    IndexSpec("tasks", asc("group_id")),
     IndexSpec("pool_items", asc("pool_id", "chunk")),
+    IndexSpec("pools", asc("track", "board", "published_at")),
 )
 SEALED_INDEXES = (IndexSpec("pool_keys", asc("pool_id", "chunk")),)
+# $in lists stay short: long ones are slow on some MongoDB-wire servers.
+IN_CHUNK = 100
 
 
-def task_from_doc(doc: dict[str, Any]) -> TaskRecord:
+@dataclass(frozen=True)
+class Incoming:
+    """One validated item to store."""
+
+    task: TaskRecord
+    key: KeyRecord | None
+    hash: str
+    image_ids: tuple[str, ...] = ()
+    primary_specialty: str = ""
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """What an import batch did."""
+
+    imported: int
+    unchanged: int
+    new_versions: int
+
+
+def task_from_doc(doc: Mapping[str, Any]) -> TaskRecord:
     return TaskRecord(
         item_id=doc["_id"],
         dataset=doc["dataset"],
@@ -34,106 +58,195 @@ def task_from_doc(doc: dict[str, Any]) -> TaskRecord:
         image_paths=tuple(doc.get("image_paths", ())),
         provenance=doc.get("provenance", ""),
         licence=doc.get("licence", ""),
+        source=doc.get("source", ""),
+        messages=tuple((m["role"], m["content"]) for m in doc.get("messages", ())),
     )
+
+
+def key_from_doc(doc: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        doc["_id"],
+        tuple(doc.get("reference", ())),
+        tuple(doc.get("key_points", ())),
+        doc.get("rubric_id", ""),
+    )
+
+
+def _split(ids: Sequence[str]) -> Iterable[list[str]]:
+    for i in range(0, len(ids), IN_CHUNK):
+        yield list(ids[i : i + IN_CHUNK])
 
 
 class MongoTaskBank:
     """The bank lives in the main database; references and pool keys in the sealed one."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], sealed: AsyncDatabase[dict[str, Any]]):
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], sealed: AsyncDatabase[dict[str, Any]]
+    ) -> None:
         self._db = db
         self._sealed = sealed
 
-    async def import_items(self, items: Sequence[tuple[TaskRecord, KeyRecord]]) -> tuple[int, int]:
-        """Stores items; returns (imported, unchanged). A changed item gets version + 1."""
+    # -- import ---------------------------------------------------------------------------
+
+    async def import_items(self, items: Sequence[Incoming]) -> ImportCounts:
+        """Stores items. Keys are written before tasks, so a task never exists without the
+        key of its version; a crash in between is repaired by importing again."""
         now = datetime.now(UTC)
-        hashes = {t.item_id: content_hash(t, k) for t, k in items}
-        task_docs = [
-            {
-                "_id": t.item_id,
-                **_task_fields(t),
-                "version": 1,
-                "hash": hashes[t.item_id],
-                "imported_at": now,
-            }
-            for t, _ in items
-        ]
-        key_docs = [
-            {
-                "_id": k.item_id,
-                "reference": list(k.reference),
-                "version": 1,
-                "hash": hashes[k.item_id],
-            }
-            for _, k in items
-        ]
-        existing: set[str] = set()
-        try:
-            await self._db.tasks.insert_many(task_docs, ordered=False)
-        except BulkWriteError as exc:
-            existing = {e["op"]["_id"] for e in exc.details["writeErrors"] if e["code"] == 11000}
-            if len(existing) != len(exc.details["writeErrors"]):
-                raise
-        fresh_keys = [d for d in key_docs if d["_id"] not in existing]
-        if fresh_keys:
-            try:
-                await self._sealed.references.insert_many(fresh_keys, ordered=False)
-            except BulkWriteError as exc:
-                # A key can exist without its task after a crash between the two inserts.
-                if any(e["code"] != 11000 for e in exc.details["writeErrors"]):
-                    raise
-                for e in exc.details["writeErrors"]:
-                    doc = e["op"]
-                    await self._sealed.references.replace_one({"_id": doc["_id"]}, doc)
-        unchanged = 0
-        by_id = {t.item_id: (t, k) for t, k in items}
-        for item_id in existing:
-            old = await self._db.tasks.find_one({"_id": item_id}, {"hash": 1, "version": 1})
-            if old is None:
-                continue
-            if old["hash"] == hashes[item_id]:
-                unchanged += 1
-                continue
-            task, key = by_id[item_id]
-            version = old["version"] + 1
+        keyed = [i for i in items if i.key is not None]
+        stale_keys = await self._insert_ignoring_duplicates(
+            self._sealed.references, [_key_doc(i, 1) for i in keyed]
+        )
+        existing = await self._insert_ignoring_duplicates(
+            self._db.tasks, [_task_doc(i, 1, now) for i in items]
+        )
+        by_id = {i.task.item_id: i for i in items}
+        # A key left by an import that crashed before its task: the task is new, so the key
+        # must be this content's, version 1.
+        for item_id in sorted(stale_keys - existing):
             await self._sealed.references.replace_one(
-                {"_id": item_id},
-                {"reference": list(key.reference), "version": version, "hash": hashes[item_id]},
-                upsert=True,
+                {"_id": item_id}, _key_doc(by_id[item_id], 1), upsert=True
             )
-            await self._db.tasks.update_one(
-                {"_id": item_id},
+        unchanged = new_versions = 0
+        for ids in _split(sorted(existing)):
+            async for old in self._db.tasks.find(
+                {"_id": {"$in": ids}}, {"hash": 1, "version": 1, "keyed": 1}
+            ):
+                item = by_id[old["_id"]]
+                if old["hash"] == item.hash:
+                    unchanged += 1
+                    continue
+                version = old["version"] + 1
+                if item.key is not None:
+                    await self._sealed.references.replace_one(
+                        {"_id": old["_id"]}, _key_doc(item, version), upsert=True
+                    )
+                await self._db.tasks.replace_one({"_id": old["_id"]}, _task_doc(item, version, now))
+                new_versions += 1
+        return ImportCounts(len(items) - len(existing), unchanged, new_versions)
+
+    @staticmethod
+    async def _insert_ignoring_duplicates(collection: Any, docs: list[dict[str, Any]]) -> set[str]:
+        """Inserts docs; returns the ids that already existed (fresh keys of fresh items
+        that exist from a crashed import are overwritten below by the version logic)."""
+        if not docs:
+            return set()
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != 11000 for e in errors):
+                raise
+            return {e["op"]["_id"] for e in errors}
+        return set()
+
+    async def dataset_counts(self, track: str | None) -> dict[str, tuple[int, int]]:
+        """dataset -> (items, keyed items) in the bank."""
+        match: dict[str, Any] = {} if track is None else {"track": track}
+        counts: dict[str, tuple[int, int]] = {}
+        async for row in await self._db.tasks.aggregate(
+            [
+                {"$match": match},
                 {
-                    "$set": {
-                        **_task_fields(task),
-                        "version": version,
-                        "hash": hashes[item_id],
-                        "imported_at": now,
+                    "$group": {
+                        "_id": "$dataset",
+                        "n": {"$sum": 1},
+                        "keyed": {"$sum": {"$cond": ["$keyed", 1, 0]}},
                     }
                 },
-            )
-        return len(items) - unchanged, unchanged
+            ]
+        ):
+            counts[row["_id"]] = (row["n"], row["keyed"])
+        return counts
+
+    # -- reading the bank -----------------------------------------------------------------
+
+    async def stream_candidates(
+        self, track: str, datasets: Sequence[str]
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """(dataset, group_id, primary specialty) of every keyed task; prompts are not read."""
+        query: dict[str, Any] = {"track": track, "keyed": True}
+        if datasets:
+            query["dataset"] = {"$in": list(datasets)}
+        cursor = self._db.tasks.find(
+            query, {"dataset": 1, "group_id": 1, "primary_specialty": 1, "_id": 0}
+        ).batch_size(10_000)
+        async for doc in cursor:
+            yield doc["dataset"], doc["group_id"], doc.get("primary_specialty", "")
+
+    async def group_entries(
+        self, group_ids: Sequence[str]
+    ) -> list[tuple[TaskRecord, int, KeyRecord, tuple[str, ...]]]:
+        """Every task of the groups, with its key and image ids."""
+        docs: list[dict[str, Any]] = []
+        for ids in _split(list(group_ids)):
+            docs += await self._db.tasks.find({"group_id": {"$in": ids}, "keyed": True}).to_list()
+        return await self._with_keys(docs)
 
     async def bank_entries(
         self, track: str, datasets: Sequence[str]
-    ) -> AsyncIterator[tuple[TaskRecord, int, KeyRecord]]:
-        """Every current task of a track (optionally some datasets) with its sealed key."""
-        query: dict[str, Any] = {"track": track}
+    ) -> list[tuple[TaskRecord, int, KeyRecord, tuple[str, ...]]]:
+        """Every keyed task of a track (whole-bank pools: small banks only)."""
+        query: dict[str, Any] = {"track": track, "keyed": True}
         if datasets:
             query["dataset"] = {"$in": list(datasets)}
+        docs = await self._db.tasks.find(query).batch_size(5000).to_list()
+        return await self._with_keys(docs)
+
+    async def _with_keys(
+        self, docs: list[dict[str, Any]]
+    ) -> list[tuple[TaskRecord, int, KeyRecord, tuple[str, ...]]]:
         keys: dict[str, dict[str, Any]] = {}
-        async for doc in self._sealed.references.find({}).batch_size(5000):
-            keys[doc["_id"]] = doc
-        async for doc in self._db.tasks.find(query).batch_size(5000):
+        if len(docs) > 20 * IN_CHUNK:
+            async for key in self._sealed.references.find({}).batch_size(5000):
+                keys[key["_id"]] = key
+        else:
+            for ids in _split([d["_id"] for d in docs]):
+                async for key in self._sealed.references.find({"_id": {"$in": ids}}):
+                    keys[key["_id"]] = key
+        out = []
+        for doc in docs:
             key = keys.get(doc["_id"])
             if key is None or key["version"] != doc["version"]:
-                raise FailedPrecondition(f"item {doc['_id']} has no sealed key of its version")
-            yield task_from_doc(doc), doc["version"], KeyRecord(doc["_id"], tuple(key["reference"]))
+                raise FailedPrecondition(
+                    f"item {doc['_id']} has no sealed key of version {doc['version']}; "
+                    f"import it again"
+                )
+            out.append(
+                (
+                    task_from_doc(doc),
+                    doc["version"],
+                    key_from_doc(key),
+                    tuple(doc.get("image_ids", ())),
+                )
+            )
+        return out
+
+    # -- pools ----------------------------------------------------------------------------
 
     async def find_pool(self, pool_id: str) -> dict[str, Any] | None:
         return await self._db.pools.find_one({"_id": pool_id})
 
-    async def store_pool(self, pool: FrozenPool, registry_version: str) -> None:
+    async def previous_pool(self, track: str, board: str) -> dict[str, Any] | None:
+        pointer = await self._db.current_pools.find_one({"_id": f"{track}:{board}"})
+        return None if pointer is None else await self.find_pool(pointer["pool_id"])
+
+    async def pool_groups(self, pool_id: str) -> dict[str, list[str]]:
+        """dataset -> group ids of a stored pool, in pool order."""
+        groups: dict[str, list[str]] = {}
+        async for chunk in self._sealed.pool_keys.find({"pool_id": pool_id}).sort("chunk", 1):
+            for key in chunk["keys"]:
+                listed = groups.setdefault(key["dataset"], [])
+                if key["group_id"] not in listed:
+                    listed.append(key["group_id"])
+        return groups
+
+    async def exposures(self) -> dict[str, int]:
+        """group_id -> number of rotated pools it was served in (only served groups stored)."""
+        return {d["_id"]: len(d["pools"]) async for d in self._db.exposures.find({})}
+
+    async def store_pool(
+        self, pool: FrozenPool, meta: Mapping[str, Any], image_ids: Mapping[str, tuple[str, ...]]
+    ) -> None:
         """Writes the chunks (idempotent ids), then the pool document: the commit point."""
         parts = chunks(pool.items)
         for n, part in enumerate(parts):
@@ -151,6 +264,8 @@ class MongoTaskBank:
                             "dataset": p.task.dataset,
                             "question": p.task.question,
                             "image_paths": list(p.task.image_paths),
+                            "image_ids": list(image_ids.get(p.task.item_id, ())),
+                            "messages": [{"role": r, "content": c} for r, c in p.task.messages],
                             "answer_format": p.task.answer_format,
                         }
                         for p in part
@@ -174,55 +289,80 @@ class MongoTaskBank:
                             "metric": p.dataset.metric,
                             "rule": p.dataset.rule,
                             "reference": list(p.key.reference),
+                            "key_points": list(p.key.key_points),
+                            "rubric_id": p.key.rubric_id,
                         }
                         for p in part
                     ],
                 },
                 upsert=True,
             )
+        groups = {p.task.group_id or p.task.item_id for p in pool.items}
         try:
             await self._db.pools.insert_one(
                 {
                     "_id": pool.pool_id,
                     "track": pool.track,
                     "item_count": len(pool.items),
+                    "group_count": len(groups),
                     "datasets": [{"dataset": d, "items": n} for d, n in pool.dataset_counts],
                     "digest": pool.digest,
                     "chunk_count": len(parts),
-                    "registry_version": registry_version,
                     "published_at": datetime.now(UTC),
+                    **meta,
                 }
             )
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"pool {pool.pool_id} was published concurrently") from exc
 
-    async def make_current(self, session: AsyncClientSession, track: str, pool_id: str) -> None:
+    async def make_current(
+        self, session: AsyncClientSession, track: str, board: str, pool_id: str
+    ) -> None:
+        """Points the board at the pool."""
         await self._db.current_pools.update_one(
-            {"_id": track},
+            {"_id": f"{track}:{board}"},
             {"$set": {"pool_id": pool_id, "since": datetime.now(UTC)}},
             upsert=True,
             session=session,
         )
 
-    async def current_pool(self, track: str) -> dict[str, Any]:
-        pointer = await self._db.current_pools.find_one({"_id": track})
+    async def count_exposures(self, pool_id: str, group_ids: Iterable[str]) -> None:
+        """Idempotent: a group's exposure record lists each pool once."""
+        for group_id in group_ids:
+            await self._db.exposures.update_one(
+                {"_id": group_id}, {"$addToSet": {"pools": pool_id}}, upsert=True
+            )
+
+    async def is_current(self, pool: Mapping[str, Any]) -> bool:
+        pointer = await self._db.current_pools.find_one(
+            {"_id": f"{pool['track']}:{pool.get('board', 'upload')}"}
+        )
+        return pointer is not None and pointer["pool_id"] == pool["_id"]
+
+    async def current_pool(self, track: str, board: str) -> dict[str, Any]:
+        pointer = await self._db.current_pools.find_one({"_id": f"{track}:{board}"})
         if pointer is None:
-            raise FailedPrecondition(f"no pool is published for track {track}")
+            raise FailedPrecondition(f"no pool is published for track {track}, board {board}")
         pool = await self._db.pools.find_one({"_id": pointer["pool_id"]})
         if pool is None:
             raise FailedPrecondition(f"current pool {pointer['pool_id']} of {track} is missing")
         return pool
 
-    async def assign(self, submission_id: str, tenant_id: str, track: str) -> dict[str, Any]:
+    # -- assignments ----------------------------------------------------------------------
+
+    async def assign(
+        self, submission_id: str, tenant_id: str, track: str, board: str
+    ) -> dict[str, Any]:
         """The submission's assignment, created on first call (idempotent)."""
         found = await self._db.assignments.find_one({"_id": submission_id})
         if found is not None:
             return found
-        pool = await self.current_pool(track)
+        pool = await self.current_pool(track, board)
         doc = {
             "_id": submission_id,
             "tenant_id": tenant_id,
             "track": track,
+            "board": board,
             "pool_id": pool["_id"],
             "assigned_at": datetime.now(UTC),
         }
@@ -245,9 +385,37 @@ class MongoTaskBank:
             yield doc
 
 
-def _task_fields(t: TaskRecord) -> dict[str, Any]:
-    fields = asdict(t)
-    fields.pop("item_id")
-    fields["specialties"] = list(t.specialties)
-    fields["image_paths"] = list(t.image_paths)
-    return fields
+def _task_doc(item: Incoming, version: int, now: datetime) -> dict[str, Any]:
+    t = item.task
+    return {
+        "_id": t.item_id,
+        "dataset": t.dataset,
+        "track": t.track,
+        "question": t.question,
+        "answer_format": t.answer_format,
+        "group_id": t.group_id,
+        "specialties": list(t.specialties),
+        "primary_specialty": item.primary_specialty,
+        "image_paths": list(t.image_paths),
+        "image_ids": list(item.image_ids),
+        "messages": [{"role": r, "content": c} for r, c in t.messages],
+        "source": t.source,
+        "provenance": t.provenance,
+        "licence": t.licence,
+        "version": version,
+        "hash": item.hash,
+        "keyed": item.key is not None,
+        "imported_at": now,
+    }
+
+
+def _key_doc(item: Incoming, version: int) -> dict[str, Any]:
+    assert item.key is not None
+    return {
+        "_id": item.key.item_id,
+        "reference": list(item.key.reference),
+        "key_points": list(item.key.key_points),
+        "rubric_id": item.key.rubric_id,
+        "version": version,
+        "hash": item.hash,
+    }

@@ -30,6 +30,8 @@ class TaskRecord:
     image_paths: tuple[str, ...] = ()
     provenance: str = ""
     licence: str = ""
+    source: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,28 @@ class KeyRecord:
 
     item_id: str
     reference: tuple[str, ...]
+    key_points: tuple[str, ...] = ()
+    rubric_id: str = ""
+
+
+class ItemRejected(InvalidArgument):
+    """One imported item is refused; the others go on."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+CHOICE_REFERENCE = re.compile(r"[A-J]")
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+def normalise_key(key: KeyRecord, answer_format: str) -> KeyRecord:
+    """Choice keys become sorted option letters ("<A, C>" and "CA" both give ("A", "C"))."""
+    if not answer_format.startswith("choice"):
+        return key
+    letters = sorted(set(CHOICE_REFERENCE.findall("".join(key.reference))))
+    return KeyRecord(key.item_id, tuple(letters), key.key_points, key.rubric_id)
 
 
 @dataclass(frozen=True)
@@ -83,41 +107,66 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
-def validate_item(task: TaskRecord, key: KeyRecord, dataset: DatasetInfo | None) -> None:
-    """Raises InvalidArgument naming the first problem of an imported item."""
-    check_id("item_id", task.item_id)
-    if dataset is None:
-        raise InvalidArgument(
-            f"item {task.item_id}: dataset {task.dataset!r} is not in the registry"
-        )
-    if task.track != dataset.track:
-        raise InvalidArgument(
-            f"item {task.item_id}: dataset {task.dataset} belongs to track {dataset.track}, "
-            f"not {task.track}"
-        )
-    if not task.question.strip():
-        raise InvalidArgument(f"item {task.item_id}: question is empty")
-    if task.answer_format != dataset.answer_format:
-        raise InvalidArgument(
-            f"item {task.item_id}: answer_format {task.answer_format!r} does not match "
-            f"dataset {task.dataset} ({dataset.answer_format!r})"
-        )
-    if key.item_id != task.item_id:
-        raise InvalidArgument(f"item {task.item_id}: its key names item {key.item_id!r}")
-    if not key.reference:
-        raise InvalidArgument(f"item {task.item_id}: reference is empty")
-    if task.answer_format.startswith("choice"):
-        bad = [r for r in key.reference if r not in CHOICE_LETTERS]
-        if bad:
-            raise InvalidArgument(f"item {task.item_id}: reference {bad} is not an option letter")
-        if task.answer_format == "choice_single" and len(key.reference) != 1:
-            raise InvalidArgument(
-                f"item {task.item_id}: single-choice item has {len(key.reference)} references"
+def validate_item(task: TaskRecord, key: KeyRecord | None, dataset: DatasetInfo | None) -> None:
+    """Raises ItemRejected naming the field and the first problem of an imported item."""
+    try:
+        check_id("item_id", task.item_id)
+    except InvalidArgument as exc:
+        raise ItemRejected("task.item_id", str(exc)) from exc
+    _validate(task, key, dataset)
+    for role, content in task.messages:
+        if role not in ROLES or not content.strip():
+            raise ItemRejected(
+                "task.messages",
+                f"item {task.item_id}: a message needs a role in "
+                f"{sorted(ROLES)} and non-empty content",
             )
 
 
-def content_hash(task: TaskRecord, key: KeyRecord) -> str:
-    """Identity of an item's content; a change makes a new version."""
+def _validate(task: TaskRecord, key: KeyRecord | None, dataset: DatasetInfo | None) -> None:
+    if dataset is None:
+        raise ItemRejected(
+            "task.dataset", f"item {task.item_id}: dataset {task.dataset!r} is not in the registry"
+        )
+    if task.track != dataset.track:
+        raise ItemRejected(
+            "task.track",
+            f"item {task.item_id}: dataset {task.dataset} belongs to track {dataset.track}, "
+            f"not {task.track}",
+        )
+    if not task.question.strip():
+        raise ItemRejected("task.question", f"item {task.item_id}: question is empty")
+    if task.answer_format != dataset.answer_format:
+        raise ItemRejected(
+            "task.answer_format",
+            f"item {task.item_id}: answer_format {task.answer_format!r} does not match "
+            f"dataset {task.dataset} ({dataset.answer_format!r})",
+        )
+    if key is None:
+        return
+    if key.item_id != task.item_id:
+        raise ItemRejected(
+            "key.item_id", f"item {task.item_id}: its key names item {key.item_id!r}"
+        )
+    if not key.reference and not key.key_points and not key.rubric_id:
+        raise ItemRejected("key.reference", f"item {task.item_id}: the key is empty")
+    if task.answer_format.startswith("choice"):
+        if not key.reference:
+            raise ItemRejected("key.reference", f"item {task.item_id}: reference is empty")
+        bad = [r for r in key.reference if r not in CHOICE_LETTERS]
+        if bad:
+            raise ItemRejected(
+                "key.reference", f"item {task.item_id}: reference {bad} is not an option letter"
+            )
+        if task.answer_format == "choice_single" and len(key.reference) != 1:
+            raise ItemRejected(
+                "key.reference",
+                f"item {task.item_id}: single-choice item has {len(key.reference)} references",
+            )
+
+
+def content_hash(task: TaskRecord, key: KeyRecord | None, images: Sequence[str] = ()) -> str:
+    """Identity of an item's content (prompt, images, key); a change makes a new version."""
     payload = json.dumps(
         [
             task.dataset,
@@ -126,7 +175,9 @@ def content_hash(task: TaskRecord, key: KeyRecord) -> str:
             task.answer_format,
             task.group_id,
             list(task.image_paths),
-            list(key.reference),
+            [list(m) for m in task.messages],
+            list(images),
+            None if key is None else [list(key.reference), list(key.key_points), key.rubric_id],
         ],
         ensure_ascii=False,
     )

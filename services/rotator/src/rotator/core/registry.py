@@ -1,4 +1,4 @@
-"""The benchmark's tracks, dimensions and datasets, validated from registry data."""
+"""The benchmark's tracks, dimensions, datasets and specialties, validated from registry data."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ DATASET_RULES = frozenset({"mean", "all_permutations"})
 
 # Pool files tag items "MedExam_V4", "MedTreat_v4", "MedRxCheck_V4_SCQ".
 _VERSION_TAG = re.compile(r"_[Vv]4(?=_|$)")
+
+PRIMARY_SPECIALTY_COUNT = 24
+SECONDARY_SPECIALTY_COUNT = 91
+"""MedBench v4 covers 24 primary and 91 secondary specialties (the list itself is ours)."""
+
+# "IM" is a primary specialty, "IM.CARD" a secondary one under it.
+_SPECIALTY_CODE = re.compile(r"[A-Z]+(?:\.[A-Z]+)?")
 
 _T = TypeVar("_T")
 
@@ -141,10 +148,27 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Specialty:
+    """A clinical specialty of the benchmark's taxonomy: primary, or secondary under a primary."""
+
+    code: str
+    """Stable ASCII code: "IM" for a primary; "IM.CARD" (parent, dot, suffix) for a secondary."""
+    name: str
+    name_zh: str
+    parent: str | None
+    """The primary's code for a secondary specialty; None for a primary."""
+
+    @property
+    def is_primary(self) -> bool:
+        return self.parent is None
+
+
+@dataclass(frozen=True)
 class Registry:
     tracks: tuple[Track, ...]
     dimensions: tuple[Dimension, ...]
     datasets: tuple[Dataset, ...]
+    specialties: tuple[Specialty, ...]
 
     def track(self, code: str) -> Track:
         return _lookup(self.tracks, code, "track", lambda t: t.code)
@@ -154,6 +178,18 @@ class Registry:
 
     def dataset(self, name: str) -> Dataset:
         return _lookup(self.datasets, name, "dataset", lambda d: d.name)
+
+    def specialty(self, code: str) -> Specialty:
+        return _lookup(self.specialties, code, "specialty", lambda s: s.code)
+
+    def primary_specialty(self, code: str) -> str:
+        """The primary specialty a code belongs to: a secondary's parent, a primary itself.
+
+        Raises:
+            UnknownEntry: no specialty has that code.
+        """
+        specialty = self.specialty(code)
+        return specialty.code if specialty.parent is None else specialty.parent
 
     def dimensions_in(self, track: str) -> tuple[Dimension, ...]:
         return tuple(d for d in self.dimensions if d.track == track)
@@ -227,6 +263,53 @@ def _parse_dimension(raw: Mapping[str, Any]) -> Dimension:
         dataset_count=_field(raw, "dataset_count", int, where),
         note=str(raw.get("note", "")),
     )
+
+
+def _parse_specialty(raw: Mapping[str, Any]) -> Specialty:
+    where = f"specialty {raw.get('code', '?')!r}"
+    code = _field(raw, "code", str, where)
+    parent = raw.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        raise RegistryError(f"{where}: field 'parent' must be str or null, got {parent!r}")
+    if not _SPECIALTY_CODE.fullmatch(code):
+        raise RegistryError(
+            f"{where}: code must be upper-case ASCII, 'IM' for a primary or 'IM.CARD' "
+            "for a secondary"
+        )
+    primary_code = "." not in code
+    if primary_code and parent is not None:
+        raise RegistryError(
+            f"{where}: a primary specialty has no parent, got {parent!r} "
+            "(a secondary's code starts with its parent's code and a dot)"
+        )
+    if not primary_code and parent != code.split(".")[0]:
+        raise RegistryError(
+            f"{where}: a secondary specialty's parent must be the primary its code starts "
+            f"with, {code.split('.')[0]!r}; got {parent!r}"
+        )
+    return Specialty(
+        code=code,
+        name=_field(raw, "name", str, where),
+        name_zh=_field(raw, "name_zh", str, where),
+        parent=parent,
+    )
+
+
+def _check_specialties(specialties: tuple[Specialty, ...]) -> None:
+    primaries = {s.code for s in specialties if s.parent is None}
+    for specialty in specialties:
+        if specialty.parent is not None and specialty.parent not in primaries:
+            raise RegistryError(
+                f"specialty {specialty.code!r}: unknown parent {specialty.parent!r} "
+                "(not a primary specialty)"
+            )
+    n_secondary = len(specialties) - len(primaries)
+    if (len(primaries), n_secondary) != (PRIMARY_SPECIALTY_COUNT, SECONDARY_SPECIALTY_COUNT):
+        raise RegistryError(
+            f"registry: expected {PRIMARY_SPECIALTY_COUNT} primary and "
+            f"{SECONDARY_SPECIALTY_COUNT} secondary specialties, found {len(primaries)} "
+            f"and {n_secondary}"
+        )
 
 
 def _check_format_and_metric(answer_format: str, metric: str, where: str) -> None:
@@ -357,20 +440,24 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
 
     Raises:
         RegistryError: a missing or mistyped field, an unknown track, dimension, answer format,
-            metric or rule, a duplicate code, name or pool source, or counts that differ
-            from the ones the tracks and dimensions declare.
+            metric or rule, a duplicate code, name or pool source, counts that differ
+            from the ones the tracks and dimensions declare, a specialty whose parent is
+            unknown, not a primary or not the one its code names, a primary with a parent, or
+            other than 24 primary and 91 secondary specialties.
     """
     if not isinstance(data, Mapping):
         raise RegistryError("registry: top level must be a JSON object")
     tracks = tuple(_parse_track(raw) for raw in _list(data, "tracks", "registry"))
     dimensions = tuple(_parse_dimension(raw) for raw in _list(data, "dimensions", "registry"))
     datasets = tuple(_parse_dataset(raw) for raw in _list(data, "datasets", "registry"))
+    specialties = tuple(_parse_specialty(raw) for raw in _list(data, "specialties", "registry"))
 
     for kind, names in (
         ("track", [t.code for t in tracks]),
         ("dimension", [d.code for d in dimensions]),
         ("dataset", [d.name for d in datasets]),
         ("pool source", [s for d in datasets for p in d.parts for s in p.sources]),
+        ("specialty", [s.code for s in specialties]),
     ):
         duplicated = _duplicates(names)
         if duplicated:
@@ -409,7 +496,10 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
                 f"dimension {dimension.code!r}: declares {dimension.dataset_count} datasets, "
                 f"found {n_datasets}"
             )
-    return Registry(tracks=tracks, dimensions=dimensions, datasets=datasets)
+    _check_specialties(specialties)
+    return Registry(
+        tracks=tracks, dimensions=dimensions, datasets=datasets, specialties=specialties
+    )
 
 
 def load_registry(path: Path | str) -> Registry:
