@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-
 from medbench_client.api import channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceSpec, ServiceStack
@@ -84,6 +84,7 @@ async def test_rotation_is_stratified_whole_and_board_separated(
 ) -> None:
     upload = await rotate(stack, "c1", groups_per_dataset=10)
     api = await rotate(stack, "c1", board=taskpool_pb2.BOARD_API, groups_per_dataset=10)
+    assert api.pool.pool_id == "llm-api-c1" and api.pool.board == taskpool_pb2.BOARD_API
     assert upload.pool.pool_id == "llm-upload-c1" and upload.pool.current
     assert upload.pool.group_count == 30 and not upload.shortfalls
     up_groups = await pool_groups(servers, stack, "llm-upload-c1")
