@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient
 from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel, chunked
 from medbench_client.bank_files import import_item
+from medbench_devstack.answers import translate
 from medbench_devstack.kafka import KafkaBroker
 from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.services import ServiceStack
@@ -74,7 +75,16 @@ async def main(n_items: int, batch: int) -> None:
         created = await partner.create(f"bench-{token}", "bench-model")
         sid = created.submission.submission_id
         prompts = await partner.prompts(sid)
-        pairs = [(p.item_id, answers[p.item_id]) for p in prompts]
+        questions = {str(r["item_id"]): str(r["question"]) for r in rows}
+        pairs = [
+            (
+                p.item_id,
+                translate(answers[p.item_id], questions[p.item_id], p.question)
+                if p.item_id in answers
+                else "<A>",
+            )
+            for p in prompts
+        ]
 
         started = time.perf_counter()
         upload = await partner.upload(sid, chunked(pairs, batch))
@@ -84,7 +94,7 @@ async def main(n_items: int, batch: int) -> None:
                 break
         report = await partner.report(sid)
         end_to_end = time.perf_counter() - started
-        assert upload.accepted_answers == n_items and report.scored_items == n_items
+        assert upload.accepted_answers == len(pairs) and report.scored_items == n_items
 
         loop_s, overall = in_process(rows, answers)
         assert abs(overall - report.overall) < 1e-9, (overall, report.overall)

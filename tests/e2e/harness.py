@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -14,6 +14,7 @@ from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel
 from medbench_client.bank_files import import_item
+from medbench_devstack.answers import translate
 from medbench_devstack.services import ServiceStack
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class Evaluation:
     request_id: str
     answers: dict[str, str]
     batch_size: int = 100
+    # Canonical questions of the answered items (answers are written for their option order).
+    questions: dict[str, str] = field(default_factory=dict)
 
     def partner(self) -> PartnerClient:
         # A fresh channel per call: a restarted gateway gets a fresh connection.
@@ -71,7 +74,18 @@ class Evaluation:
     def batches(
         self, prompts: Sequence[submission_pb2.Prompt]
     ) -> list[tuple[str, list[tuple[str, str]], bool]]:
-        pairs = [(p.item_id, self.answers.get(p.item_id, "")) for p in prompts]
+        """Answers as the model would give them for the prompts shown to this tenant."""
+        pairs = [
+            (
+                p.item_id,
+                translate(self.answers[p.item_id], self.questions.get(p.item_id, ""), p.question)
+                # Items the answer set does not know are this download's canaries: a model
+                # answers them like any other question.
+                if p.item_id in self.answers
+                else "<A>",
+            )
+            for p in prompts
+        ]
         out = [
             (f"b{i // self.batch_size:05d}", pairs[i : i + self.batch_size], False)
             for i in range(0, len(pairs), self.batch_size)

@@ -13,6 +13,7 @@ from medbench.submission.v1 import submission_pb2
 from medbench_client.api import PartnerClient, channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
+from rotator.core.options import parse_options
 from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, eventually, load_pool
 from tests.reference_scoring import score_in_process
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.e2e]
 BANK = Path(__file__).resolve().parents[2] / "services/rotator/src/rotator/sample_bank"
 ROWS = list(read_jsonl(BANK / "items.jsonl"))
 BASELINE = answers_by_item(read_jsonl(BANK / "baseline_answers.jsonl"))
+QUESTIONS = {r["item_id"]: r["question"] for r in ROWS}
 
 
 def expected_report() -> dict[str, object]:
@@ -42,7 +44,9 @@ async def pool(stack: ServiceStack) -> str:
 
 @pytest.fixture(scope="module")
 async def completed(stack: ServiceStack, pool: str) -> Evaluation:
-    evaluation = Evaluation(stack, "hospital-a", "baseline-run", BASELINE, batch_size=25)
+    evaluation = Evaluation(
+        stack, "hospital-a", "baseline-run", BASELINE, batch_size=25, questions=QUESTIONS
+    )
     await evaluation.create()
     for batch in evaluation.batches(await evaluation.prompts()):
         await evaluation.upload_batch(batch)
@@ -124,7 +128,8 @@ async def test_bad_uploads_are_rejected_and_lose_nothing_accepted(
     evaluation = Evaluation(stack, "hospital-c", "bad-input-run", BASELINE)
     sid = await evaluation.create()
     partner = evaluation.partner()
-    ids = [p.item_id for p in await evaluation.prompts()]
+    known = {r["item_id"] for r in ROWS}
+    ids = [p.item_id for p in await evaluation.prompts() if p.item_id in known]
     first = await partner.upload(sid, [("ok-1", [(ids[0], "<A>"), (ids[1], "<B>")], False)])
     assert first.accepted_answers == 2
 
@@ -215,11 +220,18 @@ async def test_references_stay_in_the_sealed_database(
 
 async def test_prompts_carry_the_question_but_not_the_answer(completed: Evaluation) -> None:
     prompts = await completed.prompts()
-    assert len(prompts) == len(ROWS)
     by_id = {r["item_id"]: r for r in ROWS}
-    for p in prompts:
+    real = [p for p in prompts if p.item_id in by_id]
+    canaries = [p for p in prompts if p.item_id not in by_id]
+    assert len(real) == len(ROWS) and len(canaries) == 3
+    reordered = 0
+    for p in real:
         row = by_id[p.item_id]
-        assert p.question == row["question"]
+        shown, canonical = parse_options(p.question), parse_options(row["question"])
+        assert shown is not None and canonical is not None
+        # Same stem and options, in this tenant's own order.
+        assert shown.prefix == canonical.prefix and sorted(shown.texts) == sorted(canonical.texts)
+        reordered += shown.texts != canonical.texts
         assert p.answer_format == row["answer_format"]
         assert set(p.DESCRIPTOR.fields_by_name) == {
             "item_id",
@@ -229,6 +241,7 @@ async def test_prompts_carry_the_question_but_not_the_answer(completed: Evaluati
             "answer_format",
             "messages",
         }
+    assert reordered == len(real)
 
 
 async def test_watch_streams_until_completed(completed: Evaluation) -> None:

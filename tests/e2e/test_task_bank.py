@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from medbench_devstack.services import ServiceSpec, ServiceStack
 from rotator.core.rotation import board_of
 from rotator.core.synthetic import synthetic_items
 from tests.conftest import Servers
+from tests.shared_data import shared_path
 
 pytestmark = [pytest.mark.e2e]
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
@@ -46,15 +51,15 @@ async def bank(stack: ServiceStack) -> list[dict[str, object]]:
 
 
 async def rotate(
-    stack: ServiceStack, cycle: str, board: int = taskpool_pb2.BOARD_UPLOAD, **kwargs: int
+    stack: ServiceStack,
+    cycle: str,
+    board: int = taskpool_pb2.BOARD_UPLOAD,
+    datasets: tuple[str, ...] = ("MedExam", "DDx-advanced", "MedSafety"),
+    **kwargs: int,
 ) -> taskpool_service_pb2.RotatePoolResponse:
     return await stub(stack).RotatePool(
         taskpool_service_pb2.RotatePoolRequest(
-            track=common_pb2.TRACK_LLM,
-            board=board,
-            cycle=cycle,
-            datasets=["MedExam", "DDx-advanced", "MedSafety"],
-            **kwargs,
+            track=common_pb2.TRACK_LLM, board=board, cycle=cycle, datasets=datasets, **kwargs
         )
     )
 
@@ -223,3 +228,66 @@ async def test_get_pool_and_unknown_pool(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub(stack).GetPool(taskpool_service_pb2.GetPoolRequest(pool_id="nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medbench_client", "--rotator", stack.address("rotator"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_every_shared_test_pool_file_imports_with_its_permutation_groups(
+    servers: Servers, stack: ServiceStack, tmp_path: Path
+) -> None:
+    pool = shared_path("medbench-data", "medbench-v4-testpool")
+    files = sorted(pool.glob("*/*.jsonl"))
+    assert len(files) == 62
+    done = await asyncio.to_thread(
+        cli, stack, "import-medbench", *map(str, files), "--allow-missing-images"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2340 rows" in done.stdout and "0 rejected" in done.stdout, done.stdout
+
+    listing = await stub(stack).ListDatasets(taskpool_service_pb2.ListDatasetsRequest())
+    counts = {d.dataset: (d.bank_items, d.keyed_items) for d in listing.datasets}
+    permuted = {"MedExam", "MedSafety", "MedEthics"}
+    for d in listing.datasets:
+        if d.dataset in ("MedClass",):
+            continue  # also holds an item of the image test
+        shared = 150 if d.dataset in permuted else (210 if d.dataset == "MedRxCheck" else 30)
+        assert counts[d.dataset][0] >= shared, d.dataset
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient = AsyncMongoClient(servers.mongo_uri)
+    try:
+        tasks = client[stack.env("rotator")["MEDBENCH_MONGO__DATABASE"]].tasks
+        groups: Counter[str] = Counter()
+        async for doc in tasks.find({"source": "MedExam_V4"}, {"group_id": 1}):
+            groups[doc["group_id"]] += 1
+        assert len(groups) == 30 and set(groups.values()) == {5}
+    finally:
+        await client.close()
+
+    # A gold file keys the items; a pool built from them keeps the permutation groups whole.
+    gold_dir = tmp_path / "gold"
+    gold_dir.mkdir()
+    source = pool / "llm" / "MedEthics.jsonl"
+    lines = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
+        line["answer"] = "<A>"
+    (gold_dir / "MedEthics.jsonl").write_text(
+        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
+    )
+    keyed = await asyncio.to_thread(
+        cli, stack, "import-medbench", str(source), "--gold-dir", str(gold_dir)
+    )
+    assert keyed.returncode == 0 and "150 new versions" in keyed.stdout, keyed.stdout
+    rotated = await rotate(stack, "shared-1", datasets=("MedEthics",), groups_per_dataset=30)
+    sizes = await pool_groups(servers, stack, "llm-upload-shared-1")
+    ethics = [e for e in sizes["__sizes__"] if e.startswith("MedEthics")]
+    assert ethics and all(e.endswith("=5") for e in ethics)
+    assert rotated.pool.group_count == len(ethics)

@@ -506,6 +506,11 @@ def test_csv_missing_mapped_columns_are_header_errors(tmp_path: Path) -> None:
         (1, "prompt", "column prompt (question) is not in the header"),
         (1, "gold", "column gold (reference) is not in the header"),
     ]
+    twice = tmp_path / "twice.csv"
+    twice.write_text(" id ,q,id\n1,x,2\n", encoding="utf-8")
+    result = read_csv_mapped(twice, FieldMapping.from_spec("item_id=id,question=q,dataset=:X"))
+    assert result.rows == ()
+    assert [e.reason for e in result.errors] == ["column id (item_id) is in the header twice"]
 
 
 def test_csv_without_a_header_or_with_bad_bytes(tmp_path: Path) -> None:
@@ -550,7 +555,7 @@ def test_from_spec_parses_columns_constants_and_separators() -> None:
     ("spec", "message"),
     [
         ("item_id=id,question=q", "needs a dataset"),
-        ("item_id=id,dataset=:X", "question"),
+        ("item_id=id,dataset=:X", "the spec needs question=<column>"),
         ("item_id=id,question=q,dataset=:X,colour=red", "unknown field 'colour'"),
         ("item_id=id,question=q,dataset=:X,reference=:A", "reference cannot be a constant"),
         ("item_id=id,question=q,dataset=:X,dataset=d", "dataset is given twice"),

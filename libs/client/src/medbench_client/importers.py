@@ -3,8 +3,9 @@
 Pure Python and the standard library only: the client runs these before anything reaches the
 server, so a partner or an admin sees every problem of a file, by line, in one pass.
 
-Error lines are 1-based; line 0 means the whole file (it cannot be read, or a mapped column is not
-in its header). An empty ``LineError.field`` means the whole line (not UTF-8, not JSON, ...).
+Error lines are 1-based; line 0 means the whole file (it cannot be read). A mapped column missing
+from a CSV header is one error at the header line, and no rows. An empty ``LineError.field``
+means the whole line (not UTF-8, not JSON, ...).
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class FieldMapping:
         """Parses "item_id=id,question=prompt,reference=answer,dataset=:MedExam".
 
         "name=column" maps a field to a column or key; "name=:value" gives dataset or
-        answer_format a constant; reference_separator takes its value literally.
+        answer_format a constant; reference_separator takes its value literally. A comma
+        starts a new entry only when "name=" follows it, so "reference_separator=,," works.
 
         Raises:
             ValueError: naming the entry that is wrong.
@@ -164,24 +166,21 @@ class FieldMapping:
                 raise ValueError(f"{key} has no value")
             if key != "reference_separator" and ("=" in value or "," in value):
                 raise ValueError(f"{key}={value}: every ',' must start a name=column entry")
+            if key in given:
+                raise ValueError(f"{key} is given twice")
+            given.add(key)
             if key != "reference_separator" and value.startswith(":"):
                 if key not in _CONSTANT_FIELDS:
                     raise ValueError(f"{key} cannot be a constant (only dataset, answer_format)")
                 if not value[1:]:
                     raise ValueError(f"the constant for {key} is empty")
-                if key in given:
-                    raise ValueError(f"{key} is given twice")
-                given.add(key)
                 values[_CONSTANT_FIELDS[key]] = value[1:]
-                continue
-            if key in given:
-                raise ValueError(f"{key} is given twice")
-            given.add(key)
-            values[key] = value
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ValueError(f"incomplete mapping: {exc}") from exc
+            else:
+                values[key] = value
+        for name in ("item_id", "question"):
+            if name not in values:
+                raise ValueError(f"the spec needs {name}=<column>")
+        return cls(**values)
 
     def columns(self) -> list[tuple[str, str]]:
         """(field, column) for every field mapped to a column."""
@@ -317,16 +316,14 @@ def read_csv_mapped(
             (), (*errors, LineError(file, 1, "", "no header row (the file is empty)"))
         )
     counts = Counter(header)
+    header_errors = []
     for target, col in mapping.columns():
-        label = _label(col, target)
-        if col not in counts:
-            errors.append(LineError(file, header_line, col, f"column {label} is not in the header"))
-        elif counts[col] > 1:
-            errors.append(
-                LineError(file, header_line, col, f"column {label} is in the header twice")
-            )
-    if errors:
-        return ReadResult((), tuple(errors))
+        if counts[col] != 1:
+            problem = "is not in the header" if not counts[col] else "is in the header twice"
+            reason = f"column {_label(col, target)} {problem}"
+            header_errors.append(LineError(file, header_line, col, reason))
+    if header_errors:
+        return ReadResult((), (*errors, *header_errors))
 
     index = {name: i for i, name in enumerate(header)}
     rows: list[ImportRow] = []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medbench_devstack.__main__ import main as infra_main
+from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.processes import pid_alive, stop_pid
 from medbench_devstack.services import SERVICES, ServiceStack
@@ -107,8 +108,24 @@ async def evaluate(stack: ServiceStack) -> None:
     prompts = await partner.prompts(sid)
     print(f"submission {sid}: {len(prompts)} prompts downloaded (no references in them)")
     answers = answers_by_item(read_jsonl(bank / "baseline_answers.jsonl"))
+    canonical = {r["item_id"]: r["question"] for r in rows}
+    # The download shows options in this tenant's own order (leak tracing); the canned answers
+    # are written for the bank's order, so they are moved to the shown order, as a model
+    # answering the shown question would. Canary items get an answer like any other.
     upload = await partner.upload(
-        sid, chunked([(p.item_id, answers[p.item_id]) for p in prompts], 25)
+        sid,
+        chunked(
+            [
+                (
+                    p.item_id,
+                    translate(answers[p.item_id], canonical[p.item_id], p.question)
+                    if p.item_id in answers
+                    else "<A>",
+                )
+                for p in prompts
+            ],
+            25,
+        ),
     )
     print(f"uploaded {upload.accepted_answers} answers in {upload.accepted_batches} batches")
     async for update in partner.watch(sid):

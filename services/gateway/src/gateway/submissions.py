@@ -148,8 +148,11 @@ class Submissions:
             "state_reason": "",
             "pool_id": assignment.pool_id,
             "expected": assignment.item_count,
+            "canaries": assignment.canary_items,
             "answered": 0,
-            "answered_bits": Binary(bytes(uploads.new_bitmap(assignment.item_count))),
+            "answered_bits": Binary(
+                bytes(uploads.new_bitmap(assignment.item_count + assignment.canary_items))
+            ),
             "created_at": now,
             "updated_at": now,
         }
@@ -238,8 +241,10 @@ class Submissions:
                 names = ", ".join(repr(manifest.by_ordinal[o][0]) for o in twice[:5])
                 raise InvalidArgument(f"items already answered in an earlier batch: {names}")
             uploads.set_bits(bits, ordinals)
-            answered = current["answered"] + len(accepted)
             expected = current["expected"]
+            # Canary answers are kept with the batch but neither counted nor scored.
+            scored = [a for a in accepted if a.ordinal < expected]
+            answered = current["answered"] + len(scored)
             state = SCORING if (answered >= expected or final) else AWAITING
             await self._store.record_upload(
                 {
@@ -263,7 +268,7 @@ class Submissions:
             if not ok:
                 raise FailedPrecondition("submission changed concurrently; retry the batch")
             events: list[tuple[str, Outgoing]] = []
-            if accepted:
+            if scored:
                 events.append(
                     self._responses_event(
                         current,
@@ -277,7 +282,7 @@ class Submissions:
                                 dataset=a.dataset,
                                 answer=a.answer,
                             )
-                            for a in accepted
+                            for a in scored
                         ],
                     )
                 )

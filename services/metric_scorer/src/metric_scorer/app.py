@@ -10,6 +10,7 @@ from medbench_runtime.service import ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
+from metric_scorer.adapters.mongo_variants import MongoVariants
 from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded
 from metric_scorer.settings import MetricScorerSettings
 
@@ -22,7 +23,12 @@ async def serve(settings: MetricScorerSettings) -> None:
             topics.RESPONSE_RECORDED,
             group_id="metric-scorer",
             member_id=settings.member_id,
-            handler=partial(on_responses_recorded, keys=keys, publisher=infra.publisher),
+            handler=partial(
+                on_responses_recorded,
+                keys=keys,
+                variants=MongoVariants(infra.sealed_db),
+                publisher=infra.publisher,
+            ),
             dead_letters=infra.publisher,
             transient_errors=TRANSIENT_ERRORS,
         )

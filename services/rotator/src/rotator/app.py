@@ -36,7 +36,14 @@ async def serve(settings: RotatorSettings) -> None:
     catalog = DatasetCatalog.load(path)
     async with open_infrastructure(settings, INDEXES, SEALED_INDEXES) as infra:
         bank = MongoTaskBank(infra.db, infra.sealed_db)
-        servicer = TaskPoolServicer(infra, bank, catalog, GridFSImages(infra.db))
+        servicer = TaskPoolServicer(
+            infra,
+            bank,
+            catalog,
+            GridFSImages(infra.db),
+            settings.leak_secret.get_secret_value().encode(),
+            settings.canaries_per_download,
+        )
         await run_service(
             settings,
             ServiceRuntime(

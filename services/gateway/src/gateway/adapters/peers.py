@@ -15,11 +15,12 @@ from medbench_runtime.errors import FailedPrecondition, NotFound, Unavailable
 
 @dataclass(frozen=True)
 class Manifest:
-    """A pool's items: id -> (ordinal, dataset), and the reverse by ordinal."""
+    """A submission's items: id -> (ordinal, dataset), and the reverse by ordinal. Ordinals
+    from item_count on are the download's canaries (accepted, never scored or counted)."""
 
     pool_id: str
     by_id: dict[str, tuple[int, str]]
-    by_ordinal: list[tuple[str, str]]
+    by_ordinal: dict[int, tuple[str, str]]
 
 
 async def _call(coro: object, what: str) -> object:
@@ -36,7 +37,7 @@ async def _call(coro: object, what: str) -> object:
 class RotatorClient:
     """TaskPoolService calls the gateway needs, with a cache of immutable pool manifests."""
 
-    def __init__(self, channel: grpc.aio.Channel, cached_pools: int = 8) -> None:
+    def __init__(self, channel: grpc.aio.Channel, cached_pools: int = 32) -> None:
         self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel)
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cached_pools = cached_pools
@@ -69,23 +70,24 @@ class RotatorClient:
         )
 
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
-        """The pool's manifest; pools are immutable, so it is cached by pool id."""
+        """The submission's manifest (its pool's items plus its canaries), cached: it never
+        changes once assigned."""
         async with self._lock:
-            found = self._manifests.get(pool_id)
+            found = self._manifests.get(submission_id)
             if found is not None:
-                self._manifests.move_to_end(pool_id)
+                self._manifests.move_to_end(submission_id)
                 return found
             by_id: dict[str, tuple[int, str]] = {}
-            by_ordinal: list[tuple[str, str]] = []
+            by_ordinal: dict[int, tuple[str, str]] = {}
             try:
                 async for batch in self.prompts(submission_id, include_prompts=False):
                     for item in batch.items:
                         by_id[item.item_id] = (item.ordinal, item.dataset)
-                        by_ordinal.append((item.item_id, item.dataset))
+                        by_ordinal[item.ordinal] = (item.item_id, item.dataset)
             except grpc.aio.AioRpcError as exc:
                 raise Unavailable(f"loading items of pool {pool_id}: {exc.details()}") from exc
             manifest = Manifest(pool_id, by_id, by_ordinal)
-            self._manifests[pool_id] = manifest
+            self._manifests[submission_id] = manifest
             while len(self._manifests) > self._cached_pools:
                 self._manifests.popitem(last=False)
             return manifest

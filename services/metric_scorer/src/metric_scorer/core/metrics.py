@@ -72,3 +72,13 @@ def score_item(answer: str, key: ItemKey) -> ItemResult:
             f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(METRICS)}"
         )
     return metric(answer, key)
+
+
+def shown_reference(reference: tuple[str, ...], order: tuple[int, ...] | None) -> tuple[str, ...]:
+    """The reference letters as one download shows them: order[i] is the original option at
+    position i, so original letter L is shown as the letter of the position holding it."""
+    if not order:
+        return reference
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    position = {original: shown for shown, original in enumerate(order)}
+    return tuple(sorted(letters[position[letters.index(r)]] for r in reference))

@@ -12,7 +12,8 @@ from medbench_messaging import topics
 from medbench_messaging.consumer import Delivery
 from medbench_messaging.publisher import Outgoing, Publisher
 from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
-from metric_scorer.core.metrics import ItemKey, score_item
+from metric_scorer.adapters.mongo_variants import MongoVariants
+from metric_scorer.core.metrics import ItemKey, score_item, shown_reference
 
 SCORER_VERSION = "metric-scorer/1"
 
@@ -26,10 +27,13 @@ async def on_responses_recorded(
     delivery: Delivery,
     *,
     keys: MongoPoolKeys,
+    variants: MongoVariants,
     publisher: Publisher,
 ) -> None:
     """Scores a batch of responses and publishes their scores (deterministic, so idempotent)."""
     pool = await keys.keys(event.pool_id)
+    # Each download shows choice options in its tenant's order; keys are in canonical order.
+    orders = await variants.orders(event.submission_id)
     scores = []
     rules: dict[str, str] = {}
     for response in event.responses:
@@ -46,7 +50,15 @@ async def on_responses_recorded(
             score, parsed = 0.0, ""
         else:
             result = score_item(
-                response.answer, ItemKey(key.item_id, key.dataset, key.metric, key.reference)
+                response.answer,
+                ItemKey(
+                    key.item_id,
+                    key.dataset,
+                    key.metric,
+                    shown_reference(key.reference, orders.get(key.item_id))
+                    if key.metric.startswith("choice")
+                    else key.reference,
+                ),
             )
             score, parsed = result.score, result.parsed
         scores.append(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +36,8 @@ from rotator.core.bank import (
     normalise_key,
     validate_item,
 )
+from rotator.core.leaktrace import canaries, chance, fingerprint, observed_order
+from rotator.core.options import parse_options, permutation_for, relabel
 from rotator.core.rotation import RotationParams, RotationPlan, seed_for_cycle
 
 TRACKS = {
@@ -46,6 +50,7 @@ BOARDS = {taskpool_pb2.BOARD_API: "api", taskpool_pb2.BOARD_UPLOAD: "upload"}
 BOARD_ENUMS = {v: k for k, v in BOARDS.items()}
 CYCLE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_IMPORT_BATCH = 5000
+log = logging.getLogger(__name__)
 STREAM_BATCH = 500
 
 
@@ -97,11 +102,15 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         bank: MongoTaskBank,
         catalog: DatasetCatalog,
         images: ImageStore,
+        leak_secret: bytes,
+        canaries_per_download: int = 3,
     ) -> None:
         self._infra = infra
         self._bank = bank
         self._catalog = catalog
         self._images = images
+        self._secret = leak_secret
+        self._canaries = canaries_per_download
 
     # -- import ---------------------------------------------------------------------------
 
@@ -146,13 +155,12 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
 
     async def _incoming(self, item: taskpool_pb2.ImportItem) -> tuple[Incoming, int]:
         t = item.task
-        if t.track not in TRACKS:
-            raise ItemRejected("task.track", f"item {t.item_id}: track is not set")
         resolved = self._catalog.resolve(t.item_id, t.dataset, t.source, t.answer_format)
         task = TaskRecord(
             item_id=t.item_id,
             dataset=resolved.info.name,
-            track=TRACKS[t.track],
+            # Unset: the dataset's track; set: checked against it by validate_item.
+            track=TRACKS.get(t.track, resolved.info.track),
             question=t.question or (t.messages[-1].content if t.messages else ""),
             answer_format=resolved.answer_format,
             group_id=t.group_id or t.item_id,
@@ -257,12 +265,15 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         else:
             previous = await self._bank.previous_pool(track, board)
             anchors = {} if previous is None else await self._bank.pool_groups(previous["_id"])
+            started = time.perf_counter()
             plan = RotationPlan(params, await self._bank.exposures(), anchors)
             async for dataset, group_id, specialty in self._bank.stream_candidates(track, names):
                 plan.offer(dataset, group_id, specialty)
             selection = plan.choose(names)
+            streamed = time.perf_counter()
             chosen = [g for groups in selection.groups.values() for g in groups]
             entries = await self._bank.group_entries(chosen)
+            fetched = time.perf_counter()
             infos = {}
             for task, _, _, _ in entries:
                 infos[task.item_id] = self._catalog.resolve(
@@ -288,6 +299,16 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                 {t.item_id: images for t, _, _, images in entries},
             )
             await self._bank.count_exposures(pool_id, chosen)
+            log.info(
+                "rotated %s: %d bank items streamed in %.1f s, %d groups fetched in %.1f s, "
+                "stored in %.1f s",
+                pool_id,
+                plan.offered,
+                streamed - started,
+                len(chosen),
+                fetched - streamed,
+                time.perf_counter() - fetched,
+            )
             existing = await self._bank.find_pool(pool_id)
             assert existing is not None
         pool = await self._make_current(existing, track, board)
@@ -365,6 +386,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         )
         pool = await self._bank.find_pool(doc["pool_id"])
         assert pool is not None
+        variant = await self._variant(request.submission_id, doc["tenant_id"], pool)
         return taskpool_service_pb2.AssignItemsResponse(
             assignment=taskpool_pb2.Assignment(
                 submission_id=request.submission_id,
@@ -374,8 +396,49 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                     taskpool_pb2.DatasetCount(dataset=d["dataset"], items=d["items"])
                     for d in pool["datasets"]
                 ],
+                canary_items=len(variant["canaries"]),
             )
         )
+
+    async def _variant(
+        self, submission_id: str, tenant_id: str, pool: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The download's option orders and canaries, stored sealed before anyone can
+        download or score (deterministic, so a retry stores the same)."""
+        found = await self._bank.variant(submission_id)
+        if found is not None:
+            return found
+        orders: list[list[str]] = []
+        choice_datasets: set[str] = set()
+        async for chunk in self._bank.pool_chunks(pool["_id"]):
+            for it in chunk["items"]:
+                n = it.get("n_options", 0)
+                if n >= 2:
+                    order = permutation_for(self._secret, tenant_id, it["item_id"], n)
+                    orders.append([it["item_id"], ",".join(map(str, order))])
+                    choice_datasets.add(it["dataset"])
+        made = canaries(
+            self._secret, tenant_id, submission_id, sorted(choice_datasets), self._canaries
+        )
+        doc = {
+            "_id": submission_id,
+            "tenant_id": tenant_id,
+            "pool_id": pool["_id"],
+            "orders": orders,
+            "canaries": [
+                {
+                    "item_id": c.item_id,
+                    "dataset": c.dataset,
+                    "question": c.question,
+                    "fingerprint": c.fingerprint,
+                    "ordinal": pool["item_count"] + k,
+                    "after": int(c.fingerprint[:8], 16) % max(pool["item_count"], 1),
+                }
+                for k, c in enumerate(made)
+            ],
+        }
+        await self._bank.store_variant(doc)
+        return doc
 
     async def GetPrompts(
         self, request: taskpool_service_pb2.GetPromptsRequest, context: grpc.aio.ServicerContext
@@ -383,28 +446,113 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         assignment = await self._bank.assignment(request.submission_id)
         pool = await self._bank.find_pool(assignment["pool_id"])
         assert pool is not None
+        variant = await self._variant(request.submission_id, assignment["tenant_id"], pool)
+        orders = {
+            item_id: tuple(map(int, order.split(","))) for item_id, order in variant["orders"]
+        }
+        canaries_after: dict[int, list[dict[str, Any]]] = {}
+        for canary in variant["canaries"]:
+            canaries_after.setdefault(canary["after"], []).append(canary)
+        out: list[taskpool_pb2.AssignedItem] = []
         async for chunk in self._bank.pool_chunks(pool["_id"]):
-            items = chunk["items"]
-            for i in range(0, len(items), STREAM_BATCH):
-                out = []
-                for it in items[i : i + STREAM_BATCH]:
-                    item = taskpool_pb2.AssignedItem(
-                        item_id=it["item_id"],
-                        ordinal=it["ordinal"],
-                        dataset=it["dataset"],
-                        answer_format=it["answer_format"],
-                    )
-                    if request.include_prompts:
-                        item.question = it["question"]
-                        item.image_paths.extend(it["image_paths"])
-                        item.messages.extend(
-                            taskpool_pb2.ChatMessage(role=m["role"], content=m["content"])
-                            for m in it.get("messages", ())
-                        )
-                    out.append(item)
-                yield taskpool_service_pb2.GetPromptsResponse(
-                    items=out, item_count=pool["item_count"], pool_id=pool["_id"]
+            for it in chunk["items"]:
+                item = taskpool_pb2.AssignedItem(
+                    item_id=it["item_id"],
+                    ordinal=it["ordinal"],
+                    dataset=it["dataset"],
+                    answer_format=it["answer_format"],
                 )
+                if request.include_prompts:
+                    item.question = _shown(it["question"], orders.get(it["item_id"]))
+                    item.image_paths.extend(it["image_paths"])
+                    item.messages.extend(
+                        taskpool_pb2.ChatMessage(role=m["role"], content=m["content"])
+                        for m in it.get("messages", ())
+                    )
+                out.append(item)
+                for canary in canaries_after.get(it["ordinal"], ()):
+                    out.append(
+                        taskpool_pb2.AssignedItem(
+                            item_id=canary["item_id"],
+                            ordinal=canary["ordinal"],
+                            dataset=canary["dataset"],
+                            answer_format="choice_single",
+                            question=canary["question"] if request.include_prompts else "",
+                            canary=True,
+                        )
+                    )
+                if len(out) >= STREAM_BATCH:
+                    yield taskpool_service_pb2.GetPromptsResponse(
+                        items=out, item_count=pool["item_count"], pool_id=pool["_id"]
+                    )
+                    out = []
+        if out:
+            yield taskpool_service_pb2.GetPromptsResponse(
+                items=out, item_count=pool["item_count"], pool_id=pool["_id"]
+            )
+
+    async def TraceLeak(
+        self,
+        request_iterator: AsyncIterator[taskpool_service_pb2.TraceLeakRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> taskpool_service_pb2.TraceLeakResponse:
+        leaked: list[taskpool_pb2.LeakedItem] = []
+        async for request in request_iterator:
+            leaked.extend(request.items)
+        suspects: dict[str, taskpool_pb2.LeakSuspect] = {}
+        for hit in await self._bank.canary_hits([fingerprint(i.question) for i in leaked]):
+            suspect = suspects.setdefault(
+                hit["submission_id"],
+                taskpool_pb2.LeakSuspect(
+                    tenant_id=hit["tenant_id"],
+                    submission_id=hit["submission_id"],
+                    pool_id=hit["pool_id"],
+                    chance=1.0,
+                ),
+            )
+            suspect.canary_hits += 1
+            suspect.chance = 0.0  # a canary exists in one download only
+        tasks = await self._bank.tasks_by_id([i.item_id for i in leaked if i.item_id])
+        observed: dict[str, tuple[int, ...]] = {}
+        for item in leaked:
+            task = tasks.get(item.item_id)
+            canonical = parse_options(task["question"]) if task else None
+            if canonical is not None:
+                order = observed_order(canonical.texts, item.question)
+                if order is not None:
+                    observed[item.item_id] = order
+        async for variant in self._bank.all_variants():
+            orders = dict(variant["orders"])
+            checked = [i for i in observed if i in orders]
+            if not checked:
+                continue
+            matched = [i for i in checked if orders[i] == ",".join(map(str, observed[i]))]
+            suspect = suspects.setdefault(
+                variant["_id"],
+                taskpool_pb2.LeakSuspect(
+                    tenant_id=variant["tenant_id"],
+                    submission_id=variant["_id"],
+                    pool_id=variant["pool_id"],
+                    chance=1.0,
+                ),
+            )
+            suspect.checked_items = len(checked)
+            suspect.matched_items = len(matched)
+            if not suspect.canary_hits:
+                suspect.chance = chance([len(observed[i]) for i in matched]) if matched else 1.0
+        ranked = sorted(
+            (s for s in suspects.values() if s.canary_hits or s.matched_items),
+            key=lambda s: (-s.canary_hits, -s.matched_items, s.chance, s.submission_id),
+        )
+        return taskpool_service_pb2.TraceLeakResponse(suspects=ranked, lines=len(leaked))
+
+
+def _shown(question: str, order: tuple[int, ...] | None) -> str:
+    """The question as this download shows it (options in the tenant's order)."""
+    if order is None:
+        return question
+    block = parse_options(question)
+    return question if block is None or len(block.texts) != len(order) else relabel(block, order)
 
 
 def _params_doc(params: RotationParams, datasets: list[str]) -> dict[str, Any]:

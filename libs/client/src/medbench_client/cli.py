@@ -1,0 +1,266 @@
+"""`python -m medbench_client`: task-bank administration from files, and pool rotation.
+
+import-medbench POOL.jsonl... [--gold-dir DIR] [--images-dir DIR]
+import-jsonl FILE --map SPEC        import-csv FILE --map SPEC
+datasets [--track llm]              rotate --track llm --board upload --cycle 2026-11
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+
+from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench_client.api import channel
+from medbench_client.bank_files import TRACKS, read_jsonl
+from medbench_client.importers import (
+    FieldMapping,
+    ImportRow,
+    LineError,
+    ReadResult,
+    read_csv_mapped,
+    read_jsonl_mapped,
+    read_medbench_pool,
+    summarise,
+)
+
+BOARDS = {"api": taskpool_pb2.BOARD_API, "upload": taskpool_pb2.BOARD_UPLOAD}
+BATCH = 2000
+
+
+def to_item(row: ImportRow, images_dir: Path | None) -> tuple[taskpool_pb2.ImportItem, str]:
+    """An ImportRow as an ImportItem; returns a problem text for missing image files."""
+    item = taskpool_pb2.ImportItem(
+        task=taskpool_pb2.Task(
+            item_id=row.item_id,
+            dataset=row.dataset,
+            source=row.source,
+            specialties=row.specialties,
+            question=row.question,
+            image_paths=row.image_paths,
+            answer_format=row.answer_format,
+            group_id=row.group_id,
+            provenance=row.provenance,
+            licence=row.licence,
+            messages=[taskpool_pb2.ChatMessage(role=r, content=c) for r, c in row.messages],
+        ),
+        ref=f"{row.file}:{row.line}",
+    )
+    if row.reference:
+        item.key.CopyFrom(taskpool_pb2.SealedKey(item_id=row.item_id, reference=row.reference))
+    problem = ""
+    if images_dir is not None:
+        for path in row.image_paths:
+            file = images_dir / path
+            if file.is_file():
+                item.images.append(taskpool_pb2.ImageBlob(path=path, content=file.read_bytes()))
+            else:
+                problem = f"image {path} not found under {images_dir}"
+    return item, problem
+
+
+async def send(
+    address: str, items: Sequence[taskpool_pb2.ImportItem]
+) -> taskpool_service_pb2.ImportTasksResponse:
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+
+    async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
+        for i in range(0, len(items), BATCH):
+            yield taskpool_service_pb2.ImportTasksRequest(items=items[i : i + BATCH])
+
+    return await stub.ImportTasks(messages())
+
+
+def report(
+    read: ReadResult,
+    response: taskpool_service_pb2.ImportTasksResponse | None,
+    problems: Sequence[LineError],
+) -> str:
+    lines = [summarise(read)]
+    for p in problems:
+        lines.append(f"  {p.file}:{p.line}: {p.field}: {p.reason}")
+    if response is not None:
+        lines.append(
+            f"server: {response.imported} imported, {response.new_versions} new versions, "
+            f"{response.unchanged} unchanged, {len(response.rejected)} rejected, "
+            f"{response.images_stored} images stored"
+        )
+        for r in response.rejected:
+            lines.append(f"  {r.ref}: {r.field}: {r.reason}")
+    return "\n".join(lines)
+
+
+async def run_import(
+    address: str, read: ReadResult, images_dir: Path | None, allow_missing_images: bool
+) -> int:
+    items, problems = [], []
+    for row in read.rows:
+        item, problem = to_item(row, images_dir)
+        if problem and not allow_missing_images:
+            problems.append(LineError(row.file, row.line, "img_path", problem))
+            continue
+        items.append(item)
+    response = await send(address, items) if items else None
+    print(report(read, response, problems))
+    rejected = len(response.rejected) if response else 0
+    return 1 if (read.errors or problems or rejected) else 0
+
+
+async def run_datasets(address: str, track: str | None) -> int:
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    listing = await stub.ListDatasets(
+        taskpool_service_pb2.ListDatasetsRequest(track=TRACKS[track] if track else 0)
+    )
+    print(f"registry {listing.registry_version}")
+    for d in listing.datasets:
+        print(
+            f"  {d.dataset:22} {d.dimension:28} {d.metric:34} bank {d.bank_items:7} "
+            f"keyed {d.keyed_items:7}"
+        )
+    return 0
+
+
+def leaked_items(path: Path) -> list[taskpool_pb2.LeakedItem]:
+    """Lines of a leaked file: our download format ({"item_id", "question"}) or the MedBench
+    upload format ({"question", "other": {"id"}}); lines without a question are skipped."""
+    items = []
+    for row in read_jsonl(path):
+        other = row.get("other") if isinstance(row.get("other"), dict) else {}
+        item_id = row.get("item_id") or other.get("id") or ""
+        if isinstance(row.get("question"), str) and row["question"]:
+            items.append(taskpool_pb2.LeakedItem(item_id=str(item_id), question=row["question"]))
+    return items
+
+
+async def run_trace(address: str, path: Path) -> int:
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    items = leaked_items(path)
+
+    async def messages() -> AsyncIterator[taskpool_service_pb2.TraceLeakRequest]:
+        for i in range(0, len(items), BATCH):
+            yield taskpool_service_pb2.TraceLeakRequest(items=items[i : i + BATCH])
+
+    response = await stub.TraceLeak(messages())
+    print(f"{path}: {response.lines} lines traced")
+    for s in response.suspects:
+        print(
+            f"  tenant {s.tenant_id} submission {s.submission_id} pool {s.pool_id}: "
+            f"matched {s.matched_items}/{s.checked_items}, canaries {s.canary_hits}, "
+            f"chance {s.chance:.1e}"
+        )
+    if not response.suspects:
+        print("  no download matches this file")
+        return 1
+    return 0
+
+
+async def run_rotate(address: str, args: argparse.Namespace) -> int:
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    response = await stub.RotatePool(
+        taskpool_service_pb2.RotatePoolRequest(
+            track=TRACKS[args.track],
+            board=BOARDS[args.board],
+            cycle=args.cycle,
+            seed=args.seed,
+            groups_per_dataset=args.groups,
+            exposure_cap=args.exposure_cap,
+            anchors_per_dataset=args.anchors,
+            datasets=args.dataset or [],
+        )
+    )
+    pool = response.pool
+    print(
+        f"pool {pool.pool_id}: {pool.item_count} items, {pool.group_count} groups, "
+        f"{pool.anchor_groups} anchors, seed {pool.seed}, digest {pool.digest[:16]}"
+    )
+    for shortfall in response.shortfalls:
+        print(f"  short: {shortfall}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m medbench_client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rotator", default="127.0.0.1:50052", help="rotator host:port")
+    sub = parser.add_subparsers(dest="command", required=True)
+    medbench = sub.add_parser("import-medbench", help="MedBench upload-format pool files")
+    medbench.add_argument("pool", nargs="+", type=Path)
+    medbench.add_argument(
+        "--gold-dir",
+        type=Path,
+        help="gold files (same names, answers filled) line-aligned with pools",
+    )
+    medbench.add_argument("--images-dir", type=Path)
+    medbench.add_argument("--allow-missing-images", action="store_true")
+    medbench.add_argument("--provenance", default="")
+    medbench.add_argument("--licence", default="")
+    for name in ("import-jsonl", "import-csv"):
+        generic = sub.add_parser(name, help=f"{name[7:]} file with a field mapping")
+        generic.add_argument("file", type=Path)
+        generic.add_argument(
+            "--map",
+            required=True,
+            help="e.g. item_id=id,question=prompt,reference=answer,dataset=:MedExam",
+        )
+        generic.add_argument("--images-dir", type=Path)
+        generic.add_argument("--allow-missing-images", action="store_true")
+    datasets = sub.add_parser("datasets", help="registry datasets with bank counts")
+    datasets.add_argument("--track", choices=sorted(TRACKS))
+    rotate = sub.add_parser("rotate", help="rotate the pool of a track's board")
+    rotate.add_argument("--track", choices=sorted(TRACKS), required=True)
+    rotate.add_argument("--board", choices=sorted(BOARDS), required=True)
+    rotate.add_argument("--cycle", required=True)
+    rotate.add_argument("--seed", type=int, default=0)
+    rotate.add_argument("--groups", type=int, default=0, help="groups per dataset (30)")
+    rotate.add_argument("--exposure-cap", type=int, default=0, help="(3)")
+    rotate.add_argument("--anchors", type=int, default=0, help="anchors per dataset (3)")
+    rotate.add_argument("--dataset", action="append")
+    leak = sub.add_parser("trace-leak", help="name the download a leaked prompt file comes from")
+    leak.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "import-medbench":
+            read = ReadResult.combine(
+                [
+                    read_medbench_pool(
+                        pool,
+                        args.gold_dir / pool.name if args.gold_dir else None,
+                        provenance=args.provenance,
+                        licence=args.licence,
+                    )
+                    for pool in args.pool
+                ]
+            )
+            return asyncio.run(
+                run_import(args.rotator, read, args.images_dir, args.allow_missing_images)
+            )
+        if args.command in ("import-jsonl", "import-csv"):
+            mapping = FieldMapping.from_spec(args.map)
+            reader = read_jsonl_mapped if args.command == "import-jsonl" else read_csv_mapped
+            return asyncio.run(
+                run_import(
+                    args.rotator,
+                    reader(args.file, mapping),
+                    args.images_dir,
+                    args.allow_missing_images,
+                )
+            )
+        if args.command == "trace-leak":
+            return asyncio.run(run_trace(args.rotator, args.file))
+        if args.command == "datasets":
+            return asyncio.run(run_datasets(args.rotator, args.track))
+        return asyncio.run(run_rotate(args.rotator, args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{args.command} failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
