@@ -42,7 +42,8 @@ run: setup        ## Start the local stack, run the sample evaluation, print its
 stop:             ## Stop what `make run` started
 	$(PY) -m medbench_devstack.demo down
 
-bench: setup      ## 100,000-item upload evaluation through the stack; prints items/s and ratios
+bench: setup      ## Benchmarks: 100k-item evaluation end to end; 700k-item bank import + rotation
 	$(PY) -m tests.bench.bench_upload
+	$(PY) -m tests.bench.bench_bank
 
 .PHONY: help setup protos lint test run stop bench
