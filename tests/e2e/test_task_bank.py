@@ -291,3 +291,27 @@ async def test_every_shared_test_pool_file_imports_with_its_permutation_groups(
     ethics = [e for e in sizes["__sizes__"] if e.startswith("MedEthics")]
     assert ethics and all(e.endswith("=5") for e in ethics)
     assert rotated.pool.group_count == len(ethics)
+
+
+async def test_csv_import_stores_real_images_from_an_images_folder(
+    stack: ServiceStack, tmp_path: Path
+) -> None:
+    images = shared_path("medbench-data", "pneumoniamnist-test-sample", "images")
+    names = sorted(p.name for p in images.glob("*.png"))[:4]
+    rows = (
+        ["id,prompt,answer,images"]
+        + [
+            f"MedClass-pn-{n},这张胸片最可能的诊断是 A. 正常 B. 肺炎 C. 气胸,<A>,{name}"
+            for n, name in enumerate(names)
+        ]
+        + ["MedClass-pn-missing,这张胸片最可能的诊断是 A. 正常 B. 肺炎,<B>,no-such.png"]
+    )
+    (tmp_path / "bank.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spec = "item_id=id,question=prompt,reference=answer,image_paths=images,dataset=:MedClass"
+    args = ("import-csv", str(tmp_path / "bank.csv"), "--map", spec, "--images-dir", str(images))
+    done = await asyncio.to_thread(cli, stack, *args)
+    assert done.returncode == 1, "the missing image is reported"
+    assert "4 imported" in done.stdout and "4 images stored" in done.stdout, done.stdout
+    assert "bank.csv:6: img_path: image no-such.png not found" in done.stdout, done.stdout
+    again = await asyncio.to_thread(cli, stack, *args)
+    assert "4 unchanged" in again.stdout and "0 images stored" in again.stdout, again.stdout
