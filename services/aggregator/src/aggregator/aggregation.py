@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError
 
 from aggregator.adapters.mongo_scores import MongoScores, rules_from_progress
-from aggregator.core.report import ScoredItem, build_report
+from aggregator.core.report import ScoredItem, build_report, merge
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging import topics
@@ -35,6 +36,31 @@ def scores_digest(items: list[tuple[str, str, float]]) -> str:
     for item_id, component, score in sorted(items):
         h.update(f"{item_id}\t{component}\t{score!r}\n".encode())
     return h.hexdigest()
+
+
+def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
+    """One ScoredItem per item: every component from every scorer, merged by the item's rule
+    (default mean: "key_point_recall+judge" weighs recall and judge equally)."""
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for s in scores:
+        by_item.setdefault(s["item_id"], []).append(s)
+    out = []
+    for item_id in sorted(by_item):
+        parts = sorted(by_item[item_id], key=lambda s: s["component"])
+        first = parts[0]
+        components = [
+            c for p in parts for _, c in p.get("components", [[p["component"], p["score"]]])
+        ]
+        out.append(
+            ScoredItem(
+                item_id,
+                first["dataset"],
+                first["dimension"],
+                first["group_id"],
+                merge(components, first.get("merge_rule", "mean")),
+            )
+        )
+    return out
 
 
 class Aggregation:
@@ -62,6 +88,11 @@ class Aggregation:
                     "metric": s.metric,
                     "score": s.score,
                     "parsed": s.parsed,
+                    # Kept apart, so the item's merge covers every component of every scorer.
+                    "components": [[c.name, c.score] for c in s.components]
+                    or [[s.component, s.score]],
+                    "merge_rule": s.merge_rule or "mean",
+                    "counts": [s.tp, s.fp, s.fn],
                 }
                 for s in event.scores
             ],
@@ -70,6 +101,7 @@ class Aggregation:
             "tenant_id": event.tenant_id,
             "pool_id": event.pool_id,
             "expected": event.expected_items,
+            "expected_scores": event.expected_scores or event.expected_items,
         }
 
         async def commit(session: Any) -> None:
@@ -85,7 +117,8 @@ class Aggregation:
     async def maybe_complete(self, submission_id: str) -> None:
         """Builds and stores the report when every expected item is scored."""
         progress = await self._scores.progress(submission_id)
-        if progress is None or progress["completed"] or progress["scored"] < progress["expected"]:
+        wanted = progress.get("expected_scores", progress["expected"]) if progress else 0
+        if progress is None or progress["completed"] or progress["scored"] < wanted:
             return
         batches = await self._scores.batches(submission_id)
         items: dict[tuple[str, str], dict[str, Any]] = {}
@@ -102,13 +135,7 @@ class Aggregation:
             )
             return
         rules = rules_from_progress(progress.get("rules", []))
-        report = build_report(
-            (
-                ScoredItem(s["item_id"], s["dataset"], s["dimension"], s["group_id"], s["score"])
-                for s in items.values()
-            ),
-            rules,
-        )
+        report = build_report(merged_items(items.values()), rules)
         digest = scores_digest([(i, c, s["score"]) for (i, c), s in items.items()])
         now = datetime.now(UTC)
         doc = {

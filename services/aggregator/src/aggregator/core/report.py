@@ -176,3 +176,14 @@ def format_report_table(report: Report) -> str:
         "\n".join([*dataset_lines, "", *dimension_lines, "", f"overall  {report.overall:.1f}"])
         + "\n"
     )
+
+
+def merge(scores: Sequence[float], rule: str = "mean") -> float:
+    """An item's score from its component scores: "mean" (default) or "min"."""
+    if not scores:
+        raise ValueError("no component scores to merge")
+    if rule == "mean":
+        return math.fsum(scores) / len(scores)
+    if rule == "min":
+        return min(scores)
+    raise ValueError(f"unknown merge rule {rule!r}")

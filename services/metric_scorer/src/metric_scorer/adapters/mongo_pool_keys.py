@@ -21,6 +21,7 @@ class PoolKey:
     metric: str
     rule: str
     reference: tuple[str, ...]
+    key_points: tuple[str, ...] = ()
 
 
 class UnknownPool(Exception):
@@ -57,6 +58,7 @@ class MongoPoolKeys:
                             k["metric"],
                             k["rule"],
                             tuple(k["reference"]),
+                            tuple(k.get("key_points", ())),
                         )
                     )
             if not keys:

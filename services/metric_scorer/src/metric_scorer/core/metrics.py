@@ -20,6 +20,19 @@ class ItemKey:
     dataset: str
     metric: str
     reference: tuple[str, ...]
+    """Reference answer(s): option letters, labels, or one JSON text for structured formats."""
+    key_points: tuple[str, ...] = ()
+    """Key points of an open-ended reference (key-point recall)."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """True positives, false positives and false negatives of one item, so that a dataset's
+    micro-F1 can pool them over items instead of averaging per-item F1."""
+
+    tp: int
+    fp: int
+    fn: int
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,8 @@ class ItemResult:
     """In [0, 1]."""
     parsed: str
     """What the metric read from the answer, canonicalised (e.g. "A,C")."""
+    counts: Counts | None = None
+    """For set-valued metrics (F1): the item's tp/fp/fn."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:

@@ -11,15 +11,21 @@ from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.consumer import Delivery
 from medbench_messaging.publisher import Outgoing, Publisher
-from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
+from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys, PoolKey
 from metric_scorer.adapters.mongo_variants import MongoVariants
-from metric_scorer.core.metrics import ItemKey, score_item, shown_reference
+from metric_scorer.core.components import merge, plan, score_objective
+from metric_scorer.core.metrics import ItemKey, shown_reference
 
-SCORER_VERSION = "metric-scorer/1"
+SCORER_VERSION = "metric-scorer/2"
 
 
 class MismatchedResponse(ValueError):
     """A response names an item that is not at its ordinal in the pool."""
+
+
+def expected_scores(pool: list[PoolKey]) -> int:
+    """ItemScore records a submission of this pool will have in all."""
+    return sum(plan(k.metric, k.key_points).records for k in pool)
 
 
 async def on_responses_recorded(
@@ -29,12 +35,17 @@ async def on_responses_recorded(
     keys: MongoPoolKeys,
     variants: MongoVariants,
     publisher: Publisher,
+    merge_rule: str = "mean",
 ) -> None:
-    """Scores a batch of responses and publishes their scores (deterministic, so idempotent)."""
+    """Scores a batch's objective components, sends judge components to the judge, publishes
+    both (deterministic ids and content, so a redelivery changes nothing downstream)."""
     pool = await keys.keys(event.pool_id)
     # Each download shows choice options in its tenant's order; keys are in canonical order.
     orders = await variants.orders(event.submission_id)
-    scores = []
+    total = expected_scores(pool)
+    scores: list[scoring_events_pb2.ItemScore] = []
+    judged: list[scoring_events_pb2.ItemScore] = []
+    tasks: list[scoring_events_pb2.JudgeTask] = []
     rules: dict[str, str] = {}
     for response in event.responses:
         if (
@@ -46,45 +57,92 @@ async def on_responses_recorded(
             )
         key = pool[response.ordinal]
         rules[key.dataset] = key.rule
-        if response.missing:
-            score, parsed = 0.0, ""
-        else:
-            result = score_item(
-                response.answer,
-                ItemKey(
-                    key.item_id,
-                    key.dataset,
-                    key.metric,
-                    shown_reference(key.reference, orders.get(key.item_id))
-                    if key.metric.startswith("choice")
-                    else key.reference,
-                ),
+        steps = plan(key.metric, key.key_points)
+        common = {
+            "item_id": key.item_id,
+            "dataset": key.dataset,
+            "dimension": key.dimension,
+            "group_id": key.group_id,
+            "merge_rule": merge_rule,
+        }
+        if steps.objective:
+            reference = key.reference
+            if key.metric.startswith("choice"):
+                reference = shown_reference(key.reference, orders.get(key.item_id))
+            result = score_objective(
+                None if response.missing else response.answer,
+                ItemKey(key.item_id, key.dataset, key.metric, reference, key.key_points),
+                steps.objective,
             )
-            score, parsed = result.score, result.parsed
-        scores.append(
-            scoring_events_pb2.ItemScore(
-                item_id=key.item_id,
-                dataset=key.dataset,
-                dimension=key.dimension,
-                group_id=key.group_id,
+            item = scoring_events_pb2.ItemScore(
                 component="metric",
                 metric=key.metric,
-                score=score,
-                parsed=parsed,
+                parsed=result.parsed,
+                score=merge([s for _, s in result.components], merge_rule),
+                components=[
+                    scoring_events_pb2.ComponentScore(name=n, score=s) for n, s in result.components
+                ],
+                **common,
             )
-        )
+            if result.counts is not None:
+                item.tp, item.fp, item.fn = result.counts.tp, result.counts.fp, result.counts.fn
+            scores.append(item)
+        if steps.judged:
+            if response.missing:
+                # Nothing to judge: an unanswered item scores 0 without a judge call.
+                judged.append(
+                    scoring_events_pb2.ItemScore(
+                        component="judge",
+                        metric="judge",
+                        score=0.0,
+                        parsed="no answer",
+                        components=[scoring_events_pb2.ComponentScore(name="judge", score=0.0)],
+                        **common,
+                    )
+                )
+            else:
+                tasks.append(
+                    scoring_events_pb2.JudgeTask(
+                        item_id=key.item_id,
+                        dataset=key.dataset,
+                        rubric_id=key.metric,
+                        answer=response.answer,
+                        ordinal=response.ordinal,
+                        dimension=key.dimension,
+                        group_id=key.group_id,
+                        merge_rule=merge_rule,
+                    )
+                )
     scored_at = Timestamp()
     scored_at.FromDatetime(datetime.now(UTC))
-    out = scoring_events_pb2.ItemsScored(
-        event_id=f"{event.submission_id}:{event.batch_id}:metric",
-        submission_id=event.submission_id,
-        tenant_id=event.tenant_id,
-        pool_id=event.pool_id,
-        batch_id=event.batch_id,
-        expected_items=event.expected_items,
-        scores=scores,
-        dataset_rules=rules,
-        scorer_version=SCORER_VERSION,
-        scored_at=scored_at,
-    )
-    await publisher.publish([Outgoing(topics.ITEM_SCORED, out, key=event.submission_id)])
+    out: list[Outgoing] = []
+    for component, batch in (("metric", scores), ("judge", judged)):
+        if batch:
+            message = scoring_events_pb2.ItemsScored(
+                event_id=f"{event.submission_id}:{event.batch_id}:{component}",
+                submission_id=event.submission_id,
+                tenant_id=event.tenant_id,
+                pool_id=event.pool_id,
+                batch_id=event.batch_id,
+                expected_items=event.expected_items,
+                expected_scores=total,
+                scores=batch,
+                dataset_rules=rules,
+                scorer_version=SCORER_VERSION,
+                scored_at=scored_at,
+            )
+            out.append(Outgoing(topics.ITEM_SCORED, message, key=event.submission_id))
+    if tasks:
+        request = scoring_events_pb2.JudgeRequested(
+            event_id=f"{event.submission_id}:{event.batch_id}:judge-requested",
+            submission_id=event.submission_id,
+            pool_id=event.pool_id,
+            batch_id=event.batch_id,
+            tasks=tasks,
+            tenant_id=event.tenant_id,
+            expected_items=event.expected_items,
+            expected_scores=total,
+            dataset_rules=rules,
+        )
+        out.append(Outgoing(topics.JUDGE_REQUESTED, request, key=event.submission_id))
+    await publisher.publish(out)
