@@ -81,10 +81,13 @@ def score_item(answer: str, key: ItemKey) -> ItemResult:
     Raises:
         UnknownMetric: key.metric is not in METRICS.
     """
-    metric = METRICS.get(key.metric)
+    # Imported here: the library's modules import this one for ItemKey and ItemResult.
+    from metric_scorer.core.library import LIBRARY
+
+    metric = LIBRARY.get(key.metric)
     if metric is None:
         raise UnknownMetric(
-            f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(METRICS)}"
+            f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(LIBRARY)}"
         )
     return metric(answer, key)
 

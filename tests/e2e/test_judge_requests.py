@@ -1,0 +1,82 @@
+"""Combined metrics through the stack: objective components are scored, judge components are
+requested from the judge scorer, which (with no judge model configured) refuses loudly."""
+
+from __future__ import annotations
+
+import pytest
+
+from medbench.scoring.v1 import scoring_events_pb2
+from medbench_devstack.services import ServiceStack
+from medbench_messaging import topics
+from tests.e2e.harness import Evaluation, eventually, load_pool, read_topic
+
+pytestmark = [pytest.mark.e2e]
+
+ROWS = [
+    {
+        "item_id": "MedHC-kp-1",
+        "dataset": "MedHC",
+        "answer_format": "free_text",
+        "question": "高血压患者日常生活中应注意什么？",
+        "specialties": ["IM.CARD"],
+        "key_points": ["低盐饮食", "规律服药", "监测血压"],
+    },
+    {
+        "item_id": "MedExam-kp-1",
+        "dataset": "MedExam",
+        "answer_format": "choice_single",
+        "question": "题目：成人正常体温 A. 35℃ B. 36.5℃ C. 39℃",
+        "reference": ["B"],
+        "specialties": ["IM.CARD"],
+    },
+]
+
+
+async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
+    stack: ServiceStack,
+) -> None:
+    await load_pool(stack, ROWS, "judge-pool")
+    evaluation = Evaluation(
+        stack,
+        "hospital-j",
+        "judge-run",
+        {"MedHC-kp-1": "建议低盐饮食，并且规律服药。", "MedExam-kp-1": "<B>"},
+        questions={r["item_id"]: r["question"] for r in ROWS},
+    )
+    await evaluation.create()
+    for batch in evaluation.batches(await evaluation.prompts()):
+        await evaluation.upload_batch(batch)
+    env = stack.env("gateway")
+    prefix, bootstrap = (
+        env["MEDBENCH_KAFKA__TOPIC_PREFIX"],
+        env["MEDBENCH_KAFKA__BOOTSTRAP_SERVERS"],
+    )
+
+    async def judge_requests() -> list[object]:
+        return read_topic(bootstrap, topics.JUDGE_REQUESTED.full_name(prefix))
+
+    requested = await eventually(judge_requests, 60, "a judge request")
+    request = scoring_events_pb2.JudgeRequested.FromString(requested[0].value)
+    assert [t.item_id for t in request.tasks] == ["MedHC-kp-1"]
+    assert request.tasks[0].answer == "建议低盐饮食，并且规律服药。"
+    assert request.expected_scores == 3  # MedHC: key points + judge; MedExam: choice
+
+    scored = [
+        scoring_events_pb2.ItemsScored.FromString(r.value)
+        for r in read_topic(bootstrap, topics.ITEM_SCORED.full_name(prefix))
+    ]
+    by_item = {s.item_id: s for batch in scored for s in batch.scores}
+    medhc = by_item["MedHC-kp-1"]
+    assert [(c.name, round(c.score, 4)) for c in medhc.components] == [
+        ("key_point_recall", round(2 / 3, 4))
+    ]
+    assert by_item["MedExam-kp-1"].score == 1.0
+
+    async def dead_lettered() -> list[object]:
+        return read_topic(bootstrap, topics.JUDGE_REQUESTED.dead_letter_name(prefix))
+
+    dead = await eventually(dead_lettered, 60, "the judge request in the dead-letter topic")
+    assert b"no judge model is configured" in dict(dead[0].headers)["dlq-reason"]
+    sub = await evaluation.partner().get(evaluation.submission_id)
+    assert sub.progress.scored_items == 2 and sub.progress.expected_items == 2
+    assert sub.state != 6, "not COMPLETED while a judge component is outstanding"
