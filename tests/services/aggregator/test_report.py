@@ -36,7 +36,9 @@ def _binary_items(dataset: str, dimension: str, per_mille: int) -> list[ScoredIt
 def test_mean_rule_averages_item_scores_on_a_0_to_100_scale() -> None:
     report = build_report([_item("a", 1.0), _item("b", 0.0), _item("c", 0.5)])
     assert report.datasets == (
-        DatasetScore(dataset="D1", dimension="dim", score=50.0, n_items=3, n_units=3),
+        DatasetScore(
+            dataset="D1", dimension="dim", score=50.0, n_items=3, n_units=3, item_mean=50.0
+        ),
     )
     assert report.dimensions == (DimensionScore(dimension="dim", score=50.0, n_datasets=1),)
     assert report.overall == 50.0
@@ -48,6 +50,8 @@ def test_all_permutations_rule_counts_a_question_only_if_every_permutation_is_ri
     strict = build_report(items, {"D1": "all_permutations"})
     lenient = build_report(items, {})
     assert strict.datasets[0].score == 50.0
+    # The per-permutation accuracy is reported beside the strict score: 9 of 10 items right.
+    assert strict.datasets[0].item_mean == 90.0
     assert (strict.datasets[0].n_items, strict.datasets[0].n_units) == (10, 2)
     assert lenient.datasets[0].score == 90.0
     assert lenient.datasets[0].n_units == 10

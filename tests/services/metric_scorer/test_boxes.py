@@ -59,10 +59,12 @@ any_box = st.tuples(coordinate, coordinate, coordinate, coordinate)
 
 @st.composite
 def valid_boxes(draw: st.DrawFn) -> tuple[float, float, float, float]:
-    x1 = draw(st.floats(0, 999))
-    y1 = draw(st.floats(0, 999))
-    x2 = draw(st.floats(x1, 1000).filter(lambda v: v > x1))
-    y2 = draw(st.floats(y1, 1000).filter(lambda v: v > y1))
+    # At least half a unit wide and high: the prompt asks for integer corners, and slivers of
+    # 1e-200 would underflow their area to 0.
+    x1 = draw(st.floats(0, 990))
+    y1 = draw(st.floats(0, 990))
+    x2 = x1 + draw(st.floats(0.5, 1000 - x1))
+    y2 = y1 + draw(st.floats(0.5, 1000 - y1))
     return x1, y1, x2, y2
 
 
@@ -91,14 +93,14 @@ def test_iou_matrix_agrees_with_box_iou(
 
 
 def test_match_boxes_maximises_total_not_greedy() -> None:
-    # Greedy would pair pred 0 with gold 0 (IoU 0.6) and leave pred 1 with nothing; the
-    # optimum pairs crosswise for more total overlap.
+    # Taking predictions in order, pred 0 would grab gold 0 (IoU 0.6) and leave pred 1 the
+    # poor gold 1 (0.19); the optimum pairs crosswise (0.48 + 0.9).
     gold = [[0, 0, 100, 100], [60, 0, 160, 100]]
     pred = [[25, 0, 125, 100], [0, 0, 90, 100]]
     pairs = match_boxes(pred, gold)
     assert [(i, j) for i, j, _ in pairs] == [(0, 1), (1, 0)]
-    greedy_total = box_iou(pred[0], gold[0])
-    assert sum(iou for _, _, iou in pairs) > greedy_total
+    in_order_total = box_iou(pred[0], gold[0]) + box_iou(pred[1], gold[1])
+    assert sum(iou for _, _, iou in pairs) > in_order_total
     for i, j, iou in pairs:
         assert iou == box_iou(pred[i], gold[j])
 
@@ -243,20 +245,19 @@ def test_box_iou_metric(gold: list[dict[str, Any]], answer: str, expected: float
 
 
 def test_matching_is_class_aware() -> None:
-    # Pred 0 overlaps the colon lesion most but is labelled liver; pairing on raw IoU would
-    # waste both predictions, pairing on class-gated IoU credits both.
-    gold = [
-        Detection(frozenset({"结肠癌"}), (0, 0, 100, 100)),
-        Detection(frozenset({"肝癌"}), (60, 0, 160, 100)),
-    ]
-    pred = [
-        Detection(frozenset({"肝癌"}), (30, 0, 130, 100)),
-        Detection(frozenset({"结肠癌"}), (0, 0, 80, 100)),
-    ]
-    expected = (box_iou(pred[0].box or (), gold[1].box or ()) + 0.8) / 2  # type: ignore[arg-type]
-    assert detection_score(pred, gold) == pytest.approx(expected)
-    raw = match_boxes([p.box for p in pred], [g.box for g in gold])  # type: ignore[misc]
-    assert (0, 0) in [(i, j) for i, j, _ in raw]
+    # Each prediction overlaps the wrong-class lesion most. Pairing on raw IoU would pair
+    # each with its wrong-class neighbour and score 0; pairing on class-gated IoU credits the
+    # small right-class overlaps.
+    colon, liver = frozenset({"结肠癌"}), frozenset({"肝癌"})
+    gold_boxes = [(0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0)]
+    pred_boxes = [(10.0, 0.0, 110.0, 100.0), (90.0, 0.0, 190.0, 100.0)]
+    gold = [Detection(colon, gold_boxes[0]), Detection(liver, gold_boxes[1])]
+    pred = [Detection(liver, pred_boxes[0]), Detection(colon, pred_boxes[1])]
+    raw = match_boxes(pred_boxes, gold_boxes)
+    assert [(i, j) for i, j, _ in raw] == [(0, 0), (1, 1)]
+    small = box_iou(pred_boxes[0], gold_boxes[1])
+    assert small == pytest.approx(10 / 190)
+    assert detection_score(pred, gold) == pytest.approx(small)
 
 
 def test_parse_detections_drops_declarations_only() -> None:

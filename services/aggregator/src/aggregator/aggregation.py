@@ -155,6 +155,7 @@ class Aggregation:
                     "items": d.n_items,
                     "units": d.n_units,
                     "rule": rules.get(d.dataset, "mean"),
+                    "item_mean": d.item_mean,
                 }
                 for d in report.datasets
             ],

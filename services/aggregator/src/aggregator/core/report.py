@@ -49,6 +49,8 @@ class DatasetScore:
     n_items: int
     n_units: int
     """Scoring units: items under "mean", permutation groups under "all_permutations"."""
+    item_mean: float = 0.0
+    """0-100 mean over items: for shuffled-option sets, the per-permutation accuracy."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def _dataset_score(dataset: str, items: Sequence[ScoredItem], rule: DatasetRule)
         score=100.0 * _mean(units),
         n_items=len(items),
         n_units=len(units),
+        item_mean=100.0 * _mean([item.score for item in items]),
     )
 
 
