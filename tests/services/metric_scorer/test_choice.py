@@ -12,6 +12,15 @@ from metric_scorer.core.choice import ChoiceScore, parse_choice, score_choice
 # (case id, model answer, multi, expected parsed letters "A,C" or "")
 PARSE_CASES: list[tuple[str, str, bool, str]] = [
     ("angle_single", "<D>", False, "D"),
+    ("english_answer_is_parenthesised", "The answer is (B).", False, "B"),
+    ("english_answer_colon", "Answer: C", False, "C"),
+    ("english_final_answer_multi", "Final answer: A, C", True, "A,C"),
+    ("english_pronoun_is_not_option_i", "I think (C) is correct", False, "C"),
+    ("english_article_is_not_option_a", "A patient like this needs D", False, "D"),
+    ("english_option_word_keeps_letter", "option A is correct", False, "A"),
+    ("markdown_bold_letter", "**B**", False, "B"),
+    ("celsius_is_not_option_c", "B. 36.5℃", False, "B"),
+    ("celsius_in_chinese_prose", "体温38℃，选B", False, "B"),
     ("angle_with_prefix", "答案：<C>", False, "C"),
     ("angle_after_answer_cue", "答：<B>", False, "B"),
     ("angle_with_spaces_inside", "< D >", False, "D"),

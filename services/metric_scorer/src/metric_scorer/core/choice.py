@@ -20,7 +20,8 @@ _OPTION_PREFIX_CHARS = frozenset("选项择是为答案和与及或")
 _OPTION_SUFFIX_CHARS = frozenset("项选正错对是为和与及或")
 _CUE_FOLLOW_CHARS = _OPTION_SUFFIX_CHARS | frozenset("因")
 # Glue characters that make a letter part of a term: HER-2, A/G 比值, CD4+, O'Brien.
-_GLUE_CHARS = frozenset("-+/_'’&*%^~=")
+# "°" keeps the C of a temperature (NFKC turns "℃" into "°C") from reading as option C.
+_GLUE_CHARS = frozenset("-+/_'’&*%^~=°")
 _WRAPPER_OPEN = "<【〈"
 _WRAPPER_CLOSE = ">】〉"
 _ONLY_SEPARATORS = re.compile(rf"{_SEPARATOR_CLASS}*")
@@ -57,7 +58,10 @@ def _patterns(valid_letters: str) -> _Patterns:
         rf"(?:(?:最终|正确)?答案|答)?\s*(?:是|为|:)?\s*(?P<run>{run})[\s。.!]*",
     )
     cue = re.compile(
-        r"(?:答案|答|选择|应选|故选|选)\s*(?:应该是|应该为|应是|应为|是|为)?\s*:?\s*"
+        r"(?:答案|答|选择|应选|故选|选"
+        # English phrasing: "the answer is (B)", "Answer: C", "final answer: A, C", "option D".
+        r"|(?i:(?:the\s+)?(?:correct\s+|final\s+|best\s+)?answer(?:\s+is|\s*:)|option)"
+        r")\s*(?:应该是|应该为|应是|应为|是|为)?\s*:?\s*\(?"
         rf"(?P<run>{inline_run})"
     )
     return _Patterns(wrapper=wrapper, bare=bare, cue=cue)
@@ -87,9 +91,18 @@ def _delimits(ch: str | None, option_chars: frozenset[str]) -> bool:
     return not ch.isalnum()
 
 
+_ENGLISH_WORD_AFTER = re.compile(r" [a-z]")
+_ENGLISH_WORD_BEFORE = re.compile(r"[a-z] $")
+
+
 def _stands_alone(text: str, start: int, end: int) -> bool:
     before = text[start - 1] if start > 0 else None
     after = text[end] if end < len(text) else None
+    if end - start == 1 and _ENGLISH_WORD_AFTER.match(text, end):
+        # "I think ...", "A patient ...": an English word, unless a word leads up to it
+        # ("option A is", "choose B because").
+        if not _ENGLISH_WORD_BEFORE.search(text[max(0, start - 2) : start]):
+            return False
     return _delimits(before, _OPTION_PREFIX_CHARS) and _delimits(after, _OPTION_SUFFIX_CHARS)
 
 
@@ -153,7 +166,8 @@ def parse_choice(
     single-answer question an answer naming several letters is returned as parsed, so that
     scoring marks it wrong.
     """
-    normalised = unicodedata.normalize("NFKC", text)
+    # Markdown emphasis ("**B**") is formatting, not glue.
+    normalised = re.sub(r"\*\*|__", " ", unicodedata.normalize("NFKC", text))
     patterns = _patterns(valid_letters)
     for strategy in (_from_wrappers, _from_bare_answer, _from_cue):
         letters = strategy(normalised, patterns)
