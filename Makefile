@@ -42,7 +42,8 @@ run: setup        ## Start the local stack, run the sample evaluation, print its
 stop:             ## Stop what `make run` started
 	$(PY) -m medbench_devstack.demo down
 
-bench: setup      ## Benchmarks: 100k-item evaluation end to end; 700k-item bank import + rotation
+bench: setup      ## Benchmarks: metrics per core; 100k-item evaluation; 700k-item bank + rotation
+	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_bank
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -396,3 +398,14 @@ def test_pool_insure_prompts_template_parses_to_seven_fields() -> None:
         template = extract_json(json.loads(line)["question"], accept=is_object)
         assert template is not None
         assert set(template) == set(INSURE_GOLD)
+
+
+def test_components_load_without_metrics_so_metrics_can_merge_them() -> None:
+    """metrics.py imports these modules to merge their METRICS; were they to import metrics.py
+    at load time, that merge would be a circular import."""
+    code = (
+        "import sys\n"
+        "import metric_scorer.core.boxes, metric_scorer.core.text_similarity\n"
+        "assert 'metric_scorer.core.metrics' not in sys.modules, 'loaded metrics.py'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -6,14 +6,16 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
-from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
-from metric_scorer.core.structured import canonical_json, extract_json, normalise_text
+from metric_scorer.core.structured import canonical_json, extract_json, item_result, normalise_text
+
+if TYPE_CHECKING:
+    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 
 Box = tuple[float, float, float, float]
 """[x1, y1, x2, y2]: top-left and bottom-right corners, continuous coordinates."""
@@ -199,13 +201,8 @@ def box_iou_metric(answer: str, key: ItemKey) -> ItemResult:
     gold = _gold(key)
     found = extract_json(answer, accept=_is_detection_value)
     if found is None:
-        return ItemResult(item_id=key.item_id, metric=key.metric, score=0.0, parsed="")
-    return ItemResult(
-        item_id=key.item_id,
-        metric=key.metric,
-        score=detection_score(parse_detections(found), gold),
-        parsed=canonical_json(found),
-    )
+        return item_result(key, 0.0, "")
+    return item_result(key, detection_score(parse_detections(found), gold), canonical_json(found))
 
 
 METRICS: dict[str, Metric] = {"box_iou": box_iou_metric}

@@ -181,6 +181,34 @@ def canonical_letters(letters: frozenset[str]) -> str:
     return ",".join(sorted(letters))
 
 
+@lru_cache(maxsize=4096)
+def _check_reference(reference: frozenset[str], multi: bool, valid_letters: str) -> None:
+    if not reference:
+        raise ValueError("reference must name at least one option letter")
+    invalid = sorted(
+        letter for letter in reference if len(letter) != 1 or letter not in valid_letters
+    )
+    if invalid:
+        raise ValueError(f"reference letters {invalid} are not among {valid_letters!r}")
+    if not multi and len(reference) != 1:
+        raise ValueError(
+            f"single-answer reference must hold one letter, got {canonical_letters(reference)!r}"
+        )
+
+
+class _PlainWrappers:
+    """The commonest replies ("<B>", "<A, C>") read without the general parser."""
+
+    _pattern = re.compile(r"\s*<([A-Z](?:, ?[A-Z])*)>\s*")
+
+    def get(self, text: str) -> frozenset[str] | None:
+        match = self._pattern.fullmatch(text)
+        return frozenset(match.group(1).replace(" ", "").split(",")) if match else None
+
+
+_PLAIN_WRAPPER = _PlainWrappers()
+
+
 def score_choice(
     text: str,
     reference: frozenset[str],
@@ -194,16 +222,8 @@ def score_choice(
         ValueError: the reference is empty, holds something other than letters of
             ``valid_letters``, or holds several letters for a single-answer question.
     """
-    if not reference:
-        raise ValueError("reference must name at least one option letter")
-    invalid = sorted(
-        letter for letter in reference if len(letter) != 1 or letter not in valid_letters
-    )
-    if invalid:
-        raise ValueError(f"reference letters {invalid} are not among {valid_letters!r}")
-    if not multi and len(reference) != 1:
-        raise ValueError(
-            f"single-answer reference must hold one letter, got {canonical_letters(reference)!r}"
-        )
-    parsed = parse_choice(text, multi=multi, valid_letters=valid_letters)
+    _check_reference(reference, multi, valid_letters)
+    parsed = _PLAIN_WRAPPER.get(text)
+    if parsed is None or not parsed <= frozenset(valid_letters):
+        parsed = parse_choice(text, multi=multi, valid_letters=valid_letters)
     return ChoiceScore(correct=parsed == reference, parsed=canonical_letters(parsed))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from metric_scorer.core.f1 import first_json, item_counts
 from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 
 __all__ = [
     "METRICS",
+    "NO_PROBLEM",
     "department_key",
     "parse_departments",
     "parse_label",
@@ -19,6 +20,7 @@ __all__ = [
 
 NO_PROBLEM = "无问题"
 """MedQC's answer for an image without acquisition problems: the empty label set."""
+_NO_PROBLEM_TOKENS = frozenset({NO_PROBLEM, "无", "没有问题", "无明显问题", "未见问题"})
 
 _MARKDOWN = re.compile(r"\*\*|__|`+|^\s*#+\s*", re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*•·]\s*|\d+\s*[.、)]\s*|[(（]\d+[)）]\s*|[①-⑳]\s*)")
@@ -45,7 +47,9 @@ def _clean_token(token: str) -> str:
     return _REMARK.sub("", token).strip(_QUOTES + " ")
 
 
-def _list_like(line: str, separators: re.Pattern[str]) -> list[str] | None:
+def _list_like(
+    line: str, separators: re.Pattern[str], gate: Callable[[str], bool] | None
+) -> list[str] | None:
     """The tokens of a line that reads as a bare list, or None for prose."""
     body = _BULLET.sub("", line).strip().rstrip(_SENTENCE_END + ".")
     if not body or ":" in body or any(ch in body for ch in _SENTENCE_END):
@@ -53,17 +57,26 @@ def _list_like(line: str, separators: re.Pattern[str]) -> list[str] | None:
     tokens = [t for raw in separators.split(body) if (t := _clean_token(raw))]
     if not tokens or any(len(t) > _MAX_TOKEN_CHARS for t in tokens):
         return None
+    if gate is not None and not any(gate(t) for t in tokens):
+        return None
     return tokens
 
 
-def _list_items(answer: str, separators: re.Pattern[str], cue: re.Pattern[str]) -> list[str]:
+def _list_items(
+    answer: str,
+    separators: re.Pattern[str],
+    cue: re.Pattern[str],
+    gate: Callable[[str], bool] | None = None,
+) -> list[str]:
     """Items of a list answer such as "科室1、科室2", possibly after cue lines
     ("建议就诊科室：…") and before or after prose.
 
     Reads the first block of consecutive list-like lines (no inner sentence punctuation, no
-    colon, short tokens) after each cue, or from the start when there is no cue; a blank or
-    prose line ends a block. Without the closed list of names, prose that happens to look
-    like a list cannot be told apart; the prompts ask for the bare list.
+    colon, short tokens, and at least one token passing gate) after each cue, or from the
+    start when there is no cue; a blank or prose line ends a block. The gate only tells
+    list lines from prose ("您好，我来分析一下"): every token of a list line is kept, so a
+    wrong name is still counted. The closed list of names is not in the key, so prose that
+    passes these tests is read as a list; the prompts ask for the bare list.
     """
     text = _MARKDOWN.sub("", _fold(answer))
     segments = [text[c.end() :] for c in cue.finditer(text)] or [text]
@@ -71,13 +84,22 @@ def _list_items(answer: str, separators: re.Pattern[str], cue: re.Pattern[str]) 
     for segment in segments:
         block: list[str] = []
         for line in segment.splitlines():
-            tokens = _list_like(line, separators)
+            tokens = _list_like(line, separators, gate)
             if tokens is not None:
                 block.extend(tokens)
             elif block:
                 break
         items.extend(block)
     return items
+
+
+# Endings of the pool's 120 department names ("性心理健康", "放射治疗中心", "发育性学习障碍门诊")
+# and of common others ("导管室", "重症医学病区"); a line with none of them is prose.
+_DEPARTMENT_ENDINGS = ("科", "门诊", "中心", "咨询", "健康", "室", "病区", "部")
+
+
+def _names_a_department(token: str) -> bool:
+    return token.endswith(_DEPARTMENT_ENDINGS)
 
 
 def department_key(name: str) -> str:
@@ -98,14 +120,20 @@ def parse_departments(answer: str) -> dict[str, str]:
     """Departments named in a MedHG answer, as {department_key: name as written (NFKC)},
     in answer order. Separators: "、", "，", ",", "；", "/", white space, new lines."""
     found: dict[str, str] = {}
-    for name in _list_items(answer, _DEPARTMENT_SEPARATORS, _DEPARTMENT_CUE):
+    for name in _list_items(answer, _DEPARTMENT_SEPARATORS, _DEPARTMENT_CUE, _names_a_department):
         found.setdefault(department_key(name), name)
     return found
 
 
 def _department_set_accuracy(answer: str, key: ItemKey) -> ItemResult:
     predicted = parse_departments(answer)
-    gold = {department_key(r) for r in key.reference if department_key(r)}
+    # One name per entry, but a reference stored as one "、"-joined string reads the same.
+    gold = {
+        k
+        for r in key.reference
+        for name in _DEPARTMENT_SEPARATORS.split(_fold(r))
+        if (k := department_key(name))
+    }
     return ItemResult(
         item_id=key.item_id,
         metric=key.metric,
@@ -124,10 +152,10 @@ def _label_key(label: str) -> str:
 def parse_label_set(answer: str) -> frozenset[str]:
     """QC labels of a MedQC-style answer ("体位不正|偏中心", "无问题"), NFKC-folded.
 
-    "无问题" stands for the empty set; if it appears beside real labels, the labels win.
+    "无问题" (or "无", "没有问题") stands for the empty set; beside real labels, the labels win.
     """
     tokens = _list_items(answer, _LABEL_SEPARATORS, _LABEL_SET_CUE)
-    return frozenset(k for t in tokens if (k := _label_key(t)) and k != NO_PROBLEM)
+    return frozenset(k for t in tokens if (k := _label_key(t)) and k not in _NO_PROBLEM_TOKENS)
 
 
 def _label_set_accuracy(answer: str, key: ItemKey) -> ItemResult:
@@ -137,7 +165,7 @@ def _label_set_accuracy(answer: str, key: ItemKey) -> ItemResult:
         k
         for r in key.reference
         for t in _LABEL_SEPARATORS.split(_fold(r))
-        if (k := _label_key(t)) and k != NO_PROBLEM
+        if (k := _label_key(t)) and k not in _NO_PROBLEM_TOKENS
     )
     return ItemResult(
         item_id=key.item_id,
@@ -186,7 +214,7 @@ def parse_label(answer: str, labels: tuple[str, ...]) -> str | None:
         for text in _json_strings(value):
             if (label := by_key.get(_label_key(text))) is not None:
                 return label
-    folded = "".join(_fold(answer).split()).casefold()
+    folded = "".join(_MARKDOWN.sub("", _fold(answer)).split()).casefold()
     pattern = "|".join(re.escape(k) for k in sorted(by_key, key=len, reverse=True))
     mentions = list(re.finditer(pattern, folded))
     if not mentions:

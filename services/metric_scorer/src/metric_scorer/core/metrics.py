@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from metric_scorer.core.choice import score_choice
 
@@ -75,16 +76,21 @@ METRICS: dict[str, Metric] = {
 }
 
 
+@lru_cache(maxsize=1)
+def _library() -> dict[str, Metric]:
+    # Imported late: the library's modules import this one for ItemKey and ItemResult.
+    from metric_scorer.core.library import LIBRARY
+
+    return LIBRARY
+
+
 def score_item(answer: str, key: ItemKey) -> ItemResult:
     """Scores answer with the metric the key names.
 
     Raises:
         UnknownMetric: key.metric is not in METRICS.
     """
-    # Imported here: the library's modules import this one for ItemKey and ItemResult.
-    from metric_scorer.core.library import LIBRARY
-
-    metric = LIBRARY.get(key.metric)
+    metric = _library().get(key.metric)
     if metric is None:
         raise UnknownMetric(
             f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(LIBRARY)}"

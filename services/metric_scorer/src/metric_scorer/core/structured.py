@@ -7,9 +7,10 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+if TYPE_CHECKING:
+    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 
 DEFAULT_TOLERANCE = 0.01
 """Absolute tolerance for numeric fields: one fen, the smallest amount MedInsureCalc settles."""
@@ -185,6 +186,14 @@ def reference_object(key: ItemKey) -> dict[str, Any]:
     return value
 
 
+def item_result(key: ItemKey, score: float, parsed: str) -> ItemResult:
+    """The ItemResult of key's item under key's metric."""
+    # metrics.py merges this module's METRICS, so importing it at load time would be circular.
+    from metric_scorer.core import metrics
+
+    return metrics.ItemResult(item_id=key.item_id, metric=key.metric, score=score, parsed=parsed)
+
+
 def is_object(value: Any) -> bool:
     return isinstance(value, dict)
 
@@ -199,14 +208,9 @@ def field_accuracy_metric(*, tolerance: float = DEFAULT_TOLERANCE) -> Metric:
         reference = reference_object(key)
         found = extract_json(answer, accept=is_object)
         if found is None:
-            return ItemResult(item_id=key.item_id, metric=key.metric, score=0.0, parsed="")
+            return item_result(key, 0.0, "")
         scores = field_scores(found, reference, tolerance=tolerance)
-        return ItemResult(
-            item_id=key.item_id,
-            metric=key.metric,
-            score=sum(scores.values()) / len(scores),
-            parsed=canonical_json(found),
-        )
+        return item_result(key, sum(scores.values()) / len(scores), canonical_json(found))
 
     return metric
 

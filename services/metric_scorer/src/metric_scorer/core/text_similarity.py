@@ -5,22 +5,25 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rapidfuzz.distance import LCSseq, Levenshtein
 
-from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 from metric_scorer.core.structured import (
     PARSED_LIMIT,
     canonical_json,
     extract_json,
     final_answer,
     is_object,
+    item_result,
     normalise_text,
     normalised_fields,
     reference_object,
     value_text,
 )
+
+if TYPE_CHECKING:
+    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 
 
 def edit_similarity(a: str, b: str) -> float:
@@ -95,19 +98,14 @@ def edit_similarity_metric(answer: str, key: ItemKey) -> ItemResult:
     reference = reference_object(key)
     found = extract_json(answer, accept=is_object)
     if found is None:
-        return ItemResult(item_id=key.item_id, metric=key.metric, score=0.0, parsed="")
+        return item_result(key, 0.0, "")
     given = normalised_fields(found)
     total = 0.0
     for name, value in reference.items():
         field = normalise_text(name)
         if field in given:
             total += edit_similarity(_field_text(given[field]), _field_text(value))
-    return ItemResult(
-        item_id=key.item_id,
-        metric=key.metric,
-        score=min(1.0, total / len(reference)),
-        parsed=canonical_json(found),
-    )
+    return item_result(key, min(1.0, total / len(reference)), canonical_json(found))
 
 
 def _plain_text_metric(similarity: Callable[[str, str], float]) -> Metric:
@@ -117,12 +115,7 @@ def _plain_text_metric(similarity: Callable[[str, str], float]) -> Metric:
         # White space carries no meaning in Chinese text and would count as characters.
         candidate = normalise_text(final_answer(answer))
         score = similarity(candidate, normalise_text(key.reference[0]))
-        return ItemResult(
-            item_id=key.item_id,
-            metric=key.metric,
-            score=min(1.0, max(0.0, score)),
-            parsed=candidate[:PARSED_LIMIT],
-        )
+        return item_result(key, min(1.0, max(0.0, score)), candidate[:PARSED_LIMIT])
 
     return metric
 
