@@ -3,6 +3,7 @@ straightforward pure-Python implementation of the same metric."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -28,6 +29,11 @@ def rate(fn: Callable[[int], object], n: int, min_s: float = 1.0) -> float:
 
 def text(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(CJK) for _ in range(n))
+
+
+def ocr(description: str) -> str:
+    """A MedOCR-style JSON answer."""
+    return json.dumps({"影像描述": description, "影像诊断": "x"}, ensure_ascii=False)
 
 
 def naive_choice(answer: str, reference: frozenset[str]) -> bool:
@@ -90,12 +96,12 @@ def main() -> None:
         "edit similarity (200 chars)",
         rate(
             lambda i: score_item(
-                '{"影像描述": "%s", "影像诊断": "x"}' % long_pairs[i][0],
+                ocr(long_pairs[i][0]),
                 ItemKey(
                     "i",
                     "MedOCR",
                     "edit_similarity",
-                    ('{"影像描述": "%s", "影像诊断": "x"}' % long_pairs[i][1],),
+                    (ocr(long_pairs[i][1]),),
                 ),
             ),
             len(long_pairs),

@@ -98,11 +98,14 @@ _ENGLISH_WORD_BEFORE = re.compile(r"[a-z] $")
 def _stands_alone(text: str, start: int, end: int) -> bool:
     before = text[start - 1] if start > 0 else None
     after = text[end] if end < len(text) else None
-    if end - start == 1 and _ENGLISH_WORD_AFTER.match(text, end):
-        # "I think ...", "A patient ...": an English word, unless a word leads up to it
-        # ("option A is", "choose B because").
-        if not _ENGLISH_WORD_BEFORE.search(text[max(0, start - 2) : start]):
-            return False
+    # "I think ...", "A patient ...": an English word, unless a word leads up to it
+    # ("option A is", "choose B because").
+    if (
+        end - start == 1
+        and _ENGLISH_WORD_AFTER.match(text, end)
+        and not _ENGLISH_WORD_BEFORE.search(text[max(0, start - 2) : start])
+    ):
+        return False
     return _delimits(before, _OPTION_PREFIX_CHARS) and _delimits(after, _OPTION_SUFFIX_CHARS)
 
 

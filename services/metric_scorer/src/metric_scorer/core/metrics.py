@@ -93,7 +93,7 @@ def score_item(answer: str, key: ItemKey) -> ItemResult:
     metric = _library().get(key.metric)
     if metric is None:
         raise UnknownMetric(
-            f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(LIBRARY)}"
+            f"item {key.item_id!r} asks for metric {key.metric!r}; known: {sorted(_library())}"
         )
     return metric(answer, key)
 
