@@ -269,11 +269,13 @@ def test_parse_detections_drops_declarations_only() -> None:
             {},
             {"类别": [" 肝癌 "], "边界框": [1, 2, 3, 4]},
             {"类别": ["肝癌"], "边界框": [1, 2, 3]},
+            {"类别": ["肝癌"], "边界框": [10**400, 2, 3, 4]},
             "肝癌",
         ]
     )
     assert found == [
         Detection(frozenset({"肝癌"}), (1.0, 2.0, 3.0, 4.0)),
+        Detection(frozenset({"肝癌"}), None),
         Detection(frozenset({"肝癌"}), None),
         Detection(frozenset(), None),
     ]

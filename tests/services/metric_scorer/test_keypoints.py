@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metric_scorer.core.keypoints import (
@@ -35,6 +35,9 @@ RECALL_CASES: list[tuple[str, str, list[str], tuple[bool, ...]]] = [
     ("empty_answer", "", ["胸痛"], (False,)),
     ("answer_equals_point", "胸痛", ["胸痛"], (True,)),
 ]
+
+# Small inputs exercise every edge; more examples only cost time.
+_FEW = settings(max_examples=50, deadline=None)
 
 
 @pytest.mark.parametrize(
@@ -91,17 +94,27 @@ def test_key_point_recall_component_scores_the_keys_key_points() -> None:
     assert result == ItemResult("MedDiag-7", "key_point_recall", 1 / 3, "1/3")
 
 
+def test_key_points_named_only_while_thinking_are_not_covered() -> None:
+    key = ItemKey(
+        "i", "MedHC", "key_point_recall", reference=(), key_points=("急诊PCI", "主动脉夹层")
+    )
+    answer = "<think>需排除主动脉夹层</think>\n建议立即行急诊PCI。"
+    assert METRICS["key_point_recall"](answer, key).score == 0.5
+
+
 _TEXT = st.text(
     alphabet=st.sampled_from(list("发热咳嗽胸痛肺炎心肌梗死阿司匹林CTpci，。、 ")), max_size=20
 )
 _POINTS = st.lists(_TEXT.filter(lambda t: normalise(t) != ""), min_size=1, max_size=5)
 
 
+@_FEW
 @given(_POINTS)
 def test_an_answer_holding_every_key_point_has_recall_one(points: list[str]) -> None:
     assert key_point_recall("；".join(points), points).recall == 1.0
 
 
+@_FEW
 @given(_TEXT, _POINTS, st.floats(min_value=0.05, max_value=1.0))
 def test_recall_is_bounded_and_matches_the_flags(
     answer: str, points: list[str], threshold: float
@@ -112,6 +125,7 @@ def test_recall_is_bounded_and_matches_the_flags(
     assert result.recall == sum(result.matched) / len(points)
 
 
+@_FEW
 @given(_TEXT, _POINTS, st.floats(0.05, 1.0), st.floats(0.05, 1.0))
 def test_a_lower_threshold_never_lowers_recall(
     answer: str, points: list[str], a: float, b: float
@@ -123,12 +137,13 @@ def test_a_lower_threshold_never_lowers_recall(
     )
 
 
+@_FEW
 @given(_TEXT, _POINTS, st.randoms())
 def test_key_point_order_only_permutes_the_flags(
     answer: str, points: list[str], rng: object
 ) -> None:
     order = list(range(len(points)))
-    rng.shuffle(order)  # type: ignore[attr-defined]
+    rng.shuffle(order)
     original = key_point_recall(answer, points)
     shuffled = key_point_recall(answer, [points[i] for i in order])
     assert shuffled.matched == tuple(original.matched[i] for i in order)

@@ -35,8 +35,8 @@ def test_score_item_scores_choice_answers_zero_or_one(
 
 
 def test_score_item_rejects_an_unknown_metric_with_a_value_error() -> None:
-    with pytest.raises(UnknownMetric, match="key_point_recall") as err:
-        score_item("<A>", _key("key_point_recall", "A"))
+    with pytest.raises(UnknownMetric, match="no_such_metric") as err:
+        score_item("<A>", _key("no_such_metric", "A"))
     assert isinstance(err.value, ValueError)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -115,16 +116,43 @@ class KafkaConsumerWorker:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
+        # Join only once this client's metadata knows the topic's partitions: a member that
+        # joins first is assigned nothing and, seen here, may stay that way.
+        deadline = time.monotonic() + 60
+        while not consumer.partitions_for_topic(self._topic_name):
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise RuntimeError(f"topic {self._topic_name} has no partitions after 60 s")
+            time.sleep(0.2)
         consumer.subscribe([self._topic_name])
         return consumer
 
+    @staticmethod
+    def _rejoin_if_unassigned(consumer: KafkaConsumer, topic: str, since: float) -> float:
+        """A member left without partitions for long while the topic has some rejoins."""
+        if consumer.assignment() or time.monotonic() - since < 15:
+            return since
+        if consumer.partitions_for_topic(topic):
+            log.warning("no partitions of %s assigned after 15 s; rejoining the group", topic)
+            consumer.unsubscribe()
+            consumer.subscribe([topic])
+        return time.monotonic()
+
     async def run(self) -> None:
         consumer = await asyncio.to_thread(self._open)
+        unassigned_since = time.monotonic()
         try:
             while not self._stopping.is_set():
                 batch = await asyncio.to_thread(consumer.poll, 200, self._settings.max_poll_records)
                 if consumer.assignment():
                     self.joined.set()
+                    unassigned_since = time.monotonic()
+                elif not self.joined.is_set():
+                    # Only before the first assignment: later, a replica beyond the partition
+                    # count is rightly idle and must not churn the group.
+                    unassigned_since = await asyncio.to_thread(
+                        self._rejoin_if_unassigned, consumer, self._topic_name, unassigned_since
+                    )
                 for tp, records in batch.items():
                     done_offset: int | None = None
                     for record in records:

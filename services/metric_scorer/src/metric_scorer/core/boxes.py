@@ -238,7 +238,7 @@ def _box(value: Any) -> Box | None:
             return None
         try:
             c = float(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if not math.isfinite(c):
             return None

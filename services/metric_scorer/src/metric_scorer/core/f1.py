@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from metric_scorer.core.metrics import Counts, ItemKey, ItemResult, Metric
+from metric_scorer.core.structured import final_answer
 
 __all__ = [
     "CMEEE_TYPES",
@@ -158,7 +159,9 @@ def canonical_text(text: str) -> str:
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
-_MAX_LITERAL_ENDS = 64
+_MAX_LITERAL_TRIES = 64
+_MAX_FAILED_STARTS = 200
+_LITERAL_START = re.compile(r"[{\[]\s*'")
 
 
 def _is_structured(value: object) -> bool:
@@ -168,19 +171,28 @@ def _is_structured(value: object) -> bool:
 
 
 def _json_values(text: str) -> Iterator[object]:
+    # Failed tries are bounded so that hostile output ("[[[[…") costs milliseconds, not
+    # seconds; a real answer has few brackets before its JSON.
+    failures, literal_tries = _MAX_FAILED_STARTS, _MAX_LITERAL_TRIES
     for start, ch in enumerate(text):
         if ch not in "{[":
             continue
         try:
             yield _DECODER.raw_decode(text, start)[0]
             continue
-        except json.JSONDecodeError:
-            pass
-        # Python-literal fallback for models that answer {'错别字': '...'} with single quotes;
-        # literal_eval evaluates literals only, and the number of tries is bounded.
+        except (json.JSONDecodeError, RecursionError):
+            failures -= 1
+            if failures <= 0:
+                return
+        # Python-literal fallback for models that answer {'错别字': '...'} with single quotes:
+        # literal_eval evaluates literals only, and is tried only where a quote opens the value.
+        if not _LITERAL_START.match(text, start):
+            continue
         closer = "}" if ch == "{" else "]"
-        ends = [i for i in range(start + 1, len(text)) if text[i] == closer][:_MAX_LITERAL_ENDS]
-        for end in ends:
+        for end in (i for i in range(start + 1, len(text)) if text[i] == closer):
+            if literal_tries <= 0:
+                return
+            literal_tries -= 1
             try:
                 yield ast.literal_eval(text[start : end + 1])
                 break
@@ -300,6 +312,8 @@ def parse_entities(text: str, types: Collection[str] | None = None) -> frozenset
         types: the entity types to accept (e.g. the item's answer choices); default
             CMEEE_TYPES.
     """
+    if types is not None and not types:
+        return frozenset()
     pattern = _type_pattern(CMEEE_TYPES if types is None else types)
     folded = _MARKDOWN.sub("", unicodedata.normalize("NFKC", text))
     found: set[tuple[str, str]] = set()
@@ -432,7 +446,7 @@ def _reference_labels(reference: tuple[str, ...]) -> frozenset[str]:
 def _json_error_types_f1(answer: str, key: ItemKey) -> ItemResult:
     # An answer without JSON predicts no errors: it is credited only when the report has
     # none, and it adds nothing to the pooled counts then either.
-    value = first_json(answer)
+    value = first_json(final_answer(answer))
     predicted = error_types(value) if value is not None else frozenset()
     counts = item_counts(predicted, _reference_labels(key.reference))
     return ItemResult(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz
 
 from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+from metric_scorer.core.structured import final_answer
 
 __all__ = ["DEFAULT_THRESHOLD", "METRICS", "KeyPointResult", "key_point_recall", "normalise"]
 
@@ -78,7 +79,8 @@ def key_point_recall(
 
 
 def _key_point_recall(answer: str, key: ItemKey) -> ItemResult:
-    result = key_point_recall(answer, key.key_points)
+    # A key point named only while thinking aloud is not covered by the answer.
+    result = key_point_recall(final_answer(answer), key.key_points)
     return ItemResult(
         item_id=key.item_id,
         metric=key.metric,

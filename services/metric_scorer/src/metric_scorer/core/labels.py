@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 from metric_scorer.core.f1 import first_json, item_counts
 from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+from metric_scorer.core.structured import final_answer
 
 __all__ = [
     "METRICS",
@@ -126,7 +127,7 @@ def parse_departments(answer: str) -> dict[str, str]:
 
 
 def _department_set_accuracy(answer: str, key: ItemKey) -> ItemResult:
-    predicted = parse_departments(answer)
+    predicted = parse_departments(final_answer(answer))
     # One name per entry, but a reference stored as one "、"-joined string reads the same.
     gold = {
         k
@@ -159,7 +160,7 @@ def parse_label_set(answer: str) -> frozenset[str]:
 
 
 def _label_set_accuracy(answer: str, key: ItemKey) -> ItemResult:
-    predicted = parse_label_set(answer)
+    predicted = parse_label_set(final_answer(answer))
     # The reference lists the gold labels; "无问题" (or nothing) is the empty set.
     gold = frozenset(
         k
@@ -232,7 +233,7 @@ def _label_accuracy(answer: str, key: ItemKey) -> ItemResult:
     remaining entries are the other candidates, e.g. 治愈/好转/未愈/死亡)."""
     if not key.reference:
         raise ValueError(f"item {key.item_id!r}: label_accuracy needs a gold label")
-    predicted = parse_label(answer, key.reference)
+    predicted = parse_label(final_answer(answer), key.reference)
     correct = predicted is not None and _label_key(predicted) == _label_key(key.reference[0])
     return ItemResult(
         item_id=key.item_id,

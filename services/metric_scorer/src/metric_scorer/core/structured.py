@@ -111,7 +111,11 @@ def parse_number(value: Any) -> tuple[float, str] | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return (float(value), "") if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            return None
+        return (number, "") if math.isfinite(number) else None
     if not isinstance(value, str):
         return None
     match = _NUMBER.fullmatch(normalise_text(value))
@@ -145,12 +149,16 @@ def field_correct(answer: Any, reference: Any, *, tolerance: float = DEFAULT_TOL
     return normalise_text(value_text(answer)) == normalise_text(value_text(reference))
 
 
-def normalised_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """obj keyed by normalise_text(key); the first of colliding keys wins."""
-    fields: dict[str, Any] = {}
-    for name, value in obj.items():
-        fields.setdefault(normalise_text(name), value)
-    return fields
+def find_field(answer: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """(found, value) of the answer's field for the reference field name: the exact key when
+    present, else the first key equal to it after normalise_text ("体温（℃）" for "体温(℃)")."""
+    if name in answer:
+        return True, answer[name]
+    wanted = normalise_text(name)
+    for key, value in answer.items():
+        if normalise_text(key) == wanted:
+            return True, value
+    return False, None
 
 
 def field_scores(
@@ -159,13 +167,12 @@ def field_scores(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, bool]:
-    """Per reference field, whether the answer has it right; keys match after normalise_text
-    (so "体温（℃）" finds "体温(℃)"), a missing field is wrong, extra fields are ignored."""
-    given = normalised_fields(answer)
+    """Per reference field, whether the answer has it right (see find_field for how keys
+    match); a missing field is wrong, extra fields are ignored."""
     scores: dict[str, bool] = {}
     for name, value in reference.items():
-        key = normalise_text(name)
-        scores[name] = key in given and field_correct(given[key], value, tolerance=tolerance)
+        found, given = find_field(answer, name)
+        scores[name] = found and field_correct(given, value, tolerance=tolerance)
     return scores
 
 
@@ -195,6 +202,7 @@ def item_result(key: ItemKey, score: float, parsed: str) -> ItemResult:
 
 
 def is_object(value: Any) -> bool:
+    """An extract_json filter for answers that must be one JSON object."""
     return isinstance(value, dict)
 
 
@@ -228,10 +236,13 @@ def _last_accepted(values: list[Any], accept: Callable[[Any], bool] | None) -> A
 def _json_values(text: str) -> list[Any]:
     """Every outermost parsable JSON object or array in text, in order."""
     values: list[Any] = []
+    ends: dict[int, int | None] = {}
     i = 0
     while i < len(text):
         if text[i] in _OPENERS:
-            end = _balanced_end(text, i)
+            if i not in ends:
+                ends.update(_bracket_ends(text, i))
+            end = ends[i]
             if end is not None:
                 value = _parse(text[i:end])
                 if value is not _FAIL:
@@ -243,9 +254,15 @@ def _json_values(text: str) -> list[Any]:
     return values
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the bracket closing text[start], skipping strings; None if unbalanced."""
-    stack: list[str] = []
+def _bracket_ends(text: str, start: int) -> dict[int, int | None]:
+    """Scanning from the bracket at start, skipping strings: for it and every bracket opened
+    after it, the index just past its closing bracket, or None if it never closes.
+
+    A scan from any of those later brackets would see the same strings and closers, so its
+    answer is already here; reusing it keeps text with many unclosed brackets linear.
+    """
+    ends: dict[int, int | None] = {}
+    stack: list[tuple[str, int]] = []
     closing_quote: str | None = None
     escaped = False
     for k in range(start, len(text)):
@@ -262,13 +279,16 @@ def _balanced_end(text: str, start: int) -> int | None:
         elif ch == "“":
             closing_quote = "”"
         elif ch in _OPENERS:
-            stack.append(_OPENERS[ch])
+            stack.append((_OPENERS[ch], k))
+            ends[k] = None
         elif ch in _CLOSERS:
-            if stack.pop() != ch:
-                return None
+            expected, opened = stack.pop()
+            if ch != expected:
+                break  # a mismatched closer ends every bracket still open
+            ends[opened] = k + 1
             if not stack:
-                return k + 1
-    return None
+                break
+    return ends
 
 
 def _parse(span: str) -> Any:

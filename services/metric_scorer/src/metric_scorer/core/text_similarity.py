@@ -14,10 +14,10 @@ from metric_scorer.core.structured import (
     canonical_json,
     extract_json,
     final_answer,
+    find_field,
     is_object,
     item_result,
     normalise_text,
-    normalised_fields,
     reference_object,
     value_text,
 )
@@ -99,12 +99,11 @@ def edit_similarity_metric(answer: str, key: ItemKey) -> ItemResult:
     found = extract_json(answer, accept=is_object)
     if found is None:
         return item_result(key, 0.0, "")
-    given = normalised_fields(found)
     total = 0.0
     for name, value in reference.items():
-        field = normalise_text(name)
-        if field in given:
-            total += edit_similarity(_field_text(given[field]), _field_text(value))
+        present, given = find_field(found, name)
+        if present:
+            total += edit_similarity(_field_text(given), _field_text(value))
     return item_result(key, min(1.0, total / len(reference)), canonical_json(found))
 
 
