@@ -16,7 +16,12 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 
@@ -172,7 +177,12 @@ class KafkaConsumerWorker:
     def _commit(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:
         try:
             consumer.commit({tp: OffsetAndMetadata(offset + 1, "", -1)})
-        except CommitFailedError as exc:
+        except (
+            CommitFailedError,
+            RebalanceInProgressError,
+            IllegalGenerationError,
+            UnknownMemberIdError,
+        ) as exc:
             # The partition moved to another member, which will redeliver; handlers are idempotent.
             log.warning("commit of %s@%d failed: %s", tp, offset, exc)
 
