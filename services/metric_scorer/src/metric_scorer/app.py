@@ -11,11 +11,13 @@ from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
 from metric_scorer.adapters.mongo_variants import MongoVariants
+from metric_scorer.core.components import merge
 from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded
 from metric_scorer.settings import MetricScorerSettings
 
 
 async def serve(settings: MetricScorerSettings) -> None:
+    merge([1.0], settings.merge_rule)  # an unknown rule fails at start-up, not per message
     async with open_infrastructure(settings) as infra:
         keys = MongoPoolKeys(infra.sealed_db)
         responses = KafkaConsumerWorker(
@@ -28,6 +30,7 @@ async def serve(settings: MetricScorerSettings) -> None:
                 keys=keys,
                 variants=MongoVariants(infra.sealed_db),
                 publisher=infra.publisher,
+                merge_rule=settings.merge_rule,
             ),
             dead_letters=infra.publisher,
             transient_errors=TRANSIENT_ERRORS,
