@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,10 +17,9 @@ from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_client.api import channel
 from medbench_client.bank_files import import_item
-from medbench_devstack.kafka import KafkaBroker
-from medbench_devstack.mongo import MongoWireServer
-from medbench_devstack.services import ServiceSpec, ServiceStack
+from medbench_devstack.services import ServiceSpec
 from rotator.core.synthetic import synthetic_items
+from tests.bench.local_stack import bench_stack
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -36,21 +33,8 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 
 async def main(n_items: int, batch: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="medbench-bench-bank-"))
-    kafka, mongo = KafkaBroker(work / "kafka"), MongoWireServer(work / "mongo")
-    kafka.start()
-    mongo.start()
-    token = uuid.uuid4().hex[:6]
-    stack = ServiceStack(
-        work / "services",
-        mongo.uri,
-        f"bank_{token}",
-        kafka.bootstrap,
-        f"bank{token}.",
-        specs=[ServiceSpec("rotator", "rotator")],
-    )
-    try:
-        stack.start(timeout_s=120)
+    with bench_stack("bank", [ServiceSpec("rotator", "rotator")]) as bench:
+        stack = bench.services
         pid = stack.process("rotator").pid
         assert pid is not None
         stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(stack.address("rotator")))
@@ -95,10 +79,6 @@ async def main(n_items: int, batch: int) -> None:
                 -1:
             ],
         )
-    finally:
-        stack.stop()
-        mongo.stop()
-        kafka.stop()
 
 
 if __name__ == "__main__":

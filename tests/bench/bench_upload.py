@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -21,10 +19,8 @@ from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel, chunked
 from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
-from medbench_devstack.kafka import KafkaBroker
-from medbench_devstack.mongo import MongoWireServer
-from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_answers, synthetic_items
+from tests.bench.local_stack import bench_stack
 from tests.reference_scoring import score_in_process
 
 
@@ -53,16 +49,8 @@ async def raw_insert(uri: str, answers: dict[str, str], batch: int) -> float:
 
 
 async def main(n_items: int, batch: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="medbench-bench-"))
-    kafka, mongo = KafkaBroker(work / "kafka"), MongoWireServer(work / "mongo")
-    kafka.start()
-    mongo.start()
-    token = uuid.uuid4().hex[:6]
-    stack = ServiceStack(
-        work / "services", mongo.uri, f"bench_{token}", kafka.bootstrap, f"bench{token}."
-    )
-    try:
-        stack.start(timeout_s=120)
+    with bench_stack("upload") as bench:
+        stack = bench.services
         rows = list(synthetic_items(n_items, seed=1))
         answers = {a["item_id"]: a["answer"] for a in synthetic_answers(rows, 0.7, seed=2)}
         admin = AdminClient(channel(stack.address("rotator")))
@@ -72,7 +60,7 @@ async def main(n_items: int, batch: int) -> None:
         print(f"setup: imported and published {n_items} items in {time.perf_counter() - t:.1f} s")
 
         partner = PartnerClient(channel(stack.address("gateway")), "bench")
-        created = await partner.create(f"bench-{token}", "bench-model")
+        created = await partner.create("bench-run", "bench-model")
         sid = created.submission.submission_id
         prompts = await partner.prompts(sid)
         questions = {str(r["item_id"]): str(r["question"]) for r in rows}
@@ -98,7 +86,7 @@ async def main(n_items: int, batch: int) -> None:
 
         loop_s, overall = in_process(rows, answers)
         assert abs(overall - report.overall) < 1e-9, (overall, report.overall)
-        raw_s = await raw_insert(mongo.uri, answers, batch)
+        raw_s = await raw_insert(bench.mongo_uri, answers, batch)
 
         rate = n_items / end_to_end
         loop_rate, raw_rate = n_items / loop_s, n_items / raw_s
@@ -110,10 +98,6 @@ async def main(n_items: int, batch: int) -> None:
         print(f"ratio end-to-end / in-process loop: {rate / loop_rate:.3f}")
         print(f"ratio end-to-end / raw bulk insert: {rate / raw_rate:.3f} (target >= 0.5)")
         print(f"overall score {report.overall:.2f} (in-process {overall:.2f}: identical)")
-    finally:
-        stack.stop()
-        mongo.stop()
-        kafka.stop()
 
 
 if __name__ == "__main__":

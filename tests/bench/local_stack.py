@@ -1,0 +1,49 @@
+"""A fresh local stack for one benchmark run: Kafka, the Mongo-wire server, some services."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from medbench_devstack.kafka import KafkaBroker
+from medbench_devstack.mongo import MongoWireServer
+from medbench_devstack.services import SERVICES, ServiceSpec, ServiceStack
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    """What a benchmark talks to."""
+
+    services: ServiceStack
+    mongo_uri: str
+
+
+@contextmanager
+def bench_stack(name: str, specs: Sequence[ServiceSpec] = SERVICES) -> Iterator[BenchStack]:
+    """Starts everything in a temporary folder and stops it all on exit."""
+    work = Path(tempfile.mkdtemp(prefix=f"medbench-bench-{name}-"))
+    kafka, mongo = KafkaBroker(work / "kafka"), MongoWireServer(work / "mongo")
+    kafka.start()
+    try:
+        mongo.start()
+        token = uuid.uuid4().hex[:6]
+        stack = ServiceStack(
+            work / "services",
+            mongo.uri,
+            f"{name}_{token}",
+            kafka.bootstrap,
+            f"{name}{token}.",
+            specs=specs,
+        )
+        try:
+            stack.start(timeout_s=120)
+            yield BenchStack(stack, mongo.uri)
+        finally:
+            stack.stop()
+    finally:
+        mongo.stop()
+        kafka.stop()
