@@ -50,6 +50,7 @@ BOARDS = {taskpool_pb2.BOARD_API: "api", taskpool_pb2.BOARD_UPLOAD: "upload"}
 BOARD_ENUMS = {v: k for k, v in BOARDS.items()}
 CYCLE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_IMPORT_BATCH = 5000
+MAX_TRACE_LINES = 1_000_000
 log = logging.getLogger(__name__)
 STREAM_BATCH = 500
 
@@ -498,7 +499,13 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     ) -> taskpool_service_pb2.TraceLeakResponse:
         leaked: list[taskpool_pb2.LeakedItem] = []
         async for request in request_iterator:
+            if len(request.items) > MAX_IMPORT_BATCH:
+                raise InvalidArgument(
+                    f"{len(request.items)} lines in one message; at most {MAX_IMPORT_BATCH}"
+                )
             leaked.extend(request.items)
+            if len(leaked) > MAX_TRACE_LINES:
+                raise InvalidArgument(f"a leaked file is traced {MAX_TRACE_LINES} lines at most")
         suspects: dict[str, taskpool_pb2.LeakSuspect] = {}
         for hit in await self._bank.canary_hits([fingerprint(i.question) for i in leaked]):
             suspect = suspects.setdefault(
