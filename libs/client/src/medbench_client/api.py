@@ -40,6 +40,7 @@ class PartnerClient:
         model_name: str,
         track: int = common_pb2.TRACK_LLM,
         mode: int = common_pb2.SUBMISSION_MODE_UPLOAD,
+        endpoint: submission_pb2.Endpoint | None = None,
     ) -> submission_service_pb2.CreateSubmissionResponse:
         return await self._stub.CreateSubmission(
             submission_service_pb2.CreateSubmissionRequest(
@@ -47,6 +48,7 @@ class PartnerClient:
                 model=submission_pb2.ModelInfo(name=model_name),
                 track=track,
                 mode=mode,
+                endpoint=endpoint,
             ),
             metadata=self._metadata,
         )
@@ -114,9 +116,14 @@ class AdminClient:
 
         return await self._stub.ImportTasks(messages())
 
-    async def publish(self, pool_id: str, track: int = common_pb2.TRACK_LLM) -> taskpool_pb2.Pool:
+    async def publish(
+        self,
+        pool_id: str,
+        track: int = common_pb2.TRACK_LLM,
+        board: int = taskpool_pb2.BOARD_UPLOAD,
+    ) -> taskpool_pb2.Pool:
         response = await self._stub.PublishPool(
-            taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track)
+            taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track, board=board)
         )
         return response.pool
 

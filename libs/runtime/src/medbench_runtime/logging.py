@@ -57,3 +57,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # kafka-python is chatty at INFO (every connection and rebalance step).
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; the dispatcher counts them in metrics instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -4,24 +4,67 @@ from __future__ import annotations
 
 from functools import partial
 
+import httpx
+
+from dispatcher.adapters.mongo_jobs import INDEXES, MongoJobs
+from dispatcher.adapters.openai_endpoint import OpenAIEndpoint
+from dispatcher.core.retry import RetryPolicy
+from dispatcher.entrypoints.grpc_servicer import DispatcherServicer
 from dispatcher.entrypoints.kafka_handlers import on_submission_created
+from dispatcher.runner import Dispatcher
 from dispatcher.settings import DispatcherSettings
+from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
+from medbench.taskpool.v1 import taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
-from medbench_runtime.service import ServiceRuntime, run_service
+from medbench_runtime.grpc_clients import insecure_channel
+from medbench_runtime.service import Servicer, ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 
 
 async def serve(settings: DispatcherSettings) -> None:
-    async with open_infrastructure(settings) as infra:
+    limits = httpx.Limits(
+        max_connections=settings.global_concurrency,
+        max_keepalive_connections=settings.global_concurrency,
+    )
+    async with (
+        open_infrastructure(settings, INDEXES) as infra,
+        httpx.AsyncClient(limits=limits) as http,
+    ):
+        jobs = MongoJobs(infra.db)
+        endpoint = OpenAIEndpoint(http, timeout_s=settings.request_timeout_s)
+        rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(
+            insecure_channel(settings.peers.rotator, settings)
+        )
+        policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        )
+        dispatcher = Dispatcher(infra, jobs, endpoint, rotator, settings.global_concurrency, policy)
         consumer = KafkaConsumerWorker(
             settings.kafka,
             topics.SUBMISSION_CREATED,
             group_id="dispatcher",
             member_id=settings.member_id,
-            handler=partial(on_submission_created, db=infra.db),
+            handler=partial(on_submission_created, jobs=jobs, notify=dispatcher.notify),
             dead_letters=infra.publisher,
             transient_errors=TRANSIENT_ERRORS,
         )
-        await run_service(settings, ServiceRuntime(workers=[consumer], readiness=[infra.ready]))
+        await run_service(
+            settings,
+            ServiceRuntime(
+                servicers=[
+                    Servicer(
+                        dispatch_service_pb2_grpc.add_DispatcherServiceServicer_to_server,
+                        DispatcherServicer(jobs, endpoint, dispatcher),
+                        dispatch_service_pb2.DESCRIPTOR.services_by_name[
+                            "DispatcherService"
+                        ].full_name,
+                    )
+                ],
+                workers=[infra.relay, consumer, dispatcher],
+                readiness=[infra.ready],
+            ),
+        )

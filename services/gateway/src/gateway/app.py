@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from gateway.adapters.mongo_submissions import INDEXES, MongoSubmissions
-from gateway.adapters.peers import ReportClient, RotatorClient
+from gateway.adapters.peers import DispatchClient, ReportClient, RotatorClient
 from gateway.entrypoints.grpc_servicer import SubmissionServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
 from gateway.settings import GatewaySettings
@@ -23,7 +23,8 @@ async def serve(settings: GatewaySettings) -> None:
     async with open_infrastructure(settings, INDEXES) as infra:
         rotator = RotatorClient(insecure_channel(settings.peers.rotator, settings))
         reports = ReportClient(insecure_channel(settings.peers.aggregator, settings))
-        submissions = Submissions(infra, MongoSubmissions(infra.db), rotator, reports)
+        dispatch = DispatchClient(insecure_channel(settings.peers.dispatcher, settings))
+        submissions = Submissions(infra, MongoSubmissions(infra.db), rotator, reports, dispatch)
         completed = KafkaConsumerWorker(
             settings.kafka,
             topics.SUBMISSION_COMPLETED,

@@ -13,8 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pymongo.errors import DuplicateKeyError
 
 from gateway.adapters.mongo_submissions import MongoSubmissions
-from gateway.adapters.peers import Manifest, ReportClient, RotatorClient
+from gateway.adapters.peers import DispatchClient, Manifest, ReportClient, RotatorClient
 from gateway.core import uploads
+from gateway.core.endpoints import Decoding, check_endpoint, effective_decoding
 from medbench.common.v1 import common_pb2
 from medbench.inference.v1 import inference_events_pb2
 from medbench.submission.v1 import submission_events_pb2, submission_pb2
@@ -25,7 +26,6 @@ from medbench_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     Unavailable,
-    Unimplemented,
 )
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
@@ -33,6 +33,7 @@ from medbench_storage.infra import Infrastructure
 log = logging.getLogger(__name__)
 
 AWAITING = "AWAITING_ANSWERS"
+DISPATCHING = "DISPATCHING"
 SCORING = "SCORING"
 COMPLETED = "COMPLETED"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -81,6 +82,24 @@ def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.
         pool_id=doc["pool_id"],
         request_id=doc["request_id"],
     )
+    if "endpoint" in doc:
+        e, d = doc["endpoint"], doc["decoding"]
+        out.endpoint.CopyFrom(
+            submission_pb2.Endpoint(
+                base_url=e["base_url"],
+                model=e["model"],
+                max_concurrency=e["max_concurrency"],
+                self_test=e["self_test"],
+            )
+        )
+        out.decoding.CopyFrom(
+            submission_pb2.DecodingSettings(
+                temperature=d["temperature"],
+                max_tokens=d["max_tokens"],
+                context_window=d["context_window"],
+                top_p=d["top_p"],
+            )
+        )
     for name in ("created_at", "updated_at", "completed_at"):
         ts = _ts(doc.get(name))
         if ts is not None:
@@ -97,11 +116,13 @@ class Submissions:
         store: MongoSubmissions,
         rotator: RotatorClient,
         reports: ReportClient,
+        dispatch: DispatchClient | None = None,
     ) -> None:
         self._infra = infra
         self._store = store
         self._rotator = rotator
         self._reports = reports
+        self._dispatch = dispatch
 
     async def create(
         self,
@@ -110,6 +131,7 @@ class Submissions:
         model: submission_pb2.ModelInfo,
         track: int,
         mode: int,
+        endpoint: submission_pb2.Endpoint | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Creates (or finds) the submission for (tenant, request_id)."""
         uploads.check_request_id("request_id", request_id)
@@ -119,17 +141,35 @@ class Submissions:
             raise InvalidArgument(f"model.name is longer than {uploads.MAX_MODEL_NAME} characters")
         if track == common_pb2.TRACK_UNSPECIFIED or track not in common_pb2.Track.values():
             raise InvalidArgument("track must be one of TRACK_LLM, TRACK_MULTIMODAL, TRACK_AGENT")
-        if mode == common_pb2.SUBMISSION_MODE_API:
-            raise Unimplemented(
-                "API-mode submissions are not served yet; use SUBMISSION_MODE_UPLOAD"
+        api = mode == common_pb2.SUBMISSION_MODE_API
+        if not api and mode != common_pb2.SUBMISSION_MODE_UPLOAD:
+            raise InvalidArgument("mode must be SUBMISSION_MODE_UPLOAD or SUBMISSION_MODE_API")
+        has_endpoint = endpoint is not None and endpoint.base_url != ""
+        if api != has_endpoint:
+            raise InvalidArgument(
+                "an endpoint is required in API mode and not allowed in upload mode"
             )
-        if mode != common_pb2.SUBMISSION_MODE_UPLOAD:
-            raise InvalidArgument("mode must be SUBMISSION_MODE_UPLOAD")
+        decoding = None
+        if api:
+            assert endpoint is not None
+            check_endpoint(endpoint.base_url, endpoint.model, endpoint.max_concurrency)
+            declared = None
+            if endpoint.HasField("declared"):
+                d = endpoint.declared
+                declared = Decoding(
+                    d.temperature,
+                    d.max_tokens,
+                    d.context_window,
+                    d.top_p if d.HasField("top_p") else None,
+                )
+            decoding = effective_decoding(declared, endpoint.self_test)
+            if await self._store.find(uploads.submission_id_for(tenant_id, request_id)) is None:
+                await self._preflight(endpoint)
         submission_id = uploads.submission_id_for(tenant_id, request_id)
         existing = await self._store.find(submission_id)
         if existing is not None:
             return self._same_request(existing, model, track, mode), False
-        assignment = await self._rotator.assign(submission_id, tenant_id, track)
+        assignment = await self._rotator.assign(submission_id, tenant_id, track, api=api)
         now = datetime.now(UTC)
         doc = {
             "_id": submission_id,
@@ -144,7 +184,7 @@ class Submissions:
             },
             "track": track,
             "mode": mode,
-            "state": AWAITING,
+            "state": DISPATCHING if api else AWAITING,
             "state_reason": "",
             "pool_id": assignment.pool_id,
             "expected": assignment.item_count,
@@ -156,12 +196,30 @@ class Submissions:
             "created_at": now,
             "updated_at": now,
         }
+        if api:
+            assert endpoint is not None and decoding is not None
+            doc["endpoint"] = {
+                "base_url": endpoint.base_url,
+                "model": endpoint.model,
+                "max_concurrency": endpoint.max_concurrency,
+                "self_test": endpoint.self_test,
+            }
+            doc["decoding"] = {
+                "temperature": decoding.temperature,
+                "max_tokens": decoding.max_tokens,
+                "context_window": decoding.context_window,
+                "top_p": decoding.top_p,
+            }
         event = submission_events_pb2.SubmissionCreated(
             event_id=f"{submission_id}:created", submission=submission_to_proto(doc)
         )
 
         async def commit(session: Any) -> None:
             await self._store.insert(doc, session)
+            if api:
+                assert endpoint is not None
+                # The key lives apart from the submission, which partners and logs can see.
+                await self._store.store_key(submission_id, endpoint.api_key, session)
             await self._infra.outbox.add(
                 session,
                 [(event.event_id, Outgoing(topics.SUBMISSION_CREATED, event, key=submission_id))],
@@ -182,6 +240,16 @@ class Submissions:
             assignment.item_count,
         )
         return doc, True
+
+    async def _preflight(self, endpoint: submission_pb2.Endpoint) -> None:
+        """The endpoint contract starts here: no run against an endpoint that fails it."""
+        if self._dispatch is None:
+            raise FailedPrecondition("API mode is not available: no dispatcher is configured")
+        checked = await self._dispatch.preflight(
+            endpoint.base_url, endpoint.model, endpoint.api_key
+        )
+        if not checked.ok:
+            raise FailedPrecondition(f"endpoint preflight failed: {checked.reason}")
 
     @staticmethod
     def _same_request(
@@ -337,14 +405,41 @@ class Submissions:
     async def view(self, tenant_id: str, submission_id: str) -> submission_pb2.Submission:
         """The submission with the aggregator's scored counter while it is being scored."""
         doc = await self._store.get(tenant_id, submission_id)
+        infra_failed = 0
+        if doc["state"] == DISPATCHING and self._dispatch is not None:
+            doc, infra_failed = await self._follow_dispatch(doc)
         scored = 0
-        if doc["state"] in (AWAITING, SCORING):
+        if doc["state"] in (AWAITING, SCORING, DISPATCHING):
             try:
                 scored = (await self._reports.progress(submission_id)).scored_items
             except Unavailable as exc:
                 # Progress is informative; an aggregator outage must not fail the call.
                 log.warning("scoring progress of %s unavailable: %s", submission_id, exc)
-        return submission_to_proto(doc, scored)
+        view = submission_to_proto(doc, scored)
+        view.progress.infra_failed_items = infra_failed
+        return view
+
+    async def _follow_dispatch(self, doc: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Applies the dispatcher's outcome to an API-mode submission."""
+        assert self._dispatch is not None
+        try:
+            status = await self._dispatch.status(doc["_id"])
+        except Unavailable as exc:
+            log.warning("dispatch progress of %s unavailable: %s", doc["_id"], exc)
+            return doc, 0
+        fields: dict[str, Any] = {"answered": status.answered_items}
+        if status.state == "FAILED":
+            fields |= {
+                "state": "FAILED",
+                "state_reason": status.reason,
+                "completed_at": datetime.now(UTC),
+            }
+        elif status.state == "DONE":
+            fields["state"] = SCORING
+        elif status.state == "STALLED":
+            fields["state_reason"] = status.reason
+        await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
+        return {**doc, **fields}, status.infra_failed_items
 
     async def report(self, tenant_id: str, submission_id: str) -> Any:
         doc = await self._store.get(tenant_id, submission_id)

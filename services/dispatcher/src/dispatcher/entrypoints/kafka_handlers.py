@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
+from dispatcher.adapters.mongo_jobs import MongoJobs
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging.consumer import Delivery
@@ -19,22 +17,38 @@ async def on_submission_created(
     event: submission_events_pb2.SubmissionCreated,
     delivery: Delivery,
     *,
-    db: AsyncDatabase[dict[str, Any]],
+    jobs: MongoJobs,
+    notify: object = None,
 ) -> None:
-    """Records every submission it has seen (idempotent upsert); only API-mode ones need calls,
-    and the gateway does not accept those yet, so upload-mode ones are recorded as not needed."""
+    """Records a dispatch job for every API-mode submission (idempotent upsert)."""
     sub = event.submission
-    needed = sub.mode == common_pb2.SUBMISSION_MODE_API
-    await db.dispatch_jobs.update_one(
-        {"_id": sub.submission_id},
+    if sub.mode != common_pb2.SUBMISSION_MODE_API:
+        return
+    d = sub.decoding
+    await jobs.upsert_job(
         {
-            "$setOnInsert": {
-                "tenant_id": sub.tenant_id,
-                "pool_id": sub.pool_id,
-                "state": "PENDING" if needed else "NOT_NEEDED",
-                "seen_at": datetime.now(UTC),
-            }
-        },
-        upsert=True,
+            "_id": sub.submission_id,
+            "tenant_id": sub.tenant_id,
+            "pool_id": sub.pool_id,
+            "expected": sub.progress.expected_items,
+            "state": "RUNNING",
+            "reason": "",
+            "endpoint": {
+                "base_url": sub.endpoint.base_url,
+                "model": sub.endpoint.model,
+                "max_concurrency": sub.endpoint.max_concurrency,
+            },
+            "decoding": {
+                "temperature": d.temperature,
+                "max_tokens": d.max_tokens,
+                "context_window": d.context_window,
+                "top_p": d.top_p if d.HasField("top_p") else None,
+            },
+            "calls": 0,
+            "batches": 0,
+            "created_at": datetime.now(UTC),
+        }
     )
-    log.info("submission %s: dispatch %s", sub.submission_id, "pending" if needed else "not needed")
+    if callable(notify):
+        notify()
+    log.info("dispatch job recorded for %s", sub.submission_id)

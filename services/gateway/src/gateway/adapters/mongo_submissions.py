@@ -41,6 +41,14 @@ class MongoSubmissions:
     async def insert(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
         await self._db.submissions.insert_one(doc, session=session)
 
+    async def store_key(
+        self, submission_id: str, api_key: str, session: AsyncClientSession
+    ) -> None:
+        """The endpoint's API key, kept out of the submission document."""
+        await self._db.endpoint_keys.insert_one(
+            {"_id": submission_id, "api_key": api_key}, session=session
+        )
+
     async def find_upload(self, submission_id: str, batch_id: str) -> dict[str, Any] | None:
         return await self._db.uploads.find_one(
             {"_id": f"{submission_id}:{batch_id}"}, {"digest": 1, "count": 1}

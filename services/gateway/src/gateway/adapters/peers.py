@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_runtime.errors import FailedPrecondition, NotFound, Unavailable
@@ -44,7 +45,7 @@ class RotatorClient:
         self._lock = asyncio.Lock()
 
     async def assign(
-        self, submission_id: str, tenant_id: str, track: int
+        self, submission_id: str, tenant_id: str, track: int, api: bool = False
     ) -> taskpool_pb2.Assignment:
         response = await _call(
             self._stub.AssignItems(
@@ -52,8 +53,8 @@ class RotatorClient:
                     submission_id=submission_id,
                     tenant_id=tenant_id,
                     track=track,
-                    # Upload mode only, for now: API mode gets BOARD_API with the dispatcher.
-                    board=taskpool_pb2.BOARD_UPLOAD,
+                    # The two boards never share data (MedBench shows them apart).
+                    board=taskpool_pb2.BOARD_API if api else taskpool_pb2.BOARD_UPLOAD,
                 ),
                 timeout=30,
             ),
@@ -121,3 +122,35 @@ class ReportClient:
         )
         assert isinstance(response, report_service_pb2.GetReportResponse)
         return response.report
+
+
+class DispatchClient:
+    """DispatcherService calls (API mode)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = dispatch_service_pb2_grpc.DispatcherServiceStub(channel)
+
+    async def preflight(
+        self, base_url: str, model: str, api_key: str
+    ) -> dispatch_service_pb2.PreflightResponse:
+        response = await _call(
+            self._stub.Preflight(
+                dispatch_service_pb2.PreflightRequest(
+                    base_url=base_url, model=model, api_key=api_key
+                ),
+                timeout=150,
+            ),
+            "checking the endpoint",
+        )
+        assert isinstance(response, dispatch_service_pb2.PreflightResponse)
+        return response
+
+    async def status(self, submission_id: str) -> dispatch_service_pb2.GetDispatchResponse:
+        response = await _call(
+            self._stub.GetDispatch(
+                dispatch_service_pb2.GetDispatchRequest(submission_id=submission_id), timeout=2
+            ),
+            "reading dispatch progress",
+        )
+        assert isinstance(response, dispatch_service_pb2.GetDispatchResponse)
+        return response

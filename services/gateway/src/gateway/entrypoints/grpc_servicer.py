@@ -10,12 +10,18 @@ import grpc
 
 from gateway.adapters.peers import RotatorClient
 from gateway.submissions import TERMINAL, Submissions
+from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import (
     submission_pb2,
     submission_service_pb2,
     submission_service_pb2_grpc,
 )
-from medbench_runtime.errors import InvalidArgument, Unauthenticated, Unavailable
+from medbench_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+)
 
 TENANT_HEADER = "x-medbench-tenant"
 TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -53,7 +59,12 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
     ) -> submission_service_pb2.CreateSubmissionResponse:
         tenant = tenant_of(context)
         doc, created = await self._submissions.create(
-            tenant, request.request_id, request.model, request.track, request.mode
+            tenant,
+            request.request_id,
+            request.model,
+            request.track,
+            request.mode,
+            request.endpoint if request.HasField("endpoint") else None,
         )
         view = await self._submissions.view(tenant, doc["_id"])
         return submission_service_pb2.CreateSubmissionResponse(submission=view, created=created)
@@ -72,7 +83,13 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[submission_service_pb2.DownloadPromptsResponse]:
         tenant = tenant_of(context)
-        await self._submissions.view(tenant, _require_id(request.submission_id))
+        view = await self._submissions.view(tenant, _require_id(request.submission_id))
+        if view.mode == common_pb2.SUBMISSION_MODE_API:
+            # The API board's prompts are only ever sent to the endpoint, never handed out.
+            raise FailedPrecondition(
+                "API-mode submissions are answered by the platform calling your endpoint; "
+                "their prompts cannot be downloaded"
+            )
         try:
             async for batch in self._rotator.prompts(request.submission_id, True):
                 yield submission_service_pb2.DownloadPromptsResponse(

@@ -1,0 +1,90 @@
+"""MongoJobs: dispatch jobs, recorded responses and endpoint keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from medbench_storage.indexes import IndexSpec, asc
+
+INDEXES = (
+    IndexSpec("dispatch_jobs", asc("state")),
+    IndexSpec("responses", asc("submission_id", "batched")),
+)
+
+
+class MongoJobs:
+    """Dispatcher-owned collections (and the gateway's endpoint_keys, read only)."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._db = db
+
+    async def upsert_job(self, doc: dict[str, Any]) -> None:
+        """Idempotent: a redelivered submission.created changes nothing."""
+        await self._db.dispatch_jobs.update_one(
+            {"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True
+        )
+
+    async def job(self, submission_id: str) -> dict[str, Any] | None:
+        return await self._db.dispatch_jobs.find_one({"_id": submission_id})
+
+    async def running(self) -> list[dict[str, Any]]:
+        return await self._db.dispatch_jobs.find({"state": "RUNNING"}).to_list()
+
+    async def set_state(self, submission_id: str, state: str, reason: str = "") -> None:
+        await self._db.dispatch_jobs.update_one(
+            {"_id": submission_id},
+            {"$set": {"state": state, "reason": reason, "updated_at": datetime.now(UTC)}},
+        )
+
+    async def add_calls(self, submission_id: str, calls: int) -> None:
+        await self._db.dispatch_jobs.update_one({"_id": submission_id}, {"$inc": {"calls": calls}})
+
+    async def api_key(self, submission_id: str) -> str:
+        doc = await self._db.endpoint_keys.find_one({"_id": submission_id})
+        return "" if doc is None else str(doc["api_key"])
+
+    async def record(self, doc: dict[str, Any]) -> bool:
+        """Stores one item's outcome; False when it was already recorded."""
+        try:
+            await self._db.responses.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def recorded(self, submission_id: str) -> list[dict[str, Any]]:
+        return await self._db.responses.find(
+            {"submission_id": submission_id},
+            {"item_id": 1, "status": 1, "batched": 1, "ordinal": 1, "dataset": 1, "text": 1},
+        ).to_list()
+
+    async def next_batch(self, session: AsyncClientSession, submission_id: str) -> int:
+        """A fresh batch number for the submission (inside the flush transaction)."""
+        job = await self._db.dispatch_jobs.find_one_and_update(
+            {"_id": submission_id}, {"$inc": {"batches": 1}}, session=session
+        )
+        assert job is not None
+        return int(job.get("batches", 0))
+
+    async def claim(self, session: AsyncClientSession, ids: Sequence[str], batch_id: str) -> None:
+        """Marks responses as published in batch_id."""
+        for i in range(0, len(ids), 100):
+            await self._db.responses.update_many(
+                {"_id": {"$in": list(ids[i : i + 100])}, "batched": ""},
+                {"$set": {"batched": batch_id}},
+                session=session,
+            )
+
+    async def counts(self, submission_id: str) -> tuple[int, int]:
+        answered = await self._db.responses.count_documents(
+            {"submission_id": submission_id, "status": "answered"}
+        )
+        failed = await self._db.responses.count_documents(
+            {"submission_id": submission_id, "status": "infra_failed"}
+        )
+        return answered, failed

@@ -1,0 +1,350 @@
+"""The dispatch loop: calls partner endpoints for every API-mode submission, fairly, within
+each endpoint's contract, and records answers so that a restart resends nothing answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter, Gauge
+
+from dispatcher.adapters.mongo_jobs import MongoJobs
+from dispatcher.adapters.openai_endpoint import CallResult, OpenAIEndpoint
+from dispatcher.core.aimd import AdaptiveLimit
+from dispatcher.core.fairshare import FairScheduler
+from dispatcher.core.policy import DecodingSettings, PromptDoesNotFit, fit_messages
+from dispatcher.core.retry import (
+    Outcome,
+    RetryBudget,
+    RetryPolicy,
+    classify,
+    decide,
+    parse_retry_after,
+)
+from medbench.common.v1 import common_pb2
+from medbench.inference.v1 import inference_events_pb2
+from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench_messaging import topics
+from medbench_messaging.publisher import Outgoing
+from medbench_storage.client import in_transaction
+from medbench_storage.infra import Infrastructure
+
+log = logging.getLogger(__name__)
+
+CALLS = Counter("medbench_dispatch_calls_total", "Endpoint calls by outcome.", ["outcome"])
+INFLIGHT = Gauge("medbench_dispatch_inflight", "Endpoint calls in flight.")
+FLUSH_ITEMS = 200
+# Retries every submission may spend whatever its size; beyond it, budget_fraction of its calls.
+RETRY_FLOOR = 100
+
+
+@dataclass
+class Item:
+    """One prompt to send."""
+
+    item_id: str
+    ordinal: int
+    dataset: str
+    messages: list[tuple[str, str]]
+
+
+@dataclass
+class Job:
+    """One running API-mode submission."""
+
+    doc: dict[str, Any]
+    api_key: str
+    decoding: DecodingSettings
+    pending: deque[Item]
+    limit: AdaptiveLimit
+    budget: RetryBudget
+    inflight: int = 0
+    unflushed: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    failed: str = ""
+
+    @property
+    def submission_id(self) -> str:
+        return str(self.doc["_id"])
+
+
+class Dispatcher:
+    """A worker: loads RUNNING jobs, schedules calls across them, flushes answers."""
+
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        infra: Infrastructure,
+        jobs: MongoJobs,
+        endpoint: OpenAIEndpoint,
+        rotator: taskpool_service_pb2_grpc.TaskPoolServiceStub,
+        global_cap: int = 256,
+        policy: RetryPolicy | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._infra = infra
+        self._jobs = jobs
+        self._endpoint = endpoint
+        self._rotator = rotator
+        self._global_cap = global_cap
+        self._policy = policy or RetryPolicy()
+        self._rand = rand
+        self._active: dict[str, Job] = {}
+        self._fair = FairScheduler()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """A new job was recorded."""
+        self._wake.set()
+
+    def job(self, submission_id: str) -> Job | None:
+        return self._active.get(submission_id)
+
+    async def run(self) -> None:
+        last_refresh = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if loop.time() - last_refresh > 1.0 or self._wake.is_set():
+                self._wake.clear()
+                await self._refresh()
+                last_refresh = loop.time()
+            self._schedule()
+            await self._flush_due()
+            await self._finish_done()
+            waiting = [asyncio.create_task(self._wake.wait())]
+            await asyncio.wait(
+                [*self._tasks, *waiting], timeout=0.2, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiting[0].cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        for job in self._active.values():
+            await self._flush(job)
+
+    async def _refresh(self) -> None:
+        for doc in await self._jobs.running():
+            if doc["_id"] in self._active:
+                continue
+            job = await self._load(doc)
+            self._active[job.submission_id] = job
+            self._fair.add(job.submission_id, doc["tenant_id"])
+            log.info("dispatching %s: %d items to send", job.submission_id, len(job.pending))
+
+    async def _load(self, doc: dict[str, Any]) -> Job:
+        """Items not yet answered (a restart resends only what was in flight)."""
+        recorded = {r["item_id"]: r for r in await self._jobs.recorded(doc["_id"])}
+        pending: deque[Item] = deque()
+        request = taskpool_service_pb2.GetPromptsRequest(
+            submission_id=doc["_id"], include_prompts=True
+        )
+        async for batch in self._rotator.GetPrompts(request):
+            for it in batch.items:
+                # Canaries trace leaked downloads; an endpoint never needs to answer them.
+                if it.canary or it.item_id in recorded:
+                    continue
+                messages = [(m.role, m.content) for m in it.messages] or [("user", it.question)]
+                pending.append(Item(it.item_id, it.ordinal, it.dataset, messages))
+        d = doc["decoding"]
+        job = Job(
+            doc,
+            await self._jobs.api_key(doc["_id"]),
+            DecodingSettings(
+                d["temperature"], d["max_tokens"], d["context_window"], d.get("top_p")
+            ),
+            pending,
+            AdaptiveLimit(doc["endpoint"]["max_concurrency"]),
+            RetryBudget(self._policy.budget_fraction, min_retries=RETRY_FLOOR),
+        )
+        job.unflushed = [
+            r for r in recorded.values() if r["status"] == "answered" and not r.get("batched")
+        ]
+        return job
+
+    def _schedule(self) -> None:
+        def has_work(submission_id: str) -> bool:
+            job = self._active.get(submission_id)
+            return bool(job and job.pending and not job.failed and job.inflight < job.limit.limit)
+
+        while len(self._tasks) < self._global_cap:
+            chosen = self._fair.next_submission(has_work)
+            if chosen is None:
+                return
+            job = self._active[chosen]
+            item = job.pending.popleft()
+            job.inflight += 1
+            job.limit.acquire()
+            task = asyncio.create_task(self._call(job, item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, job: Job, item: Item) -> None:
+        INFLIGHT.inc()
+        try:
+            try:
+                messages, truncated = fit_messages(item.messages, job.decoding)
+            except PromptDoesNotFit as exc:
+                await self._record(
+                    job,
+                    item,
+                    "infra_failed",
+                    CallResult(None, error=f"prompt does not fit: {exc}"),
+                    0,
+                    True,
+                )
+                return
+            body: dict[str, Any] = {
+                "model": job.doc["endpoint"]["model"],
+                "messages": [{"role": r, "content": c} for r, c in messages],
+                "temperature": job.decoding.temperature,
+                "max_tokens": job.decoding.max_tokens,
+            }
+            if job.decoding.top_p is not None:
+                body["top_p"] = job.decoding.top_p
+            attempt = 0
+            while True:
+                attempt += 1
+                epoch = job.limit.epoch
+                job.calls += 1
+                if attempt == 1:
+                    job.budget.record_call()
+                result = await self._endpoint.chat(
+                    job.doc["endpoint"]["base_url"], job.api_key, body
+                )
+                outcome = decide(
+                    classify(result.status, result.error or None), attempt, self._policy, job.budget
+                )
+                CALLS.labels(outcome.name.lower()).inc()
+                if result.status == 429:
+                    job.limit.on_throttle(epoch)
+                if outcome is Outcome.SUCCESS:
+                    job.limit.on_success()
+                    await self._record(job, item, "answered", result, attempt, truncated)
+                    return
+                if outcome is Outcome.FAIL_SUBMISSION:
+                    job.failed = result.error or f"HTTP {result.status}"
+                    return
+                if outcome is Outcome.FAIL_ITEM_INFRA:
+                    await self._record(job, item, "infra_failed", result, attempt, truncated)
+                    return
+                retry_after = parse_retry_after(result.retry_after, datetime.now(UTC))
+                delay = self._policy.delay(attempt, self._rand, retry_after)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    return  # stopping: the item stays unrecorded and is sent after restart
+                except TimeoutError:
+                    pass
+        finally:
+            job.inflight -= 1
+            job.limit.release()
+            INFLIGHT.dec()
+
+    async def _record(
+        self, job: Job, item: Item, status: str, result: CallResult, attempts: int, truncated: bool
+    ) -> None:
+        doc = {
+            "_id": f"{job.submission_id}:{item.item_id}",
+            "submission_id": job.submission_id,
+            "item_id": item.item_id,
+            "ordinal": item.ordinal,
+            "dataset": item.dataset,
+            "status": status,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "usage": result.usage or {},
+            "latency_ms": result.latency_ms,
+            "attempts": attempts,
+            "error": result.error,
+            "truncated": truncated,
+            "batched": "",
+            "recorded_at": datetime.now(UTC),
+        }
+        if await self._jobs.record(doc) and status == "answered":
+            job.unflushed.append(doc)
+
+    async def _flush_due(self) -> None:
+        for job in list(self._active.values()):
+            idle = not job.pending and job.inflight == 0
+            if len(job.unflushed) >= FLUSH_ITEMS or (job.unflushed and (idle or job.failed)):
+                await self._flush(job)
+
+    async def _flush(self, job: Job) -> None:
+        """Answers leave in batches: the batch claim and its event commit together."""
+        while job.unflushed:
+            part, job.unflushed = job.unflushed[:FLUSH_ITEMS], job.unflushed[FLUSH_ITEMS:]
+            recorded_at = Timestamp()
+            recorded_at.FromDatetime(datetime.now(UTC))
+
+            async def commit(
+                session: Any,
+                part: list[dict[str, Any]] = part,
+                recorded_at: Timestamp = recorded_at,
+            ) -> None:
+                batch_id = f"api-{await self._jobs.next_batch(session, job.submission_id):06d}"
+                await self._jobs.claim(session, [d["_id"] for d in part], batch_id)
+                event = inference_events_pb2.ResponsesRecorded(
+                    event_id=f"{job.submission_id}:{batch_id}",
+                    submission_id=job.submission_id,
+                    tenant_id=job.doc["tenant_id"],
+                    pool_id=job.doc["pool_id"],
+                    batch_id=batch_id,
+                    expected_items=job.doc["expected"],
+                    mode=common_pb2.SUBMISSION_MODE_API,
+                    recorded_at=recorded_at,
+                    responses=[
+                        inference_events_pb2.RecordedResponse(
+                            item_id=d["item_id"],
+                            ordinal=d["ordinal"],
+                            dataset=d["dataset"],
+                            answer=d["text"],
+                        )
+                        for d in part
+                    ],
+                )
+                await self._infra.outbox.add(
+                    session,
+                    [
+                        (
+                            event.event_id,
+                            Outgoing(topics.RESPONSE_RECORDED, event, key=job.submission_id),
+                        )
+                    ],
+                )
+
+            await in_transaction(self._infra.client, commit)
+            self._infra.relay.notify()
+
+    async def _finish_done(self) -> None:
+        for submission_id, job in list(self._active.items()):
+            if job.inflight or job.unflushed or (job.pending and not job.failed):
+                continue
+            await self._jobs.add_calls(submission_id, job.calls)
+            if job.failed:
+                await self._jobs.set_state(submission_id, "FAILED", job.failed)
+                log.warning("dispatch of %s failed: %s", submission_id, job.failed)
+            else:
+                _, failed = await self._jobs.counts(submission_id)
+                if failed:
+                    await self._jobs.set_state(
+                        submission_id,
+                        "STALLED",
+                        f"{failed} items failed for infrastructure reasons; they are not "
+                        f"scored or charged and can be resumed",
+                    )
+                else:
+                    await self._jobs.set_state(submission_id, "DONE")
+            del self._active[submission_id]
+            self._fair.remove(submission_id)

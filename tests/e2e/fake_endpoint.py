@@ -1,0 +1,122 @@
+"""A scripted OpenAI-compatible endpoint on loopback (real HTTP), standing in for a partner's
+model server in tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# What a call gets: (status, body or None to drop the connection, headers).
+Reply = tuple[int, Any, dict[str, str]]
+
+
+@dataclass
+class Script:
+    """Decides each reply; `answer` maps the last user message to the model's text."""
+
+    answer: Callable[[str], str]
+    model: str = "test-model"
+    api_key: str = "secret-key"
+    latency_s: float = 0.0
+    # Called before answering; may return a Reply to send instead (429s, 5xx, junk ...).
+    fault: Callable[[str, int], Reply | None] = lambda question, attempt: None
+    calls: Counter[str] = field(default_factory=Counter)
+    answered: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeEndpoint:
+    """ThreadingHTTPServer on 127.0.0.1:<free port>; base_url ends in /v1."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        handler = _handler(script)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _authorised(self) -> bool:
+            if self.headers.get("Authorization") != f"Bearer {script.api_key}":
+                self._send(401, {"error": {"message": "invalid api key"}})
+                return False
+            return True
+
+        def do_GET(self) -> None:
+            if self._authorised():
+                self._send(200, {"data": [{"id": script.model}]})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not self._authorised():
+                return
+            if body.get("model") != script.model:
+                self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
+                return
+            question = body["messages"][-1]["content"]
+            with script.lock:
+                script.calls[question] += 1
+                attempt = script.calls[question]
+            if script.latency_s:
+                time.sleep(script.latency_s)
+            fault = script.fault(question, attempt)
+            if fault is not None:
+                status, payload, headers = fault
+                if payload is None:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self._send(status, payload, headers)
+                return
+            with script.lock:
+                script.answered[question] += 1
+            self._send(
+                200,
+                {
+                    "choices": [
+                        {
+                            "message": {"role": "assistant", "content": script.answer(question)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": len(question), "completion_tokens": 3},
+                },
+            )
+
+    return Handler

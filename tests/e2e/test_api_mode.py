@@ -1,0 +1,228 @@
+"""API mode: the dispatcher calls a (scripted, real-HTTP) partner endpoint under the contract."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from medbench.common.v1 import common_pb2
+from medbench.submission.v1 import submission_pb2
+from medbench.taskpool.v1 import taskpool_pb2
+from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.bank_files import import_item, read_jsonl
+from medbench_devstack.services import ServiceStack
+from rotator.core.options import parse_options
+from tests.conftest import Servers
+from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
+from tests.e2e.harness import eventually
+from tests.reference_scoring import score_in_process
+
+pytestmark = [pytest.mark.e2e]
+
+BANK = Path(__file__).resolve().parents[2] / "services/rotator/src/rotator/sample_bank"
+ROWS = list(read_jsonl(BANK / "items.jsonl"))
+COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
+
+
+@pytest.fixture(scope="module")
+def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    token = uuid.uuid4().hex[:8]
+    services = ServiceStack(
+        tmp_path_factory.mktemp(f"api-{token}"),
+        servers.mongo_uri,
+        f"api_{token}",
+        servers.kafka_bootstrap,
+        f"api{token}.",
+        extra_env={
+            "MEDBENCH_RETRY_BASE_DELAY_S": "0.01",
+            "MEDBENCH_RETRY_MAX_DELAY_S": "0.05",
+            "MEDBENCH_MAX_ATTEMPTS": "4",
+        },
+    )
+    services.start(timeout_s=90)
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+@pytest.fixture(scope="module")
+async def pool(stack: ServiceStack) -> str:
+    admin = AdminClient(channel(stack.address("rotator")))
+    await admin.import_items([import_item(r) for r in ROWS])
+    await admin.publish("api-pool", board=taskpool_pb2.BOARD_API)
+    return "api-pool"
+
+
+def smart(question: str) -> str:
+    """A model that knows the sample bank: right on every item but DDx-advanced ones."""
+    shown = parse_options(question)
+    if shown is None:
+        return "2"  # the preflight's tiny prompt
+    for row in ROWS:
+        canonical = parse_options(row["question"])
+        if (
+            canonical
+            and canonical.prefix == shown.prefix
+            and sorted(canonical.texts) == sorted(shown.texts)
+        ):
+            if row["dataset"] == "DDx-advanced":
+                return "<Z>"
+            texts = {canonical.texts[canonical.letters.index(r)] for r in row["reference"]}
+            letters = sorted(shown.letters[i] for i, t in enumerate(shown.texts) if t in texts)
+            return "<" + ", ".join(letters) + ">"
+    return "<A>"  # a canary or an unknown question
+
+
+def expected_overall() -> float:
+    answers = {
+        r["item_id"]: (
+            "<Z>" if r["dataset"] == "DDx-advanced" else "<" + ", ".join(r["reference"]) + ">"
+        )
+        for r in ROWS
+    }
+    return score_in_process(ROWS, answers).overall
+
+
+def endpoint(
+    fake: FakeEndpoint, model: str = "test-model", key: str = "secret-key", cap: int = 8
+) -> submission_pb2.Endpoint:
+    return submission_pb2.Endpoint(
+        base_url=fake.base_url, model=model, api_key=key, max_concurrency=cap
+    )
+
+
+async def run(
+    stack: ServiceStack, tenant: str, fake: FakeEndpoint, **kw: object
+) -> tuple[PartnerClient, str]:
+    partner = PartnerClient(channel(stack.address("gateway")), tenant)
+    created = await partner.create(
+        f"api-{uuid.uuid4().hex[:6]}",
+        "api-model",
+        mode=common_pb2.SUBMISSION_MODE_API,
+        endpoint=endpoint(fake, **kw),
+    )  # type: ignore[arg-type]
+    return partner, created.submission.submission_id
+
+
+async def state_of(partner: PartnerClient, sid: str) -> submission_pb2.Submission:
+    return await partner.get(sid)
+
+
+async def test_api_mode_evaluation_with_throttling_and_errors_completes_exactly_once(
+    stack: ServiceStack, pool: str
+) -> None:
+    def flaky(question: str, attempt: int) -> Reply | None:
+        kind = zlib.crc32(question.encode()) % 8
+        if attempt == 1 and kind == 0:
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
+        if attempt == 1 and kind == 1:
+            return 503, {"error": {"message": "overloaded"}}, {}
+        if attempt == 1 and kind == 2:
+            return 200, b"{not json", {}
+        return None
+
+    with FakeEndpoint(Script(answer=smart, fault=flaky)) as fake:
+        partner, sid = await run(stack, "hospital-api", fake)
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 90, "the API-mode submission to complete", interval_s=0.3)
+        report = await partner.report(sid)
+        sub = await partner.get(sid)
+    assert report.scored_items == len(ROWS)
+    assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
+    # Every question answered exactly once, although about 3 in 8 first calls failed.
+    # One successful call per item (+ the preflight's tiny prompt); canaries are never sent.
+    assert sum(fake.script.answered.values()) == len(ROWS) + 1
+    assert sum(fake.script.calls.values()) > len(ROWS) * 1.2
+    assert sub.endpoint.api_key == "" and sub.endpoint.model == "test-model"
+    assert (sub.decoding.temperature, sub.decoding.max_tokens) == (0.7, 512)
+
+
+async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(
+    stack: ServiceStack, pool: str
+) -> None:
+    ddx = {
+        parse_options(r["question"]).prefix
+        for r in ROWS  # type: ignore[union-attr]
+        if r["dataset"] == "DDx-advanced"
+    }
+
+    def broken_for_ddx(question: str, attempt: int) -> Reply | None:
+        shown = parse_options(question)
+        if shown is not None and shown.prefix in ddx:
+            return 502, {"error": {"message": "bad gateway"}}, {}
+        return None
+
+    with FakeEndpoint(Script(answer=smart, fault=broken_for_ddx)) as fake:
+        partner, sid = await run(stack, "hospital-infra", fake)
+
+        async def stalled() -> submission_pb2.Submission | None:
+            sub = await state_of(partner, sid)
+            return sub if sub.progress.infra_failed_items == 6 and sub.state_reason else None
+
+        sub = await eventually(stalled, 90, "six infrastructure failures", interval_s=0.3)
+    assert sub.state == submission_pb2.SUBMISSION_STATE_DISPATCHING
+    assert "infrastructure" in sub.state_reason
+    assert sub.progress.answered_items == len(ROWS) - 6
+
+
+async def test_preflight_refuses_a_wrong_model_or_key_before_any_run(
+    stack: ServiceStack, pool: str
+) -> None:
+    with FakeEndpoint(Script(answer=smart)) as fake:
+        for kw, phrase in (({"model": "nope"}, "not among"), ({"key": "wrong"}, "API key")):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await run(stack, "hospital-pre", fake, **kw)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert phrase in (err.value.details() or ""), err.value.details()
+        assert sum(fake.script.calls.values()) == 0, "no prompt of the pool was sent"
+
+
+async def test_an_endpoint_that_starts_refusing_fails_the_submission_with_its_reason(
+    stack: ServiceStack, pool: str
+) -> None:
+    seen: set[str] = set()
+
+    def revoked(question: str, attempt: int) -> Reply | None:
+        seen.add(question)
+        if len(seen) > 5:
+            return 403, {"error": {"message": "key revoked"}}, {}
+        return None
+
+    with FakeEndpoint(Script(answer=smart, fault=revoked)) as fake:
+        partner, sid = await run(stack, "hospital-revoked", fake, cap=1)
+
+        async def failed() -> submission_pb2.Submission | None:
+            sub = await state_of(partner, sid)
+            return sub if sub.state == submission_pb2.SUBMISSION_STATE_FAILED else None
+
+        sub = await eventually(failed, 60, "the submission to fail", interval_s=0.3)
+    assert "key revoked" in sub.state_reason and "403" in sub.state_reason
+
+
+async def test_api_prompts_cannot_be_downloaded_and_upload_mode_takes_no_endpoint(
+    stack: ServiceStack, pool: str
+) -> None:
+    with FakeEndpoint(Script(answer=smart, latency_s=0.05)) as fake:
+        partner, sid = await run(stack, "hospital-dl", fake)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner.prompts(sid)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner.create("u1", "m", endpoint=endpoint(fake))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner.create("u2", "m", mode=common_pb2.SUBMISSION_MODE_API)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = endpoint(fake, cap=0)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner.create("u3", "m", mode=common_pb2.SUBMISSION_MODE_API, endpoint=bad)
+        assert "max_concurrency" in (err.value.details() or "")
