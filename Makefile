@@ -45,6 +45,7 @@ stop:             ## Stop what `make run` started
 bench: setup      ## Benchmarks: metrics per core; 100k-item evaluation; 700k-item bank + rotation
 	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
+	$(PY) -m tests.bench.bench_dispatch
 	$(PY) -m tests.bench.bench_bank
 
 .PHONY: help setup protos lint test run stop bench

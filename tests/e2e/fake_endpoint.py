@@ -27,8 +27,16 @@ class Script:
     # Called before answering; may return a Reply to send instead (429s, 5xx, junk ...).
     fault: Callable[[str, int], Reply | None] = lambda question, attempt: None
     calls: Counter[str] = field(default_factory=Counter)
+    times: list[float] = field(default_factory=list)
+    """Arrival time (monotonic) of every completion request."""
     answered: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) refuses bursts of concurrent connections.
+    request_queue_size = 256
+    daemon_threads = True
 
 
 class FakeEndpoint:
@@ -37,8 +45,7 @@ class FakeEndpoint:
     def __init__(self, script: Script) -> None:
         self.script = script
         handler = _handler(script)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -92,6 +99,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             question = body["messages"][-1]["content"]
             with script.lock:
                 script.calls[question] += 1
+                script.times.append(time.monotonic())
                 attempt = script.calls[question]
             if script.latency_s:
                 time.sleep(script.latency_s)

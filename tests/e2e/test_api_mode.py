@@ -226,3 +226,30 @@ async def test_api_prompts_cannot_be_downloaded_and_upload_mode_takes_no_endpoin
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await partner.create("u3", "m", mode=common_pb2.SUBMISSION_MODE_API, endpoint=bad)
         assert "max_concurrency" in (err.value.details() or "")
+
+
+async def test_kill_9_of_the_dispatcher_mid_run_resumes_without_resending_answers(
+    stack: ServiceStack, pool: str
+) -> None:
+    cap = 4
+    with FakeEndpoint(Script(answer=smart, latency_s=0.15)) as fake:
+        partner, sid = await run(stack, "hospital-resume", fake, cap=cap)
+
+        async def some_answered() -> bool:
+            return sum(fake.script.answered.values()) >= 20
+
+        await eventually(some_answered, 60, "20 answers")
+        stack.kill("dispatcher")
+        before = sum(fake.script.answered.values())
+        stack.restart("dispatcher", timeout_s=60)
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 90, "the resumed submission to complete", interval_s=0.3)
+        report = await partner.report(sid)
+    assert report.scored_items == len(ROWS)
+    assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
+    # Answered items are not sent again; those in flight at the kill at most once more.
+    total = sum(fake.script.answered.values())
+    assert len(ROWS) + 1 <= total <= len(ROWS) + 1 + cap, (before, total)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-import httpx
-
+from dispatcher.adapters.http_client import HttpClient
 from dispatcher.adapters.mongo_jobs import INDEXES, MongoJobs
 from dispatcher.adapters.openai_endpoint import OpenAIEndpoint
 from dispatcher.core.retry import RetryPolicy
@@ -24,14 +23,8 @@ from medbench_storage.infra import open_infrastructure
 
 
 async def serve(settings: DispatcherSettings) -> None:
-    limits = httpx.Limits(
-        max_connections=settings.global_concurrency,
-        max_keepalive_connections=settings.global_concurrency,
-    )
-    async with (
-        open_infrastructure(settings, INDEXES) as infra,
-        httpx.AsyncClient(limits=limits) as http,
-    ):
+    http = HttpClient(max_idle=settings.global_concurrency)
+    async with open_infrastructure(settings, INDEXES) as infra:
         jobs = MongoJobs(infra.db)
         endpoint = OpenAIEndpoint(http, timeout_s=settings.request_timeout_s)
         rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(

@@ -69,6 +69,7 @@ class Job:
     unflushed: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     failed: str = ""
+    flushing: bool = False
 
     @property
     def submission_id(self) -> str:
@@ -100,6 +101,7 @@ class Dispatcher:
         self._active: dict[str, Job] = {}
         self._fair = FairScheduler()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flushes: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -132,8 +134,10 @@ class Dispatcher:
             waiting[0].cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        if self._flushes:
+            await asyncio.wait(self._flushes, timeout=10)
         for job in self._active.values():
-            await self._flush(job)
+            await self._flush_all(job)
 
     async def _refresh(self) -> None:
         for doc in await self._jobs.running():
@@ -193,6 +197,7 @@ class Dispatcher:
 
     async def _call(self, job: Job, item: Item) -> None:
         INFLIGHT.inc()
+        released = False
         try:
             try:
                 messages, truncated = fit_messages(item.messages, job.decoding)
@@ -232,6 +237,9 @@ class Dispatcher:
                     job.limit.on_throttle(epoch)
                 if outcome is Outcome.SUCCESS:
                     job.limit.on_success()
+                    # The endpoint is done with this request: free its slot before the write.
+                    job.limit.release()
+                    released = True
                     await self._record(job, item, "answered", result, attempt, truncated)
                     return
                 if outcome is Outcome.FAIL_SUBMISSION:
@@ -249,7 +257,8 @@ class Dispatcher:
                     pass
         finally:
             job.inflight -= 1
-            job.limit.release()
+            if not released:
+                job.limit.release()
             INFLIGHT.dec()
 
     async def _record(
@@ -278,11 +287,22 @@ class Dispatcher:
     async def _flush_due(self) -> None:
         for job in list(self._active.values()):
             idle = not job.pending and job.inflight == 0
-            if len(job.unflushed) >= FLUSH_ITEMS or (job.unflushed and (idle or job.failed)):
-                await self._flush(job)
+            due = len(job.unflushed) >= FLUSH_ITEMS or (job.unflushed and (idle or job.failed))
+            if due and not job.flushing:
+                # In the background: the scheduler keeps the endpoint busy meanwhile.
+                job.flushing = True
+                task = asyncio.create_task(self._flush(job))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, job: Job) -> None:
         """Answers leave in batches: the batch claim and its event commit together."""
+        try:
+            await self._flush_all(job)
+        finally:
+            job.flushing = False
+
+    async def _flush_all(self, job: Job) -> None:
         while job.unflushed:
             part, job.unflushed = job.unflushed[:FLUSH_ITEMS], job.unflushed[FLUSH_ITEMS:]
             recorded_at = Timestamp()
@@ -329,7 +349,7 @@ class Dispatcher:
 
     async def _finish_done(self) -> None:
         for submission_id, job in list(self._active.items()):
-            if job.inflight or job.unflushed or (job.pending and not job.failed):
+            if job.inflight or job.unflushed or job.flushing or (job.pending and not job.failed):
                 continue
             await self._jobs.add_calls(submission_id, job.calls)
             if job.failed:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from dispatcher.adapters.http_client import HttpClient, HttpError, HttpResponse
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class CallResult:
 class OpenAIEndpoint:
     """Calls made with a shared connection pool; the key goes only into the header."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float = 60.0) -> None:
+    def __init__(self, client: HttpClient, timeout_s: float = 60.0) -> None:
         self._client = client
         self._timeout_s = timeout_s
 
@@ -36,17 +36,13 @@ class OpenAIEndpoint:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         started = time.perf_counter()
         try:
-            response = await self._client.post(
-                url, json=body, headers=headers, timeout=self._timeout_s
-            )
-        except httpx.TimeoutException:
-            return CallResult(None, error="timeout", latency_ms=_ms(started))
-        except httpx.HTTPError as exc:
-            return CallResult(None, error=f"{type(exc).__name__}", latency_ms=_ms(started))
+            response = await self._client.request("POST", url, body, headers, self._timeout_s)
+        except HttpError as exc:
+            return CallResult(None, error=str(exc), latency_ms=_ms(started))
         latency = _ms(started)
-        if response.status_code != 200:
+        if response.status != 200:
             return CallResult(
-                response.status_code,
+                response.status,
                 error=_reason(response),
                 retry_after=response.headers.get("retry-after"),
                 latency_ms=latency,
@@ -74,26 +70,27 @@ class OpenAIEndpoint:
         """GET <base_url>/models: (status, parsed body or error text)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
-            response = await self._client.get(
-                base_url.rstrip("/") + "/models", headers=headers, timeout=self._timeout_s
+            response = await self._client.request(
+                "GET", base_url.rstrip("/") + "/models", None, headers, self._timeout_s
             )
-        except httpx.HTTPError as exc:
-            return None, type(exc).__name__
+        except HttpError as exc:
+            return None, str(exc)
         try:
-            return response.status_code, response.json()
+            return response.status, response.json()
         except ValueError:
-            return response.status_code, response.text[:200]
+            return response.status, response.body[:200].decode(errors="replace")
 
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: HttpResponse) -> str:
     """The endpoint's own words for a refusal, short."""
     try:
         body = response.json()
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
     except ValueError:
         message = None
-    return f"HTTP {response.status_code}: {message or response.text[:200]}"
+    return f"HTTP {response.status}: {message or response.body[:200].decode(errors='replace')}"

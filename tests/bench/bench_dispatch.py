@@ -1,0 +1,150 @@
+"""Benchmark: API-mode dispatch against a simulated endpoint (200 ms per call, declared cap 64).
+
+Prints achieved requests/s as a ratio of the ideal 320/s, the same under 10% 429s and 5% 5xx
+(completion time and retries), and the dispatcher's CPU time per 1,000 calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from medbench.common.v1 import common_pb2
+from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
+from medbench.submission.v1 import submission_pb2
+from medbench.taskpool.v1 import taskpool_pb2
+from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.bank_files import import_item
+from medbench_devstack.ports import free_port
+from rotator.core.synthetic import synthetic_items
+from tests.bench.local_stack import bench_stack
+
+LATENCY_S = 0.2
+CAP = 64
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(
+    stack,
+    pid: int,
+    name: str,
+    rate_429: float = 0.0,  # type: ignore[no-untyped-def]
+    rate_5xx: float = 0.0,
+) -> dict[str, float]:
+    """One submission against a fresh simulated endpoint process."""
+    port = free_port()
+    endpoint = subprocess.Popen(  # noqa: ASYNC220 - a benchmark fixture, started once
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.sim_endpoint",
+            "--port",
+            str(port),
+            "--latency-s",
+            str(LATENCY_S),
+            "--rate-429",
+            str(rate_429),
+            "--rate-5xx",
+            str(rate_5xx),
+        ]
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    await http.get(base_url + "/models")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+            dispatch = dispatch_service_pb2_grpc.DispatcherServiceStub(
+                channel(stack.address("dispatcher"))
+            )
+            partner = PartnerClient(channel(stack.address("gateway")), f"bench-{name}")
+            cpu_before = cpu_s(pid)
+            started = time.monotonic()
+            created = await partner.create(
+                name,
+                "bench-model",
+                mode=common_pb2.SUBMISSION_MODE_API,
+                endpoint=submission_pb2.Endpoint(
+                    base_url=base_url, model="test-model", api_key="k", max_concurrency=CAP
+                ),
+            )
+            sid = created.submission.submission_id
+            while True:
+                status = await dispatch.GetDispatch(
+                    dispatch_service_pb2.GetDispatchRequest(submission_id=sid)
+                )
+                if status.state in ("DONE", "STALLED", "FAILED"):
+                    break
+                await asyncio.sleep(0.2)
+            elapsed = time.monotonic() - started
+            cpu = cpu_s(pid) - cpu_before
+            stats = (await http.get(base_url + "/stats")).json()
+    finally:
+        endpoint.terminate()
+        endpoint.wait(10)
+    window = stats["last"] - stats["first"] + LATENCY_S
+    return {
+        "elapsed": elapsed,
+        "window": window,
+        "calls": stats["calls"],
+        "answered": status.answered_items,
+        "infra_failed": status.infra_failed_items,
+        "cpu": cpu,
+        "throttled": stats["throttled"],
+        "errors": stats["errors"],
+    }
+
+
+async def main(n_items: int) -> None:
+    with bench_stack("dispatch") as bench:
+        stack = bench.services
+        pid = stack.process("dispatcher").pid
+        assert pid is not None
+        admin = AdminClient(channel(stack.address("rotator")))
+        await admin.import_items(
+            [import_item(r) for r in synthetic_items(n_items, seed=3)], batch=5000
+        )
+        await admin.publish("dispatch-pool", board=taskpool_pb2.BOARD_API)
+        ideal = CAP / LATENCY_S
+        clean = await one_run(stack, pid, "clean")
+        rate = clean["calls"] / clean["window"]
+        print(
+            f"simulated endpoint (own process): {LATENCY_S * 1000:.0f} ms per call, declared "
+            f"cap {CAP}, ideal {ideal:.0f} requests/s; {n_items} items"
+        )
+        print(
+            f"clean run: {clean['answered']:.0f} answered, {clean['calls']:.0f} calls, "
+            f"{rate:.0f} requests/s = {rate / ideal:.2f} x ideal (target >= 0.9); "
+            f"submission dispatched in {clean['elapsed']:.1f} s"
+        )
+        print(f"dispatcher CPU: {clean['cpu'] * 1e6 / clean['calls']:.0f} ms per 1,000 calls")
+        noisy = await one_run(stack, pid, "noisy", rate_429=0.10, rate_5xx=0.05)
+        rate = noisy["calls"] / noisy["window"]
+        print(
+            f"10% 429 + 5% 5xx: {noisy['answered']:.0f} answered, {noisy['infra_failed']:.0f} "
+            f"infra-failed, in {noisy['elapsed']:.1f} s; {noisy['calls']:.0f} calls "
+            f"({noisy['calls'] - noisy['answered']:.0f} retries: {noisy['throttled']:.0f} x 429, "
+            f"{noisy['errors']:.0f} x 5xx), {rate:.0f} requests/s = {rate / ideal:.2f} x ideal"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=3000)
+    args = parser.parse_args()
+    asyncio.run(main(args.items))
