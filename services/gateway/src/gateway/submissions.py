@@ -438,7 +438,9 @@ class Submissions:
             fields["state"] = SCORING
         elif status.state == "STALLED":
             fields["state_reason"] = status.reason
-        await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
+        # A read must not write: only a change of state, reason or count is stored.
+        if any(doc.get(k) != v for k, v in fields.items() if k != "completed_at"):
+            await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
         return {**doc, **fields}, status.infra_failed_items
 
     async def report(self, tenant_id: str, submission_id: str) -> Any:
