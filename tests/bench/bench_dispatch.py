@@ -24,7 +24,7 @@ from medbench_client.api import AdminClient, PartnerClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.ports import free_port
 from rotator.core.synthetic import synthetic_items
-from tests.bench.local_stack import bench_stack
+from tests.bench.local_stack import BenchStack, bench_stack
 
 LATENCY_S = 0.2
 CAP = 64
@@ -37,10 +37,9 @@ def cpu_s(pid: int) -> float:
 
 
 async def one_run(
-    stack,
-    pid: int,
+    bench: BenchStack,
     name: str,
-    rate_429: float = 0.0,  # type: ignore[no-untyped-def]
+    rate_429: float = 0.0,
     rate_5xx: float = 0.0,
 ) -> dict[str, float]:
     """One submission against a fresh simulated endpoint process."""
@@ -61,6 +60,8 @@ async def one_run(
         ]
     )
     base_url = f"http://127.0.0.1:{port}/v1"
+    stack = bench.services
+    pids = {**bench.pids(), "endpoint": endpoint.pid}
     try:
         async with httpx.AsyncClient() as http:
             for _ in range(100):
@@ -73,7 +74,7 @@ async def one_run(
                 channel(stack.address("dispatcher"))
             )
             partner = PartnerClient(channel(stack.address("gateway")), f"bench-{name}")
-            cpu_before = cpu_s(pid)
+            cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
             started = time.monotonic()
             created = await partner.create(
                 name,
@@ -92,7 +93,7 @@ async def one_run(
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.monotonic() - started
-            cpu = cpu_s(pid) - cpu_before
+            cpu = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
             stats = (await http.get(base_url + "/stats")).json()
     finally:
         endpoint.terminate()
@@ -104,24 +105,22 @@ async def one_run(
         "calls": stats["calls"],
         "answered": status.answered_items,
         "infra_failed": status.infra_failed_items,
-        "cpu": cpu,
+        **{f"cpu_{name}": seconds for name, seconds in cpu.items()},
         "throttled": stats["throttled"],
         "errors": stats["errors"],
     }
 
 
-async def main(n_items: int) -> None:
+async def main(n_items: int, clean_only: bool) -> None:
     with bench_stack("dispatch") as bench:
         stack = bench.services
-        pid = stack.process("dispatcher").pid
-        assert pid is not None
         admin = AdminClient(channel(stack.address("rotator")))
         await admin.import_items(
             [import_item(r) for r in synthetic_items(n_items, seed=3)], batch=5000
         )
         await admin.publish("dispatch-pool", board=taskpool_pb2.BOARD_API)
         ideal = CAP / LATENCY_S
-        clean = await one_run(stack, pid, "clean")
+        clean = await one_run(bench, "clean")
         rate = clean["calls"] / clean["window"]
         print(
             f"simulated endpoint (own process): {LATENCY_S * 1000:.0f} ms per call, declared "
@@ -132,8 +131,18 @@ async def main(n_items: int) -> None:
             f"{rate:.0f} requests/s = {rate / ideal:.2f} x ideal (target >= 0.9); "
             f"submission dispatched in {clean['elapsed']:.1f} s"
         )
-        print(f"dispatcher CPU: {clean['cpu'] * 1e6 / clean['calls']:.0f} ms per 1,000 calls")
-        noisy = await one_run(stack, pid, "noisy", rate_429=0.10, rate_5xx=0.05)
+        per_1000 = {
+            k.removeprefix("cpu_"): v * 1000 / clean["calls"]
+            for k, v in clean.items()
+            if k.startswith("cpu_")
+        }
+        print(
+            "CPU seconds per 1,000 calls: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_1000.items(), key=lambda kv: -kv[1]))
+        )
+        if clean_only:
+            return
+        noisy = await one_run(bench, "noisy", rate_429=0.10, rate_5xx=0.05)
         rate = noisy["calls"] / noisy["window"]
         print(
             f"10% 429 + 5% 5xx: {noisy['answered']:.0f} answered, {noisy['infra_failed']:.0f} "
@@ -146,5 +155,6 @@ async def main(n_items: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument("--clean-only", action="store_true", help="skip the 429/5xx run")
     args = parser.parse_args()
-    asyncio.run(main(args.items))
+    asyncio.run(main(args.items, args.clean_only))

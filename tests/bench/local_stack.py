@@ -20,6 +20,15 @@ class BenchStack:
 
     services: ServiceStack
     mongo_uri: str
+    kafka: KafkaBroker
+    mongo: MongoWireServer
+
+    def pids(self) -> dict[str, int]:
+        """Process ids by name: Kafka, the Mongo-wire server and every service."""
+        found = {"kafka": self.kafka.pid, "mongo": self.mongo.pid}
+        for spec in self.services.specs:
+            found[spec.name] = self.services.process(spec.name).pid
+        return {name: pid for name, pid in found.items() if pid is not None}
 
 
 @contextmanager
@@ -41,7 +50,7 @@ def bench_stack(name: str, specs: Sequence[ServiceSpec] = SERVICES) -> Iterator[
         )
         try:
             stack.start(timeout_s=120)
-            yield BenchStack(stack, mongo.uri)
+            yield BenchStack(stack, mongo.uri, kafka, mongo)
         finally:
             stack.stop()
     finally:

@@ -4,6 +4,7 @@ each endpoint's contract, and records answers so that a restart resends nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -34,6 +35,7 @@ from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_storage.client import in_transaction
+from medbench_storage.group_commit import GroupCommit
 from medbench_storage.infra import Infrastructure
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 CALLS = Counter("medbench_dispatch_calls_total", "Endpoint calls by outcome.", ["outcome"])
 INFLIGHT = Gauge("medbench_dispatch_inflight", "Endpoint calls in flight.")
 FLUSH_ITEMS = 200
+# How often RUNNING jobs are looked up besides the notifications of new ones.
+REFRESH_S = 2.0
 # Retries every submission may spend whatever its size; beyond it, budget_fraction of its calls.
 RETRY_FLOOR = 100
 
@@ -103,35 +107,49 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushes: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # Set whenever a slot frees or a call ends: the scheduler has something to do.
+        self._kick = asyncio.Event()
+        self._calling = 0  # endpoint calls in flight, all jobs (the global cap)
+        self._finished_count = 0
+        # Concurrent calls finish together: their records share writes.
+        self._records: GroupCommit[dict[str, Any], bool] = GroupCommit(jobs.record_many)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._kick.set()
 
     def notify(self) -> None:
         """A new job was recorded."""
         self._wake.set()
+        self._kick.set()
 
     def job(self, submission_id: str) -> Job | None:
         return self._active.get(submission_id)
 
     async def run(self) -> None:
-        last_refresh = 0.0
+        last_refresh = -REFRESH_S
         loop = asyncio.get_running_loop()
+        refreshing: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
-            if loop.time() - last_refresh > 1.0 or self._wake.is_set():
+            due = loop.time() - last_refresh > REFRESH_S or self._wake.is_set()
+            if due and (refreshing is None or refreshing.done()):
+                if refreshing is not None:
+                    refreshing.result()  # a failed refresh fails the worker (and is restarted)
+                # Loading a large job takes seconds: the other jobs keep being served meanwhile.
                 self._wake.clear()
-                await self._refresh()
+                refreshing = asyncio.create_task(self._refresh())
+                refreshing.add_done_callback(lambda _: self._kick.set())
                 last_refresh = loop.time()
+            self._kick.clear()
             self._schedule()
             await self._flush_due()
             await self._finish_done()
-            waiting = [asyncio.create_task(self._wake.wait())]
-            await asyncio.wait(
-                [*self._tasks, *waiting], timeout=0.2, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiting[0].cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=0.2)
+        if refreshing is not None and not refreshing.done():
+            refreshing.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
         if self._flushes:
@@ -140,10 +158,16 @@ class Dispatcher:
             await self._flush_all(job)
 
     async def _refresh(self) -> None:
+        finished_before = self._finished_count
         for doc in await self._jobs.running():
             if doc["_id"] in self._active:
                 continue
             job = await self._load(doc)
+            if (
+                self._finished_count != finished_before
+                and await self._jobs.state(job.submission_id) != "RUNNING"
+            ):
+                continue  # finished while this refresh was reading
             self._active[job.submission_id] = job
             self._fair.add(job.submission_id, doc["tenant_id"])
             log.info("dispatching %s: %d items to send", job.submission_id, len(job.pending))
@@ -181,9 +205,9 @@ class Dispatcher:
     def _schedule(self) -> None:
         def has_work(submission_id: str) -> bool:
             job = self._active.get(submission_id)
-            return bool(job and job.pending and not job.failed and job.inflight < job.limit.limit)
+            return bool(job and job.pending and not job.failed and job.limit.has_room())
 
-        while len(self._tasks) < self._global_cap:
+        while self._calling < self._global_cap:
             chosen = self._fair.next_submission(has_work)
             if chosen is None:
                 return
@@ -191,9 +215,20 @@ class Dispatcher:
             item = job.pending.popleft()
             job.inflight += 1
             job.limit.acquire()
+            self._calling += 1
             task = asyncio.create_task(self._call(job, item))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._call_done)
+
+    def _release(self, job: Job) -> None:
+        """The endpoint is done with a request: its slot can take the next one."""
+        job.limit.release()
+        self._calling -= 1
+        self._kick.set()
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._kick.set()
 
     async def _call(self, job: Job, item: Item) -> None:
         INFLIGHT.inc()
@@ -238,7 +273,7 @@ class Dispatcher:
                 if outcome is Outcome.SUCCESS:
                     job.limit.on_success()
                     # The endpoint is done with this request: free its slot before the write.
-                    job.limit.release()
+                    self._release(job)
                     released = True
                     await self._record(job, item, "answered", result, attempt, truncated)
                     return
@@ -258,7 +293,7 @@ class Dispatcher:
         finally:
             job.inflight -= 1
             if not released:
-                job.limit.release()
+                self._release(job)
             INFLIGHT.dec()
 
     async def _record(
@@ -281,7 +316,7 @@ class Dispatcher:
             "batched": "",
             "recorded_at": datetime.now(UTC),
         }
-        if await self._jobs.record(doc) and status == "answered":
+        if await self._records.submit(doc) and status == "answered":
             job.unflushed.append(doc)
 
     async def _flush_due(self) -> None:
@@ -368,3 +403,4 @@ class Dispatcher:
                     await self._jobs.set_state(submission_id, "DONE")
             del self._active[submission_id]
             self._fair.remove(submission_id)
+            self._finished_count += 1

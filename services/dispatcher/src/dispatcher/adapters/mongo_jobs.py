@@ -8,10 +8,11 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from medbench_storage.indexes import IndexSpec, asc
 
+DUPLICATE_KEY = 11000
 INDEXES = (
     IndexSpec("dispatch_jobs", asc("state")),
     IndexSpec("responses", asc("submission_id", "batched")),
@@ -33,6 +34,10 @@ class MongoJobs:
     async def job(self, submission_id: str) -> dict[str, Any] | None:
         return await self._db.dispatch_jobs.find_one({"_id": submission_id})
 
+    async def state(self, submission_id: str) -> str | None:
+        doc = await self._db.dispatch_jobs.find_one({"_id": submission_id}, {"state": 1})
+        return None if doc is None else str(doc["state"])
+
     async def running(self) -> list[dict[str, Any]]:
         return await self._db.dispatch_jobs.find({"state": "RUNNING"}).to_list()
 
@@ -49,13 +54,17 @@ class MongoJobs:
         doc = await self._db.endpoint_keys.find_one({"_id": submission_id})
         return "" if doc is None else str(doc["api_key"])
 
-    async def record(self, doc: dict[str, Any]) -> bool:
-        """Stores one item's outcome; False when it was already recorded."""
+    async def record_many(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
+        """Stores item outcomes in one write; per doc, False when it was already recorded."""
         try:
-            await self._db.responses.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+            await self._db.responses.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            duplicates = {int(e["index"]) for e in errors}
+            return [i not in duplicates for i in range(len(docs))]
+        return [True] * len(docs)
 
     async def recorded(self, submission_id: str) -> list[dict[str, Any]]:
         return await self._db.responses.find(
