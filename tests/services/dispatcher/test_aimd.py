@@ -150,3 +150,37 @@ def test_any_burst_from_one_window_halves_exactly_once(cap: int, burst: int) -> 
         limit.on_throttle(epoch)
     assert limit.limit == max(1, cap // 2)
     assert limit.epoch == 1
+
+
+def test_with_a_tolerance_scattered_429s_do_not_decrease() -> None:
+    limit = AdaptiveLimit(64, tolerance=0.2, window=50)
+    decreased = []
+    for i in range(500):
+        if i % 10 == 9:  # a steady 10% of responses throttled
+            decreased.append(limit.on_throttle(limit.epoch))
+        else:
+            limit.on_success()
+    assert decreased == [False] * 50
+    assert limit.limit == 64
+
+
+def test_with_a_tolerance_a_burst_of_429s_still_halves() -> None:
+    limit = AdaptiveLimit(64, tolerance=0.2, window=50)
+    for _ in range(40):
+        limit.on_success()
+    outcomes = [limit.on_throttle(limit.epoch) for _ in range(11)]
+    # 10 of 50 is the tolerated share; the 11th 429 exceeds it.
+    assert outcomes == [False] * 10 + [True]
+    assert limit.limit == 32
+
+
+def test_without_history_a_429_is_a_real_signal() -> None:
+    limit = AdaptiveLimit(8, tolerance=0.2)
+    assert limit.on_throttle(limit.epoch) is True
+    assert limit.limit == 4
+
+
+@pytest.mark.parametrize(("tolerance", "window"), [(-0.1, 50), (1.0, 50), (0.2, 0)])
+def test_rejects_a_bad_tolerance_or_window(tolerance: float, window: int) -> None:
+    with pytest.raises(ValueError):
+        AdaptiveLimit(8, tolerance=tolerance, window=window)

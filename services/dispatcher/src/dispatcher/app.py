@@ -35,7 +35,15 @@ async def serve(settings: DispatcherSettings) -> None:
             base_delay_s=settings.retry_base_delay_s,
             max_delay_s=settings.retry_max_delay_s,
         )
-        dispatcher = Dispatcher(infra, jobs, endpoint, rotator, settings.global_concurrency, policy)
+        dispatcher = Dispatcher(
+            infra,
+            jobs,
+            endpoint,
+            rotator,
+            settings.global_concurrency,
+            policy,
+            throttle_tolerance=settings.throttle_tolerance,
+        )
         consumer = KafkaConsumerWorker(
             settings.kafka,
             topics.SUBMISSION_CREATED,

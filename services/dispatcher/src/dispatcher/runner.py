@@ -94,6 +94,7 @@ class Dispatcher:
         global_cap: int = 256,
         policy: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
+        throttle_tolerance: float = 0.2,
     ) -> None:
         self._infra = infra
         self._jobs = jobs
@@ -102,6 +103,7 @@ class Dispatcher:
         self._global_cap = global_cap
         self._policy = policy or RetryPolicy()
         self._rand = rand
+        self._throttle_tolerance = throttle_tolerance
         self._active: dict[str, Job] = {}
         self._fair = FairScheduler()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -194,7 +196,7 @@ class Dispatcher:
                 d["temperature"], d["max_tokens"], d["context_window"], d.get("top_p")
             ),
             pending,
-            AdaptiveLimit(doc["endpoint"]["max_concurrency"]),
+            AdaptiveLimit(doc["endpoint"]["max_concurrency"], tolerance=self._throttle_tolerance),
             RetryBudget(self._policy.budget_fraction, min_retries=RETRY_FLOOR),
         )
         job.unflushed = [

@@ -14,3 +14,5 @@ class DispatcherSettings(ServiceSettings):
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 30.0
     max_attempts: int = 6
+    # AIMD decreases only when 429s exceed this share of an endpoint's last 50 responses.
+    throttle_tolerance: float = 0.2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 
 class AdaptiveLimit:
     """How many requests may be in flight to an endpoint, between 1 and its declared cap.
@@ -12,12 +14,24 @@ class AdaptiveLimit:
     for a request sent before the last decrease is ignored, since that decrease already
     answered the overload the request saw.
 
+    With a ``tolerance`` above 0, a 429 decreases only when 429s make more than that share of
+    the last ``window`` responses: an endpoint that throttles a steady few percent of requests
+    at random (a shared quota, a noisy gateway) is not overloaded by us, and halving on each
+    of those would drive the limit to 1 or 2 (additive increase cannot keep up with random
+    loss). The throttled requests are retried after their Retry-After either way.
+
     Usage, per request: when ``has_room()``, ``epoch = acquire()``; then ``on_success()`` or
     ``on_throttle(epoch)`` as the response says; always ``release()`` at the end.
     """
 
-    def __init__(self, cap: int, start: int | None = None) -> None:
+    def __init__(
+        self, cap: int, start: int | None = None, tolerance: float = 0.0, window: int = 50
+    ) -> None:
         """Starts at ``start``, or at ``cap`` (the endpoint's own declaration) when not given."""
+        if not 0.0 <= tolerance < 1.0:
+            raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
         if cap < 1:
             raise ValueError(f"cap must be at least 1, got {cap}")
         limit = cap if start is None else start
@@ -28,6 +42,8 @@ class AdaptiveLimit:
         self._epoch = 0
         self._successes = 0
         self._in_flight = 0
+        self._tolerance = tolerance
+        self._recent: deque[bool] = deque(maxlen=window)  # True = throttled
 
     @property
     def cap(self) -> int:
@@ -67,6 +83,7 @@ class AdaptiveLimit:
 
     def on_success(self) -> None:
         """Additive increase: +1 after every ``limit`` successes, up to the cap."""
+        self._recent.append(False)
         self._successes += 1
         if self._successes >= self._limit:
             self._successes = 0
@@ -77,11 +94,14 @@ class AdaptiveLimit:
 
         Returns:
             Whether the limit was decreased: False when an earlier 429 from the same window
-            already did.
+            already did, or when 429s are within the tolerated share of recent responses.
         """
         if epoch > self._epoch:
             raise ValueError(f"epoch {epoch} was never handed out (current {self._epoch})")
+        self._recent.append(True)
         if epoch < self._epoch:
+            return False
+        if sum(self._recent) <= self._tolerance * len(self._recent):
             return False
         self._limit = max(1, self._limit // 2)
         self._epoch += 1
