@@ -30,6 +30,8 @@ class Script:
     times: list[float] = field(default_factory=list)
     """Arrival time (monotonic) of every completion request."""
     answered: Counter[str] = field(default_factory=Counter)
+    images: dict[str, list[str]] = field(default_factory=dict)
+    """Image data URLs of the last request per question (content-part messages)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,6 +61,14 @@ class FakeEndpoint:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _split(content: Any) -> tuple[str, list[str]]:
+    """A message's text and image URLs, from a plain string or OpenAI content parts."""
+    if isinstance(content, str):
+        return content, []
+    text = "".join(p["text"] for p in content if p.get("type") == "text")
+    return text, [p["image_url"]["url"] for p in content if p.get("type") == "image_url"]
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
@@ -96,8 +106,10 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             if body.get("model") != script.model:
                 self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
                 return
-            question = body["messages"][-1]["content"]
+            question, images = _split(body["messages"][-1]["content"])
             with script.lock:
+                if images:
+                    script.images[question] = images
                 script.calls[question] += 1
                 script.times.append(time.monotonic())
                 attempt = script.calls[question]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.e2e]
 BANK = Path(__file__).resolve().parents[2] / "services/rotator/src/rotator/sample_bank"
 ROWS = list(read_jsonl(BANK / "items.jsonl"))
 COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
+BOARD_API = taskpool_pb2.BOARD_API
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +255,60 @@ async def test_kill_9_of_the_dispatcher_mid_run_resumes_without_resending_answer
     # Answered items are not sent again; those in flight at the kill at most once more.
     total = sum(fake.script.answered.values())
     assert len(ROWS) + 1 <= total <= len(ROWS) + 1 + cap, (before, total)
+
+
+IMAGES = Path(__file__).resolve().parents[1] / "data/pneumoniamnist"
+LABELS = {"normal": "正常", "pneumonia": "肺炎"}
+
+
+async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: ServiceStack) -> None:
+    rows = [line.split(",") for line in (IMAGES / "labels.csv").read_text().split()[1:]]
+    images = {name: (IMAGES / name).read_bytes() for name, _ in rows}
+    admin = AdminClient(channel(stack.address("rotator")))
+    items = []
+    for name, label in rows:
+        item = import_item(
+            {
+                "item_id": f"mm-{name}",
+                "dataset": "MedClass",
+                "track": "multimodal",
+                "question": "这张胸部X光片是正常还是肺炎？只回答“正常”或“肺炎”。",
+                "image_paths": [name],
+                "reference": [LABELS[label]],
+            }
+        )
+        item.images.append(taskpool_pb2.ImageBlob(path=name, content=images[name]))
+        items.append(item)
+    await admin.import_items(items)
+    await admin.publish("api-mm-pool", track=common_pb2.TRACK_MULTIMODAL, board=BOARD_API)
+    by_url = {
+        "data:image/png;base64," + base64.b64encode(content).decode(): LABELS[label]
+        for (name, label), content in zip(rows, images.values(), strict=True)
+    }
+    seen: list[str] = []
+
+    def looks(question: str) -> str:
+        # A "vision model" that can only answer from the image it was sent.
+        urls = fake.script.images.get(question, [])
+        seen.extend(urls)
+        return by_url.get(urls[-1], "不确定") if urls else "2"
+
+    with FakeEndpoint(Script(answer=looks)) as fake:
+        partner = PartnerClient(channel(stack.address("gateway")), "hospital-mm")
+        created = await partner.create(
+            "mm-run",
+            "vision-model",
+            track=common_pb2.TRACK_MULTIMODAL,
+            mode=common_pb2.SUBMISSION_MODE_API,
+            endpoint=endpoint(fake),
+        )
+        sid = created.submission.submission_id
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 60, "the multimodal API-mode submission", interval_s=0.3)
+        report = await partner.report(sid)
+    assert sorted(set(seen)) == sorted(by_url)
+    assert report.scored_items == 4
+    assert report.overall == pytest.approx(100.0)

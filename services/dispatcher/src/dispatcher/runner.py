@@ -18,8 +18,10 @@ from prometheus_client import Counter, Gauge
 
 from dispatcher.adapters.mongo_jobs import MongoJobs
 from dispatcher.adapters.openai_endpoint import CallResult, OpenAIEndpoint
+from dispatcher.adapters.rotator_images import RotatorImages
 from dispatcher.core.aimd import AdaptiveLimit
 from dispatcher.core.fairshare import FairScheduler
+from dispatcher.core.multimodal import ImageNotSendable, chat_messages, check_images
 from dispatcher.core.policy import DecodingSettings, PromptDoesNotFit, fit_messages
 from dispatcher.core.retry import (
     Outcome,
@@ -34,7 +36,7 @@ from medbench.inference.v1 import inference_events_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
-from medbench_storage.client import in_transaction
+from medbench_storage.client import TRANSIENT_ERRORS, in_transaction
 from medbench_storage.group_commit import GroupCommit
 from medbench_storage.infra import Infrastructure
 
@@ -45,6 +47,8 @@ INFLIGHT = Gauge("medbench_dispatch_inflight", "Endpoint calls in flight.")
 FLUSH_ITEMS = 200
 # How often RUNNING jobs are looked up besides the notifications of new ones.
 REFRESH_S = 2.0
+# Pause before trying a failed write again.
+OUTAGE_RETRY_S = 1.0
 # Retries every submission may spend whatever its size; beyond it, budget_fraction of its calls.
 RETRY_FLOOR = 100
 
@@ -57,6 +61,19 @@ class Item:
     ordinal: int
     dataset: str
     messages: list[tuple[str, str]]
+    image_ids: tuple[str, ...] = ()
+
+
+class _Slot:
+    """An endpoint slot held by one call; released exactly once."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release, release = None, self._release
+            release()
 
 
 @dataclass
@@ -100,6 +117,7 @@ class Dispatcher:
         self._jobs = jobs
         self._endpoint = endpoint
         self._rotator = rotator
+        self._images = RotatorImages(rotator)
         self._global_cap = global_cap
         self._policy = policy or RetryPolicy()
         self._rand = rand
@@ -187,7 +205,9 @@ class Dispatcher:
                 if it.canary or it.item_id in recorded:
                     continue
                 messages = [(m.role, m.content) for m in it.messages] or [("user", it.question)]
-                pending.append(Item(it.item_id, it.ordinal, it.dataset, messages))
+                pending.append(
+                    Item(it.item_id, it.ordinal, it.dataset, messages, tuple(it.image_ids))
+                )
         d = doc["decoding"]
         job = Job(
             doc,
@@ -234,69 +254,75 @@ class Dispatcher:
 
     async def _call(self, job: Job, item: Item) -> None:
         INFLIGHT.inc()
-        released = False
+        slot = _Slot(lambda: self._release(job))
         try:
-            try:
-                messages, truncated = fit_messages(item.messages, job.decoding)
-            except PromptDoesNotFit as exc:
-                await self._record(
-                    job,
-                    item,
-                    "infra_failed",
-                    CallResult(None, error=f"prompt does not fit: {exc}"),
-                    0,
-                    True,
-                )
-                return
-            body: dict[str, Any] = {
-                "model": job.doc["endpoint"]["model"],
-                "messages": [{"role": r, "content": c} for r, c in messages],
-                "temperature": job.decoding.temperature,
-                "max_tokens": job.decoding.max_tokens,
-            }
-            if job.decoding.top_p is not None:
-                body["top_p"] = job.decoding.top_p
-            attempt = 0
-            while True:
-                attempt += 1
-                epoch = job.limit.epoch
-                job.calls += 1
-                if attempt == 1:
-                    job.budget.record_call()
-                result = await self._endpoint.chat(
-                    job.doc["endpoint"]["base_url"], job.api_key, body
-                )
-                outcome = decide(
-                    classify(result.status, result.error or None), attempt, self._policy, job.budget
-                )
-                CALLS.labels(outcome.name.lower()).inc()
-                if result.status == 429:
-                    job.limit.on_throttle(epoch)
-                if outcome is Outcome.SUCCESS:
-                    job.limit.on_success()
-                    # The endpoint is done with this request: free its slot before the write.
-                    self._release(job)
-                    released = True
-                    await self._record(job, item, "answered", result, attempt, truncated)
-                    return
-                if outcome is Outcome.FAIL_SUBMISSION:
-                    job.failed = result.error or f"HTTP {result.status}"
-                    return
-                if outcome is Outcome.FAIL_ITEM_INFRA:
-                    await self._record(job, item, "infra_failed", result, attempt, truncated)
-                    return
-                retry_after = parse_retry_after(result.retry_after, datetime.now(UTC))
-                delay = self._policy.delay(attempt, self._rand, retry_after)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                    return  # stopping: the item stays unrecorded and is sent after restart
-                except TimeoutError:
-                    pass
+            await self._send(job, item, slot)
+        except Exception:  # noqa: BLE001 - an item must never vanish with its task
+            log.exception(
+                "sending %s of %s failed inside the dispatcher; it goes back in the queue",
+                item.item_id,
+                job.submission_id,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=OUTAGE_RETRY_S)
+            job.pending.appendleft(item)
         finally:
             job.inflight -= 1
-            if not released:
-                self._release(job)
+            slot.release()
             INFLIGHT.dec()
+
+    async def _send(self, job: Job, item: Item, slot: _Slot) -> None:
+        """Calls until the contract settles the item, then records it."""
+        try:
+            messages, truncated = fit_messages(item.messages, job.decoding)
+            images = [await self._images.get(image_id) for image_id in item.image_ids]
+            check_images(images)
+        except (PromptDoesNotFit, ImageNotSendable) as exc:
+            # The platform cannot send this item: not the endpoint's fault, not a wrong answer.
+            failure = CallResult(None, error=f"item cannot be sent: {exc}")
+            await self._record(job, item, "infra_failed", failure, 0, True)
+            return
+        body: dict[str, Any] = {
+            "model": job.doc["endpoint"]["model"],
+            "messages": chat_messages(messages, images),
+            "temperature": job.decoding.temperature,
+            "max_tokens": job.decoding.max_tokens,
+        }
+        if job.decoding.top_p is not None:
+            body["top_p"] = job.decoding.top_p
+        attempt = 0
+        while True:
+            attempt += 1
+            epoch = job.limit.epoch
+            job.calls += 1
+            if attempt == 1:
+                job.budget.record_call()
+            result = await self._endpoint.chat(job.doc["endpoint"]["base_url"], job.api_key, body)
+            outcome = decide(
+                classify(result.status, result.error or None), attempt, self._policy, job.budget
+            )
+            CALLS.labels(outcome.name.lower()).inc()
+            if result.status == 429:
+                job.limit.on_throttle(epoch)
+            if outcome is Outcome.SUCCESS:
+                job.limit.on_success()
+                # The endpoint is done with this request: free its slot before the write.
+                slot.release()
+                await self._record(job, item, "answered", result, attempt, truncated)
+                return
+            if outcome is Outcome.FAIL_SUBMISSION:
+                job.failed = result.error or f"HTTP {result.status}"
+                return
+            if outcome is Outcome.FAIL_ITEM_INFRA:
+                await self._record(job, item, "infra_failed", result, attempt, truncated)
+                return
+            retry_after = parse_retry_after(result.retry_after, datetime.now(UTC))
+            delay = self._policy.delay(attempt, self._rand, retry_after)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                return  # stopping: the item stays unrecorded and is sent after restart
+            except TimeoutError:
+                pass
 
     async def _record(
         self, job: Job, item: Item, status: str, result: CallResult, attempts: int, truncated: bool
@@ -318,7 +344,15 @@ class Dispatcher:
             "batched": "",
             "recorded_at": datetime.now(UTC),
         }
-        if await self._records.submit(doc) and status == "answered":
+        while True:
+            try:
+                stored = await self._records.submit(doc)
+                break
+            except TRANSIENT_ERRORS as exc:
+                # The answer is in hand: keep it and wait for the database, never call again.
+                log.warning("recording %s waits for MongoDB: %s", doc["_id"], exc)
+                await asyncio.sleep(OUTAGE_RETRY_S)
+        if stored and status == "answered":
             job.unflushed.append(doc)
 
     async def _flush_due(self) -> None:
@@ -336,6 +370,9 @@ class Dispatcher:
         """Answers leave in batches: the batch claim and its event commit together."""
         try:
             await self._flush_all(job)
+        except Exception:  # noqa: BLE001 - the batch stays queued and is tried again
+            log.exception("publishing answers of %s failed; retrying", job.submission_id)
+            await asyncio.sleep(OUTAGE_RETRY_S)
         finally:
             job.flushing = False
 
@@ -381,7 +418,11 @@ class Dispatcher:
                     ],
                 )
 
-            await in_transaction(self._infra.client, commit)
+            try:
+                await in_transaction(self._infra.client, commit)
+            except BaseException:
+                job.unflushed[:0] = part  # not published: back to the front, in order
+                raise
             self._infra.relay.notify()
 
     async def _finish_done(self) -> None:

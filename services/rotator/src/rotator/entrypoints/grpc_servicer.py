@@ -466,6 +466,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                 if request.include_prompts:
                     item.question = _shown(it["question"], orders.get(it["item_id"]))
                     item.image_paths.extend(it["image_paths"])
+                    item.image_ids.extend(it.get("image_ids", ()))
                     item.messages.extend(
                         taskpool_pb2.ChatMessage(role=m["role"], content=m["content"])
                         for m in it.get("messages", ())
@@ -491,6 +492,16 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
             yield taskpool_service_pb2.GetPromptsResponse(
                 items=out, item_count=pool["item_count"], pool_id=pool["_id"]
             )
+
+    async def GetImage(
+        self, request: taskpool_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
+    ) -> taskpool_service_pb2.GetImageResponse:
+        if not request.image_id:
+            raise InvalidArgument("image_id is required")
+        content, media_type = await self._images.get(request.image_id)
+        return taskpool_service_pb2.GetImageResponse(
+            image_id=request.image_id, content=content, media_type=media_type
+        )
 
     async def TraceLeak(
         self,
