@@ -171,9 +171,47 @@ async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(
             return sub if sub.progress.infra_failed_items == 6 and sub.state_reason else None
 
         sub = await eventually(stalled, 90, "six infrastructure failures", interval_s=0.3)
-    assert sub.state == submission_pb2.SUBMISSION_STATE_DISPATCHING
-    assert "infrastructure" in sub.state_reason
-    assert sub.progress.answered_items == len(ROWS) - 6
+        assert sub.state == submission_pb2.SUBMISSION_STATE_DISPATCHING
+        assert "infrastructure" in sub.state_reason
+        assert sub.progress.answered_items == len(ROWS) - 6
+        answered_before = sum(fake.script.answered.values())
+
+        # Another tenant cannot see it, let alone resume it.
+        stranger = PartnerClient(channel(stack.address("gateway")), "hospital-other")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stranger.resume(sid)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # The endpoint recovers; the partner resumes: only the six failed items go again.
+        fake.script.fault = lambda question, attempt: None
+        resumed = await partner.resume(sid)
+        assert resumed.resumed_items == 6
+        assert resumed.submission.state_reason == ""
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 90, "the resumed submission to complete", interval_s=0.3)
+        report = await partner.report(sid)
+    assert sum(fake.script.answered.values()) == answered_before + 6
+    assert report.scored_items == len(ROWS)
+    assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await partner.resume(sid)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "COMPLETED" in (err.value.details() or "")
+
+
+async def test_resuming_an_upload_mode_submission_is_refused(
+    stack: ServiceStack, pool: str
+) -> None:
+    await AdminClient(channel(stack.address("rotator"))).publish("api-upload-pool")
+    partner = PartnerClient(channel(stack.address("gateway")), "hospital-upload")
+    created = await partner.create("upload-run", "upload-model")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await partner.resume(created.submission.submission_id)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "upload the missing answers" in (err.value.details() or "")
 
 
 async def test_preflight_refuses_a_wrong_model_or_key_before_any_run(

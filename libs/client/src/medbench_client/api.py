@@ -53,6 +53,12 @@ class PartnerClient:
             metadata=self._metadata,
         )
 
+    async def resume(self, submission_id: str) -> submission_service_pb2.ResumeSubmissionResponse:
+        return await self._stub.ResumeSubmission(
+            submission_service_pb2.ResumeSubmissionRequest(submission_id=submission_id),
+            metadata=self._metadata,
+        )
+
     async def get(self, submission_id: str) -> submission_pb2.Submission:
         response = await self._stub.GetSubmission(
             submission_service_pb2.GetSubmissionRequest(submission_id=submission_id),

@@ -443,6 +443,26 @@ class Submissions:
             await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
         return {**doc, **fields}, status.infra_failed_items
 
+    async def resume(self, tenant_id: str, submission_id: str) -> tuple[Any, int]:
+        """Sends a stalled API-mode submission's infrastructure-failed items again."""
+        doc = await self._store.get(tenant_id, submission_id)
+        if doc["mode"] != common_pb2.SUBMISSION_MODE_API or self._dispatch is None:
+            raise FailedPrecondition(
+                f"submission {submission_id} is an upload-mode submission: nothing is sent to "
+                f"an endpoint; upload the missing answers instead"
+            )
+        if doc["state"] != DISPATCHING:
+            raise FailedPrecondition(
+                f"submission {submission_id} is {doc['state']}; only a DISPATCHING submission "
+                f"can be resumed"
+            )
+        resumed = await self._dispatch.resume(submission_id)
+        if doc.get("state_reason"):
+            await self._store.update(
+                submission_id, {"state_reason": ""}, expect={"state": DISPATCHING}
+            )
+        return await self.view(tenant_id, submission_id), resumed
+
     async def report(self, tenant_id: str, submission_id: str) -> Any:
         doc = await self._store.get(tenant_id, submission_id)
         if doc["state"] != COMPLETED:

@@ -47,6 +47,27 @@ class MongoJobs:
             {"$set": {"state": state, "reason": reason, "updated_at": datetime.now(UTC)}},
         )
 
+    async def resume(self, submission_id: str) -> int:
+        """Forgets the infrastructure failures of a STALLED job and runs it again; returns how
+        many items will be sent again (0 when the job was not STALLED).
+
+        Failures are deleted before the state changes: a crash in between leaves a STALLED
+        job without failures, which the next resume runs (and which then sends what is left).
+        """
+        stalled = await self._db.dispatch_jobs.find_one(
+            {"_id": submission_id, "state": "STALLED"}, {"_id": 1}
+        )
+        if stalled is None:
+            return 0
+        deleted = await self._db.responses.delete_many(
+            {"submission_id": submission_id, "status": "infra_failed"}
+        )
+        changed = await self._db.dispatch_jobs.update_one(
+            {"_id": submission_id, "state": "STALLED"},
+            {"$set": {"state": "RUNNING", "reason": "", "updated_at": datetime.now(UTC)}},
+        )
+        return deleted.deleted_count if changed.modified_count else 0
+
     async def add_calls(self, submission_id: str, calls: int) -> None:
         await self._db.dispatch_jobs.update_one({"_id": submission_id}, {"$inc": {"calls": calls}})
 

@@ -11,7 +11,7 @@ from dispatcher.adapters.openai_endpoint import OpenAIEndpoint
 from dispatcher.core.retry import Outcome, classify
 from dispatcher.runner import Dispatcher
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
-from medbench_runtime.errors import InvalidArgument
+from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 class DispatcherServicer(dispatch_service_pb2_grpc.DispatcherServiceServicer):
@@ -40,6 +40,25 @@ class DispatcherServicer(dispatch_service_pb2_grpc.DispatcherServiceServicer):
             calls=doc.get("calls", 0) + (live.calls if live else 0),
             concurrency=live.limit.limit if live else 0,
         )
+
+    async def ResumeDispatch(
+        self,
+        request: dispatch_service_pb2.ResumeDispatchRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> dispatch_service_pb2.ResumeDispatchResponse:
+        if not request.submission_id:
+            raise InvalidArgument("submission_id is required")
+        doc = await self._jobs.job(request.submission_id)
+        if doc is None:
+            raise NotFound(f"no dispatch for submission {request.submission_id}")
+        if doc["state"] in ("DONE", "FAILED"):
+            raise FailedPrecondition(
+                f"submission {request.submission_id} is {doc['state']}: nothing to resume"
+                + (f" ({doc['reason']})" if doc.get("reason") else "")
+            )
+        resumed = await self._jobs.resume(request.submission_id)
+        self._dispatcher.notify()
+        return dispatch_service_pb2.ResumeDispatchResponse(state="RUNNING", resumed_items=resumed)
 
     async def Preflight(
         self, request: dispatch_service_pb2.PreflightRequest, context: grpc.aio.ServicerContext

@@ -145,6 +145,17 @@ class DispatchClient:
         assert isinstance(response, dispatch_service_pb2.PreflightResponse)
         return response
 
+    async def resume(self, submission_id: str) -> int:
+        """Items queued again; the dispatcher's FAILED_PRECONDITION passes through."""
+        response = await _call(
+            self._stub.ResumeDispatch(
+                dispatch_service_pb2.ResumeDispatchRequest(submission_id=submission_id), timeout=10
+            ),
+            "resuming the dispatch",
+        )
+        assert isinstance(response, dispatch_service_pb2.ResumeDispatchResponse)
+        return response.resumed_items
+
     async def status(self, submission_id: str) -> dispatch_service_pb2.GetDispatchResponse:
         response = await _call(
             self._stub.GetDispatch(

@@ -77,6 +77,18 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         view = await self._submissions.view(tenant_of(context), _require_id(request.submission_id))
         return submission_service_pb2.GetSubmissionResponse(submission=view)
 
+    async def ResumeSubmission(
+        self,
+        request: submission_service_pb2.ResumeSubmissionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.ResumeSubmissionResponse:
+        view, resumed = await self._submissions.resume(
+            tenant_of(context), _require_id(request.submission_id)
+        )
+        return submission_service_pb2.ResumeSubmissionResponse(
+            submission=view, resumed_items=resumed
+        )
+
     async def DownloadPrompts(
         self,
         request: submission_service_pb2.DownloadPromptsRequest,
