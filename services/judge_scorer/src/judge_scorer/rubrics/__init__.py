@@ -1,0 +1,1 @@
+"""Judge rubrics as versioned data: one `<id>.v<version>.json` file per rubric version."""
