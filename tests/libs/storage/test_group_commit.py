@@ -20,9 +20,11 @@ class Recorder:
     def __init__(self, fail_batch: int | None = None) -> None:
         self.batches: list[list[int]] = []
         self.fail_batch = fail_batch
+        self.writing = asyncio.Event()
 
     async def write_many(self, docs: Sequence[int]) -> list[int]:
         self.batches.append(list(docs))
+        self.writing.set()
         await asyncio.sleep(0.01)  # one round trip, during which others queue
         if len(self.batches) - 1 == self.fail_batch:
             raise ConnectionError("write failed")
@@ -43,8 +45,7 @@ async def test_callers_arriving_during_a_write_go_in_the_next_one() -> None:
     recorder = Recorder()
     group: GroupCommit[int, int] = GroupCommit(recorder.write_many)
     first = asyncio.create_task(group.submit(0))
-    while not recorder.batches:
-        await asyncio.sleep(0)
+    await recorder.writing.wait()
     later = [asyncio.create_task(group.submit(i)) for i in range(1, 6)]
     assert await first == 0
     assert await asyncio.gather(*later) == [10, 20, 30, 40, 50]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from dispatcher.adapters.http_client import HttpClient
 from dispatcher.adapters.mongo_jobs import INDEXES, MongoJobs
-from dispatcher.adapters.openai_endpoint import OpenAIEndpoint
 from dispatcher.core.retry import RetryPolicy
 from dispatcher.entrypoints.grpc_servicer import DispatcherServicer
 from dispatcher.entrypoints.kafka_handlers import on_submission_created
@@ -17,6 +15,8 @@ from medbench.taskpool.v1 import taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.grpc_clients import insecure_channel
+from medbench_runtime.http_client import HttpClient
+from medbench_runtime.openai_endpoint import OpenAIEndpoint
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure

@@ -17,7 +17,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge
 
 from dispatcher.adapters.mongo_jobs import MongoJobs
-from dispatcher.adapters.openai_endpoint import CallResult, OpenAIEndpoint
 from dispatcher.adapters.rotator_images import RotatorImages
 from dispatcher.core.aimd import AdaptiveLimit
 from dispatcher.core.fairshare import FairScheduler
@@ -36,6 +35,7 @@ from medbench.inference.v1 import inference_events_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
+from medbench_runtime.openai_endpoint import CallResult, OpenAIEndpoint
 from medbench_storage.client import TRANSIENT_ERRORS, in_transaction
 from medbench_storage.group_commit import GroupCommit
 from medbench_storage.infra import Infrastructure

@@ -7,11 +7,11 @@ import asyncio
 import grpc
 
 from dispatcher.adapters.mongo_jobs import MongoJobs
-from dispatcher.adapters.openai_endpoint import OpenAIEndpoint
 from dispatcher.core.retry import Outcome, classify
 from dispatcher.runner import Dispatcher
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
 from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.openai_endpoint import OpenAIEndpoint
 
 
 class DispatcherServicer(dispatch_service_pb2_grpc.DispatcherServiceServicer):

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.adapters.http_client import HttpClient, HttpError, HttpResponse
+from medbench_runtime.http_client import HttpClient, HttpError, HttpResponse
 
 
 @dataclass(frozen=True)
