@@ -85,12 +85,9 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
 
 
 async def evaluate(stack: ServiceStack) -> None:
-    from aggregator.core.report import DatasetScore, DimensionScore, Report, format_report_table
     from medbench.submission.v1 import submission_pb2
     from medbench_client.api import AdminClient, PartnerClient, channel, chunked
     from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
-    from rotator.core.registry import load_registry
-    from rotator.registry import DEFAULT_REGISTRY_PATH
 
     bank = _sample_bank()
     rows = list(read_jsonl(bank / "items.jsonl"))
@@ -136,10 +133,25 @@ async def evaluate(stack: ServiceStack) -> None:
             f"{s.progress.scored_items}"
         )
     report = await partner.report(sid)
+    table = report_table(report)
+    print(
+        f"\nReport of {sid} (pool {report.lineage.pool_id}, "
+        f"digest {report.lineage.item_scores_digest[:12]}):\n"
+    )
+    print(table)
+    print(_how_to(stack, sid))
+
+
+def report_table(report: Any) -> str:
+    """A report (medbench.report.v1.Report) as the table `make run` prints: datasets, dimensions
+    with their names from the registry, overall."""
+    from aggregator.core.report import DatasetScore, DimensionScore, Report, format_report_table
+    from rotator.core.registry import load_registry
+    from rotator.registry import DEFAULT_REGISTRY_PATH
 
     registry = load_registry(DEFAULT_REGISTRY_PATH)
     names = {d.code: f"{d.code} {d.name_zh}" for d in registry.dimensions}
-    table = format_report_table(
+    return format_report_table(
         Report(
             datasets=tuple(
                 DatasetScore(
@@ -154,12 +166,6 @@ async def evaluate(stack: ServiceStack) -> None:
             overall=report.overall,
         )
     )
-    print(
-        f"\nReport of {sid} (pool {report.lineage.pool_id}, "
-        f"digest {report.lineage.item_scores_digest[:12]}):\n"
-    )
-    print(table)
-    print(_how_to(stack, sid))
 
 
 def _how_to(stack: ServiceStack, sid: str) -> str:

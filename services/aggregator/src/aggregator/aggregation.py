@@ -40,7 +40,11 @@ def scores_digest(items: list[tuple[str, str, float]]) -> str:
 
 def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
     """One ScoredItem per item: every component from every scorer, merged by the item's rule
-    (default mean: "key_point_recall+judge" weighs recall and judge equally)."""
+    (default mean: "key_point_recall+judge" weighs recall and judge equally).
+
+    A part the judge could not score (``unscored``) contributes no component; an item left
+    with none is not in the means at all (a recorded failure is not a zero).
+    """
     by_item: dict[str, list[dict[str, Any]]] = {}
     for s in scores:
         by_item.setdefault(s["item_id"], []).append(s)
@@ -49,8 +53,13 @@ def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
         parts = sorted(by_item[item_id], key=lambda s: s["component"])
         first = parts[0]
         components = [
-            c for p in parts for _, c in p.get("components", [[p["component"], p["score"]]])
+            c
+            for p in parts
+            if not p.get("unscored")
+            for _, c in p.get("components", [[p["component"], p["score"]]])
         ]
+        if not components:
+            continue
         out.append(
             ScoredItem(
                 item_id,
@@ -61,6 +70,17 @@ def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
             )
         )
     return out
+
+
+def _judge_lineage(j: scoring_events_pb2.JudgeLineage) -> dict[str, Any]:
+    return {
+        "models": list(j.judge_models),
+        "rubric": f"{j.rubric_id}.v{j.rubric_version}",
+        "rubric_hash": j.rubric_hash,
+        "prompt_hash": j.prompt_hash,
+        "calibration_id": j.calibration_id,
+        "flags": list(j.injection_flags),
+    }
 
 
 class Aggregation:
@@ -93,6 +113,9 @@ class Aggregation:
                     or [[s.component, s.score]],
                     "merge_rule": s.merge_rule or "mean",
                     "counts": [s.tp, s.fp, s.fn],
+                    **({"unscored": True} if s.unscored else {}),
+                    # Lineage of a judge score, for the report (raw outputs stay with the judge).
+                    **({"judge": _judge_lineage(s.judge)} if s.HasField("judge") else {}),
                 }
                 for s in event.scores
             ],

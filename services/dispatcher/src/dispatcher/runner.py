@@ -398,6 +398,7 @@ class Dispatcher:
                     expected_items=job.doc["expected"],
                     mode=common_pb2.SUBMISSION_MODE_API,
                     recorded_at=recorded_at,
+                    self_test=bool(job.doc.get("self_test", False)),
                     responses=[
                         inference_events_pb2.RecordedResponse(
                             item_id=d["item_id"],

@@ -9,7 +9,7 @@ from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.service import ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
-from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys
+from medbench_storage.pool_keys import MongoPoolKeys
 from metric_scorer.adapters.mongo_variants import MongoVariants
 from metric_scorer.core.components import merge
 from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded

@@ -38,6 +38,7 @@ async def on_submission_created(
                 "model": sub.endpoint.model,
                 "max_concurrency": sub.endpoint.max_concurrency,
             },
+            "self_test": sub.endpoint.self_test,
             "decoding": {
                 "temperature": d.temperature,
                 "max_tokens": d.max_tokens,

@@ -11,7 +11,7 @@ from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.consumer import Delivery
 from medbench_messaging.publisher import Outgoing, Publisher
-from metric_scorer.adapters.mongo_pool_keys import MongoPoolKeys, PoolKey
+from medbench_storage.pool_keys import MongoPoolKeys, PoolKey
 from metric_scorer.adapters.mongo_variants import MongoVariants
 from metric_scorer.core.components import merge, plan, score_objective
 from metric_scorer.core.metrics import ItemKey, shown_reference
@@ -105,7 +105,7 @@ async def on_responses_recorded(
                     scoring_events_pb2.JudgeTask(
                         item_id=key.item_id,
                         dataset=key.dataset,
-                        rubric_id=key.metric,
+                        rubric_id=key.rubric_id,
                         answer=response.answer,
                         ordinal=response.ordinal,
                         dimension=key.dimension,
@@ -143,6 +143,7 @@ async def on_responses_recorded(
             expected_items=event.expected_items,
             expected_scores=total,
             dataset_rules=rules,
+            self_test=event.self_test,
         )
         out.append(Outgoing(topics.JUDGE_REQUESTED, request, key=event.submission_id))
     await publisher.publish(out)

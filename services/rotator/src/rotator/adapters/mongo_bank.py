@@ -299,6 +299,13 @@ class MongoTaskBank:
                             "reference": list(p.key.reference),
                             "key_points": list(p.key.key_points),
                             "rubric_id": p.key.rubric_id,
+                            # The judge needs the prompt the answer responds to; objective
+                            # metrics do not, so MCQ-heavy pools stay small.
+                            **(
+                                {"prompt": _judge_prompt(p.task)}
+                                if "judge" in p.dataset.metric
+                                else {}
+                            ),
                         }
                         for p in part
                     ],
@@ -474,3 +481,12 @@ def _key_doc(item: Incoming, version: int) -> dict[str, Any]:
         "version": version,
         "hash": item.hash,
     }
+
+
+def _judge_prompt(task: TaskRecord) -> str:
+    """What the judge is shown as the question: the prompt text, or a multi-turn item's
+    dialogue with its roles."""
+    if not task.messages:
+        return task.question
+    turns = "\n".join(f"{role}: {content}" for role, content in task.messages)
+    return f"{task.question}\n{turns}" if task.question else turns

@@ -1,4 +1,7 @@
-"""MongoPoolKeys: the sealed answer keys of a frozen pool, cached per pool (pools are immutable)."""
+"""MongoPoolKeys: the sealed answer keys of a frozen pool, cached per pool (pools are immutable).
+
+Only the scorers read these (the rotator writes them): they are the ground truth.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class PoolKey:
     rule: str
     reference: tuple[str, ...]
     key_points: tuple[str, ...] = ()
+    rubric_id: str = ""
+    prompt: str = ""
+    """The prompt as the judge sees it (judge-scored items only)."""
 
 
 class UnknownPool(Exception):
@@ -59,6 +65,8 @@ class MongoPoolKeys:
                             k["rule"],
                             tuple(k["reference"]),
                             tuple(k.get("key_points", ())),
+                            k.get("rubric_id", ""),
+                            k.get("prompt", ""),
                         )
                     )
             if not keys:
