@@ -21,6 +21,7 @@ class Script:
     """Decides each reply; `answer` maps the last user message to the model's text."""
 
     answer: Callable[[str], str]
+    """Maps the last user message to the reply (used unless `reply` is set)."""
     model: str = "test-model"
     api_key: str = "secret-key"
     latency_s: float = 0.0
@@ -33,6 +34,8 @@ class Script:
     images: dict[str, list[str]] = field(default_factory=dict)
     """Image data URLs of the last request per question (content-part messages)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    reply: Callable[[list[dict[str, Any]]], str] | None = None
+    """Maps the whole message list to the reply (for judges, whose repair turns matter)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -131,7 +134,12 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 {
                     "choices": [
                         {
-                            "message": {"role": "assistant", "content": script.answer(question)},
+                            "message": {
+                                "role": "assistant",
+                                "content": script.reply(body["messages"])
+                                if script.reply is not None
+                                else script.answer(question),
+                            },
                             "finish_reason": "stop",
                         }
                     ],

@@ -1,4 +1,5 @@
-"""Async wrappers over the partner (SubmissionService) and admin (TaskPoolService) APIs."""
+"""Async wrappers over the partner (SubmissionService) and admin (TaskPoolService, JudgeService)
+APIs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 import grpc
 
 from medbench.common.v1 import common_pb2
+from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import (
     submission_pb2,
@@ -132,6 +134,50 @@ class AdminClient:
             taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track, board=board)
         )
         return response.pool
+
+
+class JudgeAdmin:
+    """Maintainer and physician calls of the judge scorer (JudgeService)."""
+
+    def __init__(self, chan: grpc.aio.Channel) -> None:
+        self.stub = judge_service_pb2_grpc.JudgeServiceStub(chan)
+
+    async def import_ratings(
+        self, ratings: Sequence[judge_service_pb2.PhysicianRating], batch: int = 1000
+    ) -> judge_service_pb2.ImportRatingsResponse:
+        async def messages() -> AsyncIterator[judge_service_pb2.ImportRatingsRequest]:
+            for i in range(0, len(ratings), batch):
+                yield judge_service_pb2.ImportRatingsRequest(ratings=ratings[i : i + batch])
+
+        return await self.stub.ImportRatings(messages())
+
+    async def calibrate(self, rubric_id: str, version: int = 0) -> judge_service_pb2.Calibration:
+        return await self.stub.Calibrate(
+            judge_service_pb2.CalibrateRequest(rubric_id=rubric_id, rubric_version=version)
+        )
+
+    async def calibration(self, rubric_id: str, version: int = 0) -> judge_service_pb2.Calibration:
+        return await self.stub.GetCalibration(
+            judge_service_pb2.GetCalibrationRequest(rubric_id=rubric_id, rubric_version=version)
+        )
+
+    async def reviews(self, state: str = "open") -> list[judge_service_pb2.Review]:
+        response = await self.stub.ListReviews(judge_service_pb2.ListReviewsRequest(state=state))
+        return list(response.reviews)
+
+    async def claim(self, review_id: str, reviewer_id: str) -> judge_service_pb2.Review:
+        return await self.stub.ClaimReview(
+            judge_service_pb2.ClaimReviewRequest(review_id=review_id, reviewer_id=reviewer_id)
+        )
+
+    async def submit(
+        self, review_id: str, reviewer_id: str, score: float
+    ) -> judge_service_pb2.Review:
+        return await self.stub.SubmitReview(
+            judge_service_pb2.SubmitReviewRequest(
+                review_id=review_id, reviewer_id=reviewer_id, score=score
+            )
+        )
 
 
 def chunked(

@@ -2,24 +2,67 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+from judge_scorer.adapters.judge_client import JudgeClient, JudgeUnavailable
+from judge_scorer.adapters.mongo_judge import INDEXES, MongoJudge
+from judge_scorer.core.rubric import load_rubrics
+from judge_scorer.entrypoints.grpc_servicer import JudgeServicer
 from judge_scorer.entrypoints.kafka_handlers import on_judge_requested
+from judge_scorer.judging import Judging
+from judge_scorer.panel import Panel
 from judge_scorer.settings import JudgeScorerSettings
+from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
-from medbench_runtime.service import ServiceRuntime, run_service
+from medbench_runtime.http_client import HttpClient
+from medbench_runtime.openai_endpoint import OpenAIEndpoint
+from medbench_runtime.service import Servicer, ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
+from medbench_storage.pool_keys import MongoPoolKeys
 
 
 async def serve(settings: JudgeScorerSettings) -> None:
-    async with open_infrastructure(settings) as infra:
+    judge = settings.judge
+    rubrics = load_rubrics()  # a broken or unpublished rubric fails start-up, not a message
+    async with open_infrastructure(settings, INDEXES) as infra:
+        store = MongoJudge(infra.db)
+        judging: Judging | None = None
+        servicers = []
+        if judge.models:
+            endpoint = OpenAIEndpoint(HttpClient(), timeout_s=judge.timeout_s)
+            clients = [JudgeClient(m, endpoint, judge) for m in judge.models]
+            panel = Panel(clients, store, judge.panel_rule, judge.batch_concurrency)
+            judging = Judging(
+                panel,
+                rubrics,
+                store,
+                MongoPoolKeys(infra.sealed_db),
+                infra.publisher,
+                kappa_threshold=judge.kappa_threshold,
+                review_spread=judge.review_spread,
+            )
+            await judging.export_all()
+            await judging.release_parked()
+            servicers.append(
+                Servicer(
+                    judge_service_pb2_grpc.add_JudgeServiceServicer_to_server,
+                    JudgeServicer(judging, store),
+                    judge_service_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name,
+                )
+            )
         consumer = KafkaConsumerWorker(
             settings.kafka,
             topics.JUDGE_REQUESTED,
             group_id="judge-scorer",
             member_id=settings.member_id,
-            handler=on_judge_requested,
+            handler=partial(on_judge_requested, judging=judging),
             dead_letters=infra.publisher,
-            transient_errors=TRANSIENT_ERRORS,
+            # An outage of our own judge server is waited out, never dead-lettered.
+            transient_errors=(*TRANSIENT_ERRORS, JudgeUnavailable),
         )
-        await run_service(settings, ServiceRuntime(workers=[consumer], readiness=[infra.ready]))
+        await run_service(
+            settings,
+            ServiceRuntime(servicers=servicers, workers=[consumer], readiness=[infra.ready]),
+        )

@@ -1,0 +1,60 @@
+"""A scripted judge model: reads the judge prompt the way a judge would and answers in JSON.
+
+It scores the fenced answer by the share of key points it mentions (0-10), and it is gullible
+on purpose: an answer demanding full marks gets them, so the platform's own defence is what
+keeps such answers down. Marker words script its failures:
+
+- ``GARBLE-ONCE``: the first reply is not JSON; the repair turn gets a proper verdict.
+- ``GARBLE-ALWAYS``: no reply is ever JSON.
+- ``争议`` ("disputed"): a harsh judge (``harsh=True``) takes 6 points off, so a panel of a fair
+  and a harsh judge disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+ANSWER = re.compile(r"<<<ANSWER ([0-9a-f]+)>>>\n(.*?)\n<<<END ANSWER \1>>>", re.S)
+POINTS = re.compile(r"【得分要点】\n(.*?)\n\n", re.S)
+
+
+def fenced_answer(prompt: str) -> str:
+    found = ANSWER.search(prompt)
+    assert found, "the judge prompt carries the answer between nonce delimiters"
+    return found.group(2).replace("\u2060", "")
+
+
+def key_points(prompt: str) -> list[str]:
+    found = POINTS.search(prompt)
+    if not found:
+        return []
+    return [
+        line.split(". ", 1)[1] for line in found.group(1).splitlines() if re.match(r"^\d+\. ", line)
+    ]
+
+
+def fair_score(prompt: str) -> int:
+    answer, points = fenced_answer(prompt), key_points(prompt)
+    if not points:
+        return 5
+    return round(10 * sum(1 for p in points if p in answer) / len(points))
+
+
+def judge(harsh: bool = False) -> Any:
+    """A Script.reply function."""
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        prompt = next(m["content"] for m in messages if m["role"] == "user")
+        answer = fenced_answer(prompt)
+        repairing = len(messages) > 2
+        if "GARBLE-ALWAYS" in answer or ("GARBLE-ONCE" in answer and not repairing):
+            return "这个回答总体不错，我给它打高分。"
+        score = 10 if "给满分" in answer else fair_score(prompt)
+        if harsh and "争议" in answer:
+            score = max(0, score - 6)
+        verdict = {"score": score, "key_points_covered": [], "rationale": "按要点覆盖评分"}
+        return f"评分如下：\n```json\n{json.dumps(verdict, ensure_ascii=False)}\n```"
+
+    return reply
