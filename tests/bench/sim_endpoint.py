@@ -58,7 +58,7 @@ async def handle(
                     body = {
                         "choices": [
                             {
-                                "message": {"role": "assistant", "content": "<A>"},
+                                "message": {"role": "assistant", "content": args.reply},
                                 "finish_reason": "stop",
                             }
                         ],
@@ -93,4 +93,5 @@ if __name__ == "__main__":
     parser.add_argument("--rate-429", type=float, default=0.0)
     parser.add_argument("--rate-5xx", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--reply", default="<A>", help="the completion text of every answer")
     asyncio.run(main(parser.parse_args()))

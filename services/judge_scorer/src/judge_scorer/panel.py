@@ -9,7 +9,9 @@ Answers flagged as attempts to manipulate the judge are capped at the rubric's b
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +74,28 @@ class PanelResult:
         return [o.verdict.score for o in self.outcomes if o.verdict is not None]
 
 
-def cache_key(model: str, prompt_hash_: str) -> str:
-    return hashlib.sha256(f"{model}\0{prompt_hash_}".encode()).hexdigest()
+PROMPT_FORMAT = "judge-prompt-1"
+"""Changes whenever build_messages changes what the judge reads: old cache entries then miss."""
+
+
+def cache_key(model: str, item: JudgeInput) -> str:
+    """(judge model, rubric content, prompt format, item content, answer) -> key.
+
+    Computed without building the prompt, so a cache hit costs two small hashes.
+    """
+    h = hashlib.sha256()
+    for part in (
+        model,
+        item.rubric.content_hash,
+        PROMPT_FORMAT,
+        item.question,
+        item.reference,
+        *item.key_points,
+        item.answer,
+    ):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 class Panel:
@@ -85,6 +107,7 @@ class Panel:
         store: MongoJudge,
         rule: str = "median",
         concurrency: int = 64,
+        memory_entries: int = 200_000,
     ) -> None:
         if not clients:
             raise ValueError("a panel needs at least one judge")
@@ -94,6 +117,9 @@ class Panel:
         self._store = store
         self.rule = rule
         self._concurrency = asyncio.Semaphore(concurrency)
+        # The hottest cache entries, in memory: a resubmission's hits never reach MongoDB.
+        self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._memory_entries = memory_entries
 
     @property
     def models(self) -> list[str]:
@@ -107,9 +133,38 @@ class Panel:
         return "+".join(sorted(self.models)) + f"|{self.rule}"
 
     async def judge(self, inputs: Sequence[JudgeInput]) -> list[PanelResult]:
-        """Judges every input; cached replies are read in one round trip, the rest called."""
-        prepared = []
-        for item in inputs:
+        """Judges every input; cached verdicts are read in one round trip, the rest called."""
+        keys = [[cache_key(c.model, item) for c in self._clients] for item in inputs]
+        absent = [k for row in keys for k in row if k not in self._memory]
+        if absent:
+            for doc in (await self._store.cached(absent)).values():
+                self._remember(doc)
+        CACHE.labels("hit").inc(sum(1 for row in keys for k in row if k in self._memory))
+        new_entries: list[dict[str, Any]] = []
+        results = await asyncio.gather(
+            *(
+                self._judge_one(item, row, new_entries)
+                for item, row in zip(inputs, keys, strict=True)
+            )
+        )
+        CACHE.labels("miss").inc(len(new_entries))
+        await self._store.cache(new_entries)
+        for entry in new_entries:
+            self._remember(entry)
+        return list(results)
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self._memory[entry["_id"]] = entry
+        self._memory.move_to_end(entry["_id"])
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)
+
+    async def _judge_one(
+        self, item: JudgeInput, keys: list[str], new_entries: list[dict[str, Any]]
+    ) -> PanelResult:
+        hits = [self._memory.get(key) for key in keys]
+        prompt: tuple[list[dict[str, str]], str] | None = None
+        if any(hit is None for hit in hits):
             messages = build_messages(
                 item.rubric,
                 question=item.question,
@@ -117,30 +172,15 @@ class Panel:
                 key_points=item.key_points,
                 answer=item.answer,
             )
-            prepared.append((item, messages, prompt_hash(messages)))
-        keys = [cache_key(c.model, ph) for _, _, ph in prepared for c in self._clients]
-        hits = await self._store.cached(keys)
-        CACHE.labels("hit").inc(len(hits))
-        CACHE.labels("miss").inc(len(keys) - len(hits))
-        new_entries: list[dict[str, Any]] = []
-        results = await asyncio.gather(
-            *(self._judge_one(item, msgs, ph, hits, new_entries) for item, msgs, ph in prepared)
-        )
-        await self._store.cache(new_entries)
-        return list(results)
-
-    async def _judge_one(
-        self,
-        item: JudgeInput,
-        messages: list[dict[str, str]],
-        ph: str,
-        hits: dict[str, dict[str, Any]],
-        new_entries: list[dict[str, Any]],
-    ) -> PanelResult:
+            prompt = (messages, prompt_hash(messages))
         outcomes = await asyncio.gather(
-            *(self._ask(client, item, messages, ph, hits, new_entries) for client in self._clients)
+            *(
+                self._ask(client, item, key, hit, prompt, new_entries)
+                for client, key, hit in zip(self._clients, keys, hits, strict=True)
+            )
         )
-        flags = tuple(detect_injection(item.answer))
+        ph = prompt[1] if prompt else str(hits[0]["prompt_hash"])  # type: ignore[index]
+        flags = tuple(_flags(item.answer))
         verdicts = [o.verdict for o in outcomes if o.verdict is not None]
         scale = item.rubric.scale
         if not verdicts:
@@ -157,16 +197,17 @@ class Panel:
         self,
         client: JudgeClient,
         item: JudgeInput,
-        messages: list[dict[str, str]],
-        ph: str,
-        hits: dict[str, dict[str, Any]],
+        key: str,
+        hit: dict[str, Any] | None,
+        prompt: tuple[list[dict[str, str]], str] | None,
         new_entries: list[dict[str, Any]],
     ) -> JudgeOutcome:
-        key = cache_key(client.model, ph)
-        hit = hits.get(key)
         if hit is not None:
-            verdict = parse_verdict(hit["raw_output"], item.rubric, answer=item.answer)
-            return JudgeOutcome(client.model, verdict, hit["raw_output"], cached=True)
+            return JudgeOutcome(
+                client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True
+            )
+        assert prompt is not None
+        messages, ph = prompt
         async with self._concurrency:
             raw = await client.complete(messages)
             try:
@@ -193,8 +234,32 @@ class Panel:
                 "rubric_id": item.rubric.id,
                 "rubric_version": item.rubric.version,
                 "raw_output": raw,
+                # The parsed verdict: a hit needs no parsing.
                 "score": verdict.score,
+                "raw_score": verdict.raw_score,
+                "key_points_covered": list(verdict.key_points_covered),
+                "rationale": verdict.rationale,
                 "created_at": utcnow(),
             }
         )
         return JudgeOutcome(client.model, verdict, raw)
+
+
+def _verdict(entry: dict[str, Any], rubric: Rubric) -> Verdict:
+    return Verdict(
+        score=entry["score"],
+        raw_score=entry["raw_score"],
+        scale_min=rubric.scale.min,
+        scale_max=rubric.scale.max,
+        key_points_covered=tuple(entry["key_points_covered"]),
+        rationale=entry["rationale"],
+        rubric_id=rubric.id,
+        rubric_version=rubric.version,
+        rubric_hash=rubric.content_hash,
+    )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _flags(answer: str) -> tuple[str, ...]:
+    """Injection flags of an answer (the same answer is checked once per process)."""
+    return tuple(detect_injection(answer))

@@ -8,6 +8,7 @@ changing how old and new verdicts are scored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -138,7 +139,7 @@ class Rubric:
             "output_schema": self.output_schema,
         }
 
-    @property
+    @functools.cached_property
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the rubric: any change of content changes it."""
         return sha256_hex(canonical_json(self.to_dict()))
