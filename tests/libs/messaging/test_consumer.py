@@ -158,3 +158,54 @@ async def test_offsets_are_committed_only_after_the_handler_succeeded(
         worker(settings, publisher, handle, member="m2"), lambda: "e2" in second, "e2 redelivered"
     )
     assert second == ["e2"]
+
+
+async def test_concurrent_handling_overlaps_messages_and_commits_only_the_handled_prefix(
+    kafka: tuple[KafkaSettings, KafkaPublisher],
+) -> None:
+    settings, publisher = kafka
+    await publisher.publish([Outgoing(TOPIC, event(n), key="k") for n in range(8)])
+    running, peak, handled = 0, 0, []
+
+    async def slow(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.1)
+            if message.event_id == "e5":
+                raise AutoReconnect("down")  # never finishes while this worker runs
+            handled.append(message.event_id)
+        finally:
+            running -= 1
+
+    concurrent = KafkaConsumerWorker(
+        settings,
+        TOPIC,
+        "test-group",
+        "m1",
+        slow,
+        publisher,
+        transient_errors=(AutoReconnect,),
+        concurrency=4,
+        max_poll_records=8,
+    )
+    await run_until(concurrent, lambda: len(handled) == 7, "every message but e5 handled")
+    assert 2 <= peak <= 4
+    again: list[str] = []
+
+    async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
+        again.append(message.event_id)
+
+    # e0-e4 were committed; e5 was not, so it comes back with what follows it (handled twice,
+    # which idempotent handlers allow); nothing before it does.
+    await run_until(
+        worker(settings, publisher, handle, member="m2"), lambda: "e7" in again, "the rest"
+    )
+    assert again == ["e5", "e6", "e7"]
+
+
+def test_concurrency_must_be_positive(kafka: tuple[KafkaSettings, KafkaPublisher]) -> None:
+    settings, publisher = kafka
+    with pytest.raises(ValueError, match="concurrency"):
+        KafkaConsumerWorker(settings, TOPIC, "g", "m", lambda m, d: None, publisher, concurrency=0)

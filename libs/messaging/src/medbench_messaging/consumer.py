@@ -90,8 +90,18 @@ class KafkaConsumerWorker:
         handler: Handler,
         dead_letters: Publisher,
         transient_errors: tuple[type[BaseException], ...] = (),
+        concurrency: int = 1,
+        max_poll_records: int | None = None,
     ) -> None:
+        """``concurrency`` > 1 handles that many messages of a poll at once (for handlers whose
+        messages are independent and slow, like judge requests); offsets are still committed
+        only up to the first message not yet handled. ``max_poll_records`` overrides the
+        setting, so slow handlers finish a poll well within Kafka's max poll interval."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.name = f"consume:{topic.name}"
+        self._concurrency = concurrency
+        self._max_poll_records = max_poll_records or settings.max_poll_records
         self._settings = settings
         self._topic = topic
         self._topic_name = topic.full_name(settings.topic_prefix)
@@ -117,7 +127,7 @@ class KafkaConsumerWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self._settings.session_timeout_ms,
-            max_poll_records=self._settings.max_poll_records,
+            max_poll_records=self._max_poll_records,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
@@ -148,7 +158,7 @@ class KafkaConsumerWorker:
         unassigned_since = time.monotonic()
         try:
             while not self._stopping.is_set():
-                batch = await asyncio.to_thread(consumer.poll, 200, self._settings.max_poll_records)
+                batch = await asyncio.to_thread(consumer.poll, 200, self._max_poll_records)
                 if consumer.assignment():
                     self.joined.set()
                     unassigned_since = time.monotonic()
@@ -158,6 +168,9 @@ class KafkaConsumerWorker:
                     unassigned_since = await asyncio.to_thread(
                         self._rejoin_if_unassigned, consumer, self._topic_name, unassigned_since
                     )
+                if self._concurrency > 1:
+                    await self._handle_concurrently(consumer, batch)
+                    continue
                 for tp, records in batch.items():
                     done_offset: int | None = None
                     for record in records:
@@ -172,6 +185,24 @@ class KafkaConsumerWorker:
                         break
         finally:
             await asyncio.to_thread(consumer.close, False)
+
+    async def _handle_concurrently(
+        self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]
+    ) -> None:
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def handle(record: Any) -> bool:
+            async with slots:
+                return False if self._stopping.is_set() else await self._process(record)
+
+        flat = [(tp, record) for tp, records in batch.items() for record in records]
+        outcomes = await asyncio.gather(*(handle(record) for _, record in flat))
+        for tp, records in batch.items():
+            done = [o for (t, _), o in zip(flat, outcomes, strict=True) if t == tp]
+            # Only the handled prefix: an unfinished message is delivered again (idempotent).
+            handled = next((i for i, ok in enumerate(done) if not ok), len(done))
+            if handled:
+                await asyncio.to_thread(self._commit, consumer, tp, records[handled - 1].offset)
 
     @staticmethod
     def _commit(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:

@@ -61,6 +61,10 @@ async def serve(settings: JudgeScorerSettings) -> None:
             dead_letters=infra.publisher,
             # An outage of our own judge server is waited out, never dead-lettered.
             transient_errors=(*TRANSIENT_ERRORS, JudgeUnavailable),
+            # Batches overlap so each one's slowest calls do not idle the judge; few per poll,
+            # so a poll is handled well within Kafka's max poll interval.
+            concurrency=judge.request_concurrency,
+            max_poll_records=2 * judge.request_concurrency,
         )
         await run_service(
             settings,

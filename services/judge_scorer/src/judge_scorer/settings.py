@@ -34,6 +34,8 @@ class JudgeSettings(BaseModel):
     max_tokens: int = 512
     # Items judged concurrently per batch (each judge also has its own max_concurrency).
     batch_concurrency: int = 64
+    # Judge requests (Kafka messages) handled at once.
+    request_concurrency: int = 4
 
 
 class JudgeScorerSettings(ServiceSettings):
