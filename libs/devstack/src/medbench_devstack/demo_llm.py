@@ -274,9 +274,10 @@ async def evaluate_api(
         f"\nTiming: {p.expected_items} items, {p.answered_items} answered, "
         f"{p.infra_failed_items} infra-failed; preflight {preflight_s:.1f} s, all answered after "
         f"{dispatch_s:.1f} s, report after {done_at - created_at:.1f} s "
-        f"(wall time, from CreateSubmission); {p.answered_items / dispatch_s:.2f} items/s "
-        f"answered, {p.expected_items / (done_at - created_at):.2f} items/s end to end; model "
-        f"load {server['load_s']:.1f} s"
+        f"(wall time, from CreateSubmission); {p.answered_items / dispatch_s:.3f} items/s "
+        f"answered ({dispatch_s / max(p.answered_items, 1):.1f} s per item), "
+        f"{p.expected_items / (done_at - created_at):.3f} items/s end to end; model load "
+        f"{server['load_s']:.1f} s"
     )
     print(_call_figures(mongo_uri, sid))
     print(
