@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from aggregator.adapters.mongo_scores import MongoScores, rules_from_progress
 from aggregator.core.report import ScoredItem, build_report, merge
+from aggregator.core.uncertainty import Unit, bootstrap_report
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench.submission.v1 import submission_events_pb2
 from medbench_messaging import topics
@@ -45,6 +46,27 @@ def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
     A part the judge could not score (``unscored``) contributes no component; an item left
     with none is not in the means at all (a recorded failure is not a zero).
     """
+    return [item for item, _ in _merged(scores)]
+
+
+def bootstrap_units(scores: Iterable[dict[str, Any]], rules: dict[str, str]) -> list[Unit]:
+    """The scoring units the intervals resample: items, or permutation groups (scored by
+    their worst permutation) under "all_permutations". An item judged by a panel carries the
+    score it would have with each single judge, so the panel's disagreement is resampled too.
+    """
+    units: list[Unit] = []
+    groups: dict[tuple[str, str], list[ScoredItem]] = {}
+    for item, panel in _merged(scores):
+        if rules.get(item.dataset, "mean") == "all_permutations":
+            groups.setdefault((item.dataset, item.group_id), []).append(item)
+        else:
+            units.append(Unit(item.dataset, item.dimension, item.score, panel))
+    for (dataset, _), members in sorted(groups.items()):
+        units.append(Unit(dataset, members[0].dimension, min(m.score for m in members)))
+    return units
+
+
+def _merged(scores: Iterable[dict[str, Any]]) -> list[tuple[ScoredItem, tuple[float, ...]]]:
     by_item: dict[str, list[dict[str, Any]]] = {}
     for s in scores:
         by_item.setdefault(s["item_id"], []).append(s)
@@ -52,23 +74,31 @@ def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
     for item_id in sorted(by_item):
         parts = sorted(by_item[item_id], key=lambda s: s["component"])
         first = parts[0]
+        rule = first.get("merge_rule", "mean")
+        scored = [p for p in parts if not p.get("unscored")]
         components = [
-            c
-            for p in parts
-            if not p.get("unscored")
-            for _, c in p.get("components", [[p["component"], p["score"]]])
+            c for p in scored for _, c in p.get("components", [[p["component"], p["score"]]])
         ]
         if not components:
             continue
-        out.append(
-            ScoredItem(
-                item_id,
-                first["dataset"],
-                first["dimension"],
-                first["group_id"],
-                merge(components, first.get("merge_rule", "mean")),
-            )
+        panel: tuple[float, ...] = ()
+        judged = [p for p in scored if p.get("judge", {}).get("judge_scores")]
+        if len(judged) == 1 and len(judged[0]["judge"]["judge_scores"]) > 1:
+            others = [
+                c
+                for p in scored
+                if p is not judged[0]
+                for _, c in p.get("components", [[p["component"], p["score"]]])
+            ]
+            panel = tuple(merge([*others, j], rule) for j in judged[0]["judge"]["judge_scores"])
+        item = ScoredItem(
+            item_id,
+            first["dataset"],
+            first["dimension"],
+            first["group_id"],
+            merge(components, rule),
         )
+        out.append((item, panel))
     return out
 
 
@@ -80,6 +110,7 @@ def _judge_lineage(j: scoring_events_pb2.JudgeLineage) -> dict[str, Any]:
         "prompt_hash": j.prompt_hash,
         "calibration_id": j.calibration_id,
         "flags": list(j.injection_flags),
+        "judge_scores": list(j.judge_scores),
     }
 
 
@@ -159,15 +190,24 @@ class Aggregation:
             return
         rules = rules_from_progress(progress.get("rules", []))
         report = build_report(merged_items(items.values()), rules)
+        intervals = bootstrap_report(bootstrap_units(items.values(), rules))
         digest = scores_digest([(i, c, s["score"]) for (i, c), s in items.items()])
         now = datetime.now(UTC)
         doc = {
             "_id": submission_id,
             "tenant_id": progress["tenant_id"],
             "overall": report.overall,
+            "overall_low": intervals.overall.low,
+            "overall_high": intervals.overall.high,
             "scored_items": len(items),
             "dimensions": [
-                {"dimension": d.dimension, "score": d.score, "datasets": d.n_datasets}
+                {
+                    "dimension": d.dimension,
+                    "score": d.score,
+                    "datasets": d.n_datasets,
+                    "low": intervals.dimensions[d.dimension].low,
+                    "high": intervals.dimensions[d.dimension].high,
+                }
                 for d in report.dimensions
             ],
             "datasets": [
@@ -179,6 +219,8 @@ class Aggregation:
                     "units": d.n_units,
                     "rule": rules.get(d.dataset, "mean"),
                     "item_mean": d.item_mean,
+                    "low": intervals.datasets[d.dataset].low,
+                    "high": intervals.datasets[d.dataset].high,
                 }
                 for d in report.datasets
             ],

@@ -8,8 +8,10 @@ from gateway.adapters.mongo_submissions import INDEXES, MongoSubmissions
 from gateway.adapters.peers import DispatchClient, ReportClient, RotatorClient
 from gateway.entrypoints.grpc_servicer import SubmissionServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
+from gateway.entrypoints.leaderboard_proxy import LeaderboardProxy
 from gateway.settings import GatewaySettings
 from gateway.submissions import Submissions
+from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
@@ -44,7 +46,14 @@ async def serve(settings: GatewaySettings) -> None:
                         submission_service_pb2.DESCRIPTOR.services_by_name[
                             "SubmissionService"
                         ].full_name,
-                    )
+                    ),
+                    Servicer(
+                        leaderboard_service_pb2_grpc.add_LeaderboardServiceServicer_to_server,
+                        LeaderboardProxy(reports),
+                        leaderboard_service_pb2.DESCRIPTOR.services_by_name[
+                            "LeaderboardService"
+                        ].full_name,
+                    ),
                 ],
                 workers=[infra.relay, completed],
                 readiness=[infra.ready],

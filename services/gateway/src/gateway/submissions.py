@@ -18,7 +18,9 @@ from gateway.core import uploads
 from gateway.core.endpoints import Decoding, check_endpoint, effective_decoding
 from medbench.common.v1 import common_pb2
 from medbench.inference.v1 import inference_events_pb2
+from medbench.leaderboard.v1 import leaderboard_service_pb2
 from medbench.submission.v1 import submission_events_pb2, submission_pb2
+from medbench.taskpool.v1 import taskpool_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import (
@@ -462,6 +464,36 @@ class Submissions:
                 submission_id, {"state_reason": ""}, expect={"state": DISPATCHING}
             )
         return await self.view(tenant_id, submission_id), resumed
+
+    async def publish(self, tenant_id: str, submission_id: str, published: bool) -> bool:
+        """Opts a completed submission in to its leaderboard (or out again)."""
+        doc = await self._store.get(tenant_id, submission_id)
+        api = doc["mode"] == common_pb2.SUBMISSION_MODE_API
+        if published and doc["state"] != COMPLETED:
+            raise FailedPrecondition(
+                f"submission {submission_id} is {doc['state']}; only a COMPLETED submission "
+                f"can be published"
+            )
+        if published and api and doc.get("endpoint", {}).get("self_test"):
+            raise FailedPrecondition(
+                f"submission {submission_id} is a self-test run (declared decoding settings); "
+                f"only runs under the official settings appear on the leaderboard"
+            )
+        model = doc["model"]
+        request = leaderboard_service_pb2.PublishEntryRequest(
+            submission_id=submission_id,
+            tenant_id=tenant_id,
+            published=published,
+            track=doc["track"],
+            board=taskpool_pb2.BOARD_API if api else taskpool_pb2.BOARD_UPLOAD,
+            cycle=await self._rotator.cycle(doc["pool_id"]) if published else "",
+            model_name=model["name"],
+            model_version=model.get("version", ""),
+            organisation=model.get("organisation", ""),
+            open_source=model.get("open_source", False),
+            parameter_count=model.get("parameter_count", ""),
+        )
+        return await self._reports.publish(request)
 
     async def report(self, tenant_id: str, submission_id: str) -> Any:
         doc = await self._store.get(tenant_id, submission_id)

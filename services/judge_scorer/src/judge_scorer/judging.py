@@ -351,6 +351,7 @@ def _item_score(
             panel_spread=result.spread,
             injection_flags=list(result.flags),
             sent_to_review=review,
+            judge_scores=result.normalised_scores,
         ),
     )
 

@@ -73,6 +73,13 @@ class PanelResult:
         """The judges' scores on the rubric's scale (readable verdicts only)."""
         return [o.verdict.score for o in self.outcomes if o.verdict is not None]
 
+    @property
+    def normalised_scores(self) -> list[float]:
+        """Each judge's score in [0, 1], under the same injection cap as the panel's."""
+        scale = self.rubric.scale
+        cap = scale.normalise(injection_cap(self.rubric)) if self.flags else 1.0
+        return [min(cap, scale.normalise(s)) for s in self.scores]
+
 
 PROMPT_FORMAT = "judge-prompt-1"
 """Changes whenever build_messages changes what the judge reads: old cache entries then miss."""

@@ -21,6 +21,8 @@ def report_to_proto(doc: dict[str, Any]) -> report_pb2.Report:
         submission_id=doc["_id"],
         tenant_id=doc["tenant_id"],
         overall=doc["overall"],
+        overall_low=doc.get("overall_low", doc["overall"]),
+        overall_high=doc.get("overall_high", doc["overall"]),
         dimensions=[report_pb2.DimensionScore(**d) for d in doc["dimensions"]],
         datasets=[report_pb2.DatasetScore(**d) for d in doc["datasets"]],
         lineage=common_pb2.Lineage(**doc["lineage"]),

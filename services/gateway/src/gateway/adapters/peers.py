@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import grpc
 
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
+from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_runtime.errors import FailedPrecondition, NotFound, Unavailable
+from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ async def _call(coro: object, what: str) -> object:
             raise NotFound(exc.details() or what) from exc
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             raise FailedPrecondition(exc.details() or what) from exc
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(exc.details() or what) from exc
         raise Unavailable(f"{what} failed: {exc.code().name} {exc.details()}") from exc
 
 
@@ -70,6 +73,15 @@ class RotatorClient:
             )
         )
 
+    async def cycle(self, pool_id: str) -> str:
+        """The evaluation cycle a pool serves ("" for pools published outside rotation)."""
+        response = await _call(
+            self._stub.GetPool(taskpool_service_pb2.GetPoolRequest(pool_id=pool_id), timeout=5),
+            "reading the pool",
+        )
+        assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
+        return response.pool.cycle
+
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
         """The submission's manifest (its pool's items plus its canaries), cached: it never
         changes once assigned."""
@@ -95,10 +107,27 @@ class RotatorClient:
 
 
 class ReportClient:
-    """ReportService calls (aggregator)."""
+    """ReportService and LeaderboardService calls (aggregator)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = report_service_pb2_grpc.ReportServiceStub(channel)
+        self._boards = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+
+    async def publish(self, request: leaderboard_service_pb2.PublishEntryRequest) -> bool:
+        response = await _call(
+            self._boards.PublishEntry(request, timeout=10), "publishing to the leaderboard"
+        )
+        assert isinstance(response, leaderboard_service_pb2.PublishEntryResponse)
+        return response.published
+
+    async def leaderboard(
+        self, request: leaderboard_service_pb2.ListLeaderboardRequest
+    ) -> leaderboard_service_pb2.ListLeaderboardResponse:
+        response = await _call(
+            self._boards.ListLeaderboard(request, timeout=10), "reading the leaderboard"
+        )
+        assert isinstance(response, leaderboard_service_pb2.ListLeaderboardResponse)
+        return response
 
     async def progress(self, submission_id: str) -> report_service_pb2.GetProgressResponse:
         response = await _call(

@@ -89,6 +89,16 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
             submission=view, resumed_items=resumed
         )
 
+    async def PublishSubmission(
+        self,
+        request: submission_service_pb2.PublishSubmissionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.PublishSubmissionResponse:
+        published = await self._submissions.publish(
+            tenant_of(context), _require_id(request.submission_id), request.published
+        )
+        return submission_service_pb2.PublishSubmissionResponse(published=published)
+
     async def DownloadPrompts(
         self,
         request: submission_service_pb2.DownloadPromptsRequest,

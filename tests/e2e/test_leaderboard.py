@@ -1,0 +1,124 @@
+"""Leaderboards through the stack: opt-in publishing, rank groups from intervals, selection rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from medbench.common.v1 import common_pb2
+from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
+from medbench.leaderboard.v1 import leaderboard_service_pb2_grpc
+from medbench.submission.v1 import submission_service_pb2
+from medbench.taskpool.v1 import taskpool_pb2
+from medbench_client.api import channel
+from medbench_client.bank_files import answers_by_item, read_jsonl
+from medbench_devstack.services import ServiceStack
+from tests.e2e.harness import Evaluation, load_pool
+
+pytestmark = [pytest.mark.e2e]
+
+BANK = Path(__file__).resolve().parents[2] / "services/rotator/src/rotator/sample_bank"
+ROWS = list(read_jsonl(BANK / "items.jsonl"))
+QUESTIONS = {r["item_id"]: r["question"] for r in ROWS}
+RIGHT = {r["item_id"]: "<" + ", ".join(r["reference"]) + ">" for r in ROWS}
+WRONG = dict.fromkeys(QUESTIONS, "<Z>")
+BASELINE = answers_by_item(read_jsonl(BANK / "baseline_answers.jsonl"))
+
+
+async def evaluate(stack: ServiceStack, tenant: str, run: str, answers: dict[str, str]) -> str:
+    evaluation = Evaluation(stack, tenant, run, answers, questions=QUESTIONS)
+    await evaluation.create()
+    for batch in evaluation.batches(await evaluation.prompts()):
+        await evaluation.upload_batch(batch)
+    await evaluation.wait_completed()
+    return evaluation.submission_id
+
+
+def board(stack: ServiceStack) -> leaderboard_service_pb2_grpc.LeaderboardServiceStub:
+    return leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel(stack.address("gateway")))
+
+
+async def publish(stack: ServiceStack, tenant: str, sid: str, published: bool = True) -> bool:
+    evaluation = Evaluation(stack, tenant, "", {})
+    stub = evaluation.partner()._stub  # noqa: SLF001 - the raw call, to see its status
+    response = await stub.PublishSubmission(
+        submission_service_pb2.PublishSubmissionRequest(submission_id=sid, published=published),
+        metadata=(("x-medbench-tenant", tenant),),
+    )
+    return bool(response.published)
+
+
+async def listing(stack: ServiceStack, **kw: object) -> lb.ListLeaderboardResponse:
+    request = lb.ListLeaderboardRequest(
+        track=common_pb2.TRACK_LLM, board=taskpool_pb2.BOARD_UPLOAD, **kw
+    )
+    return await board(stack).ListLeaderboard(request)
+
+
+async def test_published_submissions_are_ranked_in_groups_and_others_stay_off(
+    stack: ServiceStack,
+) -> None:
+    await load_pool(stack, ROWS, "lb-pool")
+    best = await evaluate(stack, "hospital-best", "right", RIGHT)
+    middle = await evaluate(stack, "hospital-mid", "baseline", BASELINE)
+    worst = await evaluate(stack, "hospital-low", "wrong", WRONG)
+    hidden = await evaluate(stack, "hospital-shy", "baseline", BASELINE)
+
+    assert (await listing(stack)).entries == []
+    for tenant, sid in (("hospital-best", best), ("hospital-mid", middle), ("hospital-low", worst)):
+        assert await publish(stack, tenant, sid)
+    # Publishing is the owner's call: another tenant's submission is not found.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await publish(stack, "hospital-best", hidden)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    page = await listing(stack)
+    assert [e.submission_id for e in page.entries] == [best, middle, worst]
+    assert hidden not in {e.submission_id for e in page.entries}
+    top = page.entries[0]
+    assert top.overall == pytest.approx(100.0) and top.overall_low <= top.overall
+    assert top.overall_high >= top.overall and top.tenant_id == "hospital-best"
+    # Each entry's rank counts only the entries whose interval lies wholly above its own.
+    for entry in page.entries:
+        above = [o for o in page.entries if o.overall_low > entry.overall_high and o is not entry]
+        assert entry.rank == 1 + len(above)
+    assert [len(e.dimensions) for e in page.entries] == [len(top.dimensions)] * 3
+
+    # Pagination, and withdrawal.
+    first = await listing(stack, page_size=2)
+    rest = await listing(stack, page_size=2, page_token=first.next_page_token)
+    assert [e.submission_id for e in [*first.entries, *rest.entries]] == [best, middle, worst]
+    assert (first.total, rest.next_page_token) == (3, "")
+    assert not await publish(stack, "hospital-low", worst, published=False)
+    assert [e.submission_id for e in (await listing(stack)).entries] == [best, middle]
+
+
+async def test_latest_or_best_submission_of_a_model(stack: ServiceStack) -> None:
+    await load_pool(stack, ROWS, "lb-pool-2")
+    good = await evaluate(stack, "vendor-x", "x-1", RIGHT)
+    later = await evaluate(stack, "vendor-x", "x-2", WRONG)
+    for sid in (good, later):
+        assert await publish(stack, "vendor-x", sid)
+    mine = [e for e in (await listing(stack)).entries if e.tenant_id == "vendor-x"]
+    assert [e.submission_id for e in mine] == [later]
+    best = await listing(stack, rule=lb.SELECTION_RULE_BEST)
+    assert [e.submission_id for e in best.entries if e.tenant_id == "vendor-x"] == [good]
+
+
+async def test_bad_requests_and_unfinished_submissions(stack: ServiceStack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await board(stack).ListLeaderboard(lb.ListLeaderboardRequest(track=common_pb2.TRACK_LLM))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "board" in (err.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await board(stack).PublishEntry(lb.PublishEntryRequest(submission_id="x", tenant_id="t"))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # internal: not through the gateway
+    await load_pool(stack, ROWS, "lb-pool-3")
+    evaluation = Evaluation(stack, "hospital-slow", "unfinished", BASELINE, questions=QUESTIONS)
+    await evaluation.create()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await publish(stack, "hospital-slow", evaluation.submission_id)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "COMPLETED" in (err.value.details() or "")
