@@ -49,11 +49,18 @@ def inputs(n: int, tag: str) -> list[JudgeInput]:
     ]
 
 
-async def timed(panel: Panel, items: list[JudgeInput], batch: int) -> float:
-    started = time.perf_counter()
-    for i in range(0, len(items), batch):
-        results = await panel.judge(items[i : i + batch])
+async def timed(panel: Panel, items: list[JudgeInput], batch: int, overlap: int = 1) -> float:
+    """Judges items in batches, ``overlap`` batches at a time (the judge requests a scorer
+    replica handles at once)."""
+    slots = asyncio.Semaphore(overlap)
+
+    async def one(part: list[JudgeInput]) -> None:
+        async with slots:
+            results = await panel.judge(part)
         assert all(r.score is not None for r in results)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(items[i : i + batch]) for i in range(0, len(items), batch)))
     return time.perf_counter() - started
 
 
@@ -90,8 +97,12 @@ async def main(n: int, hits: int) -> None:
             f"simulated judge (own process): {LATENCY_S:.0f} s per call, cap {CAP}, "
             f"ideal {ideal:.0f} items/s"
         )
-        for label, batch, tag in (("all at once", n, "a"), ("batches of 200", 200, "b")):
-            elapsed = await timed(panel, inputs(n, tag), batch)
+        for label, batch, overlap, tag in (
+            ("all at once", n, 1, "a"),
+            ("requests of 200, one at a time", 200, 1, "b"),
+            ("requests of 200, 4 at a time as the service runs", 200, 4, "c"),
+        ):
+            elapsed = await timed(panel, inputs(n, tag), batch, overlap)
             rate = n / elapsed
             print(
                 f"judged {n} items ({label}): {elapsed:.1f} s, {rate:.1f} items/s = "

@@ -148,17 +148,31 @@ class Panel:
                 self._remember(doc)
         CACHE.labels("hit").inc(sum(1 for row in keys for k in row if k in self._memory))
         new_entries: list[dict[str, Any]] = []
-        results = await asyncio.gather(
-            *(
-                self._judge_one(item, row, new_entries)
-                for item, row in zip(inputs, keys, strict=True)
-            )
-        )
+        results: list[PanelResult | None] = [None] * len(inputs)
+        pending = []
+        for index, (item, row) in enumerate(zip(inputs, keys, strict=True)):
+            hits = [self._memory.get(key) for key in row]
+            if all(hit is not None for hit in hits):
+                # The common case on resubmissions: no task, no await, no parsing.
+                results[index] = self._from_cache(item, hits)  # type: ignore[arg-type]
+            else:
+                pending.append((index, self._judge_one(item, row, new_entries)))
+        if pending:
+            judged = await asyncio.gather(*(coro for _, coro in pending))
+            for (index, _), result in zip(pending, judged, strict=True):
+                results[index] = result
         CACHE.labels("miss").inc(len(new_entries))
         await self._store.cache(new_entries)
         for entry in new_entries:
             self._remember(entry)
-        return list(results)
+        return [r for r in results if r is not None]
+
+    def _from_cache(self, item: JudgeInput, hits: list[dict[str, Any]]) -> PanelResult:
+        outcomes = [
+            JudgeOutcome(client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True)
+            for client, hit in zip(self._clients, hits, strict=True)
+        ]
+        return self._combine(item, str(hits[0]["prompt_hash"]), outcomes)
 
     def _remember(self, entry: dict[str, Any]) -> None:
         self._memory[entry["_id"]] = entry
@@ -187,12 +201,20 @@ class Panel:
             )
         )
         ph = prompt[1] if prompt else str(hits[0]["prompt_hash"])  # type: ignore[index]
-        flags = tuple(_flags(item.answer))
+        return self._combine(item, ph, list(outcomes))
+
+    def _combine(self, item: JudgeInput, ph: str, outcomes: list[JudgeOutcome]) -> PanelResult:
+        """The panel's score from its judges' verdicts."""
+        flags = _flags(item.answer)
         verdicts = [o.verdict for o in outcomes if o.verdict is not None]
         scale = item.rubric.scale
         if not verdicts:
             return PanelResult(item.rubric, ph, tuple(outcomes), flags, None, 0.0)
-        combined = aggregate_panel([v.score for v in verdicts], self.rule)
+        combined = (
+            verdicts[0].score
+            if len(verdicts) == 1
+            else aggregate_panel([v.score for v in verdicts], self.rule)
+        )
         score = scale.normalise(combined)
         if flags:
             # The rubric tells the judge so; this holds even for a judge that was fooled.
