@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -122,3 +127,48 @@ async def test_bad_requests_and_unfinished_submissions(stack: ServiceStack) -> N
         await publish(stack, "hospital-slow", evaluation.submission_id)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "COMPLETED" in (err.value.details() or "")
+
+
+def run_medbench(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    cli = str(Path(sys.executable).with_name("medbench"))
+    return subprocess.run(
+        [cli, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def written(folder: Path) -> tuple[set[str], dict[str, object], str]:
+    if not folder.exists():
+        return set(), {}, ""
+    names = {p.name for p in folder.iterdir()}
+    doc = json.loads((folder / "report.json").read_text()) if "report.json" in names else {}
+    html = (folder / "report.html").read_text() if "report.html" in names else ""
+    return names, doc, html
+
+
+async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_path: Path) -> None:
+    await load_pool(stack, ROWS, "lb-pool-4")
+    sid = await evaluate(stack, "hospital-cli", "cli-run", BASELINE)
+    report = await Evaluation(stack, "hospital-cli", "", {}).partner().report(sid)
+    env = {
+        **os.environ,
+        "MEDBENCH_GATEWAY": stack.address("gateway"),
+        "MEDBENCH_TENANT": "hospital-cli",
+    }
+    done = await asyncio.to_thread(run_medbench, env, "report", sid, "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    names, doc, html = written(tmp_path)
+    assert {"report.json", "report.html", "report.md", "radar.png", "datasets.csv"} <= names
+    assert doc["overall"] == pytest.approx(report.overall)
+    assert f"{report.overall:.1f}" in html
+    # Another tenant's submission is not found (exit code 3), and nothing is written.
+    elsewhere = tmp_path / "other"
+    other = await asyncio.to_thread(
+        run_medbench,
+        {**env, "MEDBENCH_TENANT": "hospital-else"},
+        "report",
+        sid,
+        "--out",
+        str(elsewhere),
+    )
+    assert other.returncode == 3 and "NOT_FOUND" in other.stderr
+    assert written(elsewhere)[0] == set()
