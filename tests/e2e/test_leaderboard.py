@@ -172,3 +172,38 @@ async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_
     )
     assert other.returncode == 3 and "NOT_FOUND" in other.stderr
     assert written(elsewhere)[0] == set()
+
+
+async def test_equating_puts_every_published_entry_on_the_reference_pool(
+    stack: ServiceStack,
+) -> None:
+    internal = leaderboard_service_pb2_grpc.LeaderboardServiceStub(
+        channel(stack.address("aggregator"))
+    )
+    mine = []
+    for pool, tenant, answers in (("eq-pool-1", "eq-a", RIGHT), ("eq-pool-2", "eq-b", BASELINE)):
+        await load_pool(stack, ROWS, pool)
+        sid = await evaluate(stack, tenant, f"{tenant}-run", answers)
+        assert await publish(stack, tenant, sid)
+        mine.append(sid)
+    before = {e.submission_id: e for e in (await listing(stack)).entries}
+    assert not any(before[sid].HasField("equated") for sid in mine)
+    done = await internal.EquateBoard(
+        lb.EquateBoardRequest(
+            track=common_pb2.TRACK_LLM, board=taskpool_pb2.BOARD_UPLOAD, reference_pool="eq-pool-1"
+        )
+    )
+    assert done.reference_pool == "eq-pool-1" and done.pools >= 2
+    after = {e.submission_id: e for e in (await listing(stack)).entries}
+    assert done.entries >= len(after)
+    assert all(e.HasField("equated") and 0 <= e.equated <= 100 for e in after.values())
+    # The pools hold the same items here, so equating keeps the order of the two runs.
+    right, baseline = (after[sid] for sid in mine)
+    assert right.overall > baseline.overall and right.equated > baseline.equated
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await internal.EquateBoard(
+            lb.EquateBoardRequest(
+                track=common_pb2.TRACK_LLM, board=taskpool_pb2.BOARD_UPLOAD, reference_pool="nope"
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

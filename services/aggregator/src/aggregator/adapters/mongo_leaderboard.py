@@ -25,6 +25,13 @@ class MongoLeaderboard:
             {"_id": submission_id}, {"$set": {"published": False}}
         )
 
+    async def set_equated(self, scores: dict[str, float], reference_pool: str) -> None:
+        for submission_id, score in scores.items():
+            await self._db.leaderboard.update_one(
+                {"_id": submission_id},
+                {"$set": {"equated": score, "equated_on": reference_pool}},
+            )
+
     async def published(self, track: int, board: int, cycle: str) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"track": track, "board": board, "published": True}
         if cycle:

@@ -10,6 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.adapters.mongo_leaderboard import MongoLeaderboard
 from aggregator.adapters.mongo_scores import MongoScores
+from aggregator.aggregation import merged_items
+from aggregator.core.equating import equated_scores, fit_rasch
 from aggregator.core.uncertainty import rank_groups
 from medbench.common.v1 import common_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
@@ -85,6 +87,40 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
             }
         )
         return lb.PublishEntryResponse(published=True)
+
+    async def EquateBoard(
+        self, request: lb.EquateBoardRequest, context: grpc.aio.ServicerContext
+    ) -> lb.EquateBoardResponse:
+        _check_board(request.track, request.board)
+        entries = await self._board.published(request.track, request.board, "")
+        if not entries:
+            raise FailedPrecondition("no published entries on this board to equate")
+        results: list[tuple[str, str, float]] = []
+        pool_of: dict[str, str] = {}
+        for e in entries:
+            batches = await self._scores.batches(e["_id"])
+            items = {(s["item_id"], s["component"]): s for b in batches for s in b["scores"]}
+            results.extend((e["_id"], i.item_id, i.score) for i in merged_items(items.values()))
+            pool_of[e["_id"]] = e["pool_id"]
+        reference = (
+            request.reference_pool
+            or min(entries, key=lambda e: (e["published_at"], e["_id"]))["pool_id"]
+        )
+        if reference not in pool_of.values():
+            raise InvalidArgument(f"reference_pool {reference} has no published entry")
+        try:
+            fit = fit_rasch(results, pool_of, reference_pool=reference)
+        except ValueError as exc:
+            raise FailedPrecondition(f"cannot equate this board: {exc}") from exc
+        reference_items = {item for sid, item, _ in results if pool_of[sid] == reference}
+        equated = equated_scores(fit, reference_items)
+        await self._board.set_equated(equated, reference)
+        return lb.EquateBoardResponse(
+            entries=len(equated),
+            pools=len(set(pool_of.values())),
+            observations=len(results),
+            reference_pool=reference,
+        )
 
     async def ListLeaderboard(
         self, request: lb.ListLeaderboardRequest, context: grpc.aio.ServicerContext
