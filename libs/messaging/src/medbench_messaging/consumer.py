@@ -92,16 +92,19 @@ class KafkaConsumerWorker:
         transient_errors: tuple[type[BaseException], ...] = (),
         concurrency: int = 1,
         max_poll_records: int | None = None,
+        max_poll_interval_ms: int = 300_000,
     ) -> None:
         """``concurrency`` > 1 handles that many messages of a poll at once (for handlers whose
         messages are independent and slow, like judge requests); offsets are still committed
         only up to the first message not yet handled. ``max_poll_records`` overrides the
-        setting, so slow handlers finish a poll well within Kafka's max poll interval."""
+        setting; ``max_poll_interval_ms`` is how long handling one poll may take before the
+        group counts the member as gone (raise it for slow handlers)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.name = f"consume:{topic.name}"
         self._concurrency = concurrency
         self._max_poll_records = max_poll_records or settings.max_poll_records
+        self._max_poll_interval_ms = max_poll_interval_ms
         self._settings = settings
         self._topic = topic
         self._topic_name = topic.full_name(settings.topic_prefix)
@@ -128,6 +131,7 @@ class KafkaConsumerWorker:
             auto_offset_reset="earliest",
             session_timeout_ms=self._settings.session_timeout_ms,
             max_poll_records=self._max_poll_records,
+            max_poll_interval_ms=self._max_poll_interval_ms,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )

@@ -61,10 +61,11 @@ async def serve(settings: JudgeScorerSettings) -> None:
             dead_letters=infra.publisher,
             # An outage of our own judge server is waited out, never dead-lettered.
             transient_errors=(*TRANSIENT_ERRORS, JudgeUnavailable),
-            # Batches overlap so each one's slowest calls do not idle the judge; few per poll,
-            # so a poll is handled well within Kafka's max poll interval.
+            # Requests overlap so each one's slowest calls do not idle the judge. A poll of
+            # judge requests takes minutes with a large model: the group waits up to an hour.
+            # (A small max_poll_records made kafka-python's fetcher spin: measured 0.7 core.)
             concurrency=judge.request_concurrency,
-            max_poll_records=2 * judge.request_concurrency,
+            max_poll_interval_ms=3_600_000,
         )
         await run_service(
             settings,
