@@ -164,6 +164,13 @@ async def test_calibrated_judging_caching_review_and_drift(
     expected = [(2 / 3 + 0.7) / 2, (1 + 0.7) / 2, (1 / 3 + 0.2) / 2, 1.0]
     [medhc] = [d for d in report.datasets if d.dataset == "MedHC"]
     assert medhc.score == pytest.approx(100 * sum(expected) / 4)
+    items = {i.item_id: i for i in await first.partner().item_results(first.submission_id)}
+    judge_parts = {k: next(p for p in i.parts if p.component == "judge") for k, i in items.items()}
+    assert judge_parts["hc-4"].unscored and items["hc-4"].score == pytest.approx(1.0)
+    assert judge_parts["hc-3"].injection_flags
+    assert judge_parts["hc-1"].calibration_id == calibration.calibration_id
+    assert judge_parts["hc-1"].rubric == "generic.v1" and len(judge_parts["hc-1"].prompt_hash) == 64
+    assert sorted(judge_parts["hc-1"].judge_models) == ["judge-a", "judge-b"]
     judged_calls = calls(judges)
     assert judged_calls > 0
 

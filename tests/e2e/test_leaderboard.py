@@ -160,6 +160,11 @@ async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_
     assert {"report.json", "report.html", "report.md", "radar.png", "datasets.csv"} <= names
     assert doc["overall"] == pytest.approx(report.overall)
     assert f"{report.overall:.1f}" in html
+    items = await Evaluation(stack, "hospital-cli", "", {}).partner().item_results(sid)
+    assert sorted(i.item_id for i in items) == sorted(QUESTIONS)
+    assert all(i.HasField("score") and i.parts[0].component == "metric" for i in items)
+    item_rows = (tmp_path / "items.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert len(item_rows) == 1 + len(items)
     # Another tenant's submission is not found (exit code 3), and nothing is written.
     elsewhere = tmp_path / "other"
     other = await asyncio.to_thread(

@@ -61,6 +61,13 @@ class PartnerClient:
             metadata=self._metadata,
         )
 
+    async def item_results(self, submission_id: str) -> list[report_pb2.ItemResult]:
+        request = submission_service_pb2.GetItemResultsRequest(submission_id=submission_id)
+        items: list[report_pb2.ItemResult] = []
+        async for batch in self._stub.GetItemResults(request, metadata=self._metadata):
+            items.extend(batch.items)
+        return items
+
     async def get(self, submission_id: str) -> submission_pb2.Submission:
         response = await self._stub.GetSubmission(
             submission_service_pb2.GetSubmissionRequest(submission_id=submission_id),

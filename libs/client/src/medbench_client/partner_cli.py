@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -21,7 +22,13 @@ from medbench.common.v1 import common_pb2
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import submission_pb2
 from medbench_client.api import PartnerClient, channel
-from medbench_client.render import DatasetRow, DimensionRow, ReportDocument, write_report
+from medbench_client.render import (
+    DatasetRow,
+    DimensionRow,
+    ItemResult,
+    ReportDocument,
+    write_report,
+)
 
 EXIT_CODES = {
     grpc.StatusCode.NOT_FOUND: 3,
@@ -37,8 +44,12 @@ def _interval(score: float, low: float, high: float) -> tuple[float, float]:
     return (score, score) if low == high == 0.0 else (low, high)
 
 
-def document(sub: submission_pb2.Submission, report: report_pb2.Report) -> ReportDocument:
-    """The report as a renderable document (the public report has no per-item results)."""
+def document(
+    sub: submission_pb2.Submission,
+    report: report_pb2.Report,
+    items: Sequence[report_pb2.ItemResult] = (),
+) -> ReportDocument:
+    """The report and the owner's item results as a renderable document."""
     lineage = report.lineage
     return ReportDocument(
         submission_id=report.submission_id,
@@ -68,7 +79,16 @@ def document(sub: submission_pb2.Submission, report: report_pb2.Report) -> Repor
             )
             for d in report.datasets
         ),
-        items=(),
+        items=tuple(
+            ItemResult(
+                i.item_id,
+                i.dataset,
+                i.score,
+                "; ".join(p.parsed for p in i.parts if p.parsed),
+            )
+            for i in items
+            if i.HasField("score")  # an item no judge could score has no score to show
+        ),
         lineage={
             "pool": lineage.pool_id,
             "scorer version": lineage.scorer_version,
@@ -81,7 +101,8 @@ def document(sub: submission_pb2.Submission, report: report_pb2.Report) -> Repor
 async def report(args: argparse.Namespace) -> int:
     partner = PartnerClient(channel(args.gateway), args.tenant)
     sub = await partner.get(args.submission)
-    doc = document(sub, await partner.report(args.submission))
+    report_ = await partner.report(args.submission)
+    doc = document(sub, report_, await partner.item_results(args.submission))
     files = write_report(doc, Path(args.out))
     if args.json:
         print(json.dumps({name: str(path) for name, path in files.items()}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -494,6 +494,17 @@ class Submissions:
             parameter_count=model.get("parameter_count", ""),
         )
         return await self._reports.publish(request)
+
+    async def item_results(self, tenant_id: str, submission_id: str) -> AsyncIterator[Any]:
+        """The owner's per-item results of a completed submission, in batches."""
+        doc = await self._store.get(tenant_id, submission_id)
+        if doc["state"] != COMPLETED:
+            raise FailedPrecondition(
+                f"submission {submission_id} is {doc['state']}; item results exist once it is "
+                f"COMPLETED"
+            )
+        async for batch in self._reports.item_results(submission_id, tenant_id):
+            yield batch
 
     async def report(self, tenant_id: str, submission_id: str) -> Any:
         doc = await self._store.get(tenant_id, submission_id)

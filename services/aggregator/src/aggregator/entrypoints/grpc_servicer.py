@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.adapters.mongo_scores import MongoScores
+from aggregator.aggregation import merged_items
 from medbench.common.v1 import common_pb2
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench_runtime.errors import InvalidArgument, NotFound
@@ -31,6 +33,43 @@ def report_to_proto(doc: dict[str, Any]) -> report_pb2.Report:
     )
 
 
+def item_result(item_id: str, parts: list[dict[str, Any]]) -> report_pb2.ItemResult:
+    """One item's stored parts as the owner sees them (no reference is ever stored here)."""
+    parts = sorted(parts, key=lambda p: p["component"])
+    first = parts[0]
+    result = report_pb2.ItemResult(
+        item_id=item_id,
+        dataset=first["dataset"],
+        dimension=first["dimension"],
+        group_id=first["group_id"],
+        merge_rule=first.get("merge_rule", "mean"),
+    )
+    merged = merged_items(parts)
+    if merged:
+        result.score = merged[0].score
+    for p in parts:
+        judge = p.get("judge", {})
+        result.parts.append(
+            report_pb2.ItemPart(
+                component=p["component"],
+                metric=p.get("metric", ""),
+                components=[
+                    report_pb2.ComponentResult(name=n, score=v)
+                    for n, v in p.get("components", [[p["component"], p["score"]]])
+                ],
+                parsed=p.get("parsed", ""),
+                unscored=bool(p.get("unscored")),
+                judge_models=judge.get("models", []),
+                rubric=judge.get("rubric", ""),
+                rubric_hash=judge.get("rubric_hash", ""),
+                prompt_hash=judge.get("prompt_hash", ""),
+                calibration_id=judge.get("calibration_id", ""),
+                injection_flags=judge.get("flags", []),
+            )
+        )
+    return result
+
+
 class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     """Internal report API."""
 
@@ -46,6 +85,33 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         if doc is None or (request.tenant_id and doc["tenant_id"] != request.tenant_id):
             raise NotFound(f"no report for submission {request.submission_id}")
         return report_service_pb2.GetReportResponse(report=report_to_proto(doc))
+
+    async def StreamItemResults(
+        self,
+        request: report_service_pb2.StreamItemResultsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[report_service_pb2.StreamItemResultsResponse]:
+        if not request.submission_id:
+            raise InvalidArgument("submission_id is required")
+        doc = await self._scores.report(request.submission_id)
+        if doc is None or (request.tenant_id and doc["tenant_id"] != request.tenant_id):
+            raise NotFound(f"no report for submission {request.submission_id}")
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for batch in await self._scores.batches(request.submission_id):
+            for s in batch["scores"]:
+                held = parts.setdefault(s["item_id"], [])
+                # A redelivered batch stored twice is impossible (keyed), but a part may be
+                # re-scored under another batch id: keep one per component.
+                if all(p["component"] != s["component"] for p in held):
+                    held.append(s)
+        out: list[report_pb2.ItemResult] = []
+        for item_id in sorted(parts):
+            out.append(item_result(item_id, parts[item_id]))
+            if len(out) == 1000:
+                yield report_service_pb2.StreamItemResultsResponse(items=out)
+                out = []
+        if out:
+            yield report_service_pb2.StreamItemResultsResponse(items=out)
 
     async def GetProgress(
         self, request: report_service_pb2.GetProgressRequest, context: grpc.aio.ServicerContext

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -25,17 +26,22 @@ class Manifest:
     by_ordinal: dict[int, tuple[str, str]]
 
 
+def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
+    """A peer's status as the gateway's own error (unknown statuses: UNAVAILABLE)."""
+    if exc.code() == grpc.StatusCode.NOT_FOUND:
+        return NotFound(exc.details() or what)
+    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(exc.details() or what)
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(exc.details() or what)
+    return Unavailable(f"{what} failed: {exc.code().name} {exc.details()}")
+
+
 async def _call(coro: object, what: str) -> object:
     try:
         return await coro  # type: ignore[misc]
     except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFound(exc.details() or what) from exc
-        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            raise FailedPrecondition(exc.details() or what) from exc
-        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidArgument(exc.details() or what) from exc
-        raise Unavailable(f"{what} failed: {exc.code().name} {exc.details()}") from exc
+        raise _translate(exc, what) from exc
 
 
 class RotatorClient:
@@ -112,6 +118,19 @@ class ReportClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = report_service_pb2_grpc.ReportServiceStub(channel)
         self._boards = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+
+    async def item_results(
+        self, submission_id: str, tenant_id: str
+    ) -> AsyncIterator[report_service_pb2.StreamItemResultsResponse]:
+        """The per-item results, in batches, as the aggregator streams them."""
+        request = report_service_pb2.StreamItemResultsRequest(
+            submission_id=submission_id, tenant_id=tenant_id
+        )
+        try:
+            async for batch in self._stub.StreamItemResults(request, timeout=120):
+                yield batch
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, "reading item results") from exc
 
     async def publish(self, request: leaderboard_service_pb2.PublishEntryRequest) -> bool:
         response = await _call(

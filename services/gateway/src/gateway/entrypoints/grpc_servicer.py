@@ -99,6 +99,15 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         )
         return submission_service_pb2.PublishSubmissionResponse(published=published)
 
+    async def GetItemResults(
+        self,
+        request: submission_service_pb2.GetItemResultsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[submission_service_pb2.GetItemResultsResponse]:
+        tenant, sid = tenant_of(context), _require_id(request.submission_id)
+        async for batch in self._submissions.item_results(tenant, sid):
+            yield submission_service_pb2.GetItemResultsResponse(items=batch.items)
+
     async def DownloadPrompts(
         self,
         request: submission_service_pb2.DownloadPromptsRequest,
