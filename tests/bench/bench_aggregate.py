@@ -21,7 +21,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from aggregator.adapters.mongo_scores import MongoScores
-from aggregator.aggregation import bootstrap_units, merged_items
+from aggregator.aggregation import bootstrap_units, merge_parts
 from aggregator.core.report import build_report
 from aggregator.core.uncertainty import bench as bootstrap_bench
 from aggregator.core.uncertainty import bootstrap_report
@@ -88,8 +88,9 @@ async def main(n_items: int) -> None:
         batches = await MongoScores(db).batches("bench")
         items = {(s["item_id"], s["component"]): s for b in batches for s in b["scores"]}
         read = time.perf_counter() - started
-        report = build_report(merged_items(items.values()), {})
-        intervals = bootstrap_report(bootstrap_units(items.values(), {}))
+        merged = merge_parts(items.values())
+        report = build_report([item for item, _ in merged], {})
+        intervals = bootstrap_report(bootstrap_units(merged, {}))
         elapsed = time.perf_counter() - started
         print(
             f"report from {len(items):,} stored item scores ({len(batches):,} batch documents): "

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from aggregator.core import uncertainty
 from aggregator.core.report import ScoredItem, build_report
 from aggregator.core.uncertainty import (
     Interval,
@@ -277,3 +278,33 @@ def test_rank_groups_on_bootstrapped_intervals() -> None:
     assert ranked["strong"] == 1
     assert ranked["twin-1"] == ranked["twin-2"] == 2
     assert ranked["weak"] == 4
+
+
+def _big(n: int, with_panel: bool) -> list[Unit]:
+    rng = random.Random(7)
+    units = []
+    for i in range(n):
+        score = float(rng.random() < 0.3)
+        panel = (score, 1.0 - score) if with_panel and i % 4 == 0 else ()
+        units.append(Unit("Big", "dim", score, panel))
+    return units
+
+
+@pytest.mark.parametrize("with_panel", [False, True])
+def test_large_datasets_draw_over_distinct_values_with_the_same_distribution(
+    with_panel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = _big(12_000, with_panel)
+    fast = bootstrap_report(units, n_resamples=2000).datasets["Big"]
+    monkeypatch.setattr(uncertainty, "EXACT_LIMIT", 10**9)
+    exact = bootstrap_report(units, n_resamples=2000).datasets["Big"]
+    assert fast.score == exact.score
+    assert fast.low == pytest.approx(exact.low, abs=0.15)
+    assert fast.high == pytest.approx(exact.high, abs=0.15)
+    assert fast.width == pytest.approx(exact.width, rel=0.1)
+
+
+def test_a_disagreeing_panel_widens_a_large_dataset_too() -> None:
+    plain = bootstrap_report(_big(12_000, False)).datasets["Big"]
+    paneled = bootstrap_report(_big(12_000, True)).datasets["Big"]
+    assert paneled.width > plain.width

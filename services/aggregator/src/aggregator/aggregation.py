@@ -39,6 +39,9 @@ def scores_digest(items: list[tuple[str, str, float]]) -> str:
     return h.hexdigest()
 
 
+Merged = list[tuple[ScoredItem, tuple[float, ...]]]
+
+
 def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
     """One ScoredItem per item: every component from every scorer, merged by the item's rule
     (default mean: "key_point_recall+judge" weighs recall and judge equally).
@@ -46,17 +49,18 @@ def merged_items(scores: Iterable[dict[str, Any]]) -> list[ScoredItem]:
     A part the judge could not score (``unscored``) contributes no component; an item left
     with none is not in the means at all (a recorded failure is not a zero).
     """
-    return [item for item, _ in _merged(scores)]
+    return [item for item, _ in merge_parts(scores)]
 
 
-def bootstrap_units(scores: Iterable[dict[str, Any]], rules: dict[str, str]) -> list[Unit]:
-    """The scoring units the intervals resample: items, or permutation groups (scored by
-    their worst permutation) under "all_permutations". An item judged by a panel carries the
-    score it would have with each single judge, so the panel's disagreement is resampled too.
+def bootstrap_units(merged: Merged, rules: dict[str, str]) -> list[Unit]:
+    """The scoring units the intervals resample (from ``merge_parts``): items, or permutation
+    groups (scored by their worst permutation) under "all_permutations". An item judged by a
+    panel carries the score it would have with each single judge, so the panel's disagreement
+    is resampled too.
     """
     units: list[Unit] = []
     groups: dict[tuple[str, str], list[ScoredItem]] = {}
-    for item, panel in _merged(scores):
+    for item, panel in merged:
         if rules.get(item.dataset, "mean") == "all_permutations":
             groups.setdefault((item.dataset, item.group_id), []).append(item)
         else:
@@ -66,13 +70,34 @@ def bootstrap_units(scores: Iterable[dict[str, Any]], rules: dict[str, str]) -> 
     return units
 
 
-def _merged(scores: Iterable[dict[str, Any]]) -> list[tuple[ScoredItem, tuple[float, ...]]]:
+def merge_parts(scores: Iterable[dict[str, Any]]) -> Merged:
+    """Every item's merged score, with the scores it would have under each single judge of
+    its panel (empty without a panel)."""
     by_item: dict[str, list[dict[str, Any]]] = {}
     for s in scores:
-        by_item.setdefault(s["item_id"], []).append(s)
+        held = by_item.get(s["item_id"])
+        if held is None:
+            by_item[s["item_id"]] = [s]
+        else:
+            held.append(s)
     out = []
     for item_id in sorted(by_item):
-        parts = sorted(by_item[item_id], key=lambda s: s["component"])
+        parts = by_item[item_id]
+        if len(parts) == 1 and not parts[0].get("unscored"):
+            # Most items: one scorer, nothing to merge across scorers.
+            only = parts[0]
+            components = [
+                c for _, c in only.get("components", [[only["component"], only["score"]]])
+            ]
+            score = (
+                components[0]
+                if len(components) == 1
+                else merge(components, only.get("merge_rule", "mean"))
+            )
+            item = ScoredItem(item_id, only["dataset"], only["dimension"], only["group_id"], score)
+            out.append((item, ()))
+            continue
+        parts = sorted(parts, key=lambda s: s["component"])
         first = parts[0]
         rule = first.get("merge_rule", "mean")
         scored = [p for p in parts if not p.get("unscored")]
@@ -189,8 +214,9 @@ class Aggregation:
             )
             return
         rules = rules_from_progress(progress.get("rules", []))
-        report = build_report(merged_items(items.values()), rules)
-        intervals = bootstrap_report(bootstrap_units(items.values(), rules))
+        merged = merge_parts(items.values())
+        report = build_report([item for item, _ in merged], rules)
+        intervals = bootstrap_report(bootstrap_units(merged, rules))
         digest = scores_digest([(i, c, s["score"]) for (i, c), s in items.items()])
         now = datetime.now(UTC)
         doc = {

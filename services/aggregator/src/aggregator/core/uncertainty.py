@@ -153,6 +153,46 @@ def _resampled_means(draws: DatasetDraws) -> FloatArray:
     return means
 
 
+EXACT_LIMIT = 2000
+"""Datasets up to this many units are resampled unit by unit (``resample_draws``, replayable);
+larger ones by the equivalent draw over distinct unit values (``_large_resampled_means``),
+whose memory does not grow with the dataset."""
+
+
+def _large_resampled_means(
+    members: Sequence[Unit], n_resamples: int, rng: np.random.Generator
+) -> FloatArray:
+    """Resample means of a large dataset, drawn over its distinct (score, panel) values.
+
+    Resampling n units with replacement only matters through how often each distinct value
+    is drawn, which is Multinomial(n, share of each value); a value with a panel of k judges
+    then splits its count over the judges by Multinomial(count, 1/k each). The same
+    distribution as unit-by-unit resampling, in O(resamples x distinct values) time and memory.
+    """
+    kinds: dict[tuple[float, tuple[float, ...]], int] = {}
+    for unit in members:
+        key = (unit.score, unit.panel)
+        kinds[key] = kinds.get(key, 0) + 1
+    size = len(members)
+    keys = list(kinds)
+    shares = np.fromiter(kinds.values(), dtype=np.float64, count=len(keys)) / size
+    plain = np.array([score if not panel else 0.0 for score, panel in keys])
+    paneled = [(column, panel) for column, (_, panel) in enumerate(keys) if panel]
+    totals = np.empty(n_resamples)
+    # Rows in chunks, so the count matrix stays small even when every value is distinct.
+    rows = max(1, 4_000_000 // len(keys))
+    for start in range(0, n_resamples, rows):
+        stop = min(n_resamples, start + rows)
+        counts = rng.multinomial(size, shares, size=stop - start)
+        chunk = counts @ plain
+        for column, panel in paneled:
+            per_judge = rng.multinomial(counts[:, column], [1.0 / len(panel)] * len(panel))
+            chunk += per_judge @ np.asarray(panel, dtype=np.float64)
+        totals[start:stop] = chunk
+    means: FloatArray = totals / size
+    return means
+
+
 def _fmean(values: Sequence[float]) -> float:
     # As report.py: fsum is exactly rounded, so the point estimates equal its scores bit for bit.
     return math.fsum(values) / len(values)
@@ -180,13 +220,22 @@ def bootstrap_report(
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    draws = resample_draws(units, n_resamples=n_resamples, seed=seed)
+    groups = _group_by_dataset(units)
+    small = [u for _, _, members in groups if len(members) <= EXACT_LIMIT for u in members]
+    draws = resample_draws(small, n_resamples=n_resamples, seed=seed) if small else ()
+    large_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
 
-    dataset_scores = {d.dataset: 100.0 * _fmean([u.score for u in d.units]) for d in draws}
+    dataset_scores = {
+        name: 100.0 * _fmean([u.score for u in members]) for name, _, members in groups
+    }
     dataset_samples = {d.dataset: 100.0 * _resampled_means(d) for d in draws}
+    for name, _, members in groups:
+        if len(members) > EXACT_LIMIT:
+            dataset_samples[name] = 100.0 * _large_resampled_means(members, n_resamples, large_rng)
+    dataset_samples = {name: dataset_samples[name] for name, _, _ in groups}
     datasets_of: dict[str, list[str]] = {}
-    for d in draws:
-        datasets_of.setdefault(d.dimension, []).append(d.dataset)
+    for name, dimension, _ in groups:
+        datasets_of.setdefault(dimension, []).append(name)
     dimension_names = sorted(datasets_of)
 
     dimension_scores = {
