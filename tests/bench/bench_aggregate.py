@@ -21,7 +21,8 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from aggregator.adapters.mongo_scores import MongoScores
-from aggregator.aggregation import bootstrap_units, merge_parts
+from aggregator.adapters.score_codec import entries, pack
+from aggregator.aggregation import bootstrap_units, merge_entries
 from aggregator.core.report import build_report
 from aggregator.core.uncertainty import bench as bootstrap_bench
 from aggregator.core.uncertainty import bootstrap_report
@@ -61,7 +62,7 @@ def batch_docs(n_items: int, seed: int = 1) -> list[dict[str, Any]]:
                 "batch_id": f"b{start:07d}",
                 "n": len(scores),
                 "scorer_version": "bench",
-                "scores": scores,
+                **pack(scores),  # as the aggregator stores a batch
             }
         )
     return docs
@@ -86,9 +87,9 @@ async def main(n_items: int) -> None:
         rss_before = peak_rss_mib()
         started = time.perf_counter()
         batches = await MongoScores(db).batches("bench")
-        items = {(s["item_id"], s["component"]): s for b in batches for s in b["scores"]}
         read = time.perf_counter() - started
-        merged = merge_parts(items.values())
+        items = {(e.item_id, e.component): e for b in batches for e in entries(b)}
+        merged = merge_entries(items.values())
         report = build_report([item for item, _ in merged], {})
         intervals = bootstrap_report(bootstrap_units(merged, {}))
         elapsed = time.perf_counter() - started

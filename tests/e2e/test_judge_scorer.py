@@ -169,7 +169,8 @@ async def test_calibrated_judging_caching_review_and_drift(
     assert judge_parts["hc-4"].unscored and items["hc-4"].score == pytest.approx(1.0)
     assert judge_parts["hc-3"].injection_flags
     assert judge_parts["hc-1"].calibration_id == calibration.calibration_id
-    assert judge_parts["hc-1"].rubric == "generic.v1" and len(judge_parts["hc-1"].prompt_hash) == 64
+    hc1 = judge_parts["hc-1"]
+    assert hc1.rubric_version == "generic.v1" and len(hc1.prompt_hash) == 64
     assert sorted(judge_parts["hc-1"].judge_models) == ["judge-a", "judge-b"]
     judged_calls = calls(judges)
     assert judged_calls > 0

@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError
 
 from aggregator.adapters.mongo_scores import MongoScores, rules_from_progress
+from aggregator.adapters.score_codec import Entry, entries, entry_of, pack
 from aggregator.core.report import ScoredItem, build_report, merge
 from aggregator.core.uncertainty import Unit, bootstrap_report
 from medbench.scoring.v1 import scoring_events_pb2
@@ -71,58 +72,51 @@ def bootstrap_units(merged: Merged, rules: dict[str, str]) -> list[Unit]:
 
 
 def merge_parts(scores: Iterable[dict[str, Any]]) -> Merged:
+    """``merge_entries`` over per-item score documents."""
+    return merge_entries(map(entry_of, scores))
+
+
+def merge_entries(entries: Iterable[Entry]) -> Merged:
     """Every item's merged score, with the scores it would have under each single judge of
     its panel (empty without a panel)."""
-    by_item: dict[str, list[dict[str, Any]]] = {}
-    for s in scores:
-        held = by_item.get(s["item_id"])
+    by_item: dict[str, Entry | list[Entry]] = {}
+    for e in entries:
+        held = by_item.get(e.item_id)
         if held is None:
-            by_item[s["item_id"]] = [s]
+            by_item[e.item_id] = e
+        elif isinstance(held, list):
+            held.append(e)
         else:
-            held.append(s)
-    out = []
+            by_item[e.item_id] = [held, e]
+    out: Merged = []
     for item_id in sorted(by_item):
-        parts = by_item[item_id]
-        if len(parts) == 1 and not parts[0].get("unscored"):
-            # Most items: one scorer, nothing to merge across scorers.
-            only = parts[0]
-            components = [
-                c for _, c in only.get("components", [[only["component"], only["score"]]])
-            ]
+        found = by_item[item_id]
+        if not isinstance(found, list):
+            # Most items: one scorer's part, nothing to merge across scorers.
+            if found.unscored:
+                continue
+            pairs = found.components
             score = (
-                components[0]
-                if len(components) == 1
-                else merge(components, only.get("merge_rule", "mean"))
+                pairs[0][1] if len(pairs) == 1 else merge([c for _, c in pairs], found.merge_rule)
             )
-            item = ScoredItem(item_id, only["dataset"], only["dimension"], only["group_id"], score)
-            out.append((item, ()))
+            panel = found.judge_scores if len(found.judge_scores) > 1 else ()
+            item = ScoredItem(item_id, found.dataset, found.dimension, found.group_id, score)
+            out.append((item, panel))
             continue
-        parts = sorted(parts, key=lambda s: s["component"])
+        parts = sorted(found, key=lambda e: e.component)
         first = parts[0]
-        rule = first.get("merge_rule", "mean")
-        scored = [p for p in parts if not p.get("unscored")]
-        components = [
-            c for p in scored for _, c in p.get("components", [[p["component"], p["score"]]])
-        ]
+        scored = [p for p in parts if not p.unscored]
+        components = [c for p in scored for _, c in p.components]
         if not components:
             continue
+        rule = first.merge_rule
+        score = components[0] if len(components) == 1 else merge(components, rule)
         panel: tuple[float, ...] = ()
-        judged = [p for p in scored if p.get("judge", {}).get("judge_scores")]
-        if len(judged) == 1 and len(judged[0]["judge"]["judge_scores"]) > 1:
-            others = [
-                c
-                for p in scored
-                if p is not judged[0]
-                for _, c in p.get("components", [[p["component"], p["score"]]])
-            ]
-            panel = tuple(merge([*others, j], rule) for j in judged[0]["judge"]["judge_scores"])
-        item = ScoredItem(
-            item_id,
-            first["dataset"],
-            first["dimension"],
-            first["group_id"],
-            merge(components, rule),
-        )
+        judged = [p for p in scored if len(p.judge_scores) > 1]
+        if len(judged) == 1:
+            others = [c for p in scored if p is not judged[0] for _, c in p.components]
+            panel = tuple(merge([*others, j], rule) for j in judged[0].judge_scores)
+        item = ScoredItem(item_id, first.dataset, first.dimension, first.group_id, score)
         out.append((item, panel))
     return out
 
@@ -154,27 +148,29 @@ class Aggregation:
             "batch_id": event.batch_id,
             "n": len(event.scores),
             "scorer_version": event.scorer_version,
-            "scores": [
-                {
-                    "item_id": s.item_id,
-                    "dataset": s.dataset,
-                    "dimension": s.dimension,
-                    "group_id": s.group_id,
-                    "component": s.component,
-                    "metric": s.metric,
-                    "score": s.score,
-                    "parsed": s.parsed,
-                    # Kept apart, so the item's merge covers every component of every scorer.
-                    "components": [[c.name, c.score] for c in s.components]
-                    or [[s.component, s.score]],
-                    "merge_rule": s.merge_rule or "mean",
-                    "counts": [s.tp, s.fp, s.fn],
-                    **({"unscored": True} if s.unscored else {}),
-                    # Lineage of a judge score, for the report (raw outputs stay with the judge).
-                    **({"judge": _judge_lineage(s.judge)} if s.HasField("judge") else {}),
-                }
-                for s in event.scores
-            ],
+            **pack(
+                [
+                    {
+                        "item_id": s.item_id,
+                        "dataset": s.dataset,
+                        "dimension": s.dimension,
+                        "group_id": s.group_id,
+                        "component": s.component,
+                        "metric": s.metric,
+                        "score": s.score,
+                        "parsed": s.parsed,
+                        # Kept apart, so the item's merge covers every component of every scorer.
+                        "components": [[c.name, c.score] for c in s.components]
+                        or [[s.component, s.score]],
+                        "merge_rule": s.merge_rule or "mean",
+                        "counts": [s.tp, s.fp, s.fn],
+                        **({"unscored": True} if s.unscored else {}),
+                        # Judge lineage, for the report (raw outputs stay with the judge).
+                        **({"judge": _judge_lineage(s.judge)} if s.HasField("judge") else {}),
+                    }
+                    for s in event.scores
+                ]
+            ),
         }
         progress = {
             "tenant_id": event.tenant_id,
@@ -200,12 +196,12 @@ class Aggregation:
         if progress is None or progress["completed"] or progress["scored"] < wanted:
             return
         batches = await self._scores.batches(submission_id)
-        items: dict[tuple[str, str], dict[str, Any]] = {}
+        items: dict[tuple[str, str], Entry] = {}
         versions = set()
         for batch in batches:
             versions.add(batch.get("scorer_version", ""))
-            for s in batch["scores"]:
-                items[(s["item_id"], s["component"])] = s
+            for e in entries(batch):
+                items[(e.item_id, e.component)] = e
         if len({item_id for item_id, _ in items}) < progress["expected"]:
             log.warning(
                 "submission %s: counter says complete but only %d distinct items",
@@ -214,10 +210,10 @@ class Aggregation:
             )
             return
         rules = rules_from_progress(progress.get("rules", []))
-        merged = merge_parts(items.values())
+        merged = merge_entries(items.values())
         report = build_report([item for item, _ in merged], rules)
         intervals = bootstrap_report(bootstrap_units(merged, rules))
-        digest = scores_digest([(i, c, s["score"]) for (i, c), s in items.items()])
+        digest = scores_digest([(i, c, e.score) for (i, c), e in items.items()])
         now = datetime.now(UTC)
         doc = {
             "_id": submission_id,

@@ -24,7 +24,9 @@ class ConflictingScores(ValueError):
     """The same item_id arrived twice with different content."""
 
 
-@dataclass(frozen=True)
+# Not frozen: a report builds one per item (700,000 for a full pool), and a frozen
+# dataclass costs three times as much to construct. Treat it as immutable.
+@dataclass(slots=True)
 class ScoredItem:
     """One scored answer, as the aggregator receives it."""
 
@@ -78,7 +80,7 @@ def _unique_items(items: Iterable[ScoredItem]) -> list[ScoredItem]:
     by_id: dict[str, ScoredItem] = {}
     for item in items:
         seen = by_id.setdefault(item.item_id, item)
-        if seen != item:
+        if seen is not item and seen != item:
             raise ConflictingScores(f"item {item.item_id!r} reported twice: {seen} vs {item}")
     return [by_id[item_id] for item_id in sorted(by_id)]
 

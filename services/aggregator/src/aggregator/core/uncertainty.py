@@ -20,7 +20,9 @@ FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 
 
-@dataclass(frozen=True)
+# Not frozen: a report builds one per item (700,000 for a full pool), and a frozen
+# dataclass costs three times as much to construct. Treat it as immutable.
+@dataclass(slots=True)
 class Unit:
     """One scoring unit: an item under rule "mean", a permutation group under "all_permutations"."""
 
@@ -36,7 +38,7 @@ class Unit:
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:
             raise ValueError(f"unit score must lie in [0, 1], got {self.score}")
-        if not all(0.0 <= value <= 1.0 for value in self.panel):
+        if self.panel and not all(0.0 <= value <= 1.0 for value in self.panel):
             raise ValueError(f"panel scores must lie in [0, 1], got {self.panel}")
 
 

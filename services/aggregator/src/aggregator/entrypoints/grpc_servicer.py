@@ -9,6 +9,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.adapters.mongo_scores import MongoScores
+from aggregator.adapters.score_codec import unpack
 from aggregator.aggregation import merged_items
 from medbench.common.v1 import common_pb2
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
@@ -60,7 +61,7 @@ def item_result(item_id: str, parts: list[dict[str, Any]]) -> report_pb2.ItemRes
                 parsed=p.get("parsed", ""),
                 unscored=bool(p.get("unscored")),
                 judge_models=judge.get("models", []),
-                rubric=judge.get("rubric", ""),
+                rubric_version=judge.get("rubric", ""),
                 rubric_hash=judge.get("rubric_hash", ""),
                 prompt_hash=judge.get("prompt_hash", ""),
                 calibration_id=judge.get("calibration_id", ""),
@@ -98,7 +99,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             raise NotFound(f"no report for submission {request.submission_id}")
         parts: dict[str, list[dict[str, Any]]] = {}
         for batch in await self._scores.batches(request.submission_id):
-            for s in batch["scores"]:
+            for s in unpack(batch):
                 held = parts.setdefault(s["item_id"], [])
                 # A redelivered batch stored twice is impossible (keyed), but a part may be
                 # re-scored under another batch id: keep one per component.

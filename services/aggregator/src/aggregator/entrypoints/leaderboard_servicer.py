@@ -10,7 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aggregator.adapters.mongo_leaderboard import MongoLeaderboard
 from aggregator.adapters.mongo_scores import MongoScores
-from aggregator.aggregation import merged_items
+from aggregator.adapters.score_codec import entries as batch_entries
+from aggregator.aggregation import merge_entries
 from aggregator.core.equating import equated_scores, fit_rasch
 from aggregator.core.uncertainty import rank_groups
 from medbench.common.v1 import common_pb2
@@ -99,8 +100,8 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         pool_of: dict[str, str] = {}
         for e in entries:
             batches = await self._scores.batches(e["_id"])
-            items = {(s["item_id"], s["component"]): s for b in batches for s in b["scores"]}
-            results.extend((e["_id"], i.item_id, i.score) for i in merged_items(items.values()))
+            items = {(x.item_id, x.component): x for b in batches for x in batch_entries(b)}
+            results.extend((e["_id"], i.item_id, i.score) for i, _ in merge_entries(items.values()))
             pool_of[e["_id"]] = e["pool_id"]
         reference = (
             request.reference_pool
