@@ -172,6 +172,10 @@ async def test_calibrated_judging_caching_review_and_drift(
     hc1 = judge_parts["hc-1"]
     assert hc1.rubric_version == "generic.v1" and len(hc1.prompt_hash) == 64
     assert sorted(judge_parts["hc-1"].judge_models) == ["judge-a", "judge-b"]
+    assert list(report.lineage.judge_models) == ["judge-a", "judge-b"]
+    assert list(report.lineage.rubric_versions) == ["generic.v1"]
+    assert list(report.lineage.calibration_ids) == [calibration.calibration_id]
+    assert report.lineage.model == "e2e-model"
     judged_calls = calls(judges)
     assert judged_calls > 0
 

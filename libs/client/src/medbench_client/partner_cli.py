@@ -94,6 +94,12 @@ def document(
             "scorer version": lineage.scorer_version,
             "aggregator version": lineage.aggregator_version,
             "item scores digest": lineage.item_scores_digest,
+            "model": lineage.model,
+            "endpoint model": lineage.endpoint_model,
+            "decoding": lineage.decoding,
+            "judge models": ", ".join(lineage.judge_models),
+            "rubric versions": ", ".join(lineage.rubric_versions),
+            "calibrations": ", ".join(lineage.calibration_ids),
         },
     )
 

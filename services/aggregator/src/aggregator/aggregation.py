@@ -121,6 +121,23 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
     return out
 
 
+def judge_lineage(parts: Iterable[Entry]) -> dict[str, list[str]]:
+    """The distinct judge models, rubric versions and calibrations behind a report's scores."""
+    models: set[str] = set()
+    rubrics: set[str] = set()
+    calibrations: set[str] = set()
+    for part in parts:
+        if part.judge:
+            models.update(part.judge.get("models", ()))
+            rubrics.add(part.judge.get("rubric", ""))
+            calibrations.add(part.judge.get("calibration_id", ""))
+    return {
+        "judge_models": sorted(models),
+        "rubric_versions": sorted(rubrics - {""}),
+        "calibration_ids": sorted(calibrations - {""}),
+    }
+
+
 def _judge_lineage(j: scoring_events_pb2.JudgeLineage) -> dict[str, Any]:
     return {
         "models": list(j.judge_models),
@@ -251,6 +268,7 @@ class Aggregation:
                 "scorer_version": ",".join(sorted(versions)),
                 "aggregator_version": AGGREGATOR_VERSION,
                 "item_scores_digest": digest,
+                **judge_lineage(items.values()),
             },
             "created_at": now,
         }

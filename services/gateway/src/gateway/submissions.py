@@ -513,7 +513,19 @@ class Submissions:
                 f"submission {submission_id} is {doc['state']}; its report exists once it is "
                 f"COMPLETED"
             )
-        return await self._reports.report(submission_id, tenant_id)
+        report = await self._reports.report(submission_id, tenant_id)
+        # What was evaluated, and how: the gateway holds the submission's side of the lineage.
+        model = doc["model"]
+        report.lineage.model = " ".join(p for p in (model["name"], model.get("version", "")) if p)
+        if "endpoint" in doc:
+            d = doc["decoding"]
+            report.lineage.endpoint_model = doc["endpoint"]["model"]
+            report.lineage.decoding = (
+                f"temperature={d['temperature']:g} max_tokens={d['max_tokens']} "
+                f"context={d['context_window']}"
+                + (f" top_p={d['top_p']:g}" if d.get("top_p") is not None else "")
+            )
+        return report
 
     async def complete(self, event: submission_events_pb2.SubmissionCompleted) -> None:
         """Applies submission.completed (idempotent)."""

@@ -41,6 +41,8 @@ class Entry(NamedTuple):
     unscored: bool
     judge_scores: tuple[float, ...]
     """The panel's per-judge normalised scores (judge parts only)."""
+    judge: dict[str, Any] | None = None
+    """Judge lineage (judge parts only): models, rubric, calibration_id, hashes, flags."""
 
 
 def pack(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -104,6 +106,7 @@ def entry_of(s: dict[str, Any]) -> Entry:
         tuple((n, v) for n, v in s.get("components") or [[s["component"], s["score"]]]),
         bool(s.get("unscored")),
         tuple(judge.get("judge_scores", ())),
+        judge or None,
     )
 
 
@@ -122,12 +125,13 @@ def entries(doc: dict[str, Any]) -> Iterator[Entry]:
         extra = extras.get(str(i))
         if extra is None:
             components: tuple[tuple[str, float], ...] = ((vocab[codes["cname"][i]], values[i]),)
-            unscored, judge_scores = False, ()
+            unscored, judge_scores, judge = False, (), None
         else:
             raw = extra.get("components") or [[vocab[codes["cname"][i]], values[i]]]
             components = tuple((n, v) for n, v in raw)
             unscored = bool(extra.get("unscored"))
-            judge_scores = tuple(extra.get("judge", {}).get("judge_scores", ()))
+            judge = extra.get("judge")
+            judge_scores = tuple((judge or {}).get("judge_scores", ()))
         yield Entry(
             item_id,
             vocab[codes["dataset"][i]],
@@ -139,6 +143,7 @@ def entries(doc: dict[str, Any]) -> Iterator[Entry]:
             components,
             unscored,
             judge_scores,
+            judge,
         )
 
 
