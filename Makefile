@@ -16,8 +16,10 @@ LLM_PINS := fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 sse-starlette==3.
   diskcache==5.6.3 jinja2==3.1.6 PyYAML==6.0.4 typing-extensions==4.16.0
 DEMO_LLM_ARGS ?=
 
+include charts/tools.mk
+
 help:             ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 # The venv is rebuilt when the lock or any member's pyproject changes. uv itself comes from
 # PyPI into the venv (pinned, and also a dev dependency so `uv sync` keeps it).
@@ -43,7 +45,7 @@ lint: setup       ## ruff lint + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup lint  ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
+test: setup lint chart-tools ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
 	@mkdir -p .tmp; $(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
