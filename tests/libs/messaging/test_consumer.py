@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
 from medbench.submission.v1 import submission_events_pb2
+from medbench_messaging import consumer as consumer_module
 from medbench_messaging import topics
 from medbench_messaging.admin import ensure_topics
 from medbench_messaging.consumer import Delivery, KafkaConsumerWorker
@@ -209,3 +211,28 @@ def test_concurrency_must_be_positive(kafka: tuple[KafkaSettings, KafkaPublisher
     settings, publisher = kafka
     with pytest.raises(ValueError, match="concurrency"):
         KafkaConsumerWorker(settings, TOPIC, "g", "m", lambda m, d: None, publisher, concurrency=0)
+
+
+async def test_lag_and_dead_letter_depth_are_exported(
+    kafka: tuple[KafkaSettings, KafkaPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, publisher = kafka
+    monkeypatch.setattr(consumer_module, "LAG_INTERVAL_S", 0.0)
+    await publisher.publish([Outgoing(TOPIC, event(n), key="k") for n in range(1, 4)])
+    handled: list[str] = []
+
+    async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
+        if message.event_id == "e2":
+            raise ValueError("cannot score this")
+        handled.append(message.event_id)
+
+    group = f"{settings.topic_prefix}test-group"
+
+    def measured() -> bool:
+        lag = REGISTRY.get_sample_value(
+            "medbench_kafka_consumer_lag", {"topic": TOPIC.name, "group": group, "partition": "0"}
+        )
+        depth = REGISTRY.get_sample_value("medbench_kafka_dead_letters", {"topic": TOPIC.name})
+        return len(handled) == 2 and lag == 0 and depth == 1
+
+    await run_until(worker(settings, publisher, handle), measured, "lag 0, one dead letter")

@@ -23,7 +23,7 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from medbench_messaging.publisher import Outgoing, Publisher
 from medbench_messaging.topics import Topic
@@ -37,6 +37,18 @@ CONSUMED = Counter(
     "Kafka messages handled, by outcome (ok, dead_lettered, retried).",
     ["topic", "group", "outcome"],
 )
+LAG = Gauge(
+    "medbench_kafka_consumer_lag",
+    "Messages not yet handled: end offset minus committed position, per assigned partition.",
+    ["topic", "group", "partition"],
+)
+DEAD_LETTERS = Gauge(
+    "medbench_kafka_dead_letters",
+    "Messages in the topic's dead-letter twin (all partitions), as seen by its consumer.",
+    ["topic"],
+)
+# Lag and dead-letter depth cost broker round trips: measured at most this often.
+LAG_INTERVAL_S = 10.0
 HANDLE_SECONDS = Histogram(
     "medbench_kafka_handle_seconds",
     "Time a handler spent on one message.",
@@ -160,6 +172,7 @@ class KafkaConsumerWorker:
     async def run(self) -> None:
         consumer = await asyncio.to_thread(self._open)
         unassigned_since = time.monotonic()
+        measured = 0.0
         try:
             while not self._stopping.is_set():
                 batch = await asyncio.to_thread(consumer.poll, 200, self._max_poll_records)
@@ -172,6 +185,9 @@ class KafkaConsumerWorker:
                     unassigned_since = await asyncio.to_thread(
                         self._rejoin_if_unassigned, consumer, self._topic_name, unassigned_since
                     )
+                if time.monotonic() - measured > LAG_INTERVAL_S:
+                    measured = time.monotonic()
+                    await asyncio.to_thread(self._measure, consumer)
                 if self._concurrency > 1:
                     await self._handle_concurrently(consumer, batch)
                     continue
@@ -189,6 +205,29 @@ class KafkaConsumerWorker:
                         break
         finally:
             await asyncio.to_thread(consumer.close, False)
+
+    def _measure(self, consumer: KafkaConsumer) -> None:
+        """Exports the lag of the assigned partitions and the dead-letter depth (best effort:
+        a broker hiccup skips one measurement, never the consumption)."""
+        try:
+            assigned = list(consumer.assignment())
+            if assigned:
+                ends = consumer.end_offsets(assigned)
+                for tp in assigned:
+                    position = consumer.position(tp)
+                    LAG.labels(self._topic.name, self._group, str(tp.partition)).set(
+                        max(0, ends[tp] - position)
+                    )
+            dlq = self._topic.dead_letter_name(self._settings.topic_prefix)
+            partitions = consumer.partitions_for_topic(dlq) or set()
+            if partitions:
+                parts = [TopicPartition(dlq, p) for p in partitions]
+                depth = sum(consumer.end_offsets(parts).values()) - sum(
+                    consumer.beginning_offsets(parts).values()
+                )
+                DEAD_LETTERS.labels(self._topic.name).set(depth)
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop consumption
+            log.debug("lag measurement skipped: %r", exc)
 
     async def _handle_concurrently(
         self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]

@@ -10,6 +10,7 @@ from gateway.entrypoints.grpc_servicer import SubmissionServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
 from gateway.entrypoints.leaderboard_proxy import LeaderboardProxy
 from gateway.settings import GatewaySettings
+from gateway.stuck import StuckSweeper
 from gateway.submissions import Submissions
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
@@ -55,7 +56,11 @@ async def serve(settings: GatewaySettings) -> None:
                         ].full_name,
                     ),
                 ],
-                workers=[infra.relay, completed],
+                workers=[
+                    infra.relay,
+                    completed,
+                    StuckSweeper(infra.db, lease_s=settings.stuck_lease_s),
+                ],
                 readiness=[infra.ready],
             ),
         )

@@ -4,6 +4,8 @@ from medbench_runtime.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
-    """Gateway settings (shared MEDBENCH_* groups only, for now)."""
+    """Gateway settings."""
 
     service_name: str = "gateway"
+    # A SCORING (or unstalled DISPATCHING) submission unchanged this long counts as stuck.
+    stuck_lease_s: float = 1800.0
