@@ -89,6 +89,9 @@ class Job:
     inflight: int = 0
     unflushed: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
+    # Recorded outcomes (kept here so status reads never count documents while a job runs).
+    answered: int = 0
+    infra_failed: int = 0
     failed: str = ""
     flushing: bool = False
 
@@ -219,6 +222,8 @@ class Dispatcher:
             AdaptiveLimit(doc["endpoint"]["max_concurrency"], tolerance=self._throttle_tolerance),
             RetryBudget(self._policy.budget_fraction, min_retries=RETRY_FLOOR),
         )
+        job.answered = sum(1 for r in recorded.values() if r["status"] == "answered")
+        job.infra_failed = len(recorded) - job.answered
         job.unflushed = [
             r for r in recorded.values() if r["status"] == "answered" and not r.get("batched")
         ]
@@ -353,7 +358,10 @@ class Dispatcher:
                 log.warning("recording %s waits for MongoDB: %s", doc["_id"], exc)
                 await asyncio.sleep(OUTAGE_RETRY_S)
         if stored and status == "answered":
+            job.answered += 1
             job.unflushed.append(doc)
+        elif stored:
+            job.infra_failed += 1
 
     async def _flush_due(self) -> None:
         for job in list(self._active.values()):
@@ -431,11 +439,12 @@ class Dispatcher:
             if job.inflight or job.unflushed or job.flushing or (job.pending and not job.failed):
                 continue
             await self._jobs.add_calls(submission_id, job.calls)
+            await self._jobs.set_counts(submission_id, job.answered, job.infra_failed)
             if job.failed:
                 await self._jobs.set_state(submission_id, "FAILED", job.failed)
                 log.warning("dispatch of %s failed: %s", submission_id, job.failed)
             else:
-                _, failed = await self._jobs.counts(submission_id)
+                failed = job.infra_failed
                 if failed:
                     await self._jobs.set_state(
                         submission_id,

@@ -47,6 +47,13 @@ class MongoJobs:
             {"$set": {"state": state, "reason": reason, "updated_at": datetime.now(UTC)}},
         )
 
+    async def set_counts(self, submission_id: str, answered: int, infra_failed: int) -> None:
+        """The outcome counts of a finished run, so status reads need not count responses."""
+        await self._db.dispatch_jobs.update_one(
+            {"_id": submission_id},
+            {"$set": {"answered": answered, "infra_failed": infra_failed}},
+        )
+
     async def resume(self, submission_id: str) -> int:
         """Forgets the infrastructure failures of a STALLED job and runs it again; returns how
         many items will be sent again (0 when the job was not STALLED).
@@ -64,7 +71,10 @@ class MongoJobs:
         )
         changed = await self._db.dispatch_jobs.update_one(
             {"_id": submission_id, "state": "STALLED"},
-            {"$set": {"state": "RUNNING", "reason": "", "updated_at": datetime.now(UTC)}},
+            {
+                "$set": {"state": "RUNNING", "reason": "", "updated_at": datetime.now(UTC)},
+                "$unset": {"answered": "", "infra_failed": ""},
+            },
         )
         return deleted.deleted_count if changed.modified_count else 0
 

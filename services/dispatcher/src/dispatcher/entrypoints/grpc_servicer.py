@@ -30,8 +30,13 @@ class DispatcherServicer(dispatch_service_pb2_grpc.DispatcherServiceServicer):
         doc = await self._jobs.job(request.submission_id)
         if doc is None:
             return dispatch_service_pb2.GetDispatchResponse()
-        answered, failed = await self._jobs.counts(request.submission_id)
         live = self._dispatcher.job(request.submission_id)
+        if live is not None:
+            answered, failed = live.answered, live.infra_failed
+        elif "answered" in doc:
+            answered, failed = doc["answered"], doc["infra_failed"]
+        else:  # waiting to be picked up, or resumed: count what is recorded
+            answered, failed = await self._jobs.counts(request.submission_id)
         return dispatch_service_pb2.GetDispatchResponse(
             state=doc["state"],
             reason=doc.get("reason", ""),
