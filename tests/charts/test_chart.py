@@ -39,9 +39,6 @@ GPU = "nvidia.com/gpu"
 # Metrics the alerts and the dashboard use that the services do not export yet (see the chart
 # README); everything else they name must exist in libs/ or services/.
 PENDING_METRICS = {
-    "medbench_kafka_consumer_lag",
-    "medbench_kafka_dead_letters",
-    "medbench_submissions_stuck",
     "medbench_submissions_created_total",
     "medbench_submissions_finished_total",
     "medbench_answers_uploaded_total",

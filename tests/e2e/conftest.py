@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -11,15 +12,31 @@ from medbench_devstack.services import ServiceStack
 from tests.conftest import Servers
 
 
-@pytest.fixture(scope="module")
-def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+@contextmanager
+def running_stack(
+    servers: Servers,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[ServiceStack]:
+    """The six services in their own database and topic prefix; stopped on exit."""
     token = uuid.uuid4().hex[:8]
-    work = tmp_path_factory.mktemp(f"stack-{token}")
     services = ServiceStack(
-        work, servers.mongo_uri, f"e2e_{token}", servers.kafka_bootstrap, f"e2e{token}."
+        tmp_path_factory.mktemp(f"{name}-{token}"),
+        servers.mongo_uri,
+        f"{name}_{token}",
+        servers.kafka_bootstrap,
+        f"{name}{token}.",
+        extra_env=extra_env,
     )
     services.start(timeout_s=90)
     try:
         yield services
     finally:
         services.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    with running_stack(servers, tmp_path_factory, "stack") as services:
+        yield services

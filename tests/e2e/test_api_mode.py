@@ -19,6 +19,7 @@ from medbench_client.bank_files import import_item, read_jsonl
 from medbench_devstack.services import ServiceStack
 from rotator.core.options import parse_options
 from tests.conftest import Servers
+from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
 from tests.e2e.harness import eventually
 from tests.reference_scoring import score_in_process
@@ -33,24 +34,17 @@ BOARD_API = taskpool_pb2.BOARD_API
 
 @pytest.fixture(scope="module")
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    token = uuid.uuid4().hex[:8]
-    services = ServiceStack(
-        tmp_path_factory.mktemp(f"api-{token}"),
-        servers.mongo_uri,
-        f"api_{token}",
-        servers.kafka_bootstrap,
-        f"api{token}.",
-        extra_env={
+    with running_stack(
+        servers,
+        tmp_path_factory,
+        "api",
+        {
             "MEDBENCH_RETRY_BASE_DELAY_S": "0.01",
             "MEDBENCH_RETRY_MAX_DELAY_S": "0.05",
             "MEDBENCH_MAX_ATTEMPTS": "4",
         },
-    )
-    services.start(timeout_s=90)
-    try:
+    ) as services:
         yield services
-    finally:
-        services.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ endpoint declares more (8), so only the scheduler decides who gets a freed slot.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_items
 from tests.conftest import Servers
+from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
 from tests.e2e.harness import eventually
 
@@ -31,20 +31,10 @@ COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
 
 @pytest.fixture(scope="module")
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    token = uuid.uuid4().hex[:8]
-    services = ServiceStack(
-        tmp_path_factory.mktemp(f"fair-{token}"),
-        servers.mongo_uri,
-        f"fair_{token}",
-        servers.kafka_bootstrap,
-        f"fair{token}.",
-        extra_env={"MEDBENCH_GLOBAL_CONCURRENCY": "4"},
-    )
-    services.start(timeout_s=90)
-    try:
+    with running_stack(
+        servers, tmp_path_factory, "fair", {"MEDBENCH_GLOBAL_CONCURRENCY": "4"}
+    ) as services:
         yield services
-    finally:
-        services.stop()
 
 
 def small_rows() -> list[dict[str, object]]:

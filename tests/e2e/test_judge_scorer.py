@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -20,6 +19,7 @@ from medbench.judge.v1 import judge_service_pb2
 from medbench_client.api import JudgeAdmin, channel
 from medbench_devstack.services import ServiceStack
 from tests.conftest import Servers
+from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
 from tests.e2e.fake_judge import judge
 from tests.e2e.harness import Evaluation, eventually, load_pool
@@ -62,27 +62,16 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     judges: tuple[FakeEndpoint, FakeEndpoint],
 ) -> Iterator[ServiceStack]:
-    token = uuid.uuid4().hex[:8]
     models = [
         {"model": f.script.model, "base_url": f.base_url, "api_key": "secret-key"} for f in judges
     ]
-    services = ServiceStack(
-        tmp_path_factory.mktemp(f"judge-{token}"),
-        servers.mongo_uri,
-        f"judge_{token}",
-        servers.kafka_bootstrap,
-        f"judge{token}.",
-        extra_env={
-            "MEDBENCH_JUDGE__MODELS": json.dumps(models),
-            "MEDBENCH_JUDGE__PANEL_RULE": "mean",
-            "MEDBENCH_JUDGE__RETRY_BASE_DELAY_S": "0.01",
-        },
-    )
-    services.start(timeout_s=90)
-    try:
+    env = {
+        "MEDBENCH_JUDGE__MODELS": json.dumps(models),
+        "MEDBENCH_JUDGE__PANEL_RULE": "mean",
+        "MEDBENCH_JUDGE__RETRY_BASE_DELAY_S": "0.01",
+    }
+    with running_stack(servers, tmp_path_factory, "judge", env) as services:
         yield services
-    finally:
-        services.stop()
 
 
 def rating(i: int, covered: int, rater: str = "dr-zhao") -> judge_service_pb2.PhysicianRating:
