@@ -165,6 +165,12 @@ async def test_calibrated_judging_caching_review_and_drift(
     assert list(report.lineage.rubric_versions) == ["generic.v1"]
     assert list(report.lineage.calibration_ids) == [calibration.calibration_id]
     assert report.lineage.model == "e2e-model"
+    agreement = await admin.panel_agreement(first.submission_id)
+    # Three items with two verdicts, normalised: 0.7/0.7, 1.0/0.4 and 1.0/1.0 (hc-4 has none).
+    # One strong disagreement in three items leaves interval alpha at 0: no better than chance.
+    assert (agreement.items, list(agreement.judge_models)) == (3, ["judge-a", "judge-b"])
+    assert [(d.dataset, d.items) for d in agreement.datasets] == [("MedHC", 3)]
+    assert agreement.alpha == pytest.approx(0.0, abs=1e-9)
     judged_calls = calls(judges)
     assert judged_calls > 0
 

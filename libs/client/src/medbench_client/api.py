@@ -177,6 +177,11 @@ class JudgeAdmin:
             judge_service_pb2.ClaimReviewRequest(review_id=review_id, reviewer_id=reviewer_id)
         )
 
+    async def panel_agreement(self, submission_id: str) -> judge_service_pb2.PanelAgreement:
+        return await self.stub.GetPanelAgreement(
+            judge_service_pb2.GetPanelAgreementRequest(submission_id=submission_id)
+        )
+
     async def submit(
         self, review_id: str, reviewer_id: str, score: float
     ) -> judge_service_pb2.Review:

@@ -64,6 +64,9 @@ class MongoJudge:
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
             )
 
+    async def judgments(self, submission_id: str) -> list[dict[str, Any]]:
+        return await self._db.judgments.find({"submission_id": submission_id}).to_list()
+
     async def judgment(self, submission_id: str, item_id: str) -> dict[str, Any] | None:
         return await self._db.judgments.find_one({"_id": f"{submission_id}:{item_id}"})
 

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from judge_scorer.adapters.mongo_judge import MongoJudge, utcnow
+from judge_scorer.core.agreement import krippendorff_alpha
 from judge_scorer.core.rubric import Rubric, UnknownRubric
 from judge_scorer.judging import Judging, NotCalibrated, rating_case
 from judge_scorer.panel import JudgeInput
@@ -251,6 +252,41 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
         task.add_done_callback(self._background.discard)
         return _review(doc)
 
+    async def GetPanelAgreement(
+        self,
+        request: judge_service_pb2.GetPanelAgreementRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> judge_service_pb2.PanelAgreement:
+        if not request.submission_id:
+            raise InvalidArgument("submission_id is required")
+        models = sorted(self._judging.panel.models)
+        if len(models) < 2:
+            raise FailedPrecondition(f"a single judge ({models[0]}): no panel agreement")
+        docs = await self._store.judgments(request.submission_id)
+        if not docs:
+            raise NotFound(f"nothing of {request.submission_id} was judged")
+        rows: dict[str, list[list[float | None]]] = {}
+        for doc in docs:
+            rubric_id, _, version = doc["rubric"].rpartition(" v")
+            scale = self._judging.rubrics.get(rubric_id, int(version)).scale
+            by_model = {v["model"]: v["score"] for v in doc["verdicts"]}
+            rows.setdefault(doc["dataset"], []).append(
+                [None if by_model.get(m) is None else scale.normalise(by_model[m]) for m in models]
+            )
+        everything = [row for dataset_rows in rows.values() for row in dataset_rows]
+        return judge_service_pb2.PanelAgreement(
+            submission_id=request.submission_id,
+            judge_models=models,
+            alpha=_alpha(everything),
+            items=_paired(everything),
+            datasets=[
+                judge_service_pb2.DatasetPanelAgreement(
+                    dataset=name, alpha=_alpha(rows[name]), items=_paired(rows[name])
+                )
+                for name in sorted(rows)
+            ],
+        )
+
     async def _recalibrate(self, rubric: Rubric) -> None:
         try:
             await self._judging.calibrate(rubric)
@@ -269,6 +305,17 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
                 f"{doc['lease_until'].isoformat()}"
             )
         raise FailedPrecondition(f"review {review_id} must be claimed by {reviewer_id} first")
+
+
+def _paired(rows: list[list[float | None]]) -> int:
+    return sum(1 for row in rows if sum(v is not None for v in row) >= 2)
+
+
+def _alpha(rows: list[list[float | None]]) -> float:
+    """Krippendorff's alpha; nan when no item has two readable verdicts."""
+    if not _paired(rows):
+        return float("nan")
+    return krippendorff_alpha(rows, level="interval")
 
 
 def _timestamp(value: Any) -> Timestamp | None:
