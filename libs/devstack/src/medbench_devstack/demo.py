@@ -151,7 +151,7 @@ def report_table(report: Any) -> str:
 
     registry = load_registry(DEFAULT_REGISTRY_PATH)
     names = {d.code: f"{d.code} {d.name_zh}" for d in registry.dimensions}
-    return format_report_table(
+    table = format_report_table(
         Report(
             datasets=tuple(
                 DatasetScore(
@@ -165,6 +165,10 @@ def report_table(report: Any) -> str:
             ),
             overall=report.overall,
         )
+    )
+    return (
+        table.rstrip("\n")
+        + f"  (95% interval {report.overall_low:.1f}-{report.overall_high:.1f})\n"
     )
 
 
