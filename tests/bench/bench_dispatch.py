@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
@@ -95,6 +97,13 @@ async def one_run(
             elapsed = time.monotonic() - started
             cpu = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
             stats = (await http.get(base_url + "/stats")).json()
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(bench.mongo_uri)
+            try:
+                db = client[stack.env("dispatcher")["MEDBENCH_MONGO__DATABASE"]]
+                docs = await db.responses.find({"submission_id": sid}, {"latency_ms": 1}).to_list()
+                latencies = sorted(d["latency_ms"] for d in docs)
+            finally:
+                await client.close()
     finally:
         endpoint.terminate()
         endpoint.wait(10)
@@ -108,6 +117,8 @@ async def one_run(
         **{f"cpu_{name}": seconds for name, seconds in cpu.items()},
         "throttled": stats["throttled"],
         "errors": stats["errors"],
+        "latency_p50": latencies[len(latencies) // 2],
+        "latency_p99": latencies[int(len(latencies) * 0.99)],
     }
 
 
@@ -130,6 +141,10 @@ async def main(n_items: int, clean_only: bool) -> None:
             f"clean run: {clean['answered']:.0f} answered, {clean['calls']:.0f} calls, "
             f"{rate:.0f} requests/s = {rate / ideal:.2f} x ideal (target >= 0.9); "
             f"submission dispatched in {clean['elapsed']:.1f} s"
+        )
+        print(
+            f"call latency seen by the dispatcher: p50 {clean['latency_p50']:.0f} ms, "
+            f"p99 {clean['latency_p99']:.0f} ms (the endpoint sleeps {LATENCY_S * 1000:.0f} ms)"
         )
         per_1000 = {
             k.removeprefix("cpu_"): v * 1000 / clean["calls"]
