@@ -20,6 +20,7 @@ from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client.api import channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
+from rotator.core.options import parse_options
 from tests.e2e.harness import Evaluation, load_pool
 
 pytestmark = [pytest.mark.e2e]
@@ -191,6 +192,16 @@ async def test_equating_puts_every_published_entry_on_the_reference_pool(
         sid = await evaluate(stack, tenant, f"{tenant}-run", answers)
         assert await publish(stack, tenant, sid)
         mine.append(sid)
+    # Each tenant sees multiple-choice options in its own order: the prompt hash of an item
+    # differs between the two runs only where the shown prompt can (items with options).
+    shown = []
+    for tenant, sid in zip(("eq-a", "eq-b"), mine, strict=True):
+        results = await Evaluation(stack, tenant, "", {}).partner().item_results(sid)
+        shown.append({i.item_id: i.prompt_hash for i in results})
+    assert all(len(h) == 32 for h in shown[0].values()) and shown[0].keys() == shown[1].keys()
+    differ = {i for i in shown[0] if shown[0][i] != shown[1][i]}
+    with_options = {r["item_id"] for r in ROWS if parse_options(r["question"]) is not None}
+    assert differ and differ <= with_options
     before = {e.submission_id: e for e in (await listing(stack)).entries}
     assert not any(before[sid].HasField("equated") for sid in mine)
     done = await internal.EquateBoard(

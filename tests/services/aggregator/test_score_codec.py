@@ -29,7 +29,7 @@ def score(item: str, **extra: Any) -> dict[str, Any]:
 
 
 SCORES = [
-    score("a"),
+    score("a", prompt_hash="0123456789abcdef0123456789abcdef"),
     score(
         "b-p1",
         group_id="b",
@@ -61,13 +61,17 @@ def roundtrip(doc: dict[str, Any]) -> dict[str, Any]:
 def test_unpack_gives_back_every_field() -> None:
     stored = roundtrip(pack(SCORES))
     back = unpack(stored)
-    expected = [{**s, **({} if "unscored" in s else {})} for s in SCORES]
-    assert back == expected
+    assert back == [{**s, "prompt_hash": s.get("prompt_hash", "")} for s in SCORES]
 
 
 def test_entries_match_entries_of_the_documents() -> None:
     stored = roundtrip(pack(SCORES))
     assert list(entries(stored)) == [entry_of(s) for s in SCORES]
+
+
+def test_prompt_hashes_are_stored_only_when_known() -> None:
+    assert "prompt_hashes" not in pack([score("x")])
+    assert pack(SCORES)["prompt_hashes"][:2] == ["0123456789abcdef0123456789abcdef", ""]
 
 
 def test_format_1_documents_still_read() -> None:

@@ -176,6 +176,7 @@ class Aggregation:
                         "metric": s.metric,
                         "score": s.score,
                         "parsed": s.parsed,
+                        "prompt_hash": s.prompt_hash,
                         # Kept apart, so the item's merge covers every component of every scorer.
                         "components": [[c.name, c.score] for c in s.components]
                         or [[s.component, s.score]],

@@ -62,6 +62,7 @@ class Item:
     dataset: str
     messages: list[tuple[str, str]]
     image_ids: tuple[str, ...] = ()
+    prompt_hash: str = ""
 
 
 class _Slot:
@@ -209,7 +210,14 @@ class Dispatcher:
                     continue
                 messages = [(m.role, m.content) for m in it.messages] or [("user", it.question)]
                 pending.append(
-                    Item(it.item_id, it.ordinal, it.dataset, messages, tuple(it.image_ids))
+                    Item(
+                        it.item_id,
+                        it.ordinal,
+                        it.dataset,
+                        messages,
+                        tuple(it.image_ids),
+                        it.prompt_hash,
+                    )
                 )
         d = doc["decoding"]
         job = Job(
@@ -338,6 +346,7 @@ class Dispatcher:
             "item_id": item.item_id,
             "ordinal": item.ordinal,
             "dataset": item.dataset,
+            "prompt_hash": item.prompt_hash,
             "status": status,
             "text": result.text,
             "finish_reason": result.finish_reason,
@@ -413,6 +422,7 @@ class Dispatcher:
                             ordinal=d["ordinal"],
                             dataset=d["dataset"],
                             answer=d["text"],
+                            prompt_hash=d.get("prompt_hash", ""),
                         )
                         for d in part
                     ],

@@ -351,6 +351,7 @@ class Submissions:
                                 ordinal=a.ordinal,
                                 dataset=a.dataset,
                                 answer=a.answer,
+                                prompt_hash=manifest.prompt_hash.get(a.item_id, ""),
                             )
                             for a in scored
                         ],
@@ -371,6 +372,9 @@ class Submissions:
                                     ordinal=o,
                                     dataset=manifest.by_ordinal[o][1],
                                     missing=True,
+                                    prompt_hash=manifest.prompt_hash.get(
+                                        manifest.by_ordinal[o][0], ""
+                                    ),
                                 )
                                 for o in missing[k : k + MISSING_BATCH]
                             ],

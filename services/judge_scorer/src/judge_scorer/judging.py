@@ -340,6 +340,7 @@ def _item_score(
         components=[scoring_events_pb2.ComponentScore(name="judge", score=score)],
         merge_rule=task.merge_rule or "mean",
         unscored=result.score is None,
+        prompt_hash=task.prompt_hash,
         judge=scoring_events_pb2.JudgeLineage(
             judge_models=panel.models,
             rubric_id=result.rubric.id,

@@ -6,7 +6,7 @@ documents costs more than everything else a report does. A stored batch (format 
 - ``item_ids``: the items, in order; ``scores``: float64 values, packed;
 - ``vocab`` with uint16 codes (packed) for the few distinct strings of ``dataset``,
   ``dimension``, ``component``, ``metric``, ``merge_rule`` and the single component's name;
-- ``group_ids`` only when some item's group differs from its id;
+- ``group_ids`` only when some item's group differs from its id, ``prompt_hashes`` when known;
 - ``parsed`` (what the scorer read from each answer) as one JSON string, decoded only for the
   owner's item results;
 - ``extras``, JSON, only for the items that need more: several components, tp/fp/fn counts,
@@ -77,6 +77,7 @@ def pack(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("a batch with more than 65,535 distinct labels cannot be packed")
     ids = [s["item_id"] for s in scores]
     groups = [s.get("group_id") or s["item_id"] for s in scores]
+    hashes = [s.get("prompt_hash", "") for s in scores]
     doc: dict[str, Any] = {
         "fmt": 2,
         "item_ids": ids,
@@ -89,6 +90,8 @@ def pack(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
         doc[name] = Binary(np.asarray(columns[name], dtype="<u2").tobytes())
     if groups != ids:
         doc["group_ids"] = groups
+    if any(hashes):
+        doc["prompt_hashes"] = hashes
     return doc
 
 
@@ -158,6 +161,7 @@ def unpack(doc: dict[str, Any]) -> list[dict[str, Any]]:
     parsed = json.loads(doc["parsed"])
     ids = doc["item_ids"]
     groups = doc.get("group_ids", ids)
+    hashes = doc.get("prompt_hashes") or [""] * len(ids)
     out = []
     for i, item_id in enumerate(ids):
         extra = extras.get(str(i), {})
@@ -171,6 +175,7 @@ def unpack(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "metric": vocab[codes["metric"][i]],
                 "score": values[i],
                 "parsed": parsed[i],
+                "prompt_hash": hashes[i],
                 "components": extra.get("components") or [[vocab[codes["cname"][i]], values[i]]],
                 "merge_rule": vocab[codes["merge_rule"][i]],
                 "counts": extra.get("counts", [0, 0, 0]),

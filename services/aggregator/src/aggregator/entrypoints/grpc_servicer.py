@@ -44,6 +44,7 @@ def item_result(item_id: str, parts: list[dict[str, Any]]) -> report_pb2.ItemRes
         dimension=first["dimension"],
         group_id=first["group_id"],
         merge_rule=first.get("merge_rule", "mean"),
+        prompt_hash=next((p["prompt_hash"] for p in parts if p.get("prompt_hash")), ""),
     )
     merged = merged_items(parts)
     if merged:

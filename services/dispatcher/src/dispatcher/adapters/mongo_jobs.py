@@ -100,7 +100,15 @@ class MongoJobs:
     async def recorded(self, submission_id: str) -> list[dict[str, Any]]:
         return await self._db.responses.find(
             {"submission_id": submission_id},
-            {"item_id": 1, "status": 1, "batched": 1, "ordinal": 1, "dataset": 1, "text": 1},
+            {
+                "item_id": 1,
+                "status": 1,
+                "batched": 1,
+                "ordinal": 1,
+                "dataset": 1,
+                "text": 1,
+                "prompt_hash": 1,
+            },
         ).to_list()
 
     async def next_batch(self, session: AsyncClientSession, submission_id: str) -> int:

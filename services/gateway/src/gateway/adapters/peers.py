@@ -24,6 +24,8 @@ class Manifest:
     pool_id: str
     by_id: dict[str, tuple[int, str]]
     by_ordinal: dict[int, tuple[str, str]]
+    prompt_hash: dict[str, str]
+    """Item id -> hash of the prompt as this download shows it."""
 
 
 def _translate(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -98,14 +100,16 @@ class RotatorClient:
                 return found
             by_id: dict[str, tuple[int, str]] = {}
             by_ordinal: dict[int, tuple[str, str]] = {}
+            hashes: dict[str, str] = {}
             try:
                 async for batch in self.prompts(submission_id, include_prompts=False):
                     for item in batch.items:
                         by_id[item.item_id] = (item.ordinal, item.dataset)
                         by_ordinal[item.ordinal] = (item.item_id, item.dataset)
+                        hashes[item.item_id] = item.prompt_hash
             except grpc.aio.AioRpcError as exc:
                 raise Unavailable(f"loading items of pool {pool_id}: {exc.details()}") from exc
-            manifest = Manifest(pool_id, by_id, by_ordinal)
+            manifest = Manifest(pool_id, by_id, by_ordinal, hashes)
             self._manifests[submission_id] = manifest
             while len(self._manifests) > self._cached_pools:
                 self._manifests.popitem(last=False)

@@ -59,6 +59,7 @@ async def on_responses_recorded(
         rules[key.dataset] = key.rule
         steps = plan(key.metric, key.key_points)
         common = {
+            "prompt_hash": response.prompt_hash,
             "item_id": key.item_id,
             "dataset": key.dataset,
             "dimension": key.dimension,
@@ -103,6 +104,7 @@ async def on_responses_recorded(
             else:
                 tasks.append(
                     scoring_events_pb2.JudgeTask(
+                        prompt_hash=response.prompt_hash,
                         item_id=key.item_id,
                         dataset=key.dataset,
                         rubric_id=key.rubric_id,

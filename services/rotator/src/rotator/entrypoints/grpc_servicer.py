@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -92,6 +93,18 @@ def pool_to_proto(doc: dict[str, Any], current: bool = False) -> taskpool_pb2.Po
         current=current,
         method=doc.get("method", ""),
     )
+
+
+def prompt_hash(
+    question: str, messages: Sequence[tuple[str, str]], image_ids: Iterable[str]
+) -> str:
+    """The identity of a prompt as shown: 32 hex digits of sha256 over its parts."""
+    h = hashlib.sha256(question.encode())
+    for role, content in messages:
+        h.update(b"\0" + role.encode() + b"\0" + content.encode())
+    for image_id in image_ids:
+        h.update(b"\1" + image_id.encode())
+    return h.hexdigest()[:32]
 
 
 class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
@@ -463,8 +476,11 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                     dataset=it["dataset"],
                     answer_format=it["answer_format"],
                 )
+                shown = _shown(it["question"], orders.get(it["item_id"]))
+                messages = [(m["role"], m["content"]) for m in it.get("messages", ())]
+                item.prompt_hash = prompt_hash(shown, messages, it.get("image_ids", ()))
                 if request.include_prompts:
-                    item.question = _shown(it["question"], orders.get(it["item_id"]))
+                    item.question = shown
                     item.image_paths.extend(it["image_paths"])
                     item.image_ids.extend(it.get("image_ids", ()))
                     item.messages.extend(
@@ -481,6 +497,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                             answer_format="choice_single",
                             question=canary["question"] if request.include_prompts else "",
                             canary=True,
+                            prompt_hash=prompt_hash(canary["question"], [], ()),
                         )
                     )
                 if len(out) >= STREAM_BATCH:
