@@ -445,3 +445,9 @@ def test_demo_mask_iou_with_itself_and_a_shifted_copy() -> None:
         pixel_box = normalise_pixel_box(row["bbox_xyxy"], row["width"], row["height"])
         moved_box = normalise_pixel_box(moved, row["width"], row["height"])
         assert box_iou(pixel_box, moved_box) == pytest.approx(expected)
+
+
+def test_vanishing_boxes_have_iou_zero_in_the_matrix_too() -> None:
+    tiny = (0.0, 0.0, 4.858245641662691e-125, 1.3294407126546448e-261)
+    assert box_iou(tiny, tiny) == 0.0
+    assert iou_matrix([tiny], [tiny]).tolist() == [[0.0]]

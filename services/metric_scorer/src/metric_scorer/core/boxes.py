@@ -65,8 +65,10 @@ def iou_matrix(
     inter = np.where(overlaps, width * height, 0.0)
 
     union = _areas(p)[:, None] + _areas(g)[None, :] - inter
-    safe_union = np.where(overlaps, union, 1.0)
-    return np.where(overlaps, np.minimum(1.0, inter / safe_union), 0.0)
+    # As box_iou: a union that underflows to 0 (vanishing boxes) gives IoU 0, not 0/0.
+    counted = overlaps & (union > 0)
+    safe_union = np.where(counted, union, 1.0)
+    return np.where(counted, np.minimum(1.0, inter / safe_union), 0.0)
 
 
 def _areas(boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
