@@ -215,6 +215,8 @@ async def test_equating_puts_every_published_entry_on_the_reference_pool(
     assert all(e.HasField("equated") and 0 <= e.equated <= 100 for e in after.values())
     # The pools hold the same items here, so equating keeps the order of the two runs.
     right, baseline = (after[sid] for sid in mine)
+    report = await Evaluation(stack, "eq-a", "", {}).partner().report(mine[0])
+    assert report.HasField("equated") and report.equated == pytest.approx(right.equated)
     assert right.overall > baseline.overall and right.equated > baseline.equated
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await internal.EquateBoard(

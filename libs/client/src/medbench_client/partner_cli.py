@@ -61,7 +61,7 @@ def document(
         overall=report.overall,
         overall_low=_interval(report.overall, report.overall_low, report.overall_high)[0],
         overall_high=_interval(report.overall, report.overall_low, report.overall_high)[1],
-        equated=None,
+        equated=report.equated if report.HasField("equated") else None,
         dimensions=tuple(
             DimensionRow(d.dimension, None, d.score, *_interval(d.score, d.low, d.high), d.datasets)
             for d in report.dimensions

@@ -25,6 +25,7 @@ async def serve(settings: AggregatorSettings) -> None:
     async with open_infrastructure(settings, (*INDEXES, *BOARD_INDEXES)) as infra:
         scores = MongoScores(infra.db)
         aggregation = Aggregation(infra, scores)
+        board = MongoLeaderboard(infra.db)
         consumer = KafkaConsumerWorker(
             settings.kafka,
             topics.ITEM_SCORED,
@@ -40,12 +41,12 @@ async def serve(settings: AggregatorSettings) -> None:
                 servicers=[
                     Servicer(
                         report_service_pb2_grpc.add_ReportServiceServicer_to_server,
-                        ReportServicer(scores),
+                        ReportServicer(scores, board),
                         report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
                     ),
                     Servicer(
                         leaderboard_service_pb2_grpc.add_LeaderboardServiceServicer_to_server,
-                        LeaderboardServicer(scores, MongoLeaderboard(infra.db)),
+                        LeaderboardServicer(scores, board),
                         leaderboard_service_pb2.DESCRIPTOR.services_by_name[
                             "LeaderboardService"
                         ].full_name,

@@ -25,6 +25,9 @@ class MongoLeaderboard:
             {"_id": submission_id}, {"$set": {"published": False}}
         )
 
+    async def entry(self, submission_id: str) -> dict[str, Any] | None:
+        return await self._db.leaderboard.find_one({"_id": submission_id})
+
     async def set_equated(self, scores: dict[str, float], reference_pool: str) -> None:
         for submission_id, score in scores.items():
             await self._db.leaderboard.update_one(

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aggregator.adapters.mongo_leaderboard import MongoLeaderboard
 from aggregator.adapters.mongo_scores import MongoScores
 from aggregator.adapters.score_codec import unpack
 from aggregator.aggregation import merged_items
@@ -75,8 +76,9 @@ def item_result(item_id: str, parts: list[dict[str, Any]]) -> report_pb2.ItemRes
 class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     """Internal report API."""
 
-    def __init__(self, scores: MongoScores) -> None:
+    def __init__(self, scores: MongoScores, board: MongoLeaderboard | None = None) -> None:
         self._scores = scores
+        self._board = board
 
     async def GetReport(
         self, request: report_service_pb2.GetReportRequest, context: grpc.aio.ServicerContext
@@ -86,7 +88,11 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         doc = await self._scores.report(request.submission_id)
         if doc is None or (request.tenant_id and doc["tenant_id"] != request.tenant_id):
             raise NotFound(f"no report for submission {request.submission_id}")
-        return report_service_pb2.GetReportResponse(report=report_to_proto(doc))
+        report = report_to_proto(doc)
+        entry = None if self._board is None else await self._board.entry(request.submission_id)
+        if entry is not None and entry.get("equated") is not None:
+            report.equated = entry["equated"]
+        return report_service_pb2.GetReportResponse(report=report)
 
     async def StreamItemResults(
         self,
