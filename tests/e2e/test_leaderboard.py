@@ -119,6 +119,9 @@ async def test_bad_requests_and_unfinished_submissions(stack: ServiceStack) -> N
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "board" in (err.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as err:
+        await listing(stack, page_token="-2")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as err:
         await board(stack).PublishEntry(lb.PublishEntryRequest(submission_id="x", tenant_id="t"))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # internal: not through the gateway
     await load_pool(stack, ROWS, "lb-pool-3")

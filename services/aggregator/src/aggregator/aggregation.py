@@ -160,7 +160,9 @@ class Aggregation:
     async def record(self, event: scoring_events_pb2.ItemsScored) -> None:
         component = event.scores[0].component if event.scores else "metric"
         doc = {
-            "_id": f"{event.submission_id}:{event.batch_id}:{component}",
+            # The producer's deterministic event id: a redelivery hits the same key, and two
+            # scorers' batches for the same responses never collide.
+            "_id": event.event_id or f"{event.submission_id}:{event.batch_id}:{component}",
             "submission_id": event.submission_id,
             "batch_id": event.batch_id,
             "n": len(event.scores),

@@ -84,6 +84,7 @@ class Judging:
         self.kappa_threshold = kappa_threshold
         self._review_spread = review_spread
         self._calibrating: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task[None]] = set()
 
     def rubric_for(self, dataset: str, rubric_id: str = "") -> Rubric:
         return self.rubrics.get(rubric_id) if rubric_id else self.rubrics.for_dataset(dataset)
@@ -128,14 +129,12 @@ class Judging:
         await self._store.record_judgments(judgments)
         scored_at = Timestamp()
         scored_at.FromDatetime(datetime.now(UTC))
-        # The metric scorer may publish "<batch>:judge" (zeros for missing answers): ours differ.
-        batch_id = f"{event.batch_id}/judged"
         message = scoring_events_pb2.ItemsScored(
-            event_id=f"{event.submission_id}:{batch_id}:judge",
+            event_id=f"{event.submission_id}:{event.batch_id}:judge-scorer",
             submission_id=event.submission_id,
             tenant_id=event.tenant_id,
             pool_id=event.pool_id,
-            batch_id=batch_id,
+            batch_id=event.batch_id,
             expected_items=event.expected_items,
             expected_scores=event.expected_scores,
             scores=scores,
@@ -289,8 +288,18 @@ class Judging:
             "calibrated" if doc["calibrated"] else "NOT calibrated",
         )
         if doc["calibrated"]:
-            await self.release_parked()
+            # Judging what waited can take long: not on the Calibrate request's path.
+            task = asyncio.create_task(self._release_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return doc
+
+    async def _release_logged(self) -> None:
+        try:
+            released = await self.release_parked()
+            log.info("released %d parked judge requests", released)
+        except Exception:  # noqa: BLE001 - the next calibration or start-up tries again
+            log.exception("releasing parked judge requests failed")
 
     def export(self, calibration: dict[str, Any]) -> None:
         """Publishes a calibration as Prometheus gauges."""

@@ -129,10 +129,10 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         _check_board(request.track, request.board)
         if not 0 <= request.page_size <= 500:
             raise InvalidArgument("page_size must be between 0 (default 50) and 500")
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError as exc:
-            raise InvalidArgument("page_token is not one this service returned") from exc
+        token = request.page_token or "0"
+        if not token.isdigit():
+            raise InvalidArgument("page_token is not one this service returned")
+        offset = int(token)
         rule = request.rule or LATEST
         entries = select(
             await self._board.published(request.track, request.board, request.cycle),
