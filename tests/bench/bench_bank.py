@@ -37,7 +37,9 @@ async def main(n_items: int, batch: int) -> None:
         stack = bench.services
         pid = stack.process("rotator").pid
         assert pid is not None
-        stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(stack.address("rotator")))
+        stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(
+            channel(stack.address("rotator"), stack.admin_key)
+        )
         rows = synthetic_items(n_items, seed=7)
 
         async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:

@@ -22,11 +22,12 @@ from medbench.common.v1 import common_pb2
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
 from medbench.taskpool.v1 import taskpool_pb2
-from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.api import AdminClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.ports import free_port
 from rotator.core.synthetic import synthetic_items
 from tests.bench.local_stack import BenchStack, bench_stack
+from tests.e2e.harness import partner_client
 
 LATENCY_S = 0.2
 CAP = 64
@@ -73,9 +74,9 @@ async def one_run(
                 except httpx.HTTPError:
                     await asyncio.sleep(0.1)
             dispatch = dispatch_service_pb2_grpc.DispatcherServiceStub(
-                channel(stack.address("dispatcher"))
+                channel(stack.address("dispatcher"), stack.admin_key)
             )
-            partner = PartnerClient(channel(stack.address("gateway")), f"bench-{name}")
+            partner = partner_client(stack, f"bench-{name}")
             cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
             started = time.monotonic()
             created = await partner.create(
@@ -125,7 +126,7 @@ async def one_run(
 async def main(n_items: int, clean_only: bool) -> None:
     with bench_stack("dispatch") as bench:
         stack = bench.services
-        admin = AdminClient(channel(stack.address("rotator")))
+        admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
         await admin.import_items(
             [import_item(r) for r in synthetic_items(n_items, seed=3)], batch=5000
         )

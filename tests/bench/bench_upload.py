@@ -16,11 +16,12 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from medbench.submission.v1 import submission_pb2
-from medbench_client.api import AdminClient, PartnerClient, channel, chunked
+from medbench_client.api import AdminClient, channel, chunked
 from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.bench.local_stack import bench_stack
+from tests.e2e.harness import partner_client
 from tests.reference_scoring import score_in_process
 
 
@@ -53,13 +54,13 @@ async def main(n_items: int, batch: int) -> None:
         stack = bench.services
         rows = list(synthetic_items(n_items, seed=1))
         answers = {a["item_id"]: a["answer"] for a in synthetic_answers(rows, 0.7, seed=2)}
-        admin = AdminClient(channel(stack.address("rotator")))
+        admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
         t = time.perf_counter()
         await admin.import_items([import_item(r) for r in rows], batch=5000)
         await admin.publish("bench-pool")
         print(f"setup: imported and published {n_items} items in {time.perf_counter() - t:.1f} s")
 
-        partner = PartnerClient(channel(stack.address("gateway")), "bench")
+        partner = partner_client(stack, "bench")
         created = await partner.create("bench-run", "bench-model")
         sid = created.submission.submission_id
         prompts = await partner.prompts(sid)

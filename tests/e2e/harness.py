@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 import grpc
 
+from medbench.identity.v1 import access_pb2
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import submission_pb2
-from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.api import AdminClient, PartnerClient, channel, provision_key
 from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
 from medbench_devstack.services import ServiceStack
@@ -40,9 +41,33 @@ async def eventually(
     )
 
 
+def partner_key(
+    stack: ServiceStack, tenant: str, role: int = access_pb2.ROLE_PARTNER_SUBMITTER
+) -> str:
+    """An API key of role for tenant on this stack (tenant created when absent)."""
+    return provision_key(stack.address("gateway"), stack.admin_key, tenant, role)
+
+
+def partner_client(
+    stack: ServiceStack, tenant: str, role: int = access_pb2.ROLE_PARTNER_SUBMITTER
+) -> PartnerClient:
+    """The public API as tenant's key of role sees it."""
+    return PartnerClient(channel(stack.address("gateway"), partner_key(stack, tenant, role)))
+
+
+def admin_channel(stack: ServiceStack, name: str) -> grpc.aio.Channel:
+    """A channel to a service carrying the stack's maintainer key."""
+    return channel(stack.address(name), stack.admin_key)
+
+
+def service_channel(stack: ServiceStack, name: str) -> grpc.aio.Channel:
+    """A channel to a service carrying the platform's service token (internal RPCs)."""
+    return channel(stack.address(name), stack.service_token)
+
+
 async def load_pool(stack: ServiceStack, rows: Sequence[dict[str, Any]], pool_id: str) -> None:
     """Imports rows into the bank and publishes them as the LLM track's current pool."""
-    admin = AdminClient(channel(stack.address("rotator")))
+    admin = AdminClient(admin_channel(stack, "rotator"))
     await admin.import_items([import_item(r) for r in rows])
     await admin.publish(pool_id)
 
@@ -61,7 +86,7 @@ class Evaluation:
 
     def partner(self) -> PartnerClient:
         # A fresh channel per call: a restarted gateway gets a fresh connection.
-        return PartnerClient(channel(self.stack.address("gateway")), self.tenant)
+        return partner_client(self.stack, self.tenant)
 
     async def create(self) -> str:
         response = await self.partner().create(self.request_id, "e2e-model")

@@ -21,7 +21,7 @@ from rotator.core.options import parse_options
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
-from tests.e2e.harness import eventually
+from tests.e2e.harness import eventually, partner_client
 from tests.reference_scoring import score_in_process
 
 pytestmark = [pytest.mark.e2e]
@@ -49,7 +49,7 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 async def pool(stack: ServiceStack) -> str:
-    admin = AdminClient(channel(stack.address("rotator")))
+    admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
     await admin.import_items([import_item(r) for r in ROWS])
     await admin.publish("api-pool", board=taskpool_pb2.BOARD_API)
     return "api-pool"
@@ -96,7 +96,7 @@ def endpoint(
 async def run(
     stack: ServiceStack, tenant: str, fake: FakeEndpoint, **kw: object
 ) -> tuple[PartnerClient, str]:
-    partner = PartnerClient(channel(stack.address("gateway")), tenant)
+    partner = partner_client(stack, tenant)
     created = await partner.create(
         f"api-{uuid.uuid4().hex[:6]}",
         "api-model",
@@ -171,7 +171,7 @@ async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(
         answered_before = sum(fake.script.answered.values())
 
         # Another tenant cannot see it, let alone resume it.
-        stranger = PartnerClient(channel(stack.address("gateway")), "hospital-other")
+        stranger = partner_client(stack, "hospital-other")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stranger.resume(sid)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -199,8 +199,8 @@ async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(
 async def test_resuming_an_upload_mode_submission_is_refused(
     stack: ServiceStack, pool: str
 ) -> None:
-    await AdminClient(channel(stack.address("rotator"))).publish("api-upload-pool")
-    partner = PartnerClient(channel(stack.address("gateway")), "hospital-upload")
+    await AdminClient(channel(stack.address("rotator"), stack.admin_key)).publish("api-upload-pool")
+    partner = partner_client(stack, "hospital-upload")
     created = await partner.create("upload-run", "upload-model")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await partner.resume(created.submission.submission_id)
@@ -296,7 +296,7 @@ LABELS = {"normal": "正常", "pneumonia": "肺炎"}
 async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: ServiceStack) -> None:
     rows = [line.split(",") for line in (IMAGES / "labels.csv").read_text().split()[1:]]
     images = {name: (IMAGES / name).read_bytes() for name, _ in rows}
-    admin = AdminClient(channel(stack.address("rotator")))
+    admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
     items = []
     for name, label in rows:
         item = import_item(
@@ -326,7 +326,7 @@ async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: Service
         return by_url.get(urls[-1], "不确定") if urls else "2"
 
     with FakeEndpoint(Script(answer=looks)) as fake:
-        partner = PartnerClient(channel(stack.address("gateway")), "hospital-mm")
+        partner = partner_client(stack, "hospital-mm")
         created = await partner.create(
             "mm-run",
             "vision-model",

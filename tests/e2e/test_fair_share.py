@@ -13,14 +13,14 @@ import pytest
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_pb2
 from medbench.taskpool.v1 import taskpool_pb2
-from medbench_client.api import AdminClient, PartnerClient, channel
+from medbench_client.api import AdminClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_items
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
-from tests.e2e.harness import eventually
+from tests.e2e.harness import eventually, partner_client
 
 pytestmark = [pytest.mark.e2e]
 
@@ -51,7 +51,7 @@ def small_rows() -> list[dict[str, object]]:
 
 
 async def test_a_small_run_is_not_starved_by_a_large_one(stack: ServiceStack) -> None:
-    admin = AdminClient(channel(stack.address("rotator")))
+    admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
     await admin.import_items([import_item(r) for r in synthetic_items(BIG, seed=11)])
     await admin.import_items([import_item(r) for r in small_rows()])
     await admin.publish("fair-big", board=taskpool_pb2.BOARD_API)
@@ -67,8 +67,8 @@ async def test_a_small_run_is_not_starved_by_a_large_one(stack: ServiceStack) ->
     big_script = Script(answer=lambda q: "<A>", latency_s=LATENCY_S)
     small_script = Script(answer=lambda q: "正常", latency_s=LATENCY_S)
     with FakeEndpoint(big_script) as big_fake, FakeEndpoint(small_script) as small_fake:
-        big = PartnerClient(channel(stack.address("gateway")), "hospital-big")
-        small = PartnerClient(channel(stack.address("gateway")), "clinic-small")
+        big = partner_client(stack, "hospital-big")
+        small = partner_client(stack, "clinic-small")
         big_sid = (
             await big.create(
                 "big-run",

@@ -112,7 +112,7 @@ async def run(stack: ServiceStack, tenant: str) -> Evaluation:
 async def test_calibrated_judging_caching_review_and_drift(
     stack: ServiceStack, judges: tuple[FakeEndpoint, FakeEndpoint]
 ) -> None:
-    admin = JudgeAdmin(channel(stack.address("judge_scorer")))
+    admin = JudgeAdmin(channel(stack.address("judge_scorer"), stack.admin_key))
     await load_pool(stack, ROWS, "judge-pool")
 
     # 1. Uncalibrated: the official run's judge request is parked, nothing judged.
@@ -215,7 +215,7 @@ async def test_calibrated_judging_caching_review_and_drift(
 async def test_self_test_judging_resists_injection_and_records_failures(
     stack: ServiceStack,
 ) -> None:
-    admin = JudgeAdmin(channel(stack.address("judge_scorer")))
+    admin = JudgeAdmin(channel(stack.address("judge_scorer"), stack.admin_key))
 
     async def judged(answer: str) -> judge_service_pb2.JudgeAnswerResponse:
         return await admin.stub.JudgeAnswer(

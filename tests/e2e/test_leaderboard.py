@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from medbench.common.v1 import common_pb2
+from medbench.identity.v1 import access_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
 from medbench.leaderboard.v1 import leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2
@@ -21,7 +22,9 @@ from medbench_client.api import channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
 from rotator.core.options import parse_options
-from tests.e2e.harness import Evaluation, load_pool
+from tests.e2e.harness import Evaluation, load_pool, partner_key
+
+VIEWER = access_pb2.ROLE_PARTNER_VIEWER
 
 pytestmark = [pytest.mark.e2e]
 
@@ -43,7 +46,9 @@ async def evaluate(stack: ServiceStack, tenant: str, run: str, answers: dict[str
 
 
 def board(stack: ServiceStack) -> leaderboard_service_pb2_grpc.LeaderboardServiceStub:
-    return leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel(stack.address("gateway")))
+    return leaderboard_service_pb2_grpc.LeaderboardServiceStub(
+        channel(stack.address("gateway"), partner_key(stack, "board-reader", VIEWER))
+    )
 
 
 async def publish(stack: ServiceStack, tenant: str, sid: str, published: bool = True) -> bool:
@@ -51,7 +56,6 @@ async def publish(stack: ServiceStack, tenant: str, sid: str, published: bool = 
     stub = evaluation.partner()._stub  # noqa: SLF001 - the raw call, to see its status
     response = await stub.PublishSubmission(
         submission_service_pb2.PublishSubmissionRequest(submission_id=sid, published=published),
-        metadata=(("x-medbench-tenant", tenant),),
     )
     return bool(response.published)
 
@@ -123,7 +127,8 @@ async def test_bad_requests_and_unfinished_submissions(stack: ServiceStack) -> N
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await board(stack).PublishEntry(lb.PublishEntryRequest(submission_id="x", tenant_id="t"))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # internal: not through the gateway
+    # Internal (the aggregator's, for the service token): a partner may not call it anywhere.
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await load_pool(stack, ROWS, "lb-pool-3")
     evaluation = Evaluation(stack, "hospital-slow", "unfinished", BASELINE, questions=QUESTIONS)
     await evaluation.create()
@@ -156,7 +161,7 @@ async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_
     env = {
         **os.environ,
         "MEDBENCH_GATEWAY": stack.address("gateway"),
-        "MEDBENCH_TENANT": "hospital-cli",
+        "MEDBENCH_API_KEY": partner_key(stack, "hospital-cli"),
     }
     done = await asyncio.to_thread(run_medbench, env, "report", sid, "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -173,7 +178,7 @@ async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_
     elsewhere = tmp_path / "other"
     other = await asyncio.to_thread(
         run_medbench,
-        {**env, "MEDBENCH_TENANT": "hospital-else"},
+        {**env, "MEDBENCH_API_KEY": partner_key(stack, "hospital-else")},
         "report",
         sid,
         "--out",
@@ -187,7 +192,7 @@ async def test_equating_puts_every_published_entry_on_the_reference_pool(
     stack: ServiceStack,
 ) -> None:
     internal = leaderboard_service_pb2_grpc.LeaderboardServiceStub(
-        channel(stack.address("aggregator"))
+        channel(stack.address("aggregator"), stack.admin_key)
     )
     mine = []
     for pool, tenant, answers in (("eq-pool-1", "eq-a", RIGHT), ("eq-pool-2", "eq-b", BASELINE)):

@@ -43,6 +43,8 @@ def trace(stack: ServiceStack, path: Path) -> subprocess.CompletedProcess[str]:
             "medbench_client",
             "--rotator",
             stack.address("rotator"),
+            "--key",
+            stack.admin_key,
             "trace-leak",
             str(path),
         ],

@@ -27,7 +27,9 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 
 
 def stub(stack: ServiceStack) -> taskpool_service_pb2_grpc.TaskPoolServiceStub:
-    return taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(stack.address("rotator")))
+    return taskpool_service_pb2_grpc.TaskPoolServiceStub(
+        channel(stack.address("rotator"), stack.admin_key)
+    )
 
 
 async def import_rows(
@@ -232,7 +234,16 @@ async def test_get_pool_and_unknown_pool(
 
 def cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "medbench_client", "--rotator", stack.address("rotator"), *args],
+        [
+            sys.executable,
+            "-m",
+            "medbench_client",
+            "--rotator",
+            stack.address("rotator"),
+            "--key",
+            stack.admin_key,
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=300,

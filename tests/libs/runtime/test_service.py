@@ -13,10 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_devstack.ports import free_port
+from medbench_runtime.bearer import authorized_channel
 from medbench_runtime.errors import NotFound
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
-from medbench_runtime.settings import ServiceSettings
+from medbench_runtime.settings import AuthSettings, ServiceSettings
 from tests.e2e.harness import eventually
+
+SERVICE_TOKEN = "t" * 40
 
 
 class Reports(report_service_pb2_grpc.ReportServiceServicer):
@@ -49,7 +52,11 @@ class Worker:
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[str, Worker, asyncio.Task[None]]]:
     settings = ServiceSettings(
-        service_name="t", grpc_port=free_port(), metrics_port=free_port(), shutdown_grace_s=2
+        service_name="t",
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        shutdown_grace_s=2,
+        auth=AuthSettings(service_token=SERVICE_TOKEN),
     )
     worker = Worker()
     runtime = ServiceRuntime(
@@ -84,6 +91,12 @@ async def test_errors_map_to_status_codes_and_internals_stay_hidden(
     address, _, _ = running
     await eventually(lambda: _serving(address), 10, "SERVING")
     async with grpc.aio.insecure_channel(address) as channel:
+        stub = report_service_pb2_grpc.ReportServiceStub(channel)
+        # Without credentials nothing reaches the servicer.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetReport(report_service_pb2.GetReportRequest(submission_id="s1"))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with authorized_channel(address, SERVICE_TOKEN) as channel:
         stub = report_service_pb2_grpc.ReportServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetReport(report_service_pb2.GetReportRequest(submission_id="s1"))

@@ -8,6 +8,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 import grpc
 
 from medbench.common.v1 import common_pb2
+from medbench.identity.v1 import (
+    access_pb2,
+    identity_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+)
 from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
 from medbench.report.v1 import report_pb2
 from medbench.submission.v1 import (
@@ -16,6 +22,7 @@ from medbench.submission.v1 import (
     submission_service_pb2_grpc,
 )
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench_runtime.bearer import authorized_channel
 
 MAX_MESSAGE = 16 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -24,17 +31,19 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel (loopback development stack)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(
+    address: str, key: str | None = None, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel whose every call carries the API key (TLS when credentials are given)."""
+    return authorized_channel(address, key, CHANNEL_OPTIONS, credentials)
 
 
 class PartnerClient:
-    """What a partner institution calls; every call carries its tenant."""
+    """What a partner institution calls; its tenant is the one its channel's API key names."""
 
-    def __init__(self, chan: grpc.aio.Channel, tenant: str) -> None:
+    def __init__(self, chan: grpc.aio.Channel) -> None:
         self._stub = submission_service_pb2_grpc.SubmissionServiceStub(chan)
-        self._metadata = (("x-medbench-tenant", tenant),)
+        self._metadata: tuple[tuple[str, str], ...] = ()
 
     async def create(
         self,
@@ -100,13 +109,14 @@ class PartnerClient:
 
         return await self._stub.UploadAnswers(messages(), metadata=self._metadata)
 
-    def watch(
+    async def watch(
         self, submission_id: str
     ) -> AsyncIterator[submission_service_pb2.WatchSubmissionResponse]:
-        return self._stub.WatchSubmission(
+        async for change in self._stub.WatchSubmission(
             submission_service_pb2.WatchSubmissionRequest(submission_id=submission_id),
             metadata=self._metadata,
-        )
+        ):
+            yield change
 
     async def report(self, submission_id: str) -> report_pb2.Report:
         response = await self._stub.GetReport(
@@ -114,6 +124,75 @@ class PartnerClient:
             metadata=self._metadata,
         )
         return response.report
+
+
+_PROVISIONED: dict[tuple[str, str, str, int], str] = {}
+
+
+def provision_key(
+    gateway: str,
+    admin_key: str,
+    tenant: str,
+    role: int = access_pb2.ROLE_PARTNER_SUBMITTER,
+) -> str:
+    """A key of role for tenant (created with the tenant when absent), made with a maintainer
+    key; one per (gateway, tenant, role) per process. Synchronous, for tests and demos."""
+    cache_key = (gateway, admin_key, tenant, role)
+    if cache_key in _PROVISIONED:
+        return _PROVISIONED[cache_key]
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    with grpc.insecure_channel(gateway) as chan:
+        stub = identity_service_pb2_grpc.IdentityServiceStub(chan)
+        try:
+            stub.CreateTenant(
+                identity_service_pb2.CreateTenantRequest(tenant_id=tenant, display_name=tenant),
+                metadata=metadata,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+                raise
+        created = stub.CreateApiKey(
+            identity_service_pb2.CreateApiKeyRequest(
+                tenant_id=tenant, role=role, name=f"provisioned {access_pb2.Role.Name(role)}"
+            ),
+            metadata=metadata,
+        )
+    _PROVISIONED[cache_key] = created.secret
+    return created.secret
+
+
+class IdentityAdmin:
+    """Maintainer calls of the gateway's IdentityService: tenants and API keys."""
+
+    def __init__(self, chan: grpc.aio.Channel) -> None:
+        self.stub = identity_service_pb2_grpc.IdentityServiceStub(chan)
+
+    async def ensure_tenant(
+        self, tenant_id: str, display_name: str = "", quotas: identity_pb2.Quotas | None = None
+    ) -> identity_pb2.Tenant:
+        """The tenant, created when absent."""
+        try:
+            return await self.stub.CreateTenant(
+                identity_service_pb2.CreateTenantRequest(
+                    tenant_id=tenant_id, display_name=display_name or tenant_id, quotas=quotas
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        return await self.stub.GetTenant(identity_service_pb2.GetTenantRequest(tenant_id=tenant_id))
+
+    async def create_key(
+        self, tenant_id: str, role: int, name: str = "", ttl_days: int = 0
+    ) -> identity_service_pb2.CreateApiKeyResponse:
+        return await self.stub.CreateApiKey(
+            identity_service_pb2.CreateApiKeyRequest(
+                tenant_id=tenant_id, role=role, name=name, ttl_days=ttl_days
+            )
+        )
+
+    async def revoke(self, key_id: str) -> identity_pb2.ApiKey:
+        return await self.stub.RevokeApiKey(identity_service_pb2.RevokeApiKeyRequest(key_id=key_id))
 
 
 class AdminClient:

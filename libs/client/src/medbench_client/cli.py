@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -64,10 +65,15 @@ def to_item(row: ImportRow, images_dir: Path | None) -> tuple[taskpool_pb2.Impor
     return item, problem
 
 
+def maintainer_channel(address: str) -> grpc.aio.Channel:
+    """A channel carrying the maintainer's API key (--key or MEDBENCH_API_KEY)."""
+    return channel(address, os.environ.get("MEDBENCH_API_KEY") or None)
+
+
 async def send(
     address: str, items: Sequence[taskpool_pb2.ImportItem]
 ) -> taskpool_service_pb2.ImportTasksResponse:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
         for i in range(0, len(items), BATCH):
@@ -112,7 +118,7 @@ async def run_import(
 
 
 async def run_datasets(address: str, track: str | None) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
     listing = await stub.ListDatasets(
         taskpool_service_pb2.ListDatasetsRequest(track=TRACKS[track] if track else 0)
     )
@@ -138,7 +144,7 @@ def leaked_items(path: Path) -> list[taskpool_pb2.LeakedItem]:
 
 
 async def run_trace(address: str, path: Path) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
     items = leaked_items(path)
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.TraceLeakRequest]:
@@ -160,7 +166,7 @@ async def run_trace(address: str, path: Path) -> int:
 
 
 async def run_rotate(address: str, args: argparse.Namespace) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel(address))
+    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
     response = await stub.RotatePool(
         taskpool_service_pb2.RotatePoolRequest(
             track=TRACKS[args.track],
@@ -190,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rotator", default="127.0.0.1:50052", help="rotator host:port")
+    parser.add_argument(
+        "--key", default="", help="maintainer API key (default: the MEDBENCH_API_KEY variable)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     medbench = sub.add_parser("import-medbench", help="MedBench upload-format pool files")
     medbench.add_argument("pool", nargs="+", type=Path)
@@ -226,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     leak = sub.add_parser("trace-leak", help="name the download a leaked prompt file comes from")
     leak.add_argument("file", type=Path)
     args = parser.parse_args(argv)
+    if args.key:
+        os.environ["MEDBENCH_API_KEY"] = args.key
     try:
         if args.command == "import-medbench":
             read = ReadResult.combine(

@@ -60,9 +60,27 @@ def start_infra(stack_dir: Path) -> dict[str, Any]:
 
 def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
     stop_services(stack_dir)
+    # The local database outlives a run, so its credentials do too (owner-only file).
+    credentials = stack_dir / "credentials.json"
+    pinned = json.loads(credentials.read_text()) if credentials.exists() else {}
     stack = ServiceStack(
-        stack_dir / "services", infra["mongo"]["uri"], "medbench", infra["kafka"]["bootstrap"], ""
+        stack_dir / "services",
+        infra["mongo"]["uri"],
+        "medbench",
+        infra["kafka"]["bootstrap"],
+        "",
+        extra_env=pinned,
     )
+    if not pinned:
+        credentials.touch(mode=0o600)
+        credentials.write_text(
+            json.dumps(
+                {
+                    "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token,
+                    "MEDBENCH_AUTH__BOOTSTRAP_KEY": stack.admin_key,
+                }
+            )
+        )
     started = time.monotonic()
     stack.start(timeout_s=120)
     print(f"six services SERVING after {time.monotonic() - started:.1f} s")
@@ -86,12 +104,12 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
 
 async def evaluate(stack: ServiceStack) -> None:
     from medbench.submission.v1 import submission_pb2
-    from medbench_client.api import AdminClient, PartnerClient, channel, chunked
+    from medbench_client.api import AdminClient, PartnerClient, channel, chunked, provision_key
     from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
 
     bank = _sample_bank()
     rows = list(read_jsonl(bank / "items.jsonl"))
-    admin = AdminClient(channel(stack.address("rotator")))
+    admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
     imported = await admin.import_items([import_item(r) for r in rows])
     pool = await admin.publish(POOL_ID)
     print(
@@ -99,7 +117,11 @@ async def evaluate(stack: ServiceStack) -> None:
         f"pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"
     )
 
-    partner = PartnerClient(channel(stack.address("gateway")), TENANT)
+    partner_key = provision_key(stack.address("gateway"), stack.admin_key, TENANT)
+    partner = PartnerClient(channel(stack.address("gateway"), partner_key))
+    key_file = stack.work_dir.parent / "partner.key"
+    key_file.touch(mode=0o600)
+    key_file.write_text(partner_key)
     created = await partner.create(f"demo-{time.strftime('%Y%m%dT%H%M%S')}", "baseline-answers")
     sid = created.submission.submission_id
     prompts = await partner.prompts(sid)
@@ -179,11 +201,14 @@ def _how_to(stack: ServiceStack, sid: str) -> str:
     )
     return f"""The stack keeps running. Reach the public API (gRPC, reflection on) at {gateway}:
   grpcurl -plaintext {gateway} list
-  grpcurl -plaintext -H 'x-medbench-tenant: {TENANT}' -d '{{"submission_id": "{sid}"}}' \\
+  grpcurl -plaintext -H "authorization: Bearer $(cat .stack/partner.key)" \\
+      -d '{{"submission_id": "{sid}"}}' \\
       {gateway} medbench.submission.v1.SubmissionService/GetReport
   (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest)
 Prometheus metrics:
 {metrics}
+The partner key of tenant {TENANT} is in .stack/partner.key; the maintainer key is
+MEDBENCH_AUTH__BOOTSTRAP_KEY in .stack/credentials.json (both readable by you only).
 Logs: .stack/services/<service>.log   State: .stack/state.json, .stack/services.json
 Stop everything: make stop"""
 

@@ -178,11 +178,11 @@ async def evaluate_api(
     from medbench.common.v1 import common_pb2
     from medbench.submission.v1 import submission_pb2
     from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-    from medbench_client.api import AdminClient, PartnerClient, channel
+    from medbench_client.api import AdminClient, PartnerClient, channel, provision_key
     from medbench_client.bank_files import import_item, read_jsonl
 
     rows = list(read_jsonl(_sample_bank() / "items.jsonl"))
-    rotator = channel(stack.address("rotator"))
+    rotator = channel(stack.address("rotator"), stack.admin_key)
     imported = await AdminClient(rotator).import_items([import_item(r) for r in rows])
     # A pool is immutable and named by what it holds: a dataset subset gets a pool of its own.
     pool_id = API_POOL_ID + "".join(f".{d}" for d in sorted(datasets))
@@ -202,7 +202,8 @@ async def evaluate_api(
         f"API-board pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"
     )
 
-    partner = PartnerClient(channel(stack.address("gateway")), TENANT)
+    partner_key = provision_key(stack.address("gateway"), stack.admin_key, TENANT)
+    partner = PartnerClient(channel(stack.address("gateway"), partner_key))
     official = submission_pb2.DecodingSettings(
         temperature=0.7, max_tokens=512, context_window=CONTEXT_WINDOW
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
@@ -76,6 +77,16 @@ class ServiceStack:
         # Inherited MEDBENCH_* settings would make the stack depend on the caller's shell.
         base = {k: v for k, v in os.environ.items() if not k.startswith("MEDBENCH_")}
         base["PYTHONUNBUFFERED"] = "1"
+        # Credentials of this stack: the service token the services call each other with and
+        # a maintainer key the gateway installs at start (tests and the demo create tenants
+        # and partner keys with it). extra_env may pin them (make run keeps them in its state).
+        pinned = extra_env or {}
+        self.service_token = pinned.get("MEDBENCH_AUTH__SERVICE_TOKEN") or secrets.token_urlsafe(32)
+        self.admin_key = pinned.get("MEDBENCH_AUTH__BOOTSTRAP_KEY") or (
+            f"mbk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+        )
+        base["MEDBENCH_AUTH__SERVICE_TOKEN"] = self.service_token
+        base["MEDBENCH_AUTH__BOOTSTRAP_KEY"] = self.admin_key
         self._procs: dict[str, ManagedProcess] = {}
         for spec in self.specs:
             env = dict(base)

@@ -40,4 +40,9 @@ class Unavailable(MedbenchError):
 
 
 class ResourceExhausted(MedbenchError):
-    """A quota or size limit was hit."""
+    """A quota or size limit was hit; retry_after_s (when known) goes out as the `retry-after`
+    trailing metadata, in seconds."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

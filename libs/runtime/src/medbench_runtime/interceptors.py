@@ -1,18 +1,56 @@
-"""The server interceptor: maps domain errors to gRPC status codes and records RPC metrics."""
+"""The server interceptor: authenticates and authorises every call, maps domain errors to gRPC
+status codes, records RPC metrics and appends audited calls to the audit log."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import grpc
 
 from medbench_runtime import errors
+from medbench_runtime.auth import Authenticator, Principal, authorize, set_principal
 from medbench_runtime.metrics import RPC_HANDLED, RPC_LATENCY
 
 log = logging.getLogger(__name__)
+
+# Request fields that name what a call acts on (recorded in the audit log).
+TARGET_FIELDS = (
+    "submission_id",
+    "tenant_id",
+    "key_id",
+    "pool_id",
+    "rubric_id",
+    "review_id",
+    "request_id",
+    "board_id",
+)
+
+
+class AuditSink(Protocol):
+    """The append-only audit log."""
+
+    async def append(self, event: dict[str, Any]) -> None: ...
+
+
+def certificate_subject(context: grpc.aio.ServicerContext) -> str | None:
+    """The common name of the client certificate (mutual TLS), if the call presented one."""
+    names = (context.auth_context() or {}).get("x509_common_name") or []
+    return names[0].decode() if names else None
+
+
+def audit_target(request: Any) -> str:
+    """ "field=value" pairs of the request's identifying fields (unary requests only)."""
+    parts = []
+    for name in TARGET_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            parts.append(f"{name}={value[:128]}")
+    return " ".join(parts)
+
 
 STATUS_BY_ERROR: dict[type[errors.MedbenchError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -38,8 +76,16 @@ def status_for(exc: errors.MedbenchError) -> grpc.StatusCode:
 class RpcInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler once, so servicers stay free of try/except."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        auth: Authenticator | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
         self._service = service
+        # None only for tests of the interceptor itself; run_service always passes one.
+        self._auth = auth
+        self._audit = audit
 
     async def intercept_service(
         self,
@@ -75,12 +121,16 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            principal: Principal | None = None
+            audited = False
             try:
+                principal = await self._authenticate(context)
+                audited = self._authorize(method, principal)
                 response = await behavior(request, context)
             except BaseException as exc:
-                await self._fail(method, exc, context, started)
+                await self._fail(method, exc, context, started, principal, request, audited)
                 raise
-            self._done(method, context, started)
+            await self._done(method, context, started, principal, request, audited)
             return response
 
         return wrapped
@@ -88,24 +138,90 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
+            principal: Principal | None = None
+            audited = False
             try:
+                principal = await self._authenticate(context)
+                audited = self._authorize(method, principal)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as exc:
-                await self._fail(method, exc, context, started)
+                await self._fail(method, exc, context, started, principal, request, audited)
                 raise
-            self._done(method, context, started)
+            await self._done(method, context, started, principal, request, audited)
 
         return wrapped
 
-    def _done(self, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal | None:
+        """The caller, bound to this call's task (None only without an authenticator)."""
+        if self._auth is None:
+            return None
+        principal = await self._auth.authenticate(
+            context.invocation_metadata(), context.peer(), certificate_subject(context)
+        )
+        set_principal(principal)
+        return principal
+
+    def _authorize(self, method: str, principal: Principal | None) -> bool:
+        """PERMISSION_DENIED unless the method's policy admits the caller; True when the
+        method is audited."""
+        if principal is None:
+            return False
+        return authorize(method, principal).audit
+
+    async def _done(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        started: float,
+        principal: Principal | None,
+        request: Any,
+        audited: bool,
+    ) -> None:
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         RPC_HANDLED.labels(self._service, method, name).inc()
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+        if audited:
+            await self._record(method, context, principal, request, name)
+
+    async def _record(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        principal: Principal | None,
+        request: Any,
+        code: str,
+    ) -> None:
+        """Appends the call to the audit log; a failing log write fails loudly in the log but
+        cannot undo the call it records."""
+        if self._audit is None:
+            return
+        event = {
+            "at": datetime.now(UTC),
+            "service": self._service,
+            "method": method,
+            "key_id": principal.key_id if principal else "",
+            "tenant_id": principal.tenant_id if principal else "",
+            "role": principal.role if principal else 0,
+            "peer": context.peer() or "",
+            "code": code,
+            "target": audit_target(request),
+        }
+        try:
+            await self._audit.append(event)
+        except Exception:
+            log.exception("audit log write failed for %s", method)
 
     async def _fail(
-        self, method: str, exc: BaseException, context: grpc.aio.ServicerContext, started: float
+        self,
+        method: str,
+        exc: BaseException,
+        context: grpc.aio.ServicerContext,
+        started: float,
+        principal: Principal | None = None,
+        request: Any = None,
+        audited: bool = False,
     ) -> None:
         """Turns exc into an abort; re-raising afterwards lets grpc finish the call."""
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
@@ -113,6 +229,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             code = status_for(exc)
             RPC_HANDLED.labels(self._service, method, code.name).inc()
             log.info("%s -> %s: %s", method, code.name, exc)
+            refused = isinstance(exc, errors.Unauthenticated | errors.PermissionDenied)
+            if audited or refused:
+                await self._record(method, context, principal, request, code.name)
+            retry_after = getattr(exc, "retry_after_s", None)
+            if retry_after is not None:
+                context.set_trailing_metadata((("retry-after", str(int(retry_after))),))
             await context.abort(code, str(exc))
         if isinstance(exc, grpc.aio.AbortError | GeneratorExit) or context.code() is not None:
             code = context.code()
@@ -122,5 +244,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return
         if isinstance(exc, Exception):
             RPC_HANDLED.labels(self._service, method, "INTERNAL").inc()
+            if audited:
+                await self._record(method, context, principal, request, "INTERNAL")
             log.exception("%s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")

@@ -13,7 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from medbench_runtime.interceptors import RpcInterceptor
+from medbench_runtime.auth import Authenticator, KeyStore
+from medbench_runtime.interceptors import AuditSink, RpcInterceptor
 from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.settings import ServiceSettings
 
@@ -50,6 +51,12 @@ class ServiceRuntime:
     workers: Sequence[Worker] = ()
     # Awaited before the health service turns SERVING (e.g. Mongo ping, topic creation).
     readiness: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Where API keys are verified (the identity collections); without one only the service
+    # token is accepted. auth, when given, replaces the authenticator built from settings.
+    key_store: KeyStore | None = None
+    auth: Authenticator | None = None
+    # Where audited calls are appended.
+    audit: AuditSink | None = None
 
 
 def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -60,11 +67,33 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     ]
 
 
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials:
+    """TLS for the gRPC port; mutual TLS when a client CA is configured."""
+    tls = settings.auth
+
+    def read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    ca = read(tls.tls_client_ca_file) if tls.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(read(tls.tls_key_file), read(tls.tls_cert_file))],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
 async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
     """Serves until SIGTERM/SIGINT (or a worker dies), then drains and returns."""
     serve_metrics(settings.metrics_host, settings.metrics_port)
+    auth = runtime.auth or Authenticator(
+        settings.auth.service_token.get_secret_value(),
+        runtime.key_store,
+        settings.auth.cache_ttl_s,
+    )
     server = grpc.aio.server(
-        interceptors=[RpcInterceptor(settings.service_name)], options=grpc_options(settings)
+        interceptors=[RpcInterceptor(settings.service_name, auth, runtime.audit)],
+        options=grpc_options(settings),
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -82,7 +111,11 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
+    if settings.auth.tls_cert_file:
+        bound = server.add_secure_port(address, server_credentials(settings))
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
         raise RuntimeError(f"cannot bind gRPC port {address}")
     await server.start()
     log.info(

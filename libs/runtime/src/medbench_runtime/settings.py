@@ -52,6 +52,26 @@ class PeerSettings(BaseModel):
     aggregator: str = "127.0.0.1:50056"
 
 
+class AuthSettings(BaseModel):
+    """How callers prove who they are (see medbench_runtime.auth)."""
+
+    # Shared by the platform's services for their calls to each other (ROLE_SERVICE); at least
+    # 32 characters. Empty refuses every service call.
+    service_token: SecretStr = SecretStr("")
+    # Gateway only: a maintainer key ("mbk_<id>_<secret>") installed at start for the platform
+    # tenant, so that a new deployment can create its first tenants and keys.
+    bootstrap_key: SecretStr = SecretStr("")
+    # How long a verified key is trusted before it is read again (revocation delay elsewhere
+    # than on the gateway).
+    cache_ttl_s: float = 5.0
+    # Optional TLS for the gRPC port (PEM files). With client_ca_file, clients must present a
+    # certificate signed by that CA (mutual TLS) and a partner's certificate subject must be
+    # bound to its key's tenant.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has; services subclass it to add their own groups."""
 
@@ -72,6 +92,7 @@ class ServiceSettings(BaseSettings):
     mongo: MongoSettings = MongoSettings()
     kafka: KafkaSettings = KafkaSettings()
     peers: PeerSettings = PeerSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def member_id(self) -> str:

@@ -14,6 +14,8 @@ from medbench_messaging.admin import ensure_topics
 from medbench_messaging.publisher import KafkaPublisher
 from medbench_runtime.settings import ServiceSettings
 from medbench_storage.client import connect, ping
+from medbench_storage.identity import INDEXES as identity_indexes
+from medbench_storage.identity import MongoAuditLog, MongoKeyStore, install_bootstrap_key
 from medbench_storage.indexes import IndexSpec, ensure_indexes
 from medbench_storage.outbox import Outbox, OutboxRelay
 from medbench_storage.outbox import indexes as outbox_indexes
@@ -35,6 +37,16 @@ class Infrastructure:
         """The sealed database; only the rotator and the scorers may open it."""
         return self.client[self.settings.mongo.sealed_database_name]
 
+    @property
+    def key_store(self) -> MongoKeyStore:
+        """Where every service verifies API keys."""
+        return MongoKeyStore(self.db)
+
+    @property
+    def audit_log(self) -> MongoAuditLog:
+        """Where every service appends its audited calls."""
+        return MongoAuditLog(self.db)
+
     async def ready(self) -> None:
         """Readiness: Mongo answers and every topic exists."""
         await ping(self.client)
@@ -52,7 +64,11 @@ async def open_infrastructure(
         client = await stack.enter_async_context(connect(settings.mongo))
         db = client[settings.mongo.database]
         await ping(client)
-        await ensure_indexes(db, [*outbox_indexes(settings.service_name), *indexes])
+        await ensure_indexes(
+            db, [*outbox_indexes(settings.service_name), *identity_indexes, *indexes]
+        )
+        if settings.auth.bootstrap_key.get_secret_value():
+            await install_bootstrap_key(db, settings.auth.bootstrap_key.get_secret_value())
         if sealed_indexes:
             await ensure_indexes(client[settings.mongo.sealed_database_name], sealed_indexes)
         publisher = KafkaPublisher(settings.kafka, client_id=settings.member_id)

@@ -54,5 +54,7 @@ async def serve(settings: AggregatorSettings) -> None:
                 ],
                 workers=[infra.relay, consumer],
                 readiness=[infra.ready],
+                key_store=infra.key_store,
+                audit=infra.audit_log,
             ),
         )

@@ -67,5 +67,7 @@ async def serve(settings: DispatcherSettings) -> None:
                 ],
                 workers=[infra.relay, consumer, dispatcher],
                 readiness=[infra.ready],
+                key_store=infra.key_store,
+                audit=infra.audit_log,
             ),
         )

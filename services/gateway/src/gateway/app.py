@@ -7,15 +7,20 @@ from functools import partial
 from gateway.adapters.mongo_submissions import INDEXES, MongoSubmissions
 from gateway.adapters.peers import DispatchClient, ReportClient, RotatorClient
 from gateway.entrypoints.grpc_servicer import SubmissionServicer
+from gateway.entrypoints.identity_servicer import IdentityServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
 from gateway.entrypoints.leaderboard_proxy import LeaderboardProxy
+from gateway.identity import Identity
+from gateway.quotas import QuotaLedger, Quotas
 from gateway.settings import GatewaySettings
 from gateway.stuck import StuckSweeper
 from gateway.submissions import Submissions
+from medbench.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.consumer import KafkaConsumerWorker
+from medbench_runtime.auth import Authenticator
 from medbench_runtime.grpc_clients import insecure_channel
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
 from medbench_storage.client import TRANSIENT_ERRORS
@@ -27,7 +32,21 @@ async def serve(settings: GatewaySettings) -> None:
         rotator = RotatorClient(insecure_channel(settings.peers.rotator, settings))
         reports = ReportClient(insecure_channel(settings.peers.aggregator, settings))
         dispatch = DispatchClient(insecure_channel(settings.peers.dispatcher, settings))
-        submissions = Submissions(infra, MongoSubmissions(infra.db), rotator, reports, dispatch)
+        auth = Authenticator(
+            settings.auth.service_token.get_secret_value(),
+            infra.key_store,
+            settings.auth.cache_ttl_s,
+        )
+        identity = Identity(infra.db, auth)
+        q = settings.quotas
+        quotas = QuotaLedger(
+            infra.db,
+            Quotas(q.submissions_per_day, q.concurrent_submissions, q.items_per_month),
+        )
+        submissions = Submissions(
+            infra, MongoSubmissions(infra.db), rotator, reports, dispatch, quotas
+        )
+
         completed = KafkaConsumerWorker(
             settings.kafka,
             topics.SUBMISSION_COMPLETED,
@@ -55,6 +74,13 @@ async def serve(settings: GatewaySettings) -> None:
                             "LeaderboardService"
                         ].full_name,
                     ),
+                    Servicer(
+                        identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
+                        IdentityServicer(identity, quotas, infra.audit_log),
+                        identity_service_pb2.DESCRIPTOR.services_by_name[
+                            "IdentityService"
+                        ].full_name,
+                    ),
                 ],
                 workers=[
                     infra.relay,
@@ -62,5 +88,7 @@ async def serve(settings: GatewaySettings) -> None:
                     StuckSweeper(infra.db, lease_s=settings.stuck_lease_s),
                 ],
                 readiness=[infra.ready],
+                auth=auth,
+                audit=infra.audit_log,
             ),
         )

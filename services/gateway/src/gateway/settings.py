@@ -1,6 +1,16 @@
 """Settings of the gateway."""
 
+from pydantic import BaseModel
+
 from medbench_runtime.settings import ServiceSettings
+
+
+class QuotaSettings(BaseModel):
+    """Platform defaults of each tenant's quotas (a tenant's own non-zero values win)."""
+
+    submissions_per_day: int = 50
+    concurrent_submissions: int = 5
+    items_per_month: int = 1_000_000
 
 
 class GatewaySettings(ServiceSettings):
@@ -9,3 +19,4 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     # A SCORING (or unstalled DISPATCHING) submission unchanged this long counts as stuck.
     stuck_lease_s: float = 1800.0
+    quotas: QuotaSettings = QuotaSettings()

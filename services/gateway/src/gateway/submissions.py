@@ -16,6 +16,7 @@ from gateway.adapters.mongo_submissions import MongoSubmissions
 from gateway.adapters.peers import DispatchClient, Manifest, ReportClient, RotatorClient
 from gateway.core import uploads
 from gateway.core.endpoints import Decoding, check_endpoint, effective_decoding
+from gateway.quotas import QuotaLedger
 from medbench.common.v1 import common_pb2
 from medbench.inference.v1 import inference_events_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2
@@ -119,8 +120,10 @@ class Submissions:
         rotator: RotatorClient,
         reports: ReportClient,
         dispatch: DispatchClient | None = None,
+        quotas: QuotaLedger | None = None,
     ) -> None:
         self._infra = infra
+        self._quotas = quotas
         self._store = store
         self._rotator = rotator
         self._reports = reports
@@ -171,6 +174,8 @@ class Submissions:
         existing = await self._store.find(submission_id)
         if existing is not None:
             return self._same_request(existing, model, track, mode), False
+        if self._quotas is not None:
+            await self._quotas.check_active(tenant_id)
         assignment = await self._rotator.assign(submission_id, tenant_id, track, api=api)
         now = datetime.now(UTC)
         doc = {
@@ -217,6 +222,10 @@ class Submissions:
         )
 
         async def commit(session: Any) -> None:
+            if self._quotas is not None:
+                await self._quotas.charge(
+                    tenant_id, submission_id, assignment.item_count, session, now
+                )
             await self._store.insert(doc, session)
             if api:
                 assert endpoint is not None
@@ -446,7 +455,10 @@ class Submissions:
             fields["state_reason"] = status.reason
         # A read must not write: only a change of state, reason or count is stored.
         if any(doc.get(k) != v for k, v in fields.items() if k != "completed_at"):
-            await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
+            changed = await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
+            if changed and fields.get("state") == "FAILED":
+                # Items the endpoint never answered for infrastructure reasons are not charged.
+                await self._release(doc, refund_items=status.infra_failed_items)
         return {**doc, **fields}, status.infra_failed_items
 
     async def resume(self, tenant_id: str, submission_id: str) -> tuple[Any, int]:
@@ -548,3 +560,11 @@ class Submissions:
             },
             expect={"state": {"$nin": sorted(TERMINAL)}},
         )
+        await self._release(doc)
+
+    async def _release(self, doc: dict[str, Any], refund_items: int = 0) -> None:
+        """Frees the concurrent slot of a submission that became terminal."""
+        if self._quotas is not None:
+            await self._quotas.release(
+                doc["tenant_id"], doc["_id"], doc["created_at"], refund_items=refund_items
+            )

@@ -69,5 +69,11 @@ async def serve(settings: JudgeScorerSettings) -> None:
         )
         await run_service(
             settings,
-            ServiceRuntime(servicers=servicers, workers=[consumer], readiness=[infra.ready]),
+            ServiceRuntime(
+                servicers=servicers,
+                workers=[consumer],
+                readiness=[infra.ready],
+                key_store=infra.key_store,
+                audit=infra.audit_log,
+            ),
         )

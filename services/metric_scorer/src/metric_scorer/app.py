@@ -35,4 +35,12 @@ async def serve(settings: MetricScorerSettings) -> None:
             dead_letters=infra.publisher,
             transient_errors=TRANSIENT_ERRORS,
         )
-        await run_service(settings, ServiceRuntime(workers=[responses], readiness=[infra.ready]))
+        await run_service(
+            settings,
+            ServiceRuntime(
+                workers=[responses],
+                readiness=[infra.ready],
+                key_store=infra.key_store,
+                audit=infra.audit_log,
+            ),
+        )

@@ -58,5 +58,7 @@ async def serve(settings: RotatorSettings) -> None:
                 ],
                 workers=[infra.relay],
                 readiness=[infra.ready],
+                key_store=infra.key_store,
+                audit=infra.audit_log,
             ),
         )

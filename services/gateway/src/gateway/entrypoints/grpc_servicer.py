@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,27 +15,19 @@ from medbench.submission.v1 import (
     submission_service_pb2,
     submission_service_pb2_grpc,
 )
+from medbench_runtime.auth import current_principal
 from medbench_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
-    Unauthenticated,
     Unavailable,
 )
 
-TENANT_HEADER = "x-medbench-tenant"
-TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 WATCH_INTERVAL_S = 0.25
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's tenant from metadata; UNAUTHENTICATED when missing or malformed."""
-    for key, value in context.invocation_metadata() or ():
-        if key == TENANT_HEADER:
-            tenant = value if isinstance(value, str) else value.decode()
-            if not TENANT.match(tenant):
-                raise Unauthenticated(f"{TENANT_HEADER} {tenant!r} is malformed: 1-63 of [a-z0-9-]")
-            return tenant
-    raise Unauthenticated(f"missing {TENANT_HEADER} metadata")
+    """The caller's tenant, from its authenticated API key (never from the request)."""
+    return current_principal().tenant_id
 
 
 def _require_id(value: str) -> str:

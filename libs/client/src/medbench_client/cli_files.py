@@ -1,0 +1,344 @@
+"""Local files of the partner CLI: answer files, upload batches and their state, resumable
+prompt downloads, and a progress line.
+
+Upload batches are cut from the answers still to send (file order, `size` answers each) and named
+by their content: the batch id is a hash of its (item_id, answer) pairs and final flag, so a
+re-run after a broken connection sends the very same batches, which the gateway recognises as
+replays. The state file next to the answers (`<answers>.medbench-upload.json`) records, per
+submission, the batches accepted and their items; a re-run skips those items. Removing a prefix
+of whole batches leaves the later batches cut exactly as before, so ids stay stable across runs.
+
+Prompt downloads append to the output file: a kept partial file is read, a cut last line is
+dropped, and only the prompts not yet in the file are appended (in the order the gateway streams
+them), each line flushed as it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+MAX_BATCH = 5000  # answers per UploadAnswers message (the gateway's limit)
+MAX_REPORTED_ERRORS = 10
+STATE_SUFFIX = ".medbench-upload.json"
+BATCH_ID_PREFIX = "mb1-"
+
+
+class InputError(Exception):
+    """A local file is unusable (exit code 2); the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class AnswerLine:
+    line: int
+    item_id: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    first_line: int
+    answers: tuple[tuple[str, str], ...]
+    final: bool
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item_id for item_id, _ in self.answers]
+
+
+def parse_answers(lines: Iterable[str], name: str = "answers") -> list[AnswerLine]:
+    """Answer lines `{"item_id": ..., "answer": ...}` (other keys ignored, blank lines skipped);
+    InputError listing the first invalid lines as `name:LINE: reason`."""
+    out: list[AnswerLine] = []
+    errors: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        text = raw.lstrip("\ufeff") if number == 1 else raw
+        text = text.strip()
+        if not text:
+            continue
+        problem = None
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
+        else:
+            if not isinstance(row, dict):
+                problem = 'expected a JSON object {"item_id": ..., "answer": ...}'
+            elif not isinstance(row.get("item_id"), str) or not row["item_id"].strip():
+                problem = "item_id is missing or not a non-empty string"
+            elif "answer" not in row:
+                problem = f"item {row['item_id']!r} has no answer"
+            elif not isinstance(row["answer"], str):
+                problem = (
+                    f"the answer of item {row['item_id']!r} must be a string, not "
+                    f"{type(row['answer']).__name__}"
+                )
+            elif row["item_id"] in first_line:
+                problem = (
+                    f"item {row['item_id']!r} is answered twice (first on line "
+                    f"{first_line[row['item_id']]})"
+                )
+        if problem is not None:
+            errors.append(f"{name}:{number}: {problem}")
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                errors.append(f"{name}: (stopped after {MAX_REPORTED_ERRORS} errors)")
+                break
+            continue
+        first_line[row["item_id"]] = number
+        out.append(AnswerLine(number, row["item_id"], row["answer"]))
+    if errors:
+        raise InputError("\n".join(errors))
+    if not out:
+        raise InputError(f"{name}: no answers (expected JSON lines with item_id and answer)")
+    return out
+
+
+def read_answers(path: Path) -> list[AnswerLine]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return parse_answers(handle, str(path))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def batch_id(answers: Sequence[tuple[str, str]], final: bool) -> str:
+    """A batch's id from its content alone (1-128 characters of [A-Za-z0-9._:-])."""
+    digest = hashlib.sha256()
+    for item_id, answer in answers:
+        digest.update(json.dumps([item_id, answer], ensure_ascii=False).encode())
+        digest.update(b"\n")
+    digest.update(b"final" if final else b"open")
+    return BATCH_ID_PREFIX + digest.hexdigest()[:40]
+
+
+def plan_batches(answers: Sequence[AnswerLine], size: int, final: bool) -> list[Batch]:
+    """answers cut into batches of size in file order; the last one carries final."""
+    if not 1 <= size <= MAX_BATCH:
+        raise InputError(f"--batch-size must be within 1-{MAX_BATCH}")
+    out: list[Batch] = []
+    for start in range(0, len(answers), size):
+        chunk = answers[start : start + size]
+        pairs = tuple((a.item_id, a.answer) for a in chunk)
+        last = start + size >= len(answers)
+        out.append(Batch(batch_id(pairs, final and last), chunk[0].line, pairs, final and last))
+    return out
+
+
+def final_marker_id(answers: Sequence[AnswerLine]) -> str:
+    """Id of the empty final message sent when every batch was accepted without final."""
+    return batch_id([(a.item_id, a.answer) for a in answers], True).replace(
+        BATCH_ID_PREFIX, BATCH_ID_PREFIX + "end-", 1
+    )
+
+
+def state_path(answers: Path) -> Path:
+    return answers.with_name(answers.name + STATE_SUFFIX)
+
+
+def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class UploadState:
+    """The batches of one answers file the gateway accepted, per submission."""
+
+    def __init__(self, path: Path, submission_id: str) -> None:
+        self.path = path
+        self.submission_id = submission_id
+        self._data: dict[str, Any] = {"version": 1, "submissions": {}}
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            loaded = None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"{path}: unreadable upload state ({exc}); delete it to upload from scratch "
+                "(resent batches are recognised by the gateway)"
+            ) from None
+        if isinstance(loaded, dict) and isinstance(loaded.get("submissions"), dict):
+            self._data = loaded
+        self._mine: dict[str, Any] = self._data["submissions"].setdefault(
+            submission_id, {"batches": {}, "final": False}
+        )
+
+    @property
+    def accepted_items(self) -> set[str]:
+        return {i for b in self._mine["batches"].values() for i in b["items"]}
+
+    @property
+    def final_sent(self) -> bool:
+        return bool(self._mine.get("final"))
+
+    def record(self, batch: Batch, outcome: str) -> None:
+        """Records an accepted (or replayed) batch and saves the file at once."""
+        self._mine["batches"][batch.batch_id] = {
+            "items": batch.item_ids,
+            "first_line": batch.first_line,
+            "final": batch.final,
+            "outcome": outcome,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if batch.final:
+            self._mine["final"] = True
+        self.save()
+
+    def save(self) -> None:
+        _write_json_atomically(self.path, self._data)
+
+
+# -- prompt downloads ---------------------------------------------------------------------
+
+
+@dataclass
+class PartialDownload:
+    """What an existing output file already holds."""
+
+    item_ids: list[str]
+    dropped_bytes: int  # of a cut (or unreadable) last line, removed before appending
+
+
+def prepare_download(path: Path) -> PartialDownload:
+    """Reads a kept partial download and truncates a cut last line; InputError when the file
+    is not one (a bad line before the last)."""
+    if not path.exists():
+        return PartialDownload([], 0)
+    data = path.read_bytes()
+    ids: list[str] = []
+    good_end = 0
+    pos = 0
+    lines = data.split(b"\n")
+    for index, raw in enumerate(lines):
+        end = pos + len(raw) + 1  # with its newline
+        complete = index < len(lines) - 1
+        if raw.strip():
+            try:
+                row = json.loads(raw)
+                item_id = row["item_id"] if isinstance(row, dict) else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                item_id = None
+            if not complete or not isinstance(item_id, str):
+                if complete and index < len(lines) - 2:
+                    raise InputError(
+                        f"{path}:{index + 1}: not a prompt line; this file is not a download "
+                        "(pass another --out or delete it)"
+                    )
+                break  # the cut last line
+            ids.append(item_id)
+        if complete:
+            good_end = end
+        pos = end
+    dropped = len(data) - good_end
+    if dropped:
+        with path.open("r+b") as handle:
+            handle.truncate(good_end)
+    return PartialDownload(ids, dropped)
+
+
+def prompt_line(prompt: Any) -> str:
+    """One prompt as a JSON line (no newline)."""
+    return json.dumps(
+        {
+            "item_id": prompt.item_id,
+            "dataset": prompt.dataset,
+            "question": prompt.question,
+            "answer_format": prompt.answer_format,
+            "image_paths": list(prompt.image_paths),
+            "messages": [{"role": m.role, "content": m.content} for m in prompt.messages],
+        },
+        ensure_ascii=False,
+    )
+
+
+class PromptWriter:
+    """Appends prompt lines to a download, each batch flushed; synced to disk on close."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def append(self, line: str) -> None:
+        self._handle.write(line + "\n")
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def __enter__(self) -> PromptWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            self._handle.close()
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """`label [#####-----] done/total` redrawn with a carriage return on stderr, only when
+    stderr is a terminal (nothing otherwise: logs and pipes stay clean)."""
+
+    WIDTH = 30
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        stream: IO[str] | None = None,
+        enabled: bool | None = None,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._drawn = 0.0
+
+    def advance(self, n: int = 1, total: int | None = None) -> None:
+        self.done += n
+        if total is not None:
+            self.total = total
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn >= 0.1 or self.done == self.total):
+            self._drawn = now
+            self.stream.write("\r" + self.render())
+            self.stream.flush()
+
+    def render(self) -> str:
+        if not self.total:
+            return f"{self.label} {self.done}"
+        share = min(self.done / self.total, 1.0)
+        bar = "#" * int(share * self.WIDTH)
+        return f"{self.label} [{bar:-<{self.WIDTH}}] {self.done}/{self.total}"
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + self.render() + "\n")
+            self.stream.flush()
