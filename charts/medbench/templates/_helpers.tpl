@@ -140,6 +140,10 @@ imagePullSecrets:
 {{- $v.mongoSecret | default (printf "%s-mongo" (include "medbench.componentName" .)) }}
 {{- end }}
 
+{{- define "medbench.authSecretName" -}}
+{{- .Values.auth.secretName | default (printf "%s-auth" (include "medbench.fullname" .)) }}
+{{- end }}
+
 {{- define "medbench.leakSecretName" -}}
 {{- .Values.rotator.leakSecret.name | default (printf "%s-leak" (include "medbench.componentName" (dict "root" . "name" "rotator"))) }}
 {{- end }}
@@ -174,6 +178,17 @@ imagePullSecrets:
     secretKeyRef:
       name: {{ include "medbench.mongoSecretName" . }}
       key: {{ $root.Values.mongo.uriKey }}
+- name: MEDBENCH_AUTH__SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.authSecretName" $root }}
+      key: {{ $root.Values.auth.serviceTokenKey }}
+- name: MEDBENCH_AUTH__BOOTSTRAP_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.authSecretName" $root }}
+      key: {{ $root.Values.auth.bootstrapKeyKey }}
+      optional: true
 {{- if .sealed }}
 - name: MEDBENCH_MONGO__SEALED_DATABASE
   value: {{ include "medbench.sealedDatabase" $root | quote }}

@@ -760,6 +760,8 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
             rest = batches[index:]
             totals["unneeded_batches"] = len(rest)
             totals["unneeded_answers"] = sum(len(b.answers) for b in rest)
+            for unneeded in rest:  # no answer can go in any more: a re-run skips them
+                state.record(unneeded, "unneeded")
             note(
                 f"{sub.submission_id} is {state_name(sub.state)} with every item answered; "
                 f"{totals['unneeded_answers']} remaining answers were not needed"
@@ -1113,7 +1115,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     conf = command("configure", "store the gateway and API key in a profile of the config file")
     conf.add_argument("--default", action="store_true", help="make the profile the default one")
-    conf.set_defaults(key=None)  # "-" reads the key from stdin
 
     command("whoami", "show the key id, tenant and role the gateway sees (checks the setup)")
 
