@@ -480,6 +480,7 @@ class FakeGateway(submission_service_pb2_grpc.SubmissionServiceServicer):
         self.batches: dict[str, tuple[tuple[str, str], ...]] = {}
         self.messages = 0
         self.lose_response_of: set[int] = set()  # message numbers accepted, then UNAVAILABLE
+        self.api_mode = False
 
     def view(self) -> submission_pb2.Submission:
         return submission_pb2.Submission(
@@ -493,6 +494,24 @@ class FakeGateway(submission_service_pb2_grpc.SubmissionServiceServicer):
 
     async def GetSubmission(self, request: Any, context: Any) -> Any:
         return submission_service_pb2.GetSubmissionResponse(submission=self.view())
+
+    async def DownloadPrompts(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        if self.api_mode:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "API mode: no prompts")
+        prompts = [
+            submission_pb2.Prompt(
+                item_id=i,
+                dataset="MedExam",
+                question=f"问题 {i}",
+                answer_format="choice_single",
+                messages=[submission_pb2.ChatMessage(role="user", content="你好")],
+            )
+            for i in sorted(self.known)
+        ]
+        for start in range(0, len(prompts), 10):
+            yield submission_service_pb2.DownloadPromptsResponse(
+                prompts=prompts[start : start + 10]
+            )
 
     async def UploadAnswers(self, request_iterator: Any, context: Any) -> Any:
         accepted = replayed = answers = 0
@@ -612,6 +631,7 @@ async def test_an_upload_sent_without_final_is_ended_by_an_empty_final_batch(
     assert first["state"] == "AWAITING_ANSWERS"
     final = await cli_upload(address, some, capsys=capsys)
     assert (final["batches"], final["accepted_batches"], final["state"]) == (0, 1, "SCORING")
+    assert final["final_marker_sent"] and not first["final_marker_sent"]
     assert len(fake.answered) == 5
     # Ended: nothing more goes out.
     sent = fake.messages
@@ -629,3 +649,51 @@ async def test_a_rejected_batch_stops_the_upload_with_the_gateway_s_reason(
         await partner_cli.run(partner_cli.build_parser().parse_args(argv))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert partner_cli.exit_code_for(err.value.code()) == 2
+
+
+async def cli_download(address: str, out: Path, capsys: pytest.CaptureFixture[str]) -> int:
+    argv = ["--gateway", address, "--key", KEY_A, "download", "sub_fake", "--out", str(out)]
+    return await partner_cli.run(partner_cli.build_parser().parse_args([*argv, "--json"]))
+
+
+async def test_a_download_completes_a_partial_file_and_refuses_a_foreign_one(
+    fake_gateway: tuple[FakeGateway, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, address = fake_gateway
+    out = tmp_path / "prompts.jsonl"
+    assert await cli_download(address, out, capsys) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "submission_id": "sub_fake",
+        "out": str(out),
+        "items": 25,
+        "appended": 25,
+        "kept": 0,
+    }
+    whole = out.read_text(encoding="utf-8")
+    first = json.loads(whole.splitlines()[0])
+    assert first == {
+        "item_id": "canary-1",
+        "dataset": "MedExam",
+        "question": "问题 canary-1",
+        "answer_format": "choice_single",
+        "image_paths": [],
+        "messages": [{"role": "user", "content": "你好"}],
+    }
+    # Cut after 12 lines and inside the 13th: the rest is appended, the same file results.
+    lines = whole.splitlines(keepends=True)
+    out.write_text("".join(lines[:12]) + lines[12][:5], encoding="utf-8")
+    assert await cli_download(address, out, capsys) == 0
+    assert json.loads(capsys.readouterr().out)["kept"] == 12
+    assert out.read_text(encoding="utf-8") == whole
+    # A file of another download is left alone.
+    foreign = "".join(lines[3:5])
+    out.write_text(foreign, encoding="utf-8")
+    with pytest.raises(InputError, match="another download"):
+        await cli_download(address, out, capsys)
+    assert out.read_text(encoding="utf-8") == foreign
+    # API mode has no prompts to download: refused, and no empty file is left.
+    fake.api_mode = True
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await cli_download(address, tmp_path / "none.jsonl", capsys)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert not (tmp_path / "none.jsonl").exists()

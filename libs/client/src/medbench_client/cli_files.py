@@ -278,19 +278,26 @@ class PromptWriter:
     """Appends prompt lines to a download, each batch flushed; synced to disk on close."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
+        self.path = path
+        self._handle: IO[str] | None = None  # opened by the first line: a refused download
+        # (API mode, not found) leaves no empty file behind
 
     def append(self, line: str) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
         self._handle.write(line + "\n")
 
     def flush(self) -> None:
-        self._handle.flush()
+        if self._handle is not None:
+            self._handle.flush()
 
     def __enter__(self) -> PromptWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._handle is None:
+            return
         try:
             self._handle.flush()
             os.fsync(self._handle.fileno())

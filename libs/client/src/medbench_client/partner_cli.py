@@ -775,10 +775,12 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
         final_sent = final_sent or batch.final
         progress.advance(len(batch.answers))
     progress.close()
+    marker_sent = False
     if args.final and not final_sent:
         # Every batch went in earlier without final: end the upload with an empty final message.
         sub = await s.partner.get(sid)
         if sub.state == AWAITING:
+            marker_sent = True
             marker = Batch(final_marker_id(answers), 0, (), True)
             response = await send_batch(s, sid, marker, args.retries)
             state.record(marker, "replayed" if response.replayed_batches else "accepted")
@@ -793,19 +795,26 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
         "batches": len(batches),
         **totals,
         "final": args.final,
+        "final_marker_sent": marker_sent,
         "state": state_name(sub.state),
         "progress": submission_dict(sub)["progress"],
     }
-    emit(
-        args,
-        data,
-        [
+    lines = []
+    if data["skipped_answers"]:
+        lines.append(
+            f"{data['skipped_answers']} of {len(answers)} answers went in earlier "
+            f"(recorded in {state.path.name}): not sent again"
+        )
+    if batches:
+        lines.append(
             f"{len(batches)} batches: {totals['accepted_batches']} accepted, "
-            f"{totals['replayed_batches']} already there (replays); "
-            f"{data['skipped_answers']} answers skipped (accepted earlier, see {state.path.name})",
-            f"{sid}: {state_name(sub.state)}, {progress_text(sub)}",
-        ],
-    )
+            f"{totals['replayed_batches']} already there (resends recognised by the gateway)"
+            + (f", {totals['unneeded_batches']} not needed" if totals["unneeded_batches"] else "")
+        )
+    if marker_sent:
+        lines.append("ended the upload (final): items left unanswered score 0")
+    lines.append(f"{sid}: {state_name(sub.state)}, {progress_text(sub)}")
+    emit(args, data, lines)
     return EXIT_OK
 
 
