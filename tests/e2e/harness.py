@@ -120,14 +120,15 @@ class Evaluation:
     async def upload_batch(
         self, batch: tuple[str, list[tuple[str, str]], bool], timeout_s: float = 60
     ) -> None:
-        """Uploads one batch, resending on UNAVAILABLE (safe: resends are recognised)."""
+        """Uploads one batch, resending on UNAVAILABLE or ABORTED (safe: resends are recognised)."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 await self.partner().upload(self.submission_id, [batch])
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+                if exc.code() not in retryable or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
 

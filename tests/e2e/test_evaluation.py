@@ -281,3 +281,28 @@ async def test_every_service_serves_reflection_and_prometheus_metrics(
         'SubmissionService/UploadAnswers",service="gateway"}' in gateway
     )
     assert 'code="NOT_FOUND"' in gateway
+
+
+async def test_no_counter_tells_a_canary_from_a_scored_item(stack: ServiceStack, pool: str) -> None:
+    """Answers sent one per batch: every one moves the counters alike, nothing is scored until
+    every shown item is in, and the last batch (whatever it holds) is accepted."""
+    probe = Evaluation(stack, "hospital-probe", "probe-run", BASELINE, questions=QUESTIONS)
+    await probe.create()
+    prompts = await probe.prompts()
+    assert len(prompts) > len(ROWS)  # the download's canaries are among them
+    partner = probe.partner()
+    steps = []
+    for n, (_, answers, _) in enumerate(probe.batches(prompts), start=1):
+        for k, answer in enumerate(answers):
+            reply = await partner.upload(probe.submission_id, [(f"one-{n}-{k}", [answer], False)])
+            steps.append(
+                (reply.accepted_answers, reply.progress.answered_items, reply.progress.scored_items)
+            )
+    assert [s[0] for s in steps] == [1] * len(prompts)
+    assert [s[1] for s in steps] == list(range(1, len(prompts) + 1))
+    assert {s[2] for s in steps[:-1]} == {0}
+    sub = await partner.get(probe.submission_id)
+    assert sub.progress.expected_items == len(prompts)
+    assert sub.state == submission_pb2.SUBMISSION_STATE_SCORING
+    report = await probe.wait_completed()
+    assert report.scored_items == len(ROWS)

@@ -113,7 +113,8 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     created = await cli.ok("submit", "--model", "cli-model", "--organisation", "CLI 医院")
     sid, request_id = created["submission_id"], created["request_id"]
     assert created["created"] and created["state"] == "AWAITING_ANSWERS"
-    assert created["pool_id"] == pool and created["progress"]["expected_items"] == len(ROWS)
+    # Every shown prompt counts, the download's canaries included.
+    assert created["pool_id"] == pool and created["progress"]["expected_items"] > len(ROWS)
     again = await cli.ok(
         "submit", "--model", "cli-model", "--organisation", "CLI 医院", "--request-id", request_id
     )
@@ -149,14 +150,13 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     early = await cli.ok("upload", sid, str(half), *size, "--no-final")
     assert (early["accepted_batches"], early["replayed_batches"]) == (3, 0)
     assert early["state"] == "AWAITING_ANSWERS"
-    assert early["progress"]["answered_items"] <= 3 * BATCH
+    assert early["progress"]["answered_items"] == 3 * BATCH
     batches = -(-len(lines) // BATCH)
     full = await cli.ok("upload", sid, str(answers), *size)
     assert full["replayed_batches"] == 3  # the first half, recognised: not counted twice
-    # The download's canaries may trail the last scored item: once every item is answered
-    # the submission moves on and what is left is not needed.
-    assert full["accepted_batches"] + full["unneeded_batches"] == batches - 3
-    assert full["progress"]["answered_items"] == full["progress"]["expected_items"] == len(ROWS)
+    # Every shown item (canaries too) is taken; the last batch ends the upload.
+    assert (full["accepted_batches"], full["unneeded_batches"]) == (batches - 3, 0)
+    assert full["progress"]["answered_items"] == full["progress"]["expected_items"] == len(lines)
     # Run again: the state file says every batch is in; nothing is sent.
     rerun = await cli.ok("upload", sid, str(answers), *size)
     assert (rerun["batches"], rerun["skipped_answers"]) == (0, len(lines))

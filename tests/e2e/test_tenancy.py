@@ -384,7 +384,8 @@ async def test_quotas_refuse_with_resource_exhausted_and_charge_nothing_twice(
         identity_service_pb2.GetUsageRequest()
     )
     assert (usage.submissions_today, usage.active_submissions) == (1, 1)
-    assert usage.items_this_month == first.submission.progress.expected_items
+    # Charged: the pool's items (the download's canaries are the platform's own).
+    assert usage.items_this_month == len(ROWS)
     # Concurrent creates against the last slot: none gets through while one is active.
     results = await asyncio.gather(
         *(partner.create(f"q-race-{i}", "m") for i in range(4)), return_exceptions=True

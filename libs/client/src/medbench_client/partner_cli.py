@@ -106,7 +106,10 @@ EXIT_CODES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: EXIT_QUOTA,
 }
 # Worth another try after a pause: the gateway (or the way to it) was down, or slow.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# ABORTED: a concurrent change got in the way (every call the CLI repeats is idempotent).
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+)
 UPLOAD_TIMEOUT_S = 300.0
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -751,9 +754,8 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
-            # Answers are taken only while AWAITING_ANSWERS; once every scored item is
-            # answered the submission moves on, and what is left (the download's extra
-            # items) is not needed.
+            # Answers are taken only while AWAITING_ANSWERS; a submission whose every shown
+            # item is already answered (by an earlier run or another client) needs no more.
             sub = await s.partner.get(sid)
             if sub.state == AWAITING or sub.progress.answered_items < sub.progress.expected_items:
                 raise

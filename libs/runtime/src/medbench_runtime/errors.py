@@ -23,6 +23,10 @@ class FailedPrecondition(MedbenchError):
     """The request is valid but the target is not in a state that allows it."""
 
 
+class Aborted(MedbenchError):
+    """A concurrent change got in the way; retrying the same request is safe."""
+
+
 class Unauthenticated(MedbenchError):
     """The caller did not say who it is."""
 

@@ -25,6 +25,7 @@ from medbench.taskpool.v1 import taskpool_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -77,9 +78,11 @@ def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.
         mode=doc["mode"],
         state=submission_pb2.SubmissionState.Value(f"SUBMISSION_STATE_{doc['state']}"),
         state_reason=doc.get("state_reason", ""),
+        # Counters count what the partner was shown, canaries included, so that no counter
+        # tells a canary from a scored item (see Submissions.upload).
         progress=submission_pb2.Progress(
-            expected_items=doc["expected"],
-            answered_items=doc["answered"],
+            expected_items=doc["expected"] + doc.get("canaries", 0),
+            answered_items=doc.get("answered_shown", doc["answered"]),
             scored_items=max(scored, doc.get("scored", 0)),
         ),
         pool_id=doc["pool_id"],
@@ -197,6 +200,7 @@ class Submissions:
             "expected": assignment.item_count,
             "canaries": assignment.canary_items,
             "answered": 0,
+            "answered_shown": 0,
             "answered_bits": Binary(
                 bytes(uploads.new_bitmap(assignment.item_count + assignment.canary_items))
             ),
@@ -324,7 +328,12 @@ class Submissions:
             # Canary answers are kept with the batch but neither counted nor scored.
             scored = [a for a in accepted if a.ordinal < expected]
             answered = current["answered"] + len(scored)
-            state = SCORING if (answered >= expected or final) else AWAITING
+            # Canaries count as answered items and the upload ends only when every shown item
+            # is in (or on final): otherwise the counters or the state would point them out.
+            shown = current.get("answered_shown", current["answered"]) + len(accepted)
+            state = (
+                SCORING if (shown >= expected + current.get("canaries", 0) or final) else AWAITING
+            )
             await self._store.record_upload(
                 {
                     "_id": f"{submission_id}:{batch_id}",
@@ -340,12 +349,17 @@ class Submissions:
             )
             ok = await self._store.update(
                 submission_id,
-                {"answered_bits": Binary(bytes(bits)), "answered": answered, "state": state},
+                {
+                    "answered_bits": Binary(bytes(bits)),
+                    "answered": answered,
+                    "answered_shown": shown,
+                    "state": state,
+                },
                 session=session,
                 expect={"answered": current["answered"]},
             )
             if not ok:
-                raise FailedPrecondition("submission changed concurrently; retry the batch")
+                raise Aborted("submission changed concurrently; retry the batch")
             events: list[tuple[str, Outgoing]] = []
             if scored:
                 events.append(
@@ -424,7 +438,9 @@ class Submissions:
         if doc["state"] == DISPATCHING and self._dispatch is not None:
             doc, infra_failed = await self._follow_dispatch(doc)
         scored = 0
-        if doc["state"] in (AWAITING, SCORING, DISPATCHING):
+        # Not while answers are still coming: scoring progress per uploaded batch would tell
+        # which answers are scored (and so which items are canaries).
+        if doc["state"] in (SCORING, DISPATCHING):
             try:
                 scored = (await self._reports.progress(submission_id)).scored_items
             except Unavailable as exc:
@@ -442,7 +458,10 @@ class Submissions:
         except Unavailable as exc:
             log.warning("dispatch progress of %s unavailable: %s", doc["_id"], exc)
             return doc, 0
-        fields: dict[str, Any] = {"answered": status.answered_items}
+        fields: dict[str, Any] = {
+            "answered": status.answered_items,
+            "answered_shown": status.answered_items,
+        }
         if status.state == "FAILED":
             fields |= {
                 "state": "FAILED",
