@@ -61,9 +61,16 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.Submission:
-    """The partner-facing view of a stored submission (no bitmap, no answers)."""
+def submission_to_proto(
+    doc: dict[str, Any], scored: int = 0, partner_view: bool = True
+) -> submission_pb2.Submission:
+    """The partner-facing view of a stored submission (no bitmap, no answers). Without
+    partner_view (the submission-created event) expected_items is the pool's item count, the
+    number of items to answer and score."""
     m = doc["model"]
+    shown = doc["expected"]
+    if partner_view and doc["mode"] == common_pb2.SUBMISSION_MODE_UPLOAD:
+        shown += doc.get("canaries", 0)
     out = submission_pb2.Submission(
         submission_id=doc["_id"],
         tenant_id=doc["tenant_id"],
@@ -81,7 +88,7 @@ def submission_to_proto(doc: dict[str, Any], scored: int = 0) -> submission_pb2.
         # Counters count what the partner was shown, canaries included, so that no counter
         # tells a canary from a scored item (see Submissions.upload).
         progress=submission_pb2.Progress(
-            expected_items=doc["expected"] + doc.get("canaries", 0),
+            expected_items=shown,
             answered_items=doc.get("answered_shown", doc["answered"]),
             scored_items=max(scored, doc.get("scored", 0)),
         ),
@@ -171,10 +178,13 @@ class Submissions:
                     d.top_p if d.HasField("top_p") else None,
                 )
             decoding = effective_decoding(declared, endpoint.self_test)
-            if await self._store.find(uploads.submission_id_for(tenant_id, request_id)) is None:
+            if (
+                await self._store.find(tenant_id, uploads.submission_id_for(tenant_id, request_id))
+                is None
+            ):
                 await self._preflight(endpoint)
         submission_id = uploads.submission_id_for(tenant_id, request_id)
-        existing = await self._store.find(submission_id)
+        existing = await self._store.find(tenant_id, submission_id)
         if existing is not None:
             return self._same_request(existing, model, track, mode), False
         if self._quotas is not None:
@@ -222,7 +232,8 @@ class Submissions:
                 "top_p": decoding.top_p,
             }
         event = submission_events_pb2.SubmissionCreated(
-            event_id=f"{submission_id}:created", submission=submission_to_proto(doc)
+            event_id=f"{submission_id}:created",
+            submission=submission_to_proto(doc, partner_view=False),
         )
 
         async def commit(session: Any) -> None:
@@ -230,11 +241,11 @@ class Submissions:
                 await self._quotas.charge(
                     tenant_id, submission_id, assignment.item_count, session, now
                 )
-            await self._store.insert(doc, session)
+            await self._store.insert(tenant_id, doc, session)
             if api:
                 assert endpoint is not None
                 # The key lives apart from the submission, which partners and logs can see.
-                await self._store.store_key(submission_id, endpoint.api_key, session)
+                await self._store.store_key(tenant_id, submission_id, endpoint.api_key, session)
             await self._infra.outbox.add(
                 session,
                 [(event.event_id, Outgoing(topics.SUBMISSION_CREATED, event, key=submission_id))],
@@ -243,7 +254,7 @@ class Submissions:
         try:
             await in_transaction(self._infra.client, commit)
         except DuplicateKeyError:
-            found = await self._store.find(submission_id)
+            found = await self._store.find(tenant_id, submission_id)
             if found is None:
                 raise
             return self._same_request(found, model, track, mode), False
@@ -293,7 +304,7 @@ class Submissions:
         uploads.check_request_id("batch_id", batch_id)
         doc = await self._store.get(tenant_id, submission_id)
         digest = uploads.batch_digest(answers) + (":final" if final else "")
-        previous = await self._store.find_upload(submission_id, batch_id)
+        previous = await self._store.find_upload(tenant_id, submission_id, batch_id)
         if previous is not None:
             if previous["digest"] == digest:
                 return UploadOutcome(replayed=True, accepted=0, state=doc["state"])
@@ -335,6 +346,7 @@ class Submissions:
                 SCORING if (shown >= expected + current.get("canaries", 0) or final) else AWAITING
             )
             await self._store.record_upload(
+                tenant_id,
                 {
                     "_id": f"{submission_id}:{batch_id}",
                     "submission_id": submission_id,
@@ -348,6 +360,7 @@ class Submissions:
                 session,
             )
             ok = await self._store.update(
+                tenant_id,
                 submission_id,
                 {
                     "answered_bits": Binary(bytes(bits)),
@@ -474,7 +487,9 @@ class Submissions:
             fields["state_reason"] = status.reason
         # A read must not write: only a change of state, reason or count is stored.
         if any(doc.get(k) != v for k, v in fields.items() if k != "completed_at"):
-            changed = await self._store.update(doc["_id"], fields, expect={"state": DISPATCHING})
+            changed = await self._store.update(
+                doc["tenant_id"], doc["_id"], fields, expect={"state": DISPATCHING}
+            )
             if changed and fields.get("state") == "FAILED":
                 # Items the endpoint never answered for infrastructure reasons are not charged.
                 await self._release(doc, refund_items=status.infra_failed_items)
@@ -496,7 +511,7 @@ class Submissions:
         resumed = await self._dispatch.resume(submission_id)
         if doc.get("state_reason"):
             await self._store.update(
-                submission_id, {"state_reason": ""}, expect={"state": DISPATCHING}
+                tenant_id, submission_id, {"state_reason": ""}, expect={"state": DISPATCHING}
             )
         return await self.view(tenant_id, submission_id), resumed
 
@@ -564,13 +579,14 @@ class Submissions:
 
     async def complete(self, event: submission_events_pb2.SubmissionCompleted) -> None:
         """Applies submission.completed (idempotent)."""
-        doc = await self._store.find(event.submission_id)
+        doc = await self._store.find(event.tenant_id, event.submission_id)
         if doc is None:
             log.error("completion for unknown submission %s", event.submission_id)
             return
         if doc["state"] in TERMINAL:
             return
         await self._store.update(
+            event.tenant_id,
             event.submission_id,
             {
                 "state": COMPLETED,

@@ -19,7 +19,9 @@ INDEXES = (
 
 
 class MongoSubmissions:
-    """Gateway-owned collections."""
+    """Gateway-owned collections. Every method takes the tenant and puts it in every filter and
+    every document: no call reads or writes across tenants (the cross-tenant views, the stuck
+    sweeper's counts and the quota ledger, are their own classes)."""
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self._db = db
@@ -28,37 +30,50 @@ class MongoSubmissions:
         self, tenant_id: str, submission_id: str, session: AsyncClientSession | None = None
     ) -> dict[str, Any]:
         """The submission, or NOT_FOUND (also when it belongs to another tenant)."""
-        doc = await self._db.submissions.find_one(
-            {"_id": submission_id, "tenant_id": tenant_id}, session=session
-        )
+        doc = await self.find(tenant_id, submission_id, session)
         if doc is None:
             raise NotFound(f"submission {submission_id} not found")
         return doc
 
-    async def find(self, submission_id: str) -> dict[str, Any] | None:
-        return await self._db.submissions.find_one({"_id": submission_id})
+    async def find(
+        self, tenant_id: str, submission_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self._db.submissions.find_one(
+            {"_id": submission_id, "tenant_id": _tenant(tenant_id)}, session=session
+        )
 
-    async def insert(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
-        await self._db.submissions.insert_one(doc, session=session)
+    async def insert(
+        self, tenant_id: str, doc: dict[str, Any], session: AsyncClientSession
+    ) -> None:
+        await self._db.submissions.insert_one(
+            {**doc, "tenant_id": _tenant(tenant_id)}, session=session
+        )
 
     async def store_key(
-        self, submission_id: str, api_key: str, session: AsyncClientSession
+        self, tenant_id: str, submission_id: str, api_key: str, session: AsyncClientSession
     ) -> None:
         """The endpoint's API key, kept out of the submission document."""
         await self._db.endpoint_keys.insert_one(
-            {"_id": submission_id, "api_key": api_key}, session=session
+            {"_id": submission_id, "tenant_id": _tenant(tenant_id), "api_key": api_key},
+            session=session,
         )
 
-    async def find_upload(self, submission_id: str, batch_id: str) -> dict[str, Any] | None:
+    async def find_upload(
+        self, tenant_id: str, submission_id: str, batch_id: str
+    ) -> dict[str, Any] | None:
         return await self._db.uploads.find_one(
-            {"_id": f"{submission_id}:{batch_id}"}, {"digest": 1, "count": 1}
+            {"_id": f"{submission_id}:{batch_id}", "tenant_id": _tenant(tenant_id)},
+            {"digest": 1, "count": 1},
         )
 
-    async def record_upload(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
-        await self._db.uploads.insert_one(doc, session=session)
+    async def record_upload(
+        self, tenant_id: str, doc: dict[str, Any], session: AsyncClientSession
+    ) -> None:
+        await self._db.uploads.insert_one({**doc, "tenant_id": _tenant(tenant_id)}, session=session)
 
     async def update(
         self,
+        tenant_id: str,
         submission_id: str,
         fields: dict[str, Any],
         session: AsyncClientSession | None = None,
@@ -66,8 +81,15 @@ class MongoSubmissions:
     ) -> bool:
         """Sets fields (and updated_at); False when expect did not match."""
         result = await self._db.submissions.update_one(
-            {"_id": submission_id, **(expect or {})},
+            {"_id": submission_id, "tenant_id": _tenant(tenant_id), **(expect or {})},
             {"$set": {**fields, "updated_at": datetime.now(UTC)}},
             session=session,
         )
         return result.matched_count == 1
+
+
+def _tenant(tenant_id: str) -> str:
+    """A tenant id is required: an empty one would be a query across no tenant by accident."""
+    if not tenant_id:
+        raise ValueError("a tenant id is required for every submission read and write")
+    return tenant_id

@@ -19,7 +19,8 @@ from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFoun
 @dataclass(frozen=True)
 class Manifest:
     """A submission's items: id -> (ordinal, dataset), and the reverse by ordinal. Ordinals
-    from item_count on are the download's canaries (accepted and counted as shown items, never scored)."""
+    from item_count on are the download's canaries (accepted and counted as shown items, never
+    scored)."""
 
     pool_id: str
     by_id: dict[str, tuple[int, str]]
