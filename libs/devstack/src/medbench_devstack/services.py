@@ -65,7 +65,11 @@ class ServiceStack:
         extra_env: dict[str, str] | None = None,
         *,
         specs: Sequence[ServiceSpec] = SERVICES,
+        service_env: dict[str, dict[str, str]] | None = None,
+        health_credentials: dict[str, grpc.ChannelCredentials] | None = None,
     ) -> None:
+        """service_env: settings of single services on top of extra_env; health_credentials:
+        TLS credentials to check a service's health with (a service serving TLS)."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise DevstackError(f"duplicate service names in {names}")
@@ -88,6 +92,7 @@ class ServiceStack:
         base["MEDBENCH_AUTH__SERVICE_TOKEN"] = self.service_token
         base["MEDBENCH_AUTH__BOOTSTRAP_KEY"] = self.admin_key
         self._procs: dict[str, ManagedProcess] = {}
+        self._health_credentials = dict(health_credentials or {})
         for spec in self.specs:
             env = dict(base)
             env.update(
@@ -108,6 +113,7 @@ class ServiceStack:
                         f"{LOOPBACK}:{self._grpc_ports[peer.name]}"
                     )
             env.update(extra_env or {})
+            env.update((service_env or {}).get(spec.name, {}))
             self._procs[spec.name] = ManagedProcess(
                 spec.name,
                 [sys.executable, "-m", spec.module],
@@ -172,7 +178,13 @@ class ServiceStack:
         proc = self._procs[name]
         request = health_pb2.HealthCheckRequest(service="")
         last = "no answer yet"
-        with grpc.insecure_channel(self.address(name), options=_CHANNEL_OPTIONS) as channel:
+        credentials = self._health_credentials.get(name)
+        channel = (
+            grpc.secure_channel(self.address(name), credentials, options=_CHANNEL_OPTIONS)
+            if credentials is not None
+            else grpc.insecure_channel(self.address(name), options=_CHANNEL_OPTIONS)
+        )
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 if not proc.alive():
