@@ -38,11 +38,7 @@ MODEL_SERVER = "judge-model"
 GPU = "nvidia.com/gpu"
 # Metrics the alerts and the dashboard use that the services do not export yet (see the chart
 # README); everything else they name must exist in libs/ or services/.
-PENDING_METRICS = {
-    "medbench_submissions_created_total",
-    "medbench_submissions_finished_total",
-    "medbench_answers_uploaded_total",
-}
+PENDING_METRICS: set[str] = set()
 
 
 def _missing(what: str) -> None:
@@ -527,7 +523,7 @@ def test_alerts_and_dashboard_name_only_known_metrics(yaml: ModuleType) -> None:
     exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {m for e in exprs for m in re.findall(r"\bmedbench_\w+", e)}
     assert used - exported - PENDING_METRICS == set()
-    assert PENDING_METRICS.issubset(used)
+    assert used >= PENDING_METRICS
 
 
 def test_every_alert_has_a_runbook(yaml: ModuleType) -> None:

@@ -278,9 +278,14 @@ async def test_every_service_serves_reflection_and_prometheus_metrics(
     gateway = scrape(stack.metrics_port("gateway"))
     assert (
         'medbench_grpc_server_handled_total{code="OK",method="/medbench.submission.v1.'
-        'SubmissionService/UploadAnswers",service="gateway"}' in gateway
+        'SubmissionService/UploadAnswers",service="gateway",tenant="hospital-a"}' in gateway
     )
     assert 'code="NOT_FOUND"' in gateway
+    assert 'medbench_submissions_created_total{mode="upload",tenant="hospital-a",track="llm"}' in (
+        gateway
+    )
+    assert 'medbench_submissions_finished_total{state="COMPLETED",tenant="hospital-a"}' in gateway
+    assert f'medbench_answers_uploaded_total{{tenant="hospital-a"}} {len(ROWS) + 3}.0' in gateway
 
 
 async def test_no_counter_tells_a_canary_from_a_scored_item(stack: ServiceStack, pool: str) -> None:

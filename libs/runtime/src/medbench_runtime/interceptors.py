@@ -36,6 +36,10 @@ class AuditSink(Protocol):
     async def append(self, event: dict[str, Any]) -> None: ...
 
 
+def _tenant(principal: Principal | None) -> str:
+    return principal.tenant_id if principal is not None else ""
+
+
 def certificate_subject(context: grpc.aio.ServicerContext) -> str | None:
     """The common name of the client certificate (mutual TLS), if the call presented one."""
     names = (context.auth_context() or {}).get("x509_common_name") or []
@@ -181,7 +185,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        RPC_HANDLED.labels(self._service, method, name).inc()
+        RPC_HANDLED.labels(self._service, method, name, _tenant(principal)).inc()
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
         if audited:
             await self._record(method, context, principal, request, name)
@@ -228,7 +232,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
         if isinstance(exc, errors.MedbenchError):
             code = status_for(exc)
-            RPC_HANDLED.labels(self._service, method, code.name).inc()
+            RPC_HANDLED.labels(self._service, method, code.name, _tenant(principal)).inc()
             log.info("%s -> %s: %s", method, code.name, exc)
             refused = isinstance(exc, errors.Unauthenticated | errors.PermissionDenied)
             if audited or refused:
@@ -240,11 +244,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(exc, grpc.aio.AbortError | GeneratorExit) or context.code() is not None:
             code = context.code()
             RPC_HANDLED.labels(
-                self._service, method, code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+                self._service,
+                method,
+                code.name if isinstance(code, grpc.StatusCode) else "ABORTED",
+                _tenant(principal),
             ).inc()
             return
         if isinstance(exc, Exception):
-            RPC_HANDLED.labels(self._service, method, "INTERNAL").inc()
+            RPC_HANDLED.labels(self._service, method, "INTERNAL", _tenant(principal)).inc()
             if audited:
                 await self._record(method, context, principal, request, "INTERNAL")
             log.exception("%s failed", method)

@@ -6,8 +6,9 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 RPC_HANDLED = Counter(
     "medbench_grpc_server_handled_total",
-    "gRPC calls completed, by method and status code.",
-    ["service", "method", "code"],
+    "gRPC calls completed, by method, status code and the caller's tenant (bounded: tenants are "
+    "created by maintainers; 'platform' for services and staff, '' when unauthenticated).",
+    ["service", "method", "code", "tenant"],
 )
 RPC_LATENCY = Histogram(
     "medbench_grpc_server_handling_seconds",

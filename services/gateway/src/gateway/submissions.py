@@ -12,6 +12,7 @@ from bson.binary import Binary
 from google.protobuf.timestamp_pb2 import Timestamp
 from pymongo.errors import DuplicateKeyError
 
+from gateway import metrics
 from gateway.adapters.mongo_submissions import MongoSubmissions
 from gateway.adapters.peers import DispatchClient, Manifest, ReportClient, RotatorClient
 from gateway.core import uploads
@@ -259,6 +260,7 @@ class Submissions:
                 raise
             return self._same_request(found, model, track, mode), False
         self._infra.relay.notify()
+        metrics.created(tenant_id, track, mode)
         log.info(
             "created submission %s (pool %s, %d items)",
             submission_id,
@@ -421,6 +423,7 @@ class Submissions:
 
         state = await in_transaction(self._infra.client, commit)
         self._infra.relay.notify()
+        metrics.ANSWERS_UPLOADED.labels(tenant_id).inc(len(accepted))
         return UploadOutcome(replayed=False, accepted=len(accepted), state=state)
 
     @staticmethod
@@ -491,6 +494,7 @@ class Submissions:
                 doc["tenant_id"], doc["_id"], fields, expect={"state": DISPATCHING}
             )
             if changed and fields.get("state") == "FAILED":
+                metrics.finished(doc["tenant_id"], "FAILED")
                 # Items the endpoint never answered for infrastructure reasons are not charged.
                 await self._release(doc, refund_items=status.infra_failed_items)
         return {**doc, **fields}, status.infra_failed_items
@@ -585,7 +589,7 @@ class Submissions:
             return
         if doc["state"] in TERMINAL:
             return
-        await self._store.update(
+        completed = await self._store.update(
             event.tenant_id,
             event.submission_id,
             {
@@ -595,6 +599,8 @@ class Submissions:
             },
             expect={"state": {"$nin": sorted(TERMINAL)}},
         )
+        if completed:
+            metrics.finished(event.tenant_id, COMPLETED)
         await self._release(doc)
 
     async def _release(self, doc: dict[str, Any], refund_items: int = 0) -> None:
