@@ -1,6 +1,8 @@
-# Chart tooling, included by the root Makefile: helm and promtool in .tools/bin (gitignored).
+# Chart and monitoring tooling, included by the root Makefile: helm, promtool and prometheus in
+# .tools/bin (gitignored).
 # helm is built from the Go module proxy (about 3 minutes on 2 cores with a cold module cache);
-# promtool comes out of Debian's prometheus package, unpacked without installing it.
+# promtool and the Prometheus server come out of Debian's prometheus package, unpacked without
+# installing it (the server scrapes the local stack in tests/e2e/test_prometheus.py).
 # kubernetes-validate and PyYAML come from the root pyproject's dev group (make setup).
 TOOLS_DIR := .tools
 TOOLS_BIN := $(TOOLS_DIR)/bin
@@ -9,7 +11,7 @@ HELM_VERSION := v4.3.1
 # candidate version is taken instead (promtool's rule format is stable across 2.x).
 PROMETHEUS_DEB := 2.42.0+ds-5+deb12u1
 HELM_STAMP := $(TOOLS_DIR)/.helm-$(HELM_VERSION)
-PROMTOOL_STAMP := $(TOOLS_DIR)/.promtool-$(PROMETHEUS_DEB)
+PROMTOOL_STAMP := $(TOOLS_DIR)/.prometheus-$(PROMETHEUS_DEB)
 
 $(HELM_STAMP):
 	@mkdir -p $(TOOLS_BIN)
@@ -25,11 +27,12 @@ $(PROMTOOL_STAMP):
 	  get 'prometheus=$(PROMETHEUS_DEB)' || { apt-get update -q=2 >/dev/null && get 'prometheus=$(PROMETHEUS_DEB)'; } \
 	    || { echo "prometheus $(PROMETHEUS_DEB) is gone from the mirror: taking the candidate" >&2; get prometheus; }; \
 	  dpkg-deb -x prometheus_*.deb root; \
-	  install -m 0755 root/usr/bin/promtool $(CURDIR)/$(TOOLS_BIN)/promtool
+	  install -m 0755 root/usr/bin/promtool root/usr/bin/prometheus $(CURDIR)/$(TOOLS_BIN)/
 	$(TOOLS_BIN)/promtool --version | head -1
-	@rm -f $(TOOLS_DIR)/.promtool-* && touch $@
+	$(TOOLS_BIN)/prometheus --version | head -1
+	@rm -f $(TOOLS_DIR)/.promtool-* $(TOOLS_DIR)/.prometheus-* && touch $@
 
-chart-tools: $(HELM_STAMP) $(PROMTOOL_STAMP) ## Install helm and promtool into .tools/bin
+chart-tools: $(HELM_STAMP) $(PROMTOOL_STAMP) ## Install helm, promtool and prometheus into .tools/bin
 
 chart-test: setup chart-tools ## Lint, render and validate the Helm chart; promtool on the alerts
 	$(PY) -m pytest tests/charts -q
