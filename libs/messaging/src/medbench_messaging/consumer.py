@@ -23,12 +23,14 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 from kafka.structs import OffsetAndMetadata
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from medbench_messaging.publisher import Outgoing, Publisher
 from medbench_messaging.topics import Topic
 from medbench_runtime.logging import bind
 from medbench_runtime.settings import KafkaSettings
+from medbench_runtime.tracing import context_from, span
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,19 @@ class KafkaConsumerWorker:
         """Handles or dead-letters one record; False when stopped before finishing it."""
         key = record.key.decode() if record.key else ""
         delivery = Delivery(record.topic, record.partition, record.offset, key)
-        with bind(topic=self._topic.name, key=key, offset=record.offset):
+        consume = span(
+            f"consume {self._topic.name}",
+            trace.SpanKind.CONSUMER,
+            parent=context_from(record.headers),
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self._group,
+            },
+        )
+        with consume, bind(topic=self._topic.name, key=key, offset=record.offset):
             try:
                 message = decode(self._topic, record.value, record.headers)
             except UndecodableMessage as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -13,6 +13,7 @@ from prometheus_client import Counter
 
 from medbench_messaging.topics import Topic
 from medbench_runtime.settings import KafkaSettings
+from medbench_runtime.tracing import trace_headers
 
 PUBLISHED = Counter(
     "medbench_kafka_published_total", "Kafka messages acknowledged by the broker.", ["topic"]
@@ -73,6 +74,16 @@ class KafkaPublisher:
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if batch:
+            # The publishing code's trace context, unless the message carries its own (the
+            # outbox relay sends the context of the transaction that stored the event).
+            context = [(k, v.encode()) for k, v in trace_headers()]
+            if context:
+                batch = [
+                    out
+                    if any(k == "traceparent" for k, _ in out.headers)
+                    else replace(out, headers=(*out.headers, *context))
+                    for out in batch
+                ]
             await asyncio.to_thread(self._send_all, batch)
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import grpc
 
+from medbench_runtime.tracing import trace_headers
+
 
 class _Bearer:
     """Adds the bearer token to every call's metadata (over TLS or loopback: the token is a
@@ -17,8 +19,11 @@ class _Bearer:
         self.channel: grpc.aio.Channel | None = None
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        # The caller's trace context travels too (nothing when no span is being recorded).
         metadata = grpc.aio.Metadata(
-            *[(k, v) for k, v in (details.metadata or ()) if k != "authorization"], self._entry
+            *[(k, v) for k, v in (details.metadata or ()) if k != "authorization"],
+            self._entry,
+            *trace_headers(),
         )
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
+from opentelemetry import trace
 
 from medbench_runtime import errors
 from medbench_runtime.auth import Authenticator, Principal, authorize, set_principal
 from medbench_runtime.metrics import RPC_HANDLED, RPC_LATENCY
+from medbench_runtime.tracing import context_from, span
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,17 @@ class AuditSink(Protocol):
     """The append-only audit log."""
 
     async def append(self, event: dict[str, Any]) -> None: ...
+
+
+def server_span(method: str, context: grpc.aio.ServicerContext) -> Any:
+    """The call's SERVER span, a child of the caller's context when its metadata carries one."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return span(
+        method,
+        trace.SpanKind.SERVER,
+        parent=context_from(context.invocation_metadata()),
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
 
 
 def _tenant(principal: Principal | None) -> str:
@@ -128,15 +141,17 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             principal: Principal | None = None
             audited = False
-            try:
-                principal = await self._authenticate(context)
-                audited = self._authorize(method, principal)
-                response = await behavior(request, context)
-            except BaseException as exc:
-                await self._fail(method, exc, context, started, principal, request, audited)
-                raise
-            await self._done(method, context, started, principal, request, audited)
-            return response
+            with server_span(method, context) as current:
+                try:
+                    principal = await self._authenticate(context)
+                    audited = self._authorize(method, principal)
+                    current.set_attribute("medbench.tenant", _tenant(principal))
+                    response = await behavior(request, context)
+                except BaseException as exc:
+                    await self._fail(method, exc, context, started, principal, request, audited)
+                    raise
+                await self._done(method, context, started, principal, request, audited)
+                return response
 
         return wrapped
 
@@ -145,15 +160,17 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             principal: Principal | None = None
             audited = False
-            try:
-                principal = await self._authenticate(context)
-                audited = self._authorize(method, principal)
-                async for response in behavior(request, context):
-                    yield response
-            except BaseException as exc:
-                await self._fail(method, exc, context, started, principal, request, audited)
-                raise
-            await self._done(method, context, started, principal, request, audited)
+            with server_span(method, context) as current:
+                try:
+                    principal = await self._authenticate(context)
+                    audited = self._authorize(method, principal)
+                    current.set_attribute("medbench.tenant", _tenant(principal))
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    await self._fail(method, exc, context, started, principal, request, audited)
+                    raise
+                await self._done(method, context, started, principal, request, audited)
 
         return wrapped
 

@@ -7,6 +7,8 @@ import socket
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medbench_runtime.tracing import TracingSettings
+
 
 class MongoSettings(BaseModel):
     """Where the service keeps its state."""
@@ -93,6 +95,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     peers: PeerSettings = PeerSettings()
     auth: AuthSettings = AuthSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def member_id(self) -> str:

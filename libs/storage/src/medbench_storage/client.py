@@ -12,6 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ConnectionFailure
 
 from medbench_runtime.settings import MongoSettings
+from medbench_storage.tracing import MongoCommandSpans
 
 T = TypeVar("T")
 
@@ -32,6 +33,8 @@ async def connect(settings: MongoSettings) -> AsyncIterator[AsyncMongoClient[dic
         serverSelectionTimeoutMS=int(settings.server_selection_timeout_s * 1000),
         tz_aware=True,
         retryWrites=True,
+        # Spans only inside a recorded span; with tracing off this is a cheap no-op.
+        event_listeners=[MongoCommandSpans()],
     )
     try:
         yield client

@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from medbench_messaging.admin import ensure_topics
 from medbench_messaging.publisher import KafkaPublisher
 from medbench_runtime.settings import ServiceSettings
+from medbench_runtime.tracing import setup_tracing
 from medbench_storage.client import connect, ping
 from medbench_storage.identity import INDEXES as identity_indexes
 from medbench_storage.identity import MongoAuditLog, MongoKeyStore, install_bootstrap_key
@@ -60,6 +61,7 @@ async def open_infrastructure(
     sealed_indexes: Sequence[IndexSpec] = (),
 ) -> AsyncIterator[Infrastructure]:
     """Connects, creates indexes, and closes everything on exit."""
+    setup_tracing(settings.service_name, settings.tracing)
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(connect(settings.mongo))
         db = client[settings.mongo.database]

@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from medbench_messaging.publisher import Outgoing, Publisher
 from medbench_messaging.topics import BY_NAME
+from medbench_runtime.tracing import trace_headers
 from medbench_storage.indexes import IndexSpec, asc
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def outbox_doc(event_id: str, out: Outgoing) -> dict[str, Any]:
         "key": out.key,
         "payload": out.message.SerializeToString(),
         "created_at": datetime.now(UTC),
+        # The trace context of the transaction that stored it, for the relay to send on.
+        "trace": [[k, v] for k, v in trace_headers()],
     }
 
 
@@ -117,7 +120,10 @@ class OutboxRelay:
                     topic=topic,
                     message=topic.message_type(),
                     key=doc["key"],
-                    headers=(("event-id", doc["_id"].encode()),),
+                    headers=(
+                        ("event-id", doc["_id"].encode()),
+                        *((k, v.encode()) for k, v in doc.get("trace", [])),
+                    ),
                     raw_value=bytes(doc["payload"]),
                 )
             )
