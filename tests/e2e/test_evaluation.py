@@ -9,10 +9,11 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
-from medbench.submission.v1 import submission_pb2
+from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench_client.api import channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
+from medbench_runtime.checksums import answers_sha256
 from rotator.core.options import parse_options
 from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, eventually, load_pool, partner_client
@@ -145,6 +146,30 @@ async def test_bad_uploads_are_rejected_and_lose_nothing_accepted(
         code, details = await code_of(partner.upload(sid, [(batch_id, answers, False)]))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, name
         assert phrase in details, (name, details)
+
+    # A batch damaged on its way (its checksum no longer matches) is refused whole.
+    damaged = submission_service_pb2.UploadAnswersRequest(
+        submission_id=sid,
+        batch_id="damaged",
+        answers=[submission_pb2.Answer(item_id=ids[9], answer="<B>")],
+        answers_sha256=answers_sha256([(ids[9], "<A>")]),
+    )
+    code, details = await code_of(partner._stub.UploadAnswers(iter([damaged])))  # noqa: SLF001
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "answers_sha256" in details
+    # String fields of a submission are limited, each refusal naming its field.
+    for field, value in [
+        ("organisation", "医" * 201),
+        ("version", "v" * 101),
+        ("parameter_count", "7B\n"),
+    ]:
+        request = submission_service_pb2.CreateSubmissionRequest(
+            request_id=f"long-{field}",
+            model=submission_pb2.ModelInfo(name="m", **{field: value}),
+            track=common_pb2.TRACK_LLM,
+            mode=common_pb2.SUBMISSION_MODE_UPLOAD,
+        )
+        code, details = await code_of(partner._stub.CreateSubmission(request))  # noqa: SLF001
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and f"model.{field}" in details
 
     # A resend of an accepted batch is acknowledged and changes nothing.
     replay = await partner.upload(sid, [("ok-1", [(ids[0], "<A>"), (ids[1], "<B>")], False)])

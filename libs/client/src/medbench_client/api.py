@@ -23,6 +23,7 @@ from medbench.submission.v1 import (
 )
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_runtime.bearer import authorized_channel
+from medbench_runtime.checksums import answers_sha256
 
 MAX_MESSAGE = 16 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -105,6 +106,7 @@ class PartnerClient:
                     batch_id=batch_id,
                     final=final,
                     answers=[submission_pb2.Answer(item_id=i, answer=a) for i, a in answers],
+                    answers_sha256=answers_sha256(answers),
                 )
 
         return await self._stub.UploadAnswers(messages(), metadata=self._metadata)

@@ -80,6 +80,7 @@ from medbench_client.render import (
     ReportDocument,
     write_report,
 )
+from medbench_runtime.checksums import answers_sha256
 
 T = TypeVar("T")
 
@@ -713,6 +714,7 @@ def _answers_request(
         batch_id=batch.batch_id,
         final=batch.final,
         answers=[submission_pb2.Answer(item_id=i, answer=a) for i, a in batch.answers],
+        answers_sha256=answers_sha256(batch.answers),
     )
 
 

@@ -25,6 +25,7 @@ from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
+from medbench_runtime.checksums import answers_sha256
 from medbench_runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -153,8 +154,9 @@ class Submissions:
         uploads.check_request_id("request_id", request_id)
         if not model.name.strip():
             raise InvalidArgument("model.name is required")
-        if len(model.name) > uploads.MAX_MODEL_NAME:
-            raise InvalidArgument(f"model.name is longer than {uploads.MAX_MODEL_NAME} characters")
+        uploads.check_text("model.name", model.name, uploads.MAX_MODEL_NAME)
+        for field, most in uploads.MODEL_FIELDS.items():
+            uploads.check_text(f"model.{field}", getattr(model, field), most)
         if track == common_pb2.TRACK_UNSPECIFIED or track not in common_pb2.Track.values():
             raise InvalidArgument("track must be one of TRACK_LLM, TRACK_MULTIMODAL, TRACK_AGENT")
         api = mode == common_pb2.SUBMISSION_MODE_API
@@ -168,7 +170,9 @@ class Submissions:
         decoding = None
         if api:
             assert endpoint is not None
-            check_endpoint(endpoint.base_url, endpoint.model, endpoint.max_concurrency)
+            check_endpoint(
+                endpoint.base_url, endpoint.model, endpoint.max_concurrency, endpoint.api_key
+            )
             declared = None
             if endpoint.HasField("declared"):
                 d = endpoint.declared
@@ -301,9 +305,15 @@ class Submissions:
         batch_id: str,
         answers: Sequence[tuple[str, str]],
         final: bool,
+        checksum: str = "",
     ) -> UploadOutcome:
         """Accepts one upload message as a whole, or raises and changes nothing."""
         uploads.check_request_id("batch_id", batch_id)
+        if checksum and checksum != answers_sha256(answers):
+            raise InvalidArgument(
+                f"answers_sha256 does not match the {len(answers)} answers of batch "
+                f"{batch_id}: the batch was damaged on its way; send it again"
+            )
         doc = await self._store.get(tenant_id, submission_id)
         digest = uploads.batch_digest(answers) + (":final" if final else "")
         previous = await self._store.find_upload(tenant_id, submission_id, batch_id)

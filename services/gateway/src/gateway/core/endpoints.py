@@ -24,8 +24,19 @@ class Decoding:
 OFFICIAL = Decoding(temperature=0.7, max_tokens=512, context_window=2048)
 
 
-def check_endpoint(base_url: str, model: str, max_concurrency: int) -> None:
+MAX_URL = 2048
+MAX_API_KEY = 4096
+
+
+def check_endpoint(base_url: str, model: str, max_concurrency: int, api_key: str = "") -> None:
     """INVALID_ARGUMENT naming the field of an unusable endpoint."""
+    if len(base_url) > MAX_URL:
+        raise InvalidArgument(f"endpoint.base_url is longer than {MAX_URL} characters")
+    # The key goes out as an HTTP header value: printable ASCII only.
+    if len(api_key) > MAX_API_KEY or any(not " " <= c <= "~" for c in api_key):
+        raise InvalidArgument(
+            f"endpoint.api_key must be at most {MAX_API_KEY} printable ASCII characters"
+        )
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InvalidArgument(f"endpoint.base_url {base_url!r} must be an http(s) URL")

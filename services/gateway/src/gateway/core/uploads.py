@@ -13,6 +13,17 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ANSWERS_PER_MESSAGE = 5000
 MAX_ANSWER_BYTES = 32 * 1024
 MAX_MODEL_NAME = 200
+MAX_ITEM_ID = 128
+# Limits of the other free-text fields of a submission (characters).
+MODEL_FIELDS = {"version": 100, "organisation": 200, "parameter_count": 32}
+
+
+def check_text(field: str, value: str, most: int) -> None:
+    """INVALID_ARGUMENT naming the field when value is too long or holds control characters."""
+    if len(value) > most:
+        raise InvalidArgument(f"{field} is longer than {most} characters")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise InvalidArgument(f"{field} contains control characters")
 
 
 def submission_id_for(tenant_id: str, request_id: str) -> str:
@@ -45,19 +56,24 @@ def check_batch(
         raise InvalidArgument("an UploadAnswers message must carry at least one answer")
     if len(answers) > MAX_ANSWERS_PER_MESSAGE:
         raise InvalidArgument(
-            f"{len(answers)} answers in one message; at most {MAX_ANSWERS_PER_MESSAGE}"
+            f"answers: {len(answers)} in one message; at most {MAX_ANSWERS_PER_MESSAGE}"
         )
     seen: set[str] = set()
     unknown: list[str] = []
     out: list[AcceptedAnswer] = []
-    for item_id, text in answers:
+    for index, (item_id, text) in enumerate(answers):
+        if not item_id or len(item_id) > MAX_ITEM_ID:
+            raise InvalidArgument(f"answers[{index}].item_id must be 1-{MAX_ITEM_ID} characters")
         size = len(text.encode())
         if size > MAX_ANSWER_BYTES:
             raise InvalidArgument(
-                f"answer for item {item_id} is {size} bytes; at most {MAX_ANSWER_BYTES}"
+                f"answers[{index}].answer (item {item_id}) is {size} bytes; at most "
+                f"{MAX_ANSWER_BYTES}"
             )
         if item_id in seen:
-            raise InvalidArgument(f"item {item_id} is answered twice in one message")
+            raise InvalidArgument(
+                f"answers[{index}].item_id: item {item_id} is answered twice in one message"
+            )
         seen.add(item_id)
         found = manifest.get(item_id)
         if found is None:

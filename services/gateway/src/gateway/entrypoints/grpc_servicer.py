@@ -155,6 +155,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
                 message.batch_id,
                 [(a.item_id, a.answer) for a in message.answers],
                 message.final,
+                message.answers_sha256,
             )
             if outcome.replayed:
                 replayed += 1
