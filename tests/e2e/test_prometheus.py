@@ -105,6 +105,11 @@ async def test_prometheus_scrapes_the_series_the_alerts_and_dashboard_use(
         "consumer lag": 'medbench_kafka_consumer_lag{component="aggregator"}',
         "outbox backlog": 'medbench_outbox_backlog{component="gateway"}',
         "reports": 'medbench_aggregator_reports_total{component="aggregator"}',
+        "items answered": f'medbench_items_total{{component="gateway",stage="answered",'
+        f'tenant="{TENANT}",track="llm"}}',
+        "items scored": f'medbench_items_total{{component="metric_scorer",stage="scored",'
+        f'tenant="{TENANT}",track="llm"}}',
+        "submissions by state": 'medbench_submissions{component="gateway",state="COMPLETED"}',
     }
     missing = dict(wanted)
 

@@ -18,6 +18,21 @@ RPC_LATENCY = Histogram(
 )
 
 
+ITEMS = Counter(
+    "medbench_items_total",
+    "Items through a stage (answered, scored, judged) by tenant and track; messages handled "
+    "again after a crash count again.",
+    ["stage", "tenant", "track"],
+)
+TRACKS = {0: "unspecified", 1: "llm", 2: "multimodal", 3: "agent"}
+
+
+def count_items(stage: str, tenant: str, track: int, n: int) -> None:
+    """Adds n items to a stage's counter (nothing for n == 0)."""
+    if n > 0:
+        ITEMS.labels(stage, tenant, TRACKS.get(track, "unspecified")).inc(n)
+
+
 def serve_metrics(host: str, port: int) -> None:
     """Starts the /metrics HTTP endpoint in a daemon thread."""
     start_http_server(port, addr=host)

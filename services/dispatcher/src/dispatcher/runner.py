@@ -414,6 +414,7 @@ class Dispatcher:
                     batch_id=batch_id,
                     expected_items=job.doc["expected"],
                     mode=common_pb2.SUBMISSION_MODE_API,
+                    track=int(job.doc.get("track", 0)),
                     recorded_at=recorded_at,
                     self_test=bool(job.doc.get("self_test", False)),
                     responses=[

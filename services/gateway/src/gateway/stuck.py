@@ -1,4 +1,5 @@
-"""StuckSweeper: exports how many submissions sit in a state past its lease.
+"""StuckSweeper: exports how many submissions are in each state, and how many sit in a state
+past its lease.
 
 A submission SCORING for longer than the lease has every answer in and no report: a scorer,
 the aggregator or a broker needs attention (alert MedbenchSubmissionsStuck). A DISPATCHING one
@@ -23,6 +24,18 @@ STUCK = Gauge(
     "medbench_submissions_stuck",
     "Submissions in a state past its lease (no progress), by state and tenant.",
     ["state", "tenant"],
+)
+
+
+BY_STATE = Gauge("medbench_submissions", "Submissions by state (every sweep).", ["state"])
+STATES = (
+    "AWAITING_ANSWERS",
+    "DISPATCHING",
+    "SCORING",
+    "AGGREGATING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
 )
 
 
@@ -59,6 +72,8 @@ class StuckSweeper:
         STUCK.clear()
         for (state, tenant), n in counts.items():
             STUCK.labels(state, tenant).set(n)
+        for state in STATES:
+            BY_STATE.labels(state).set(await self._db.submissions.count_documents({"state": state}))
         return counts
 
     async def run(self) -> None:

@@ -33,6 +33,7 @@ from medbench_runtime.errors import (
     InvalidArgument,
     Unavailable,
 )
+from medbench_runtime.metrics import count_items
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
 
@@ -434,6 +435,10 @@ class Submissions:
         state = await in_transaction(self._infra.client, commit)
         self._infra.relay.notify()
         metrics.ANSWERS_UPLOADED.labels(tenant_id).inc(len(accepted))
+        expected = doc["expected"]
+        count_items(
+            "answered", tenant_id, doc["track"], sum(a.ordinal < expected for a in accepted)
+        )
         return UploadOutcome(replayed=False, accepted=len(accepted), state=state)
 
     @staticmethod
@@ -453,6 +458,7 @@ class Submissions:
             expected_items=expected,
             responses=responses,
             mode=doc["mode"],
+            track=doc["track"],
             recorded_at=ts,
         )
         return event.event_id, Outgoing(topics.RESPONSE_RECORDED, event, key=doc["_id"])

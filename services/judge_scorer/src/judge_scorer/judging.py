@@ -25,6 +25,7 @@ from judge_scorer.panel import JudgeInput, Panel, PanelResult
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import KafkaPublisher, Outgoing
+from medbench_runtime.metrics import count_items
 from medbench_storage.pool_keys import MongoPoolKeys, PoolKey
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class Judging:
             judgments.append(_judgment(event, task, result, calibration_id))
             JUDGED.labels("unscored" if result.score is None else "scored").inc()
         await self._store.record_judgments(judgments)
+        count_items(
+            "judged", event.tenant_id, event.track, sum(r.score is not None for r in results)
+        )
         scored_at = Timestamp()
         scored_at.FromDatetime(datetime.now(UTC))
         message = scoring_events_pb2.ItemsScored(

@@ -30,6 +30,7 @@ async def on_submission_created(
             "_id": sub.submission_id,
             "tenant_id": sub.tenant_id,
             "pool_id": sub.pool_id,
+            "track": sub.track,
             "expected": sub.progress.expected_items,
             "state": "RUNNING",
             "reason": "",

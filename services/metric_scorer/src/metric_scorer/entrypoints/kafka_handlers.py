@@ -11,6 +11,7 @@ from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.consumer import Delivery
 from medbench_messaging.publisher import Outgoing, Publisher
+from medbench_runtime.metrics import count_items
 from medbench_storage.pool_keys import MongoPoolKeys, PoolKey
 from metric_scorer.adapters.mongo_variants import MongoVariants
 from metric_scorer.core.components import merge, plan, score_objective
@@ -146,6 +147,8 @@ async def on_responses_recorded(
             expected_scores=total,
             dataset_rules=rules,
             self_test=event.self_test,
+            track=event.track,
         )
         out.append(Outgoing(topics.JUDGE_REQUESTED, request, key=event.submission_id))
     await publisher.publish(out)
+    count_items("scored", event.tenant_id, event.track, len(scores) + len(judged))
