@@ -42,7 +42,9 @@ from medbench_storage.infra import Infrastructure
 
 log = logging.getLogger(__name__)
 
-CALLS = Counter("medbench_dispatch_calls_total", "Endpoint calls by outcome.", ["outcome"])
+CALLS = Counter(
+    "medbench_dispatch_calls_total", "Endpoint calls by outcome and tenant.", ["outcome", "tenant"]
+)
 INFLIGHT = Gauge("medbench_dispatch_inflight", "Endpoint calls in flight.")
 FLUSH_ITEMS = 200
 # How often RUNNING jobs are looked up besides the notifications of new ones.
@@ -314,7 +316,7 @@ class Dispatcher:
             outcome = decide(
                 classify(result.status, result.error or None), attempt, self._policy, job.budget
             )
-            CALLS.labels(outcome.name.lower()).inc()
+            CALLS.labels(outcome.name.lower(), job.doc["tenant_id"]).inc()
             if result.status == 429:
                 job.limit.on_throttle(epoch)
             if outcome is Outcome.SUCCESS:
