@@ -69,7 +69,8 @@ demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp), evaluate it in A
 stop:             ## Stop what `make run` or `make demo-llm` started
 	$(PY) -m medbench_devstack.demo_llm down
 
-bench: setup      ## Benchmarks: metrics, 100k evaluation, API dispatch, judge, 700k report, 700k bank, auth
+bench: setup      ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
+	@rm -f .tmp/bench/results.jsonl
 	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_dispatch
@@ -77,5 +78,6 @@ bench: setup      ## Benchmarks: metrics, 100k evaluation, API dispatch, judge, 
 	$(PY) -m tests.bench.bench_aggregate
 	$(PY) -m tests.bench.bench_bank
 	$(PY) -m tests.bench.bench_auth
+	$(PY) -m tests.bench.results --readme README.md
 
 .PHONY: help setup protos lint test run demo-llm stop bench

@@ -27,6 +27,7 @@ from aggregator.core.report import build_report
 from aggregator.core.uncertainty import bench as bootstrap_bench
 from aggregator.core.uncertainty import bootstrap_report
 from medbench_devstack.mongo import MongoWireServer
+from tests.bench.results import record
 
 BATCH = 500
 DATASETS = [(f"DS{d:02d}", f"dim{d % 5}") for d in range(36)]
@@ -99,11 +100,14 @@ async def main(n_items: int) -> None:
             f"{report.overall:.2f} [{intervals.overall.low:.2f}, {intervals.overall.high:.2f}]; "
             f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB)"
         )
+        record("aggregate", f"report from {len(items):,} item scores", elapsed, "s", 10, False)
+        record("aggregate", "report peak RSS", peak_rss_mib(), "MiB")
     finally:
         await client.close()
         mongo.stop()
     seconds = bootstrap_bench(10_000, 1000)
     print(f"bootstrap: 1,000 resamples over 10,000 units in {seconds:.2f} s (target <= 2 s)")
+    record("aggregate", "bootstrap 1,000 x 10,000 units", seconds, "s", 2, False)
 
 
 if __name__ == "__main__":

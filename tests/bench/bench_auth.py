@@ -21,6 +21,7 @@ from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_runtime.auth import Authenticator, authorize, mint_key
 from medbench_runtime.bearer import authorized_channel
 from medbench_runtime.interceptors import RpcInterceptor
+from tests.bench.results import record
 
 SERVICE_TOKEN = "b" * 40
 CALLS = 4000
@@ -101,6 +102,7 @@ async def main() -> None:
         print(
             f"  {name:28s} {rate:8.0f} calls/s  ratio {rate / base:4.2f}  {overhead:+6.1f} us/call"
         )
+        record("auth", f"unary calls, {name}", rate, "calls/s")
     # The authenticator and policy check alone (no gRPC), per call.
     for name, auth, token in cases[2:]:
         assert auth is not None and token is not None
@@ -109,10 +111,9 @@ async def main() -> None:
         started = time.perf_counter()
         for _ in range(n):
             authorize(METHOD, await auth.authenticate(metadata, "ipv4:127.0.0.1:1"))
-        print(
-            f"  {name:28s} authenticate + authorize alone: "
-            f"{(time.perf_counter() - started) / n * 1e6:5.1f} us"
-        )
+        alone = (time.perf_counter() - started) / n * 1e6
+        print(f"  {name:28s} authenticate + authorize alone: {alone:5.1f} us")
+        record("auth", f"authenticate + authorise, {name}", alone, "us", 50, False)
 
 
 if __name__ == "__main__":

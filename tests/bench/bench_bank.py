@@ -20,6 +20,7 @@ from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceSpec
 from rotator.core.synthetic import synthetic_items
 from tests.bench.local_stack import bench_stack
+from tests.bench.results import record
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -70,6 +71,9 @@ async def main(n_items: int, batch: int) -> None:
             f"with {pool.item_count} items in {pool.group_count} groups over "
             f"{len(pool.datasets)} datasets"
         )
+        record("bank", f"import of {n_items:,} items", n_items / import_s, "items/s", 2_000)
+        record("bank", "RotatePool over the bank", rotate_s, "s", 60, False)
+        record("bank", "rotator peak RSS", after["VmHWM"] / 1024, "MiB", 1024, False)
         print(
             f"rotator memory: RSS {before['VmRSS'] / 1024:.0f} MiB before rotation, "
             f"{after['VmRSS'] / 1024:.0f} MiB after; peak (VmHWM) "

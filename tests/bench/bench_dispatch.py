@@ -27,6 +27,7 @@ from medbench_client.bank_files import import_item
 from medbench_devstack.ports import free_port
 from rotator.core.synthetic import synthetic_items
 from tests.bench.local_stack import BenchStack, bench_stack
+from tests.bench.results import record
 from tests.e2e.harness import partner_client
 
 LATENCY_S = 0.2
@@ -147,6 +148,8 @@ async def main(n_items: int, clean_only: bool) -> None:
             f"call latency seen by the dispatcher: p50 {clean['latency_p50']:.0f} ms, "
             f"p99 {clean['latency_p99']:.0f} ms (the endpoint sleeps {LATENCY_S * 1000:.0f} ms)"
         )
+        record("dispatch", "requests/s / ideal (200 ms endpoint, cap 64)", rate / ideal, "x", 0.9)
+        record("dispatch", "call latency p50 (endpoint sleeps 200 ms)", clean["latency_p50"], "ms")
         per_1000 = {
             k.removeprefix("cpu_"): v * 1000 / clean["calls"]
             for k, v in clean.items()
@@ -166,6 +169,7 @@ async def main(n_items: int, clean_only: bool) -> None:
             f"({noisy['calls'] - noisy['answered']:.0f} retries: {noisy['throttled']:.0f} x 429, "
             f"{noisy['errors']:.0f} x 5xx), {rate:.0f} requests/s = {rate / ideal:.2f} x ideal"
         )
+        record("dispatch", f"{n_items:,} items with 10% 429 + 5% 5xx", noisy["elapsed"], "s")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.ports import free_port
 from medbench_runtime.http_client import HttpClient
 from medbench_runtime.openai_endpoint import OpenAIEndpoint
+from tests.bench.results import record
 
 LATENCY_S = 1.0
 CAP = 32
@@ -108,6 +109,7 @@ async def main(n: int, hits: int) -> None:
                 f"judged {n} items ({label}): {elapsed:.1f} s, {rate:.1f} items/s = "
                 f"{rate / ideal:.2f} x ideal (target >= 0.9)"
             )
+            record("judge", f"throughput / ideal ({label})", rate / ideal, "x", 0.9)
         cached = inputs(n, "a")
         repeats = max(1, hits // n)
         elapsed = await timed(panel, cached * repeats, 500)
@@ -116,6 +118,7 @@ async def main(n: int, hits: int) -> None:
             f"cache-hit path: {n * repeats} items in {elapsed:.2f} s = {rate:,.0f} items/s "
             f"(target >= 10,000)"
         )
+        record("judge", "cache-hit path", rate, "items/s", 10_000)
     finally:
         await client.close()
         judge_server.terminate()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from metric_scorer.core.metrics import ItemKey, score_item
 from metric_scorer.core.text_reference import reference_lcs_length, reference_levenshtein
+from tests.bench.results import record
 
 CJK = [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
 
@@ -132,6 +133,8 @@ def main() -> None:
         ratio = f"{fast / slow:8.1f}" if slow else f"{'-':>8}"
         naive = f"{slow:14,.0f}" if slow else f"{'-':>14}"
         print(f"{name:40} {fast:12,.0f} {naive} {ratio}  {note}")
+        target = {"choice_single (MCQ)": 50_000, "rouge_l (200 chars)": 5_000}.get(name)
+        record("metrics", name, fast, "items/s", target)
     print("targets: MCQ >= 50,000 items/s; ROUGE-L >= 5,000 items/s (200-character answers)")
 
 

@@ -21,6 +21,7 @@ from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.bench.local_stack import bench_stack
+from tests.bench.results import record
 from tests.e2e.harness import partner_client
 from tests.reference_scoring import score_in_process
 
@@ -98,6 +99,8 @@ async def main(n_items: int, batch: int) -> None:
         print(f"raw bulk insert (Mongo)    {raw_s:8.2f} s  ({raw_rate:10.0f} items/s)")
         print(f"ratio end-to-end / in-process loop: {rate / loop_rate:.3f}")
         print(f"ratio end-to-end / raw bulk insert: {rate / raw_rate:.3f} (target >= 0.5)")
+        record("upload", f"{n_items:,} items uploaded -> report", rate, "items/s")
+        record("upload", "end to end / raw bulk insert", rate / raw_rate, "x", 0.5)
         print(f"overall score {report.overall:.2f} (in-process {overall:.2f}: identical)")
 
 
