@@ -82,6 +82,14 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+_ENABLED = False
+
+
+def tracing_enabled() -> bool:
+    """Whether setup_tracing installed a provider in this process."""
+    return _ENABLED
+
+
 def setup_tracing(service: str, settings: TracingSettings) -> bool:
     """Installs the tracer provider; False when tracing is off."""
     if not (settings.file or settings.otlp_endpoint):
@@ -107,6 +115,8 @@ def setup_tracing(service: str, settings: TracingSettings) -> bool:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
         )
     trace.set_tracer_provider(provider)
+    global _ENABLED
+    _ENABLED = True
     return True
 
 

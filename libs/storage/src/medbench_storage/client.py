@@ -12,6 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ConnectionFailure
 
 from medbench_runtime.settings import MongoSettings
+from medbench_runtime.tracing import tracing_enabled
 from medbench_storage.tracing import MongoCommandSpans
 
 T = TypeVar("T")
@@ -33,8 +34,9 @@ async def connect(settings: MongoSettings) -> AsyncIterator[AsyncMongoClient[dic
         serverSelectionTimeoutMS=int(settings.server_selection_timeout_s * 1000),
         tz_aware=True,
         retryWrites=True,
-        # Spans only inside a recorded span; with tracing off this is a cheap no-op.
-        event_listeners=[MongoCommandSpans()],
+        # Command spans only when tracing is on: a command listener makes the driver build an
+        # event (with the command and reply documents) for every command.
+        event_listeners=[MongoCommandSpans()] if tracing_enabled() else [],
     )
     try:
         yield client
