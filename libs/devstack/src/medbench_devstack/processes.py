@@ -210,6 +210,13 @@ def stop_pid(
     process was signalled.
     """
     cmdline = pid_cmdline(pid)
+    if expect_in_cmdline is not None:
+        # An empty command line is a process between fork and exec (just started) or a zombie:
+        # give the first its command line before judging it.
+        deadline = time.monotonic() + 1.0
+        while cmdline == "" and time.monotonic() < deadline:
+            time.sleep(0.02)
+            cmdline = pid_cmdline(pid)
     if cmdline is None:
         return False
     if expect_in_cmdline is not None and cmdline and expect_in_cmdline not in cmdline:
