@@ -433,7 +433,6 @@ async def test_the_audit_log_records_who_did_what_from_where(stack: ServiceStack
     key = partner_key(stack, "audit-t")
     partner = partner_client(stack, "audit-t")
     created = await partner.create(f"audit-{uuid.uuid4().hex[:6]}", "m")
-    sid = created.submission.submission_id
     viewer = partner_client(stack, "audit-t", V)
     with pytest.raises(grpc.aio.AioRpcError):
         await viewer.create("audit-denied", "m")
@@ -479,7 +478,6 @@ async def test_the_audit_log_records_who_did_what_from_where(stack: ServiceStack
         m.name for m in identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].methods
     }
     assert not any("Audit" in n and not n.startswith("List") for n in names)
-    assert sid
 
 
 async def test_a_partner_cannot_choose_its_tenant(stack: ServiceStack) -> None:

@@ -123,3 +123,14 @@ async def test_sigterm_stops_workers_and_the_server(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await health(address)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_service_token_too_short_to_be_a_secret_refuses_to_start() -> None:
+    settings = ServiceSettings(
+        service_name="t",
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        auth=AuthSettings(service_token="short"),
+    )
+    with pytest.raises(RuntimeError, match="MEDBENCH_AUTH__SERVICE_TOKEN is 5 characters"):
+        await run_service(settings, ServiceRuntime())

@@ -13,16 +13,16 @@ The profile is --profile, else MEDBENCH_PROFILE, else the file's default_profile
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medbench_client.cli_files import write_json_atomically
 
 ENV_GATEWAY = "MEDBENCH_GATEWAY"
 ENV_KEY = "MEDBENCH_API_KEY"
@@ -115,19 +115,7 @@ def loose_permissions(path: Path) -> bool:
 def write(path: Path, data: Mapping[str, Any]) -> None:
     """Writes the file atomically with mode 0600 (folder 0700 when created)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomically(path, data, mode=0o600)
     os.chmod(path, 0o600)
 
 

@@ -149,9 +149,14 @@ def state_path(answers: Path) -> Path:
     return answers.with_name(answers.name + STATE_SUFFIX)
 
 
-def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+def write_json_atomically(path: Path, data: Mapping[str, Any], mode: int | None = None) -> None:
+    """Writes JSON to a temporary file beside path, synced, then renamed over it: a reader
+    sees the old file or the new one, never half of one. mode (e.g. 0o600) is set before any
+    byte is written."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(data, out, indent=1, sort_keys=True)
             out.write("\n")
@@ -208,7 +213,7 @@ class UploadState:
         self.save()
 
     def save(self) -> None:
-        _write_json_atomically(self.path, self._data)
+        write_json_atomically(self.path, self._data)
 
 
 # -- prompt downloads ---------------------------------------------------------------------

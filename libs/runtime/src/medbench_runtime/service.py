@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from medbench_runtime.auth import Authenticator, KeyStore
+from medbench_runtime.auth import MIN_SERVICE_TOKEN, Authenticator, KeyStore
 from medbench_runtime.interceptors import AuditSink, RpcInterceptor
 from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.settings import ServiceSettings
@@ -85,6 +85,14 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials:
 
 async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
     """Serves until SIGTERM/SIGINT (or a worker dies), then drains and returns."""
+    token = settings.auth.service_token.get_secret_value().strip()
+    if 0 < len(token) < MIN_SERVICE_TOKEN:
+        raise RuntimeError(
+            f"MEDBENCH_AUTH__SERVICE_TOKEN is {len(token)} characters; at least "
+            f"{MIN_SERVICE_TOKEN} are needed"
+        )
+    if not token:
+        log.error("MEDBENCH_AUTH__SERVICE_TOKEN is not set: calls between services are refused")
     serve_metrics(settings.metrics_host, settings.metrics_port)
     auth = runtime.auth or Authenticator(
         settings.auth.service_token.get_secret_value(),

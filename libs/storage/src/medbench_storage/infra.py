@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from medbench_messaging.admin import ensure_topics
 from medbench_messaging.publisher import KafkaPublisher
+from medbench_runtime.errors import Unauthenticated
 from medbench_runtime.settings import ServiceSettings
 from medbench_runtime.tracing import setup_tracing
 from medbench_storage.client import connect, ping
@@ -70,7 +71,10 @@ async def open_infrastructure(
             db, [*outbox_indexes(settings.service_name), *identity_indexes, *indexes]
         )
         if settings.auth.bootstrap_key.get_secret_value():
-            await install_bootstrap_key(db, settings.auth.bootstrap_key.get_secret_value())
+            try:
+                await install_bootstrap_key(db, settings.auth.bootstrap_key.get_secret_value())
+            except Unauthenticated as exc:
+                raise RuntimeError(f"MEDBENCH_AUTH__BOOTSTRAP_KEY: {exc}") from None
         if sealed_indexes:
             await ensure_indexes(client[settings.mongo.sealed_database_name], sealed_indexes)
         publisher = KafkaPublisher(settings.kafka, client_id=settings.member_id)
