@@ -118,6 +118,7 @@ async def one_run(
         "infra_failed": status.infra_failed_items,
         **{f"cpu_{name}": seconds for name, seconds in cpu.items()},
         "throttled": stats["throttled"],
+        "concurrency": stats["inflight_sum"] / max(1, stats["calls"]),
         "errors": stats["errors"],
         "latency_p50": latencies[len(latencies) // 2],
         "latency_p99": latencies[int(len(latencies) * 0.99)],
@@ -146,7 +147,9 @@ async def main(n_items: int, clean_only: bool) -> None:
         )
         print(
             f"call latency seen by the dispatcher: p50 {clean['latency_p50']:.0f} ms, "
-            f"p99 {clean['latency_p99']:.0f} ms (the endpoint sleeps {LATENCY_S * 1000:.0f} ms)"
+            f"p99 {clean['latency_p99']:.0f} ms (the endpoint sleeps {LATENCY_S * 1000:.0f} ms); "
+            f"requests in flight at the endpoint when one arrives: {clean['concurrency']:.1f} "
+            f"(cap {CAP})"
         )
         record("dispatch", "requests/s / ideal (200 ms endpoint, cap 64)", rate / ideal, "x", 0.9)
         record("dispatch", "call latency p50 (endpoint sleeps 200 ms)", clean["latency_p50"], "ms")

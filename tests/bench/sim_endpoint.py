@@ -12,7 +12,18 @@ import json
 import random
 import time
 
-STATS = {"calls": 0, "answered": 0, "throttled": 0, "errors": 0, "first": 0.0, "last": 0.0}
+STATS = {
+    "calls": 0,
+    "answered": 0,
+    "throttled": 0,
+    "errors": 0,
+    "first": 0.0,
+    "last": 0.0,
+    # Requests in flight now, and summed over arrivals (their mean is the concurrency a
+    # request found when it arrived, itself included).
+    "inflight": 0,
+    "inflight_sum": 0,
+}
 
 
 async def handle(
@@ -41,7 +52,12 @@ async def handle(
                 STATS["calls"] += 1
                 STATS["first"] = STATS["first"] or now
                 STATS["last"] = now
-                await asyncio.sleep(args.latency_s)
+                STATS["inflight"] += 1
+                STATS["inflight_sum"] += STATS["inflight"]
+                try:
+                    await asyncio.sleep(args.latency_s)
+                finally:
+                    STATS["inflight"] -= 1
                 roll = rng.random()
                 if roll < args.rate_429:
                     STATS["throttled"] += 1
