@@ -15,6 +15,8 @@ LLM_PINS := fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 sse-starlette==3.
   starlette-context==0.3.6 pydantic==2.14.4 pydantic-settings==2.16.3 numpy==2.4.6 \
   diskcache==5.6.3 jinja2==3.1.6 PyYAML==6.0.4 typing-extensions==4.16.0
 DEMO_LLM_ARGS ?=
+CHAOS_ITEMS ?= 20000
+SOAK_MINUTES ?= 10
 
 include charts/tools.mk
 
@@ -45,7 +47,17 @@ lint: setup       ## ruff lint + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup lint chart-tools ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
+# The website's tests read its pages in Debian's Chromium through chromedriver; a CJK font makes
+# their screenshots legible. System packages: apt-get, as root (CI runs as root).
+BROWSER_PKGS := chromium chromium-driver fonts-wqy-microhei
+browser:          ## Install Debian's Chromium, chromedriver and a CJK font (website tests)
+	@dpkg -s $(BROWSER_PKGS) >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "make browser: needs root to apt-get install $(BROWSER_PKGS)" >&2; exit 1; }; \
+	  install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q=2 $(BROWSER_PKGS) >/dev/null; }; \
+	  install || { apt-get update -q=2 >/dev/null && install; }; }
+	@/usr/bin/chromium --version 2>/dev/null
+
+test: setup lint chart-tools browser ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
 	@mkdir -p .tmp; $(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -69,7 +81,23 @@ demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp), evaluate it in A
 stop:             ## Stop what `make run` or `make demo-llm` started
 	$(PY) -m medbench_devstack.demo_llm down
 
-bench: setup      ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
+# ghz, the gRPC load generator of `make bench`, from the Go module proxy into .tools/bin.
+GHZ_VERSION := v0.121.0
+GHZ_STAMP := .tools/.ghz-$(GHZ_VERSION)
+$(GHZ_STAMP):
+	@mkdir -p .tools/bin
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	@rm -f .tools/.ghz-* && touch $@
+
+load-tools: $(GHZ_STAMP) ## Install ghz (gRPC load generator) into .tools/bin
+
+soak: setup       ## Many tenants submitting and watching for SOAK_MINUTES (10): errors, p99, RSS
+	$(PY) -m tests.bench.soak --minutes $(SOAK_MINUTES)
+
+chaos: setup      ## Faults during a 20,000-item evaluation per mode; table in .tmp/chaos/CHAOS.md
+	$(PY) -m tests.chaos --items $(CHAOS_ITEMS)
+
+bench: setup load-tools ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
 	@rm -f .tmp/bench/results.jsonl
 	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
@@ -78,6 +106,7 @@ bench: setup      ## Every benchmark, then one table (BENCHMARKS.md and the READ
 	$(PY) -m tests.bench.bench_aggregate
 	$(PY) -m tests.bench.bench_bank
 	$(PY) -m tests.bench.bench_auth
+	$(PY) -m tests.bench.bench_load
 	$(PY) -m tests.bench.results --readme README.md
 
-.PHONY: help setup protos lint test run demo-llm stop bench
+.PHONY: help setup protos lint test run demo-llm stop bench browser chaos soak load-tools

@@ -32,7 +32,11 @@ class BenchStack:
 
 
 @contextmanager
-def bench_stack(name: str, specs: Sequence[ServiceSpec] = SERVICES) -> Iterator[BenchStack]:
+def bench_stack(
+    name: str,
+    specs: Sequence[ServiceSpec] = SERVICES,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[BenchStack]:
     """Starts everything in a temporary folder and stops it all on exit."""
     work = Path(tempfile.mkdtemp(prefix=f"medbench-bench-{name}-"))
     kafka, mongo = KafkaBroker(work / "kafka"), MongoWireServer(work / "mongo")
@@ -47,6 +51,7 @@ def bench_stack(name: str, specs: Sequence[ServiceSpec] = SERVICES) -> Iterator[
             kafka.bootstrap,
             f"{name}{token}.",
             specs=specs,
+            extra_env=extra_env,
         )
         try:
             stack.start(timeout_s=120)

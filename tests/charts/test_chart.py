@@ -35,6 +35,7 @@ WITH_NETWORK_POLICY = [
 SERVICES = ["gateway", "rotator", "dispatcher", "metric-scorer", "judge-scorer", "aggregator"]
 SEALED_READERS = {"rotator", "metric-scorer", "judge-scorer"}
 MODEL_SERVER = "judge-model"
+SITE = "site"
 GPU = "nvidia.com/gpu"
 # Metrics the alerts and the dashboard use that the services do not export yet (see the chart
 # README); everything else they name must exist in libs/ or services/.
@@ -200,7 +201,7 @@ def test_services_use_native_grpc_probes_and_drain_before_kill(
     rendered: dict[str, list[dict[str, Any]]], scenario: str
 ) -> None:
     for name, deployment in _deployments(rendered[scenario]).items():
-        if name == MODEL_SERVER:
+        if name in (MODEL_SERVER, SITE):
             continue
         container = _main_container(deployment)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -406,9 +407,10 @@ def test_network_policies_deny_by_default_and_allow_the_flow(
     deployments = _deployments(docs)
     for name in deployments:
         assert f"medbench-{name}" in policies, f"{name} has no NetworkPolicy"
-    assert _grpc_callers(policies["medbench-rotator"]) == {"gateway", "dispatcher"}
+    site = {SITE} if SITE in deployments else set()
+    assert _grpc_callers(policies["medbench-rotator"]) == {"gateway", "dispatcher"} | site
     assert _grpc_callers(policies["medbench-dispatcher"]) == {"gateway"}
-    assert _grpc_callers(policies["medbench-aggregator"]) == {"gateway"}
+    assert _grpc_callers(policies["medbench-aggregator"]) == {"gateway"} | site
     assert _grpc_callers(policies["medbench-metric-scorer"]) == set()
     # Only the dispatcher reaches the internet (partners' endpoints), never cloud metadata.
     for name, policy in policies.items():
@@ -431,6 +433,66 @@ def test_network_policies_deny_by_default_and_allow_the_flow(
             if "podSelector" in peer
         }
         assert callers == {"judge-scorer"}
+
+
+def test_the_website_is_off_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert SITE not in _deployments(rendered["chart-defaults"])
+
+
+def test_production_serves_the_website_from_the_aggregator_only(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["production-values.yaml"]
+    site = _deployments(docs)[SITE]
+    container = _main_container(site)
+    assert container["command"][:4] == ["python", "-m", "medbench_site", "serve"]
+    env = _env(container)
+    assert env["MEDBENCH_PEERS__AGGREGATOR"]["value"] == "medbench-aggregator:50051"
+    assert env["MEDBENCH_PEERS__ROTATOR"]["value"] == "medbench-rotator:50051"
+    assert env["MEDBENCH_AUTH__SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "service-token"
+    )
+    # No database: the site holds no MongoDB or Kafka settings at all.
+    assert not [n for n in env if n.startswith(("MEDBENCH_MONGO", "MEDBENCH_KAFKA"))]
+    assert "envFrom" not in container
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    (ingress,) = [d for d in _of_kind(docs, "Ingress") if _component(d) == SITE]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "medbench.example.org"
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "medbench-site"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["medbench.example.org"], "secretName": "medbench-site-tls"}
+    ]
+    policy = _policies(docs)["medbench-site"]["spec"]
+    (ingress_rule,) = policy["ingress"]
+    assert ingress_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress_rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    reached = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in policy["egress"]
+        for peer in rule.get("to", [])
+        if "podSelector" in peer
+        and "app.kubernetes.io/component" in peer["podSelector"].get("matchLabels", {})
+    }
+    assert reached == {"aggregator", "rotator"}
+
+
+def test_the_website_needs_the_aggregator(helm: str) -> None:
+    result = _run(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "site.enabled=true",
+        "--set",
+        "aggregator.enabled=false",
+    )
+    assert result.returncode != 0
+    assert "the website reads the aggregator and the rotator" in result.stderr
 
 
 def test_production_keeps_the_model_server_offline(

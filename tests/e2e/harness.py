@@ -83,13 +83,15 @@ class Evaluation:
     batch_size: int = 100
     # Canonical questions of the answered items (answers are written for their option order).
     questions: dict[str, str] = field(default_factory=dict)
+    # Name and leaderboard metadata of the model (default: a model named e2e-model).
+    model: submission_pb2.ModelInfo | None = None
 
     def partner(self) -> PartnerClient:
         # A fresh channel per call: a restarted gateway gets a fresh connection.
         return partner_client(self.stack, self.tenant)
 
     async def create(self) -> str:
-        response = await self.partner().create(self.request_id, "e2e-model")
+        response = await self.partner().create(self.request_id, "e2e-model", model=self.model)
         self.submission_id = response.submission.submission_id
         return self.submission_id
 

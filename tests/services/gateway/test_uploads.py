@@ -19,10 +19,28 @@ def test_submission_id_is_stable_and_tenant_scoped() -> None:
     assert uploads.submission_id_for("a", "bc") != uploads.submission_id_for("ab", "c")
 
 
-@pytest.mark.parametrize("value", ["", "x" * 129, "has space", "slash/no", "ünïcode"])
+@pytest.mark.parametrize(
+    "value", ["", "x" * 129, "has space", "slash/no", "ünïcode", "run-1\n", "run\x00", "run１"]
+)
 def test_malformed_ids_are_invalid_argument(value: str) -> None:
     with pytest.raises(InvalidArgument, match="batch_id"):
         uploads.check_request_id("batch_id", value)
+
+
+@pytest.mark.parametrize("value", ["GPT\u202e5", "a\u2066b\u2069", "\u202aname\u202c"])
+def test_bidirectional_controls_are_refused_in_shown_names(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="model.name contains bidirectional control"):
+        uploads.check_text("model.name", value, uploads.MAX_MODEL_NAME)
+
+
+def test_other_unicode_in_names_is_kept() -> None:
+    for value in [
+        "医学模型\u200d👩\u200d⚕️",
+        "ＭｅｄＧＰＴ－７Ｂ",
+        "Me\u0301dGPT",
+        "模型（第２版）",
+    ]:
+        uploads.check_text("model.name", value, uploads.MAX_MODEL_NAME)
 
 
 def test_check_batch_maps_items_to_ordinals() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -52,6 +54,12 @@ def test_key_point_recall(answer: str, key_points: list[str], matched: tuple[boo
 
 def test_normalise_folds_width_case_punctuation_and_white_space() -> None:
     assert normalise("ＣＴ 平扫，\t增强（必要时）!") == "ct平扫增强必要时"
+
+
+def test_invisible_characters_and_decomposed_letters_do_not_hide_a_key_point() -> None:
+    assert normalise("低\u200b盐\u200d饮\u00ad食\ufeff") == "低盐饮食"
+    nfd = unicodedata.normalize("NFD", "考虑梅尼埃病（Ménière病），建议低\u200b盐饮食。")
+    assert key_point_recall(nfd, ["梅尼埃病（Ménière病）", "低盐饮食"]).recall == 1.0
 
 
 def test_threshold_is_configurable() -> None:

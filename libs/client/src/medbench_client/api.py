@@ -53,11 +53,13 @@ class PartnerClient:
         track: int = common_pb2.TRACK_LLM,
         mode: int = common_pb2.SUBMISSION_MODE_UPLOAD,
         endpoint: submission_pb2.Endpoint | None = None,
+        model: submission_pb2.ModelInfo | None = None,
     ) -> submission_service_pb2.CreateSubmissionResponse:
+        """``model`` (name and the leaderboard's metadata) wins over ``model_name``."""
         return await self._stub.CreateSubmission(
             submission_service_pb2.CreateSubmissionRequest(
                 request_id=request_id,
-                model=submission_pb2.ModelInfo(name=model_name),
+                model=model or submission_pb2.ModelInfo(name=model_name),
                 track=track,
                 mode=mode,
                 endpoint=endpoint,
@@ -126,6 +128,16 @@ class PartnerClient:
             metadata=self._metadata,
         )
         return response.report
+
+    async def publish(self, submission_id: str, published: bool = True) -> bool:
+        """Puts a COMPLETED submission on its public leaderboard (or withdraws it)."""
+        response = await self._stub.PublishSubmission(
+            submission_service_pb2.PublishSubmissionRequest(
+                submission_id=submission_id, published=published
+            ),
+            metadata=self._metadata,
+        )
+        return bool(response.published)
 
 
 _PROVISIONED: dict[tuple[str, str, str, int], str] = {}

@@ -341,6 +341,7 @@ def submission_dict(sub: submission_pb2.Submission) -> dict[str, Any]:
             "organisation": sub.model.organisation,
             "open_source": sub.model.open_source,
             "parameter_count": sub.model.parameter_count,
+            "release_date": sub.model.release_date,
         },
         "track": track_name(sub.track),
         "mode": mode_name(sub.mode),
@@ -628,6 +629,7 @@ async def submit(args: argparse.Namespace, s: Session) -> int:
                 organisation=args.organisation,
                 open_source=args.open_source,
                 parameter_count=args.parameter_count,
+                release_date=args.release_date,
             ),
             track=TRACKS[args.track],
             mode=MODES[args.mode],
@@ -945,6 +947,7 @@ def entry_dict(e: leaderboard_service_pb2.LeaderboardEntry) -> dict[str, Any]:
         "organisation": e.organisation,
         "open_source": e.open_source,
         "parameter_count": e.parameter_count,
+        "release_date": e.release_date,
         "cycle": e.cycle,
         "pool_id": e.pool_id,
         "overall": e.overall,
@@ -1137,6 +1140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--organisation", default="", help="organisation shown on the leaderboard")
     sub.add_argument("--open-source", action="store_true", help="the weights are public")
     sub.add_argument("--parameter-count", default="", help='e.g. "72B"')
+    sub.add_argument("--release-date", default="", help="the model's release date, YYYY-MM-DD")
     sub.add_argument("--request-id", help="idempotency key (default: a new one, printed)")
     sub.add_argument("--track", choices=sorted(TRACKS), default="llm")
     sub.add_argument(

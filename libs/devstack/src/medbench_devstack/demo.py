@@ -9,19 +9,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from medbench_devstack.__main__ import main as infra_main
 from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
-from medbench_devstack.processes import pid_alive, stop_pid
+from medbench_devstack.ports import free_port
+from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid
 from medbench_devstack.services import SERVICES, ServiceStack
 
 STACK_DIR = Path(".stack")
 SERVICES_FILE = "services.json"
+SITE_FILE = "site.json"
+SITE_REFRESH_S = 30
 TENANT = "demo-hospital"
 POOL_ID = "llm-sample-v1"
 
@@ -36,8 +41,64 @@ def _infra_state(stack_dir: Path) -> dict[str, Any]:
     return dict(json.loads((stack_dir / "state.json").read_text()))
 
 
+def stop_site(stack_dir: Path) -> None:
+    """Stops the website server a previous `up` left running."""
+    path = stack_dir / SITE_FILE
+    if not path.exists():
+        return
+    pid = json.loads(path.read_text())["pid"]
+    if stop_pid(pid, 15, expect_in_cmdline="-m medbench_site"):
+        print(f"stopped the website (pid {pid})")
+    path.unlink()
+
+
+def start_site(stack_dir: Path, stack: ServiceStack) -> str:
+    """Builds the public website from the stack and serves it (rebuilt every SITE_REFRESH_S);
+    returns its address."""
+    stop_site(stack_dir)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDBENCH_")}
+    env["MEDBENCH_API_KEY"] = stack.admin_key
+    site = ManagedProcess(
+        "site",
+        [
+            sys.executable,
+            "-m",
+            "medbench_site",
+            "serve",
+            "--out",
+            str(stack_dir / "site"),
+            "--port",
+            str(port),
+            "--refresh-s",
+            str(SITE_REFRESH_S),
+            "--aggregator",
+            stack.address("aggregator"),
+            "--rotator",
+            stack.address("rotator"),
+        ],
+        env,
+        stack_dir / "services" / "site.log",
+    )
+    site.start()
+    url = f"http://127.0.0.1:{port}/"
+    (stack_dir / SITE_FILE).write_text(json.dumps({"pid": site.pid, "url": url}) + "\n")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=5) as response:  # noqa: S310
+                if response.status == 200:
+                    return url
+        except OSError:
+            pass
+        if not site.alive() or time.monotonic() > deadline:
+            raise DevstackError(f"the website did not come up:\n{site.tail(20)}")
+        time.sleep(0.2)
+
+
 def stop_services(stack_dir: Path) -> None:
-    """Stops the services a previous `up` left running."""
+    """Stops the services (and the website) a previous `up` left running."""
+    stop_site(stack_dir)
     path = stack_dir / SERVICES_FILE
     if not path.exists():
         return
@@ -102,7 +163,7 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
     return stack
 
 
-async def evaluate(stack: ServiceStack) -> None:
+async def evaluate(stack: ServiceStack) -> str:
     from medbench.submission.v1 import submission_pb2
     from medbench_client.api import AdminClient, PartnerClient, channel, chunked, provision_key
     from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
@@ -155,13 +216,15 @@ async def evaluate(stack: ServiceStack) -> None:
             f"{s.progress.scored_items}"
         )
     report = await partner.report(sid)
+    # Opt-in publication, as a partner would: the website shows published submissions only.
+    await partner.publish(sid)
     table = report_table(report)
     print(
         f"\nReport of {sid} (pool {report.lineage.pool_id}, "
         f"digest {report.lineage.item_scores_digest[:12]}):\n"
     )
     print(table)
-    print(_how_to(stack, sid))
+    return sid
 
 
 def report_table(report: Any) -> str:
@@ -218,7 +281,13 @@ def up(stack_dir: Path) -> int:
     infra = start_infra(stack_dir)
     stack = start_services(stack_dir, infra)
     try:
-        asyncio.run(evaluate(stack))
+        sid = asyncio.run(evaluate(stack))
+        url = start_site(stack_dir, stack)
+        print(_how_to(stack, sid))
+        print(
+            f"The public website (published results only; rebuilt every {SITE_REFRESH_S} s): "
+            f"{url}\n  Chinese: {url}zh/index.html   English: {url}en/index.html"
+        )
     except BaseException:
         print("the evaluation failed; service logs are in .stack/services/", file=sys.stderr)
         for name in stack.names:

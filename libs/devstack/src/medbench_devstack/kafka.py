@@ -121,8 +121,11 @@ class KafkaBroker:
     def alive(self) -> bool:
         return self.pid is not None
 
-    def start(self, timeout_s: float = 120, *, fetch_timeout_s: float = 900) -> None:
-        """Start the broker and wait until it accepts clients.
+    def start(
+        self, timeout_s: float = 120, *, fetch_timeout_s: float = 900, fresh: bool = True
+    ) -> None:
+        """Start the broker and wait until it accepts clients (wiping its data unless
+        ``fresh=False``: then topics, messages and committed offsets survive a restart).
 
         `timeout_s` bounds storage formatting plus readiness; fetching the jars with Maven,
         needed only on a cold cache, has its own `fetch_timeout_s`.
@@ -150,7 +153,7 @@ class KafkaBroker:
             "KAFKA_HOST": LOOPBACK,
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-            "KAFKA_FRESH": "1",
+            "KAFKA_FRESH": "1" if fresh else "0",
             "KAFKA_START_TIMEOUT": str(max(1, math.ceil(timeout_s))),
         }
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +234,11 @@ class KafkaBroker:
         if pid is not None:
             stop_pid(pid, 5.0, expect_in_cmdline=JVM_MARKER)
         self.pid_file.unlink(missing_ok=True)
+
+    def restart(self, timeout_s: float = 120) -> None:
+        """Stop and start again on the same ports, keeping the data."""
+        self.stop()
+        self.start(timeout_s, fresh=False)
 
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM the broker, SIGKILL it after `timeout_s`; a no-op if it is not running."""

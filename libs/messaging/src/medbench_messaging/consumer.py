@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -175,9 +176,20 @@ class KafkaConsumerWorker:
         consumer = await asyncio.to_thread(self._open)
         unassigned_since = time.monotonic()
         measured = 0.0
+        outage = 0
         try:
             while not self._stopping.is_set():
-                batch = await asyncio.to_thread(consumer.poll, 200, self._max_poll_records)
+                try:
+                    batch = await asyncio.to_thread(consumer.poll, 200, self._max_poll_records)
+                    outage = 0
+                except KafkaError as exc:
+                    # A broker restart or a network blip: the client reconnects by itself and
+                    # nothing was handed out, so wait and poll again (never end the worker).
+                    outage += 1
+                    log.warning("poll of %s failed, retrying: %r", self._topic_name, exc)
+                    if await self._backoff(min(outage, 4)):
+                        break
+                    continue
                 if consumer.assignment():
                     self.joined.set()
                     unassigned_since = time.monotonic()
@@ -261,6 +273,10 @@ class KafkaConsumerWorker:
         ) as exc:
             # The partition moved to another member, which will redeliver; handlers are idempotent.
             log.warning("commit of %s@%d failed: %s", tp, offset, exc)
+        except KafkaError as exc:
+            # The coordinator is unreachable (a broker restart): the next commit covers these
+            # offsets, or after a restart the messages are delivered again (idempotent handlers).
+            log.warning("commit of %s@%d failed, the broker is unreachable: %r", tp, offset, exc)
 
     async def _process(self, record: Any) -> bool:
         """Handles or dead-letters one record; False when stopped before finishing it."""

@@ -43,6 +43,10 @@ class Unavailable(MedbenchError):
     """A dependency is down; retrying later may succeed."""
 
 
+class DeadlineExceeded(MedbenchError):
+    """The server stopped waiting for the caller (e.g. a client stream that fell silent)."""
+
+
 class ResourceExhausted(MedbenchError):
     """A quota or size limit was hit; retry_after_s (when known) goes out as the `retry-after`
     trailing metadata, in seconds."""

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
 from medbench_runtime import errors
 from medbench_runtime.auth import Authenticator, Principal, authorize, set_principal
-from medbench_runtime.metrics import RPC_HANDLED, RPC_LATENCY
+from medbench_runtime.metrics import REFUSALS_UNAUDITED, RPC_HANDLED, RPC_LATENCY
 from medbench_runtime.tracing import context_from, span
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,119 @@ def audit_target(request: Any) -> str:
     return " ".join(parts)
 
 
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7")."""
+    host, _, port = peer.rpartition(":")
+    return host if host and port.isdigit() else peer
+
+
+class RefusalBudget:
+    """How many refused (UNAUTHENTICATED) calls per peer address go to the audit log: a token
+    bucket of `burst` refusals, refilled at `per_s`. Beyond it refusals are only counted
+    (medbench_grpc_refusals_unaudited_total), so a flood of bad credentials costs no write per
+    call. It never refuses a call: peers behind one NAT or proxy share an address, and a
+    partner's valid key must keep working while someone else floods from there.
+    """
+
+    def __init__(
+        self,
+        burst: int = 100,
+        per_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_peers: int = 10_000,
+    ) -> None:
+        self._burst = float(burst)
+        self._per_s = per_s
+        self._clock = clock
+        self._max_peers = max_peers
+        # peer -> (tokens, when they were counted, refusals not audited since the last audited)
+        self._peers: dict[str, tuple[float, float, int]] = {}
+
+    def audit(self, peer: str) -> bool:
+        """Whether this refused call from peer is written to the audit log."""
+        host, now = peer_host(peer), self._clock()
+        tokens, then, unaudited = self._peers.get(host, (self._burst, now, 0))
+        tokens = min(self._burst, tokens + (now - then) * self._per_s)
+        if tokens >= 1:
+            if unaudited:
+                log.warning("%s: %d refused calls were counted, not audited", host, unaudited)
+            self._remember(host, (tokens - 1, now, 0))
+            return True
+        if not unaudited:
+            log.warning(
+                "%s: more than %d refused calls; further ones are counted, not audited",
+                host,
+                int(self._burst),
+            )
+        self._remember(host, (tokens, now, unaudited + 1))
+        return False
+
+    def _remember(self, host: str, state: tuple[float, float, int]) -> None:
+        if host not in self._peers and len(self._peers) >= self._max_peers:
+            self._peers.clear()
+        self._peers[host] = state
+
+
+class Malformed:
+    """A request body that is not a valid message of the method's request type; the call is
+    refused with INVALID_ARGUMENT once the caller is authenticated."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """deserializer, returning a Malformed for a body that does not parse: gRPC itself would
+    answer UNKNOWN and log a traceback for what is the caller's mistake."""
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return parse
+
+
+def well_formed(request: Any) -> Any:
+    """request, or INVALID_ARGUMENT saying why its body does not parse."""
+    if isinstance(request, Malformed):
+        raise errors.InvalidArgument(
+            f"the request is not a valid protobuf message: {request.reason}"
+        )
+    return request
+
+
+async def well_formed_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The messages of a client stream, ending in INVALID_ARGUMENT at the first malformed one."""
+    async for request in requests:
+        yield well_formed(request)
+
+
+def _parsed(behavior: Callable[..., Any], streamed: bool, responses: bool) -> Callable[..., Any]:
+    """behavior, refusing a malformed body with INVALID_ARGUMENT and nothing else."""
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(
+                well_formed_stream(request) if streamed else well_formed(request), context
+            )
+        except errors.InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            checked = well_formed_stream(request) if streamed else well_formed(request)
+            async for response in behavior(checked, context):
+                yield response
+        except errors.InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    return stream if responses else unary
+
+
 STATUS_BY_ERROR: dict[type[errors.MedbenchError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -80,6 +194,7 @@ STATUS_BY_ERROR: dict[type[errors.MedbenchError], grpc.StatusCode] = {
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -99,11 +214,13 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         service: str,
         auth: Authenticator | None = None,
         audit: AuditSink | None = None,
+        refusals: RefusalBudget | None = None,
     ) -> None:
         self._service = service
         # None only for tests of the interceptor itself; run_service always passes one.
         self._auth = auth
         self._audit = audit
+        self._refusals = refusals or RefusalBudget()
 
     async def intercept_service(
         self,
@@ -114,29 +231,39 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if method.startswith(("/grpc.health.", "/grpc.reflection.")):
-            return handler
+        # Health and reflection answer anyone (probes, grpcurl): bodies are checked, callers not.
+        open_to_all = method.startswith(("/grpc.health.", "/grpc.reflection."))
+
+        def wrap(behavior: Callable[..., Any], streamed: bool, responses: bool) -> Any:
+            if open_to_all:
+                return _parsed(behavior, streamed, responses)
+            if responses:
+                return self._streaming(method, behavior, streamed)
+            return self._unary(method, behavior, streamed)
+
         kwargs: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), **kwargs
+                wrap(handler.unary_unary, False, False), **kwargs
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary), **kwargs
+                wrap(handler.stream_unary, True, False), **kwargs
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, handler.unary_stream), **kwargs
+                wrap(handler.unary_stream, False, True), **kwargs
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, handler.stream_stream), **kwargs
+            wrap(handler.stream_stream, True, True), **kwargs
         )
 
-    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _unary(
+        self, method: str, behavior: Callable[..., Any], streamed: bool = False
+    ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             principal: Principal | None = None
@@ -146,7 +273,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     principal = await self._authenticate(context)
                     audited = self._authorize(method, principal)
                     current.set_attribute("medbench.tenant", _tenant(principal))
-                    response = await behavior(request, context)
+                    checked = well_formed_stream(request) if streamed else well_formed(request)
+                    response = await behavior(checked, context)
                 except BaseException as exc:
                     await self._fail(method, exc, context, started, principal, request, audited)
                     raise
@@ -155,7 +283,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _streaming(
+        self, method: str, behavior: Callable[..., Any], streamed: bool = False
+    ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             principal: Principal | None = None
@@ -165,7 +295,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     principal = await self._authenticate(context)
                     audited = self._authorize(method, principal)
                     current.set_attribute("medbench.tenant", _tenant(principal))
-                    async for response in behavior(request, context):
+                    checked = well_formed_stream(request) if streamed else well_formed(request)
+                    async for response in behavior(checked, context):
                         yield response
                 except BaseException as exc:
                     await self._fail(method, exc, context, started, principal, request, audited)
@@ -252,7 +383,10 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             RPC_HANDLED.labels(self._service, method, code.name, _tenant(principal)).inc()
             log.info("%s -> %s: %s", method, code.name, exc)
             refused = isinstance(exc, errors.Unauthenticated | errors.PermissionDenied)
-            if audited or refused:
+            anonymous = isinstance(exc, errors.Unauthenticated)
+            if anonymous and not audited and not self._refusals.audit(context.peer() or ""):
+                REFUSALS_UNAUDITED.labels(self._service).inc()
+            elif audited or refused:
                 await self._record(method, context, principal, request, code.name)
             retry_after = getattr(exc, "retry_after_s", None)
             if retry_after is not None:

@@ -17,6 +17,13 @@ RPC_LATENCY = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
+REFUSALS_UNAUDITED = Counter(
+    "medbench_grpc_refusals_unaudited_total",
+    "UNAUTHENTICATED calls beyond a peer address's audit budget: counted here, not written to "
+    "the audit log (MEDBENCH_AUTH__REFUSALS_AUDIT_BURST, _REFUSALS_AUDIT_PER_S).",
+    ["service"],
+)
+
 
 ITEMS = Counter(
     "medbench_items_total",

@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from medbench_runtime.auth import MIN_SERVICE_TOKEN, Authenticator, KeyStore
-from medbench_runtime.interceptors import AuditSink, RpcInterceptor
+from medbench_runtime.interceptors import AuditSink, RefusalBudget, RpcInterceptor
 from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.settings import ServiceSettings
 
@@ -99,8 +99,9 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
         runtime.key_store,
         settings.auth.cache_ttl_s,
     )
+    refusals = RefusalBudget(settings.auth.refusals_audit_burst, settings.auth.refusals_audit_per_s)
     server = grpc.aio.server(
-        interceptors=[RpcInterceptor(settings.service_name, auth, runtime.audit)],
+        interceptors=[RpcInterceptor(settings.service_name, auth, runtime.audit, refusals)],
         options=grpc_options(settings),
     )
     health_servicer = health.aio.HealthServicer()

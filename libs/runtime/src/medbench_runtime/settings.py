@@ -66,6 +66,10 @@ class AuthSettings(BaseModel):
     # How long a verified key is trusted before it is read again (revocation delay elsewhere
     # than on the gateway).
     cache_ttl_s: float = 5.0
+    # Refused (UNAUTHENTICATED) calls written to the audit log per peer address: a burst, then a
+    # rate per second; the rest are only counted, so a flood of bad keys costs no write each.
+    refusals_audit_burst: int = 100
+    refusals_audit_per_s: float = 1.0
     # Optional TLS for the gRPC port (PEM files). With client_ca_file, clients must present a
     # certificate signed by that CA (mutual TLS) and a partner's certificate subject must be
     # bound to its key's tenant.

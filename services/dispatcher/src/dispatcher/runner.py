@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ CALLS = Counter(
 )
 INFLIGHT = Gauge("medbench_dispatch_inflight", "Endpoint calls in flight.")
 FLUSH_ITEMS = 200
+# Answers older than this leave even in a small batch: a slow endpoint's answers reach the
+# scorers within seconds, not after FLUSH_ITEMS of them have piled up.
+FLUSH_AFTER_S = 2.0
 # How often RUNNING jobs are looked up besides the notifications of new ones.
 REFRESH_S = 2.0
 # Pause before trying a failed write again.
@@ -93,6 +97,8 @@ class Job:
     budget: RetryBudget
     inflight: int = 0
     unflushed: list[dict[str, Any]] = field(default_factory=list)
+    # When the oldest answer in unflushed was recorded (monotonic).
+    unflushed_since: float = 0.0
     calls: int = 0
     # Recorded outcomes (kept here so status reads never count documents while a job runs).
     answered: int = 0
@@ -243,6 +249,7 @@ class Dispatcher:
         job.unflushed = [
             r for r in recorded.values() if r["status"] == "answered" and not r.get("batched")
         ]
+        job.unflushed_since = time.monotonic()
         return job
 
     def _schedule(self) -> None:
@@ -376,6 +383,8 @@ class Dispatcher:
                 await asyncio.sleep(OUTAGE_RETRY_S)
         if stored and status == "answered":
             job.answered += 1
+            if not job.unflushed:
+                job.unflushed_since = time.monotonic()
             job.unflushed.append(doc)
         elif stored:
             job.infra_failed += 1
@@ -383,7 +392,10 @@ class Dispatcher:
     async def _flush_due(self) -> None:
         for job in list(self._active.values()):
             idle = not job.pending and job.inflight == 0
-            due = len(job.unflushed) >= FLUSH_ITEMS or (job.unflushed and (idle or job.failed))
+            stale = time.monotonic() - job.unflushed_since >= FLUSH_AFTER_S
+            due = len(job.unflushed) >= FLUSH_ITEMS or (
+                job.unflushed and (idle or job.failed or stale)
+            )
             if due and not job.flushing:
                 # In the background: the scheduler keeps the endpoint busy meanwhile.
                 job.flushing = True

@@ -62,7 +62,7 @@ async def serve(settings: GatewaySettings) -> None:
                 servicers=[
                     Servicer(
                         submission_service_pb2_grpc.add_SubmissionServiceServicer_to_server,
-                        SubmissionServicer(submissions, rotator),
+                        SubmissionServicer(submissions, rotator, settings.upload_idle_timeout_s),
                         submission_service_pb2.DESCRIPTOR.services_by_name[
                             "SubmissionService"
                         ].full_name,

@@ -40,7 +40,7 @@ QUOTA_FIELDS = ("submissions_per_day", "concurrent_submissions", "items_per_mont
 
 
 def check_tenant_id(tenant_id: str) -> str:
-    if not TENANT_ID.match(tenant_id):
+    if not TENANT_ID.fullmatch(tenant_id):
         raise InvalidArgument(
             f"tenant_id {tenant_id[:70]!r} is malformed: 1-63 of [a-z0-9-], starting with a "
             f"letter or digit"
@@ -67,7 +67,7 @@ def _subjects(subjects: list[str]) -> list[str]:
     if len(subjects) > MAX_SUBJECTS:
         raise InvalidArgument(f"certificate_subjects holds at most {MAX_SUBJECTS} entries")
     for subject in subjects:
-        if not CERT_SUBJECT.match(subject):
+        if not CERT_SUBJECT.fullmatch(subject):
             raise InvalidArgument(
                 "certificate_subjects entries are 1-255 printable ASCII characters"
             )

@@ -19,4 +19,7 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     # A SCORING (or unstalled DISPATCHING) submission unchanged this long counts as stuck.
     stuck_lease_s: float = 1800.0
+    # An UploadAnswers stream that sends no message for this long is ended (DEADLINE_EXCEEDED),
+    # so a stalled or abandoned client cannot hold a handler and a half-received message.
+    upload_idle_timeout_s: float = 300.0
     quotas: QuotaSettings = QuotaSettings()

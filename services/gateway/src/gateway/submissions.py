@@ -83,6 +83,7 @@ def submission_to_proto(
             organisation=m.get("organisation", ""),
             open_source=m.get("open_source", False),
             parameter_count=m.get("parameter_count", ""),
+            release_date=m.get("release_date", ""),
         ),
         track=doc["track"],
         mode=doc["mode"],
@@ -158,6 +159,7 @@ class Submissions:
         uploads.check_text("model.name", model.name, uploads.MAX_MODEL_NAME)
         for field, most in uploads.MODEL_FIELDS.items():
             uploads.check_text(f"model.{field}", getattr(model, field), most)
+        uploads.check_date("model.release_date", model.release_date)
         if track == common_pb2.TRACK_UNSPECIFIED or track not in common_pb2.Track.values():
             raise InvalidArgument("track must be one of TRACK_LLM, TRACK_MULTIMODAL, TRACK_AGENT")
         api = mode == common_pb2.SUBMISSION_MODE_API
@@ -207,6 +209,7 @@ class Submissions:
                 "organisation": model.organisation,
                 "open_source": model.open_source,
                 "parameter_count": model.parameter_count,
+                "release_date": model.release_date,
             },
             "track": track,
             "mode": mode,
@@ -562,6 +565,7 @@ class Submissions:
             organisation=model.get("organisation", ""),
             open_source=model.get("open_source", False),
             parameter_count=model.get("parameter_count", ""),
+            release_date=model.get("release_date", ""),
         )
         return await self._reports.publish(request)
 

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from medbench_runtime.errors import InvalidArgument
 
@@ -16,6 +17,7 @@ MAX_MODEL_NAME = 200
 MAX_ITEM_ID = 128
 # Limits of the other free-text fields of a submission (characters).
 MODEL_FIELDS = {"version": 100, "organisation": 200, "parameter_count": 32}
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def check_text(field: str, value: str, most: int) -> None:
@@ -24,6 +26,23 @@ def check_text(field: str, value: str, most: int) -> None:
         raise InvalidArgument(f"{field} is longer than {most} characters")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
         raise InvalidArgument(f"{field} contains control characters")
+    if any(c in BIDI_CONTROLS for c in value):
+        # Shown on the public leaderboard: an override would display the name reordered.
+        raise InvalidArgument(
+            f"{field} contains bidirectional control characters (U+202A-U+202E, U+2066-U+2069)"
+        )
+
+
+def check_date(field: str, value: str) -> None:
+    """INVALID_ARGUMENT naming the field unless value is empty or a real "YYYY-MM-DD" date."""
+    if not value:
+        return
+    try:
+        valid = len(value) == 10 and date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidArgument(f"{field} must be a date written YYYY-MM-DD, got {value[:20]!r}")
 
 
 def submission_id_for(tenant_id: str, request_id: str) -> str:
@@ -34,7 +53,8 @@ def submission_id_for(tenant_id: str, request_id: str) -> str:
 
 def check_request_id(kind: str, value: str) -> None:
     """INVALID_ARGUMENT unless value is a well-formed client id."""
-    if not REQUEST_ID.match(value):
+    # fullmatch: with match, the pattern's $ would let a trailing newline through.
+    if not REQUEST_ID.fullmatch(value):
         raise InvalidArgument(f"{kind} {value!r} must be 1-128 characters of [A-Za-z0-9._:-]")
 
 

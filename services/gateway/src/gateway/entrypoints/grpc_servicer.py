@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 
@@ -17,12 +18,14 @@ from medbench.submission.v1 import (
 )
 from medbench_runtime.auth import current_principal
 from medbench_runtime.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     Unavailable,
 )
 
 WATCH_INTERVAL_S = 0.25
+T = TypeVar("T")
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
@@ -36,12 +39,30 @@ def _require_id(value: str) -> str:
     return value
 
 
+async def until_idle(messages: AsyncIterator[T], idle_s: float) -> AsyncIterator[T]:
+    """The messages of a client stream; DEADLINE_EXCEEDED once none arrives for idle_s."""
+    while True:
+        try:
+            message = await asyncio.wait_for(anext(messages), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no UploadAnswers message arrived for {idle_s:g} s, so the stream was ended; "
+                f"the batches accepted before are kept: send the others again"
+            ) from None
+        yield message
+
+
 class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
     """Public API; every call is scoped to the caller's tenant."""
 
-    def __init__(self, submissions: Submissions, rotator: RotatorClient) -> None:
+    def __init__(
+        self, submissions: Submissions, rotator: RotatorClient, upload_idle_s: float = 300.0
+    ) -> None:
         self._submissions = submissions
         self._rotator = rotator
+        self._upload_idle_s = upload_idle_s
 
     async def CreateSubmission(
         self,
@@ -141,7 +162,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         tenant = tenant_of(context)
         accepted_batches = replayed = answers = 0
         submission_id = ""
-        async for message in request_iterator:
+        async for message in until_idle(request_iterator, self._upload_idle_s):
             sid = _require_id(message.submission_id)
             if submission_id and sid != submission_id:
                 raise InvalidArgument(

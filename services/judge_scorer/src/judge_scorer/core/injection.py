@@ -22,7 +22,8 @@ IGNORE_INSTRUCTIONS = "ignore_instructions"
 ROLE_OVERRIDE = "role_override"
 """Tries to reassign the judge's role ("you are now ...", "从现在开始你是...", "developer mode")."""
 ROLE_TAG = "role_tag"
-"""Imitates chat-template markup or role lines (<|im_start|>, [INST], </s>, "system:")."""
+"""Imitates chat-template markup or role lines (<|im_start|>, [INST], </s>, "system:"), or the
+judge prompt's own (the answer fence, its section headers)."""
 FAKE_VERDICT = "fake_verdict"
 """Contains a verdict-shaped JSON object ({"score": 10})."""
 OBFUSCATED = "obfuscated"
@@ -215,6 +216,9 @@ _PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(r"^\s*#{2,}\s*(?:instruction|response)\s*[:：]?\s*$", _I | _M),
         re.compile(r"^\s*[【\[]?(?:系统|系统提示|系统消息|助手)[】\]]?\s*[:：]", _M),
         re.compile(r"[【\[](?:系统|system|assistant)[】\]]", _I),
+        # The judge prompt's own markup: its answer fence and the headers of the sections the
+        # platform fills in (closing the fence and restating the key points, say).
+        re.compile(r"<<<\s*(?:end\s+)?answer\b|【(?:得分要点|待评回答)】", _I),
     ),
 }
 

@@ -28,11 +28,14 @@ class KeyPointResult:
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, and every punctuation mark and white-space character removed, so that
-    "CT平扫，" and "ct 平扫" compare equal."""
+    """NFKC, lower case, and every punctuation mark, white-space character and invisible format
+    character (zero-width space or joiner, soft hyphen) removed, so that "CT平扫，", "ct 平扫"
+    and "CT\u200b平扫" compare equal."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return "".join(
-        ch for ch in folded if not ch.isspace() and not unicodedata.category(ch).startswith("P")
+        ch
+        for ch in folded
+        if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "Cf"))
     )
 
 

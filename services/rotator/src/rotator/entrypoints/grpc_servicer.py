@@ -225,6 +225,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     ) -> taskpool_service_pb2.ListDatasetsResponse:
         track = None if request.track == common_pb2.TRACK_UNSPECIFIED else track_name(request.track)
         counts = await self._bank.dataset_counts(track)
+        names = {d.code: d for d in self._catalog.registry.dimensions}
         return taskpool_service_pb2.ListDatasetsResponse(
             registry_version=self._catalog.version,
             datasets=[
@@ -236,6 +237,8 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                     metric=d.metric,
                     bank_items=counts.get(d.name, (0, 0))[0],
                     keyed_items=counts.get(d.name, (0, 0))[1],
+                    dimension_name=names[d.dimension].name if d.dimension in names else "",
+                    dimension_name_zh=names[d.dimension].name_zh if d.dimension in names else "",
                 )
                 for d in self._catalog.datasets_in(track)
             ],

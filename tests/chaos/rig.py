@@ -1,0 +1,365 @@
+"""Chaos: faults injected while a real evaluation runs; the report must equal a clean run's.
+
+The rig owns its Kafka broker and Mongo-wire server (it restarts them), and the six services.
+Per mode, one clean evaluation, then the same evaluation again while, one after another and each
+at a random moment of its own stretch of the run: kill -9 of each service (then a restart), a
+Kafka broker restart, a Mongo-wire server restart, and a consumer paused past its session
+timeout. The run is handed in in stretches (upload batches, or the endpoint's answers in API
+mode), one per fault, so every fault lands on work in progress; a fault has recovered when every
+item handed in so far is scored. At the end: the report equals the clean one (nothing lost,
+nothing counted twice), and the submission is COMPLETED (nothing stuck).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from medbench.common.v1 import common_pb2
+from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
+from medbench.submission.v1 import submission_pb2
+from medbench.taskpool.v1 import taskpool_pb2
+from medbench_client.api import AdminClient, channel
+from medbench_client.bank_files import import_item
+from medbench_devstack.kafka import KafkaBroker
+from medbench_devstack.mongo import MongoWireServer
+from medbench_devstack.services import ServiceStack
+from rotator.core.options import parse_options
+from rotator.core.synthetic import synthetic_answers, synthetic_items
+from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
+from tests.e2e.harness import Evaluation, comparable, partner_client
+
+SERVICES = ["gateway", "rotator", "dispatcher", "metric_scorer", "judge_scorer", "aggregator"]
+FAULTS = [
+    *(f"kill -9 {name}" for name in SERVICES),
+    "restart kafka",
+    "restart mongo",
+    "pause metric_scorer",
+]
+TENANT = "chaos-hospital"
+COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
+# Consumers' session timeout (MEDBENCH_KAFKA__SESSION_TIMEOUT_MS); a pause outlasts it.
+SESSION_TIMEOUT_S = 10.0
+PAUSE_S = SESSION_TIMEOUT_S + 4
+# A kill -9'd service stays down this long before its restart (work piles up meanwhile).
+DOWN_S = 1.0
+RECOVERY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class FaultRecord:
+    mode: str
+    fault: str
+    # Seconds from the start of the run to the fault, and from the fault to recovery (None if
+    # the platform never caught up within RECOVERY_TIMEOUT_S).
+    at_s: float
+    recovered_s: float | None
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    items: int
+    clean_s: float
+    chaos_s: float
+    equal: bool
+    state: str
+    scored: int
+    expected: int
+    faults: list[FaultRecord] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.equal
+            and self.state == "SUBMISSION_STATE_COMPLETED"
+            and self.scored == self.expected
+            and all(f.recovered_s is not None for f in self.faults)
+        )
+
+
+class Gate:
+    """What the API-mode endpoint may answer: questions up to a budget (raised stretch by
+    stretch); a question already let through is answered again at once (a resend)."""
+
+    def __init__(self) -> None:
+        self._budget = 0
+        self._admitted: set[str] = set()
+        self._changed = threading.Condition()
+
+    def release(self, budget: int) -> None:
+        with self._changed:
+            self._budget = budget
+            self._changed.notify_all()
+
+    def wait(self, question: str, timeout_s: float = 50.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while question not in self._admitted and len(self._admitted) >= self._budget:
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                    return False
+            self._admitted.add(question)
+            return True
+
+
+def model_answer(question: str) -> str:
+    """The API-mode model: a fixed choice per question text (so two runs answer alike)."""
+    shown = parse_options(question)
+    if shown is None:
+        return "2"  # the preflight's tiny prompt
+    return f"<{shown.letters[zlib.crc32(question.encode()) % len(shown.letters)]}>"
+
+
+class ChaosRig:
+    """Kafka, the Mongo-wire server and the six services in ``work``; a pool of ``items``
+    synthetic items on both boards."""
+
+    def __init__(self, work: Path, items: int, seed: int = 7) -> None:
+        self.work = work
+        self.items = items
+        self.rng = random.Random(seed)
+        self.kafka = KafkaBroker(work / "kafka")
+        self.mongo = MongoWireServer(work / "mongo")
+        self.stack: ServiceStack | None = None
+        self.rows = list(synthetic_items(items, seed=seed))
+        self.answers = {
+            a["item_id"]: a["answer"] for a in synthetic_answers(self.rows, 0.6, seed=seed)
+        }
+
+    def __enter__(self) -> ChaosRig:
+        self.kafka.start()
+        self.mongo.start()
+        self.stack = ServiceStack(
+            self.work / "services",
+            self.mongo.uri,
+            "chaos",
+            self.kafka.bootstrap,
+            "chaos.",
+            extra_env={"MEDBENCH_KAFKA__SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000))},
+        )
+        try:
+            self.stack.start(timeout_s=90)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+        self.mongo.stop()
+        self.kafka.stop()
+
+    @property
+    def services(self) -> ServiceStack:
+        assert self.stack is not None
+        return self.stack
+
+    async def load(self) -> None:
+        admin = AdminClient(channel(self.services.address("rotator"), self.services.admin_key))
+        await admin.import_items([import_item(r) for r in self.rows], batch=2000)
+        await admin.publish("chaos-upload", board=taskpool_pb2.BOARD_UPLOAD)
+        await admin.publish("chaos-api", board=taskpool_pb2.BOARD_API)
+
+    # -- faults --------------------------------------------------------------------------
+
+    async def inject(self, fault: str) -> None:
+        """Does the fault and puts things back (the platform must recover by itself)."""
+        verb, target = fault.rsplit(" ", 1)
+        stack = self.services
+        if verb == "kill -9":
+            stack.kill(target)
+            await asyncio.sleep(DOWN_S)
+            await asyncio.to_thread(stack.restart, target, 90)
+        elif fault == "restart kafka":
+            await asyncio.to_thread(self.kafka.restart)
+        elif fault == "restart mongo":
+            await asyncio.to_thread(self.mongo.restart)
+        elif verb == "pause":
+            stack.kill(target, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(PAUSE_S)
+            finally:
+                stack.kill(target, signal.SIGCONT)
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+
+    async def scored(self, submission_id: str) -> int | None:
+        """Items scored so far (None while the aggregator cannot answer)."""
+        chan = channel(self.services.address("aggregator"), self.services.admin_key)
+        try:
+            progress = await report_service_pb2_grpc.ReportServiceStub(chan).GetProgress(
+                report_service_pb2.GetProgressRequest(submission_id=submission_id), timeout=5
+            )
+            return int(progress.scored_items)
+        except grpc.aio.AioRpcError:
+            return None
+        finally:
+            await chan.close()
+
+    async def caught_up(self, submission_id: str, target: int, since: float) -> float | None:
+        deadline = since + RECOVERY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            done = await self.scored(submission_id)
+            if done is not None and done >= target:
+                return time.monotonic() - since
+            await asyncio.sleep(0.25)
+        return None
+
+    async def stretches(
+        self,
+        mode: str,
+        submission_id: str,
+        hand_in: Sequence[Callable[[], Awaitable[int]]],
+        faults: Sequence[str],
+        started: float,
+    ) -> list[FaultRecord]:
+        """Hands in stretch i while fault i strikes at a random moment of it; then waits until
+        everything handed in is scored. ``hand_in[i]`` returns the items handed in so far."""
+        records = []
+        for i, fault in enumerate(faults):
+            handing = asyncio.create_task(hand_in[i]())
+            await asyncio.sleep(self.rng.uniform(0.0, 0.5))
+            at = time.monotonic()
+            await self.inject(fault)
+            target = await handing
+            recovered = await self.caught_up(submission_id, target, at)
+            records.append(FaultRecord(mode, fault, at - started, recovered))
+        for rest in hand_in[len(faults) :]:
+            await rest()
+        return records
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def upload_run(self, run: str, faults: Sequence[str]) -> tuple[Any, float, list]:
+        evaluation = Evaluation(self.services, TENANT, run, self.answers, batch_size=50)
+        started = time.monotonic()
+        await evaluation.create()
+        batches = evaluation.batches(await evaluation.prompts())
+        groups = _split(batches, len(faults) + 1)
+        handed = 0
+
+        def stretch(group: list[Any]) -> Callable[[], Awaitable[int]]:
+            async def go() -> int:
+                nonlocal handed
+                for batch in group:
+                    await evaluation.upload_batch(batch, timeout_s=RECOVERY_TIMEOUT_S)
+                    handed += sum(1 for item_id, _ in batch[1] if item_id in self.answers)
+                return handed
+
+            return go
+
+        records = await self.stretches(
+            "upload",
+            evaluation.submission_id,
+            [stretch(g) for g in groups],
+            faults,
+            started,
+        )
+        report = await evaluation.wait_completed(timeout_s=RECOVERY_TIMEOUT_S)
+        return report, time.monotonic() - started, records
+
+    async def api_run(self, run: str, faults: Sequence[str]) -> tuple[Any, float, list]:
+        gate = Gate()
+
+        def gated(question: str, attempt: int) -> Reply | None:
+            if parse_options(question) is not None and not gate.wait(question):
+                return 503, {"error": {"message": "gate closed"}}, {}
+            return None
+
+        with FakeEndpoint(Script(answer=model_answer, fault=gated)) as fake:
+            partner = partner_client(self.services, TENANT)
+            started = time.monotonic()
+            created = await partner.create(
+                run,
+                "chaos-model",
+                mode=common_pb2.SUBMISSION_MODE_API,
+                endpoint=submission_pb2.Endpoint(
+                    base_url=fake.base_url,
+                    model="test-model",
+                    api_key="secret-key",
+                    max_concurrency=16,
+                ),
+            )
+            sid = created.submission.submission_id
+            total = self.items
+            budgets = [total * (i + 1) // (len(faults) + 1) for i in range(len(faults) + 1)]
+
+            def stretch(budget: int) -> Callable[[], Awaitable[int]]:
+                async def go() -> int:
+                    gate.release(budget)
+                    return budget
+
+                return go
+
+            records = await self.stretches(
+                "api", sid, [stretch(b) for b in budgets], faults, started
+            )
+            deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+            while True:
+                sub = await partner_client(self.services, TENANT).get(sid)
+                if sub.state == COMPLETED or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.25)
+            report = await partner_client(self.services, TENANT).report(sid)
+        return report, time.monotonic() - started, records
+
+    async def mode(self, mode: str, faults: Sequence[str] = FAULTS) -> ModeResult:
+        run = self.upload_run if mode == "upload" else self.api_run
+        clean, clean_s, _ = await run(f"clean-{mode}", [])
+        order = list(faults)
+        self.rng.shuffle(order)
+        chaos, chaos_s, records = await run(f"chaos-{mode}", order)
+        sub = await partner_client(self.services, TENANT).get(chaos.submission_id)
+        return ModeResult(
+            mode=mode,
+            items=self.items,
+            clean_s=clean_s,
+            chaos_s=chaos_s,
+            equal=comparable(chaos) == comparable(clean),
+            state=submission_pb2.SubmissionState.Name(sub.state),
+            scored=int(chaos.scored_items),
+            expected=int(clean.scored_items),
+            faults=records,
+        )
+
+
+def _split(seq: Sequence[Any], parts: int) -> list[list[Any]]:
+    return [list(seq[len(seq) * i // parts : len(seq) * (i + 1) // parts]) for i in range(parts)]
+
+
+def table(results: Sequence[ModeResult]) -> str:
+    """The chaos table: one line per fault, then one per mode."""
+    lines = [
+        "| mode | fault | at (s) | recovered | time to recover (s) |",
+        "|---|---|---:|---|---:|",
+    ]
+    for r in results:
+        for f in r.faults:
+            recovered = "yes" if f.recovered_s is not None else "NO"
+            took = f"{f.recovered_s:.1f}" if f.recovered_s is not None else "-"
+            lines.append(f"| {r.mode} | {f.fault} | {f.at_s:.1f} | {recovered} | {took} |")
+    lines += [
+        "",
+        "| mode | items | faults injected | recoveries | clean run (s) | chaos run (s) | "
+        "scored / expected | final state | report equal |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in results:
+        recoveries = sum(1 for f in r.faults if f.recovered_s is not None)
+        lines.append(
+            f"| {r.mode} | {r.items:,} | {len(r.faults)} | {recoveries} | {r.clean_s:.1f} | "
+            f"{r.chaos_s:.1f} | {r.scored:,} / {r.expected:,} | {r.state} | "
+            f"{'yes' if r.equal else 'NO'} |"
+        )
+    return "\n".join(lines)
