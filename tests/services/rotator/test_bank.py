@@ -9,6 +9,7 @@ from rotator.core.bank import (
     DatasetInfo,
     KeyRecord,
     TaskRecord,
+    check_id,
     chunks,
     content_hash,
     freeze_pool,
@@ -101,3 +102,9 @@ def test_chunks_cover_every_item_once() -> None:
     parts = chunks(freeze_pool("p", "llm", entries).items, 1000)
     assert [len(p) for p in parts] == [1000, 1000, 500]
     assert [p.ordinal for part in parts for p in part] == list(range(2500))
+
+
+@pytest.mark.parametrize("value", ["item-1\n", "item-1\r\n", "\nitem-1"])
+def test_an_id_with_a_line_break_is_refused(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="is not valid"):
+        check_id("item_id", value)

@@ -51,14 +51,14 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 
 def key_id(key: str) -> str:
     """The public part of a key ("mbk_<key id>"), safe to print; "" for a malformed key."""
-    match = KEY_PATTERN.match(key)
+    match = KEY_PATTERN.fullmatch(key)
     return f"mbk_{match.group(1)}" if match else ""
 
 
 def check_key(key: str) -> str:
     """key stripped; ConfigError unless it looks like "mbk_<16 hex>_<43 characters>"."""
     key = key.strip()
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise ConfigError(
             "the API key does not look like a MedBench key (mbk_<16 hex>_<43 characters>)"
         )
@@ -66,7 +66,7 @@ def check_key(key: str) -> str:
 
 
 def check_profile(name: str) -> str:
-    if not PROFILE_NAME.match(name):
+    if not PROFILE_NAME.fullmatch(name):
         raise ConfigError(f"profile name {name!r} must be 1-64 characters of [A-Za-z0-9._-]")
     return name
 

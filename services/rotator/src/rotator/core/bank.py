@@ -100,7 +100,7 @@ class FrozenPool:
 
 def check_id(kind: str, value: str) -> str:
     """Raises InvalidArgument unless value is a well-formed id."""
-    if not ID_PATTERN.match(value or ""):
+    if not ID_PATTERN.fullmatch(value or ""):
         raise InvalidArgument(
             f"{kind} {value!r} is not valid: use 1-128 characters of letters, digits and ._:#/-"
         )

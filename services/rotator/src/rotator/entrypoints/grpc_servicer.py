@@ -251,7 +251,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     ) -> taskpool_service_pb2.RotatePoolResponse:
         track = track_name(request.track)
         board = board_name(request.board)
-        if not CYCLE.match(request.cycle):
+        if not CYCLE.fullmatch(request.cycle):
             raise InvalidArgument("cycle must be 1-64 characters of [A-Za-z0-9._-]")
         params = RotationParams(
             board=board,
