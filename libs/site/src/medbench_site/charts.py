@@ -28,6 +28,27 @@ def _polygon(points: Sequence[tuple[float, float]]) -> str:
     return " ".join(f"{_f(x)},{_f(y)}" for x, y in points)
 
 
+def _open(
+    width: int,
+    height: int,
+    scores: Sequence[tuple[str, Score]],
+    title: str,
+    desc: str,
+    chart_id: str,
+) -> str:
+    """The svg element's start, with a title and a description that lists every score (what a
+    screen reader reads instead of the picture)."""
+    listed = "; ".join(
+        f"{escape(label)} {s.value:.1f} [{s.low:.1f}, {s.high:.1f}]" for label, s in scores
+    )
+    return (
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="{chart_id}-t {chart_id}-d" xmlns="http://www.w3.org/2000/svg">'
+        f'<title id="{chart_id}-t">{escape(title)}</title>'
+        f'<desc id="{chart_id}-d">{escape(desc)}: {listed}</desc>'
+    )
+
+
 def radar(
     scores: Sequence[tuple[str, Score]], title: str, desc: str, chart_id: str = "radar"
 ) -> str:
@@ -36,16 +57,7 @@ def radar(
         return bars(scores, title, desc, chart_id)
     cx, cy = WIDTH / 2, HEIGHT / 2
     angles = [-math.pi / 2 + 2 * math.pi * i / len(scores) for i in range(len(scores))]
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-labelledby="{chart_id}-t {chart_id}-d" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="{chart_id}-t">{escape(title)}</title>',
-        f'<desc id="{chart_id}-d">{escape(desc)}: '
-        + "; ".join(
-            f"{escape(label)} {s.value:.1f} [{s.low:.1f}, {s.high:.1f}]" for label, s in scores
-        )
-        + "</desc>",
-    ]
+    parts = [_open(WIDTH, HEIGHT, scores, title, desc, chart_id)]
     for level in GRID:
         ring = [_point(cx, cy, a, level) for a in angles]
         parts.append(f'<polygon class="grid" points="{_polygon(ring)}"/>')
@@ -81,16 +93,7 @@ def bars(scores: Sequence[tuple[str, Score]], title: str, desc: str, chart_id: s
     """Horizontal bars with interval whiskers (for one or two dimensions)."""
     left, width, row = 170, WIDTH - 200, 40
     height = 30 + row * len(scores)
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
-        f'aria-labelledby="{chart_id}-t {chart_id}-d" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="{chart_id}-t">{escape(title)}</title>',
-        f'<desc id="{chart_id}-d">{escape(desc)}: '
-        + "; ".join(
-            f"{escape(label)} {s.value:.1f} [{s.low:.1f}, {s.high:.1f}]" for label, s in scores
-        )
-        + "</desc>",
-    ]
+    parts = [_open(WIDTH, height, scores, title, desc, chart_id)]
     for i, (label, s) in enumerate(scores):
         y = 15 + i * row
         w = width * max(0.0, min(100.0, s.value)) / 100
