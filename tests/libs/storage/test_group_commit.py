@@ -52,17 +52,6 @@ async def test_callers_arriving_during_a_write_go_in_the_next_one() -> None:
     assert recorder.batches == [[0], [1, 2, 3, 4, 5]]
 
 
-async def test_a_lingering_write_waits_for_companions_that_arrive_meanwhile() -> None:
-    recorder = Recorder()
-    group: GroupCommit[int, int] = GroupCommit(recorder.write_many, linger_s=0.05)
-    first = asyncio.create_task(group.submit(0))
-    await asyncio.sleep(0.01)  # well inside the linger: nothing written yet
-    assert recorder.batches == []
-    later = [asyncio.create_task(group.submit(i)) for i in range(1, 4)]
-    assert await asyncio.gather(first, *later) == [0, 10, 20, 30]
-    assert recorder.batches == [[0, 1, 2, 3]]
-
-
 async def test_a_failed_write_fails_only_its_own_callers() -> None:
     recorder = Recorder(fail_batch=0)
     group: GroupCommit[int, int] = GroupCommit(recorder.write_many, max_batch=2)

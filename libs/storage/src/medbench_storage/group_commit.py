@@ -20,16 +20,10 @@ class GroupCommit(Generic[T, R]):
     """Funnels ``submit(doc)`` calls into ``write_many(docs) -> results`` (one result per doc)."""
 
     def __init__(
-        self,
-        write_many: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
-        max_batch: int = 500,
-        linger_s: float = 0.0,
+        self, write_many: Callable[[Sequence[T]], Awaitable[Sequence[R]]], max_batch: int = 500
     ) -> None:
-        """``linger_s`` > 0: a write waits that long for companions before it goes out (fewer,
-        larger writes for callers that can afford the wait)."""
         self._write_many = write_many
         self._max_batch = max_batch
-        self._linger_s = linger_s
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -44,8 +38,6 @@ class GroupCommit(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._queue:
-            if self._linger_s > 0 and len(self._queue) < self._max_batch:
-                await asyncio.sleep(self._linger_s)
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
                 results = await self._write_many([doc for doc, _ in batch])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge
 
@@ -55,10 +56,15 @@ FLUSH_AFTER_S = 2.0
 REFRESH_S = 2.0
 # Pause before trying a failed write again.
 OUTAGE_RETRY_S = 1.0
-# How long an answer's record waits to share its write with others.
-RECORD_LINGER_S = 0.05
 # Retries every submission may spend whatever its size; beyond it, budget_fraction of its calls.
 RETRY_FLOOR = 100
+
+
+def _passing(exc: BaseException) -> bool:
+    """Whether exc is an outage that passes (a restarting peer, an unreachable database)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 @dataclass
@@ -146,11 +152,7 @@ class Dispatcher:
         self._calling = 0  # endpoint calls in flight, all jobs (the global cap)
         self._finished_count = 0
         # Concurrent calls finish together: their records share writes.
-        # The slot is freed before the record is written, so a record can wait a little for
-        # others: at 300 answers/s, one insert per RECORD_LINGER_S instead of one per answer.
-        self._records: GroupCommit[dict[str, Any], bool] = GroupCommit(
-            jobs.record_many, linger_s=RECORD_LINGER_S
-        )
+        self._records: GroupCommit[dict[str, Any], bool] = GroupCommit(jobs.record_many)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -173,8 +175,13 @@ class Dispatcher:
         while not self._stopping.is_set():
             due = loop.time() - last_refresh > REFRESH_S or self._wake.is_set()
             if due and (refreshing is None or refreshing.done()):
-                if refreshing is not None:
-                    refreshing.result()  # a failed refresh fails the worker (and is restarted)
+                failed = refreshing.exception() if refreshing is not None else None
+                if failed is not None and not _passing(failed):
+                    raise failed  # fails the worker (and the service is restarted)
+                if failed is not None:
+                    # A peer or the database is down for a moment: the jobs not yet loaded are
+                    # loaded by the next refresh, the loaded ones are served meanwhile.
+                    log.warning("loading jobs failed, trying again: %r", failed)
                 # Loading a large job takes seconds: the other jobs keep being served meanwhile.
                 self._wake.clear()
                 refreshing = asyncio.create_task(self._refresh())
