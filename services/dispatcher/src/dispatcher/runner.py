@@ -101,6 +101,7 @@ class Job:
     pending: deque[Item]
     limit: AdaptiveLimit
     budget: RetryBudget
+    # Calls from their start until their outcome is recorded (or the item is put back).
     inflight: int = 0
     unflushed: list[dict[str, Any]] = field(default_factory=list)
     # When the oldest answer in unflushed was recorded (monotonic).
@@ -262,7 +263,14 @@ class Dispatcher:
     def _schedule(self) -> None:
         def has_work(submission_id: str) -> bool:
             job = self._active.get(submission_id)
-            return bool(job and job.pending and not job.failed and job.limit.has_room())
+            # A slot frees when the endpoint answers, before the answer is recorded; answers
+            # not yet recorded are bounded too (at most one more cap's worth), so a slow or
+            # unreachable database stops the calls instead of piling answers up in memory
+            # that a crash would have to send again.
+            unrecorded_room = job is not None and job.inflight < 2 * job.limit.cap
+            return bool(
+                job and job.pending and not job.failed and job.limit.has_room() and unrecorded_room
+            )
 
         while self._calling < self._global_cap:
             chosen = self._fair.next_submission(has_work)
