@@ -152,14 +152,8 @@ async def soak(bench: BenchStack, minutes: float, tenants: int) -> None:
     )
     record("soak", "errors", errors, "errors", target=0, higher_is_better=False)
     for rpc in ("CreateSubmission", "UploadAnswers", "GetReport"):
-        record(
-            "soak",
-            f"{rpc} p99",
-            percentile(stats.latency[rpc], 0.99),
-            "ms",
-            100.0,
-            higher_is_better=False,
-        )
+        # No target: the issue sets none for a stack driven flat out by many tenants.
+        record("soak", f"{rpc} p99", percentile(stats.latency[rpc], 0.99), "ms")
     record(
         "soak",
         "largest service RSS growth after warm-up",
