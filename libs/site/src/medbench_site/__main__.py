@@ -6,6 +6,9 @@
 Addresses default to MEDBENCH_PEERS__AGGREGATOR and MEDBENCH_PEERS__ROTATOR (as the services
 read them); the credential to MEDBENCH_API_KEY (a maintainer key), else the deployment's
 service token MEDBENCH_AUTH__SERVICE_TOKEN.
+
+Exit codes of build: 0 built, 2 no credential, 4 the folder cannot be written, 5 the platform
+is unreachable, 6 the platform refused (a bad key, a missing role).
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ def _refresh(out: Path, args: argparse.Namespace, stop: threading.Event) -> None
         try:
             link, pages, shown = asyncio.run(build(out, args.aggregator, args.rotator, args.key))
             log.info("built %s: %d pages, %d published submissions", link, pages, shown)
-        except (grpc.aio.AioRpcError, OSError) as exc:
+        except Exception:  # noqa: BLE001 - the loop outlives any one build
             # The last build keeps being served; the next refresh tries again.
-            log.warning("site build failed, serving the previous build: %s", exc)
+            log.exception("site build failed, serving the previous build")
         stop.wait(args.refresh_s)
 
 
@@ -91,7 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "build":
         started = time.monotonic()
-        link, pages, shown = asyncio.run(build(args.out, args.aggregator, args.rotator, args.key))
+        try:
+            link, pages, shown = asyncio.run(
+                build(args.out, args.aggregator, args.rotator, args.key)
+            )
+        except grpc.aio.AioRpcError as exc:
+            print(
+                f"medbench-site: reading the platform ({args.aggregator}, {args.rotator}) "
+                f"failed: {exc.code().name}: {exc.details()}",
+                file=sys.stderr,
+            )
+            return 5 if exc.code() == grpc.StatusCode.UNAVAILABLE else 6
+        except OSError as exc:
+            print(f"medbench-site: cannot write {args.out}: {exc}", file=sys.stderr)
+            return 4
         print(
             f"{link}: {pages} pages, {shown} published submissions, "
             f"{time.monotonic() - started:.1f} s"

@@ -123,18 +123,6 @@ class Snapshot:
     def board(self, track: str, board: str) -> Board:
         return next(b for b in self.boards if b.track == track and b.board == board)
 
-    def entry(self, submission_id: str) -> tuple[Board, Entry]:
-        for b in self.boards:
-            for entries in b.entries.values():
-                for e in entries:
-                    if e.submission_id == submission_id:
-                        return b, e
-        raise KeyError(submission_id)
-
-
-def _score(value: float, low: float, high: float) -> Score:
-    return Score(value, low, high)
-
 
 def _entry(e: lb.LeaderboardEntry) -> Entry:
     return Entry(
@@ -150,8 +138,8 @@ def _entry(e: lb.LeaderboardEntry) -> Entry:
         pool_id=e.pool_id,
         rank=e.rank,
         group=e.group,
-        overall=_score(e.overall, e.overall_low, e.overall_high),
-        dimensions={d.dimension: _score(d.score, d.low, d.high) for d in e.dimensions},
+        overall=Score(e.overall, e.overall_low, e.overall_high),
+        dimensions={d.dimension: Score(d.score, d.low, d.high) for d in e.dimensions},
         published_at=e.published_at.ToDatetime(tzinfo=UTC),
         equated=e.equated if e.HasField("equated") else None,
     )
@@ -161,11 +149,11 @@ def _report(r: Any) -> Report:
     lineage = r.lineage
     return Report(
         submission_id=r.submission_id,
-        overall=_score(r.overall, r.overall_low, r.overall_high),
-        dimensions={d.dimension: _score(d.score, d.low, d.high) for d in r.dimensions},
+        overall=Score(r.overall, r.overall_low, r.overall_high),
+        dimensions={d.dimension: Score(d.score, d.low, d.high) for d in r.dimensions},
         datasets=tuple(
             DatasetScore(
-                d.dataset, d.dimension, _score(d.score, d.low, d.high), d.items, d.units, d.rule
+                d.dataset, d.dimension, Score(d.score, d.low, d.high), d.items, d.units, d.rule
             )
             for d in r.datasets
         ),
