@@ -1,5 +1,7 @@
 """A simulated OpenAI-compatible endpoint for benchmarks: asyncio, keep-alive, fixed latency,
-optional 429/5xx rates; GET /stats returns call counts. Run as its own process:
+optional 429/5xx rates; GET /stats returns call counts, and GET /stats?since=T the same for
+the calls that arrived after monotonic time T (the clock is the machine's, shared by every
+process), which lets a benchmark leave out the preflight call. Run as its own process:
 
     python -m tests.bench.sim_endpoint --port 8000 --latency-s 0.2 --rate-429 0.1 --rate-5xx 0.05
 """
@@ -24,6 +26,20 @@ STATS = {
     "inflight": 0,
     "inflight_sum": 0,
 }
+# (monotonic arrival time, requests in flight then) of every chat call.
+ARRIVALS: list[tuple[float, int]] = []
+
+
+def since(t: float) -> dict[str, float]:
+    """Calls before t, and count, first, last and summed in-flight of the calls after t."""
+    after = [(at, inflight) for at, inflight in ARRIVALS if at > t]
+    return {
+        "calls_before": len(ARRIVALS) - len(after),
+        "calls": len(after),
+        "first": after[0][0] if after else 0.0,
+        "last": after[-1][0] if after else 0.0,
+        "inflight_sum": sum(inflight for _, inflight in after),
+    }
 
 
 async def handle(
@@ -43,7 +59,9 @@ async def handle(
             if length:
                 await reader.readexactly(length)
             status, body, extra = 200, {}, ""
-            if method == "GET" and path.endswith("/stats"):
+            if method == "GET" and "/stats?since=" in path:
+                body = since(float(path.split("?since=", 1)[1]))
+            elif method == "GET" and path.endswith("/stats"):
                 body = STATS
             elif method == "GET":
                 body = {"data": [{"id": "test-model"}]}
@@ -54,6 +72,7 @@ async def handle(
                 STATS["last"] = now
                 STATS["inflight"] += 1
                 STATS["inflight_sum"] += STATS["inflight"]
+                ARRIVALS.append((now, STATS["inflight"]))
                 try:
                     await asyncio.sleep(args.latency_s)
                 finally:

@@ -69,7 +69,10 @@ class HttpClient:
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         raw = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
         try:
-            return await asyncio.wait_for(self._exchange(origin, secure, raw), timeout_s)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for runs the exchange as a task
+            # of its own, two more event-loop turns per call between a reply and the next call.
+            async with asyncio.timeout(timeout_s):
+                return await self._exchange(origin, secure, raw)
         except TimeoutError as exc:
             raise HttpError("timeout") from exc
 

@@ -289,6 +289,10 @@ class Dispatcher:
         """The endpoint is done with a request: its slot can take the next one."""
         job.limit.release()
         self._calling -= 1
+        # The next call starts now, not after the loop below wakes: under load every turn of
+        # the event loop between a reply and the next request leaves the slot idle.
+        if not self._stopping.is_set():
+            self._schedule()
         self._kick.set()
 
     def _call_done(self, task: asyncio.Task[None]) -> None:

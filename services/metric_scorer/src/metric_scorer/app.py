@@ -12,12 +12,17 @@ from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
 from metric_scorer.adapters.mongo_variants import MongoVariants
 from metric_scorer.core.components import merge
+from metric_scorer.core.library import LIBRARY
 from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded
 from metric_scorer.settings import MetricScorerSettings
 
 
 async def serve(settings: MetricScorerSettings) -> None:
     merge([1.0], settings.merge_rule)  # an unknown rule fails at start-up, not per message
+    # The metric library is imported with the service, before it reports ready, not by the
+    # first batch it scores (some metrics load numerical libraries: about 2 s of CPU).
+    if not LIBRARY:
+        raise RuntimeError("the metric library is empty")
     async with open_infrastructure(settings) as infra:
         keys = MongoPoolKeys(infra.sealed_db)
         responses = KafkaConsumerWorker(
