@@ -16,7 +16,6 @@ import secrets
 import statistics
 import time
 import unicodedata
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any
 
@@ -44,7 +43,14 @@ from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
 from tests.e2e.fake_judge import fair_score, fenced_answer
-from tests.e2e.harness import Evaluation, comparable, eventually, load_pool, partner_key
+from tests.e2e.harness import (
+    Evaluation,
+    comparable,
+    eventually,
+    gateway_metric,
+    load_pool,
+    partner_key,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -274,17 +280,6 @@ async def stays_empty(db: AsyncDatabase[Any], tenant: str, request_id: str) -> N
     sid = submission_id_for(tenant, request_id)
     assert await db.submissions.find_one({"_id": sid}) is None
     assert await db.uploads.find_one({"submission_id": sid}) is None
-
-
-def gateway_metric(stack: ServiceStack, name: str, *labels: str) -> float:
-    """A counter of the gateway's /metrics with these labels (0 when never counted)."""
-    url = f"http://127.0.0.1:{stack.metrics_port('gateway')}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and all(label in line for label in labels):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def handled(stack: ServiceStack, method: str, code: str, tenant: str) -> float:

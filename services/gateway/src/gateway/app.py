@@ -30,7 +30,9 @@ from medbench_storage.infra import open_infrastructure
 async def serve(settings: GatewaySettings) -> None:
     async with open_infrastructure(settings, INDEXES) as infra:
         rotator = RotatorClient(insecure_channel(settings.peers.rotator, settings))
-        reports = ReportClient(insecure_channel(settings.peers.aggregator, settings))
+        reports = ReportClient(
+            insecure_channel(settings.peers.aggregator, settings), settings.leaderboard_cache_s
+        )
         dispatch = DispatchClient(insecure_channel(settings.peers.dispatcher, settings))
         auth = Authenticator(
             settings.auth.service_token.get_secret_value(),

@@ -22,6 +22,17 @@ ANSWERS_UPLOADED = Counter(
     ["tenant"],
 )
 
+LEADERBOARD_READS = Counter(
+    "medbench_gateway_leaderboard_reads_total",
+    "ListLeaderboard calls, by whether the gateway's short cache answered (hit) or the "
+    "aggregator did (miss).",
+    ["result"],
+)
+
+
+def board_read(cached: bool) -> None:
+    LEADERBOARD_READS.labels("hit" if cached else "miss").inc()
+
 
 def created(tenant_id: str, track: int, mode: int) -> None:
     SUBMISSIONS_CREATED.labels(

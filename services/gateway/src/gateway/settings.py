@@ -22,4 +22,7 @@ class GatewaySettings(ServiceSettings):
     # An UploadAnswers stream that sends no message for this long is ended (DEADLINE_EXCEEDED),
     # so a stalled or abandoned client cannot hold a handler and a half-received message.
     upload_idle_timeout_s: float = 300.0
+    # ListLeaderboard answers are kept this long (0 = off); a publication through this gateway
+    # forgets them at once, one through another replica shows after at most this long.
+    leaderboard_cache_s: float = 2.0
     quotas: QuotaSettings = QuotaSettings()

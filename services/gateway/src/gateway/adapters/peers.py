@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway import metrics
+from gateway.core.ttl_cache import TtlCache
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
@@ -118,11 +120,20 @@ class RotatorClient:
 
 
 class ReportClient:
-    """ReportService and LeaderboardService calls (aggregator)."""
+    """ReportService and LeaderboardService calls (aggregator).
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    Leaderboard pages are public and the same for every caller, and change only when an entry
+    is published: each distinct request's answer is kept for ``board_cache_s`` seconds
+    (concurrent identical requests share one call), and forgotten whenever a publication goes
+    through this gateway, so a partner who publishes sees the entry at once.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, board_cache_s: float = 0.0) -> None:
         self._stub = report_service_pb2_grpc.ReportServiceStub(channel)
         self._boards = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+        self._board_cache: TtlCache[bytes, leaderboard_service_pb2.ListLeaderboardResponse] = (
+            TtlCache(board_cache_s)
+        )
 
     async def item_results(
         self, submission_id: str, tenant_id: str
@@ -138,19 +149,30 @@ class ReportClient:
             raise _translate(exc, "reading item results") from exc
 
     async def publish(self, request: leaderboard_service_pb2.PublishEntryRequest) -> bool:
-        response = await _call(
-            self._boards.PublishEntry(request, timeout=10), "publishing to the leaderboard"
-        )
+        try:
+            response = await _call(
+                self._boards.PublishEntry(request, timeout=10), "publishing to the leaderboard"
+            )
+        finally:
+            # Even a failed call may have published (the reply was lost).
+            self._board_cache.clear()
         assert isinstance(response, leaderboard_service_pb2.PublishEntryResponse)
         return response.published
 
     async def leaderboard(
         self, request: leaderboard_service_pb2.ListLeaderboardRequest
     ) -> leaderboard_service_pb2.ListLeaderboardResponse:
-        response = await _call(
-            self._boards.ListLeaderboard(request, timeout=10), "reading the leaderboard"
+        async def load() -> leaderboard_service_pb2.ListLeaderboardResponse:
+            response = await _call(
+                self._boards.ListLeaderboard(request, timeout=10), "reading the leaderboard"
+            )
+            assert isinstance(response, leaderboard_service_pb2.ListLeaderboardResponse)
+            return response
+
+        response, cached = await self._board_cache.get(
+            request.SerializeToString(deterministic=True), load
         )
-        assert isinstance(response, leaderboard_service_pb2.ListLeaderboardResponse)
+        metrics.board_read(cached)
         return response
 
     async def progress(self, submission_id: str) -> report_service_pb2.GetProgressResponse:
