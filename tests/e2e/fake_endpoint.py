@@ -32,6 +32,9 @@ class Script:
     times: list[float] = field(default_factory=list)
     """Arrival time (monotonic) of every completion request."""
     answered: Counter[str] = field(default_factory=Counter)
+    inflight: int = 0
+    max_inflight: int = 0
+    """Most completion requests the endpoint was handling at once."""
     images: dict[str, list[str]] = field(default_factory=dict)
     """Image data URLs of the last request per question (content-part messages)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +91,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            self._finished()
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -122,12 +126,30 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 script.calls[question] += 1
                 script.times.append(time.monotonic())
                 attempt = script.calls[question]
+                script.inflight += 1
+                script.max_inflight = max(script.max_inflight, script.inflight)
+            self._counted = True
+            try:
+                self._complete(body, question, attempt)
+            finally:
+                self._finished()
+
+        def _finished(self) -> None:
+            """The request stops counting as in flight, before its reply leaves (the caller
+            may send its next request the moment the reply arrives)."""
+            if getattr(self, "_counted", False):
+                self._counted = False
+                with script.lock:
+                    script.inflight -= 1
+
+        def _complete(self, body: dict[str, Any], question: str, attempt: int) -> None:
             if script.latency_s:
                 time.sleep(script.latency_s)
             fault = script.fault(question, attempt)
             if fault is not None:
                 status, payload, headers = fault
                 if payload is None:
+                    self._finished()
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return

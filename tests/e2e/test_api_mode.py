@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -40,7 +42,8 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "api",
         {
             "MEDBENCH_RETRY_BASE_DELAY_S": "0.01",
-            "MEDBENCH_RETRY_MAX_DELAY_S": "0.05",
+            # Retry-After is honoured up to 4 x this: 1 s.
+            "MEDBENCH_RETRY_MAX_DELAY_S": "0.25",
             "MEDBENCH_MAX_ATTEMPTS": "4",
         },
     ) as services:
@@ -140,6 +143,40 @@ async def test_api_mode_evaluation_with_throttling_and_errors_completes_exactly_
     assert sum(fake.script.calls.values()) > len(ROWS) * 1.2
     assert sub.endpoint.api_key == "" and sub.endpoint.model == "test-model"
     assert (sub.decoding.temperature, sub.decoding.max_tokens) == (0.7, 512)
+
+
+async def test_a_call_backing_off_leaves_its_slot_to_other_items(
+    stack: ServiceStack, pool: str
+) -> None:
+    """Declared cap 1: while the first item waits out its Retry-After of 1 s, the one slot
+    serves the others; the cap is never exceeded and every item is answered once."""
+    lock = threading.Lock()
+    arrivals: list[tuple[float, str, int]] = []
+    throttled: list[str] = []
+
+    def slow_down_once(question: str, attempt: int) -> Reply | None:
+        with lock:
+            arrivals.append((time.monotonic(), question, attempt))
+            if not throttled and "1+1" not in question:  # not the preflight's prompt
+                throttled.append(question)
+                return 429, {"error": {"message": "slow down"}}, {"Retry-After": "1"}
+        return None
+
+    with FakeEndpoint(Script(answer=smart, fault=slow_down_once, latency_s=0.01)) as fake:
+        partner, sid = await run(stack, "hospital-backoff", fake, cap=1)
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 90, "the API-mode submission to complete", interval_s=0.3)
+    first, retried = (t for t, q, a in arrivals if q == throttled[0])
+    others = [q for t, q, _ in arrivals if first < t < retried]
+    assert retried - first >= 1.0  # Retry-After honoured
+    # Holding the slot through the wait would leave none to the others.
+    assert len(others) >= 3 and throttled[0] not in others
+    assert fake.script.max_inflight == 1
+    assert fake.script.answered[throttled[0]] == 1
+    assert sum(fake.script.answered.values()) == len(ROWS) + 1
 
 
 async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(

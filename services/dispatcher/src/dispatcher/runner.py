@@ -79,16 +79,29 @@ class Item:
     prompt_hash: str = ""
 
 
+def _no_slot(job: Job) -> None:
+    """Tells the job's calls waiting for a slot after a backoff that none will come."""
+    for waiting in job.retrying:
+        if not waiting.done():
+            waiting.set_result(False)
+    job.retrying.clear()
+
+
 class _Slot:
-    """An endpoint slot held by one call; released exactly once."""
+    """An endpoint slot held by one call; each hold is released exactly once."""
 
     def __init__(self, release: Callable[[], None]) -> None:
-        self._release: Callable[[], None] | None = release
+        self._on_release = release
+        self._held = True
 
     def release(self) -> None:
-        if self._release is not None:
-            self._release, release = None, self._release
-            release()
+        if self._held:
+            self._held = False
+            self._on_release()
+
+    def hold(self) -> None:
+        """The call holds a slot again (the scheduler acquired it for the call)."""
+        self._held = True
 
 
 @dataclass
@@ -112,6 +125,10 @@ class Job:
     infra_failed: int = 0
     failed: str = ""
     flushing: bool = False
+    # Calls that waited out a backoff and wait for a slot: served before new items. Each gets
+    # True when the scheduler acquired a slot for it, False when the dispatcher stops or the
+    # run fails.
+    retrying: deque[asyncio.Future[bool]] = field(default_factory=deque)
 
     @property
     def submission_id(self) -> str:
@@ -158,6 +175,8 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stopping.set()
+        for job in self._active.values():
+            _no_slot(job)
         self._wake.set()
         self._kick.set()
 
@@ -263,24 +282,28 @@ class Dispatcher:
     def _schedule(self) -> None:
         def has_work(submission_id: str) -> bool:
             job = self._active.get(submission_id)
+            if job is None or job.failed or not job.limit.has_room():
+                return False
+            while job.retrying and job.retrying[0].done():
+                job.retrying.popleft()  # its call was told to stop
             # A slot frees when the endpoint answers, before the answer is recorded; answers
             # not yet recorded are bounded too (at most one more cap's worth), so a slow or
             # unreachable database stops the calls instead of piling answers up in memory
-            # that a crash would have to send again.
-            unrecorded_room = job is not None and job.inflight < 2 * job.limit.cap
-            return bool(
-                job and job.pending and not job.failed and job.limit.has_room() and unrecorded_room
-            )
+            # that a crash would have to send again. Calls backing off count among them.
+            return bool(job.retrying) or bool(job.pending and job.inflight < 2 * job.limit.cap)
 
         while self._calling < self._global_cap:
             chosen = self._fair.next_submission(has_work)
             if chosen is None:
                 return
             job = self._active[chosen]
-            item = job.pending.popleft()
-            job.inflight += 1
             job.limit.acquire()
             self._calling += 1
+            if job.retrying:
+                job.retrying.popleft().set_result(True)  # the slot is the waiting call's
+                continue
+            item = job.pending.popleft()
+            job.inflight += 1
             task = asyncio.create_task(self._call(job, item))
             self._tasks.add(task)
             task.add_done_callback(self._call_done)
@@ -359,17 +382,31 @@ class Dispatcher:
                 return
             if outcome is Outcome.FAIL_SUBMISSION:
                 job.failed = result.error or f"HTTP {result.status}"
+                _no_slot(job)  # the calls backing off end too: the run is over
                 return
             if outcome is Outcome.FAIL_ITEM_INFRA:
                 await self._record(job, item, "infra_failed", result, attempt, truncated)
                 return
             retry_after = parse_retry_after(result.retry_after, datetime.now(UTC))
             delay = self._policy.delay(attempt, self._rand, retry_after)
+            # Nothing is in flight at the endpoint while the call waits: its slot serves other
+            # items meanwhile, and the call takes the next free one before any new item.
+            slot.release()
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 return  # stopping: the item stays unrecorded and is sent after restart
             except TimeoutError:
                 pass
+            if job.failed:
+                return  # another call's answer ended the run meanwhile
+            waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            job.retrying.append(waiting)
+            self._schedule()
+            if not await waiting:
+                return  # stopping or failed: the item stays unrecorded
+            slot.hold()
+            if self._stopping.is_set() or job.failed:
+                return
 
     async def _record(
         self, job: Job, item: Item, status: str, result: CallResult, attempts: int, truncated: bool
