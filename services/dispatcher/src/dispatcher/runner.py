@@ -129,6 +129,11 @@ class Job:
     # True when the scheduler acquired a slot for it, False when the dispatcher stops or the
     # run fails.
     retrying: deque[asyncio.Future[bool]] = field(default_factory=deque)
+    # Item ids recorded before this process took the job, or queued since: never queued again.
+    seen: set[str] = field(default_factory=set)
+    # Whether every prompt of the job has been read; the reading task while one runs.
+    loaded: bool = False
+    reading: asyncio.Task[None] | None = None
 
     @property
     def submission_id(self) -> str:
@@ -172,6 +177,8 @@ class Dispatcher:
         # Concurrent calls finish together: their records share writes.
         self._records: GroupCommit[dict[str, Any], bool] = GroupCommit(jobs.record_many)
         self._stopping = asyncio.Event()
+        # An error of a job's prompt reading that is not an outage: it ends the worker.
+        self._fatal: BaseException | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -193,6 +200,8 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         refreshing: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal  # fails the worker (and the service is restarted)
             due = loop.time() - last_refresh > REFRESH_S or self._wake.is_set()
             if due and (refreshing is None or refreshing.done()):
                 failed = refreshing.exception() if refreshing is not None else None
@@ -202,7 +211,6 @@ class Dispatcher:
                     # A peer or the database is down for a moment: the jobs not yet loaded are
                     # loaded by the next refresh, the loaded ones are served meanwhile.
                     log.warning("loading jobs failed, trying again: %r", failed)
-                # Loading a large job takes seconds: the other jobs keep being served meanwhile.
                 self._wake.clear()
                 refreshing = asyncio.create_task(self._refresh())
                 refreshing.add_done_callback(lambda _: self._kick.set())
@@ -215,6 +223,9 @@ class Dispatcher:
                 await asyncio.wait_for(self._kick.wait(), timeout=0.2)
         if refreshing is not None and not refreshing.done():
             refreshing.cancel()
+        for job in self._active.values():
+            if job.reading is not None:
+                job.reading.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
         if self._flushes:
@@ -223,34 +234,64 @@ class Dispatcher:
             await self._flush_all(job)
 
     async def _refresh(self) -> None:
+        """Takes up RUNNING jobs not yet active, and reads the prompts of those not read yet.
+
+        A job is served from its first batch of prompts on: its prompts are read by a task of
+        its own, so neither its first call nor other jobs wait for the whole of a large pool.
+        """
         finished_before = self._finished_count
         for doc in await self._jobs.running():
-            if doc["_id"] in self._active:
-                continue
-            job = await self._load(doc)
-            if (
-                self._finished_count != finished_before
-                and await self._jobs.state(job.submission_id) != "RUNNING"
-            ):
-                continue  # finished while this refresh was reading
-            self._active[job.submission_id] = job
-            self._fair.add(job.submission_id, doc["tenant_id"])
-            log.info("dispatching %s: %d items to send", job.submission_id, len(job.pending))
+            job = self._active.get(doc["_id"])
+            if job is None:
+                job = await self._open(doc)
+                if (
+                    self._finished_count != finished_before
+                    and await self._jobs.state(job.submission_id) != "RUNNING"
+                ):
+                    continue  # finished while this refresh was reading
+                self._active[job.submission_id] = job
+                self._fair.add(job.submission_id, doc["tenant_id"])
+                log.info(
+                    "dispatching %s (%d items already recorded)", job.submission_id, len(job.seen)
+                )
+            if not job.loaded and job.reading is None:
+                job.reading = asyncio.create_task(self._read_prompts(job))
+                job.reading.add_done_callback(lambda task, job=job: self._read_done(job, task))
 
-    async def _load(self, doc: dict[str, Any]) -> Job:
-        """Items not yet answered (a restart resends only what was in flight)."""
-        recorded = {r["item_id"]: r for r in await self._jobs.recorded(doc["_id"])}
-        pending: deque[Item] = deque()
+    async def _open(self, doc: dict[str, Any]) -> Job:
+        """A job with what was recorded before (a restart resends only what was in flight)."""
+        recorded = await self._jobs.recorded(doc["_id"])
+        d = doc["decoding"]
+        job = Job(
+            doc,
+            await self._jobs.api_key(doc["_id"]),
+            DecodingSettings(
+                d["temperature"], d["max_tokens"], d["context_window"], d.get("top_p")
+            ),
+            deque(),
+            AdaptiveLimit(doc["endpoint"]["max_concurrency"], tolerance=self._throttle_tolerance),
+            RetryBudget(self._policy.budget_fraction, min_retries=RETRY_FLOOR),
+        )
+        job.seen = {r["item_id"] for r in recorded}
+        job.answered = sum(1 for r in recorded if r["status"] == "answered")
+        job.infra_failed = len(recorded) - job.answered
+        job.unflushed = [r for r in recorded if r["status"] == "answered" and not r.get("batched")]
+        job.unflushed_since = time.monotonic()
+        return job
+
+    async def _read_prompts(self, job: Job) -> None:
+        """Queues the job's prompts not yet seen, batch by batch, each sent as slots allow."""
         request = taskpool_service_pb2.GetPromptsRequest(
-            submission_id=doc["_id"], include_prompts=True
+            submission_id=job.submission_id, include_prompts=True
         )
         async for batch in self._rotator.GetPrompts(request):
             for it in batch.items:
                 # Canaries trace leaked downloads; an endpoint never needs to answer them.
-                if it.canary or it.item_id in recorded:
+                if it.canary or it.item_id in job.seen:
                     continue
+                job.seen.add(it.item_id)
                 messages = [(m.role, m.content) for m in it.messages] or [("user", it.question)]
-                pending.append(
+                job.pending.append(
                     Item(
                         it.item_id,
                         it.ordinal,
@@ -260,24 +301,25 @@ class Dispatcher:
                         it.prompt_hash,
                     )
                 )
-        d = doc["decoding"]
-        job = Job(
-            doc,
-            await self._jobs.api_key(doc["_id"]),
-            DecodingSettings(
-                d["temperature"], d["max_tokens"], d["context_window"], d.get("top_p")
-            ),
-            pending,
-            AdaptiveLimit(doc["endpoint"]["max_concurrency"], tolerance=self._throttle_tolerance),
-            RetryBudget(self._policy.budget_fraction, min_retries=RETRY_FLOOR),
-        )
-        job.answered = sum(1 for r in recorded.values() if r["status"] == "answered")
-        job.infra_failed = len(recorded) - job.answered
-        job.unflushed = [
-            r for r in recorded.values() if r["status"] == "answered" and not r.get("batched")
-        ]
-        job.unflushed_since = time.monotonic()
-        return job
+            if not self._stopping.is_set():
+                self._schedule()
+        job.loaded = True
+        log.info("read every prompt of %s (%d items)", job.submission_id, len(job.seen))
+
+    def _read_done(self, job: Job, task: asyncio.Task[None]) -> None:
+        job.reading = None
+        self._kick.set()
+        if task.cancelled():
+            return
+        failed = task.exception()
+        if failed is None:
+            return
+        if _passing(failed):
+            # A peer or the database is down for a moment: the next refresh reads on, skipping
+            # what was queued; the queued items are served meanwhile.
+            log.warning("reading prompts of %s failed, trying again: %r", job.submission_id, failed)
+        else:
+            self._fatal = failed
 
     def _schedule(self) -> None:
         def has_work(submission_id: str) -> bool:
@@ -523,8 +565,12 @@ class Dispatcher:
 
     async def _finish_done(self) -> None:
         for submission_id, job in list(self._active.items()):
-            if job.inflight or job.unflushed or job.flushing or (job.pending and not job.failed):
+            if job.inflight or job.unflushed or job.flushing:
                 continue
+            if not job.failed and (job.pending or not job.loaded):
+                continue
+            if job.reading is not None:
+                job.reading.cancel()  # failed: the rest of its prompts are not needed
             await self._jobs.add_calls(submission_id, job.calls)
             await self._jobs.set_counts(submission_id, job.answered, job.infra_failed)
             if job.failed:
