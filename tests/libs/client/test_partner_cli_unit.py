@@ -697,3 +697,31 @@ async def test_a_download_completes_a_partial_file_and_refuses_a_foreign_one(
         await cli_download(address, tmp_path / "none.jsonl", capsys)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_board_page_shows_equated_and_cycle_columns_only_when_some_entry_has_one() -> None:
+    from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
+
+    def entry(rank: int, overall: float, **kw: Any) -> lb.LeaderboardEntry:
+        return lb.LeaderboardEntry(
+            rank=rank,
+            model_name="m",
+            organisation="某医院",
+            overall=overall,
+            overall_low=overall - 5,
+            overall_high=overall + 5,
+            **kw,
+        )
+
+    plain = partner_cli.board_lines("LLM board", [entry(1, 70.0), entry(1, 66.5)], 2)
+    assert plain[0] == "LLM board"
+    assert plain[1].split() == ["rank", "model", "organisation", "overall", "95%", "interval"]
+    assert plain[3].split() == ["1", "m", "某医院", "66.5", "[61.5,", "71.5]"]
+    full = partner_cli.board_lines(
+        "LLM board", [entry(1, 70.0, cycle="2026Q4", equated=71.2), entry(2, 50.0)], 30
+    )
+    assert full[0] == "LLM board (first 2 of 30)"
+    assert full[1].split()[-2:] == ["equated", "cycle"]
+    assert full[2].split()[-2:] == ["71.2", "2026Q4"]
+    assert full[3].split()[-1] == "-"  # no equated score; no cycle (an empty cell)
+    assert partner_cli.board_lines("LLM board", [], 0) == ["LLM board: no published submissions"]

@@ -993,13 +993,25 @@ async def leaderboard(args: argparse.Namespace, s: Session) -> int:
         "entries": [entry_dict(e) for e in entries],
     }
     title = f"{args.track} / {args.board} board" + (f", cycle {args.cycle}" if args.cycle else "")
+    emit(args, data, board_lines(title, entries, total, show_cycle=not args.cycle))
+    return EXIT_OK
+
+
+def board_lines(
+    title: str,
+    entries: list[leaderboard_service_pb2.LeaderboardEntry],
+    total: int,
+    show_cycle: bool = True,
+) -> list[str]:
+    """A leaderboard page as text: a title line, then rank, model, organisation, overall and
+    its interval (equated and cycle columns when some entry has one)."""
     if not entries:
-        emit(args, data, f"{title}: no published submissions")
-        return EXIT_OK
+        return [f"{title}: no published submissions"]
     equated = any(e.HasField("equated") for e in entries)
+    show_cycle = show_cycle and any(e.cycle for e in entries)
     header = ["rank", "model", "organisation", "overall", "95% interval"]
     header += ["equated"] if equated else []
-    header += ["cycle"] if not args.cycle else []
+    header += ["cycle"] if show_cycle else []
     rows = []
     for e in entries:
         row = [
@@ -1011,12 +1023,11 @@ async def leaderboard(args: argparse.Namespace, s: Session) -> int:
         ]
         if equated:
             row.append(f"{e.equated:.1f}" if e.HasField("equated") else "-")
-        if not args.cycle:
+        if show_cycle:
             row.append(e.cycle)
         rows.append(row)
     more = f" (first {len(entries)} of {total})" if total > len(entries) else ""
-    emit(args, data, [f"{title}{more}", *table(header, rows, right={0, 3})])
-    return EXIT_OK
+    return [f"{title}{more}", *table(header, rows, right={0, 3})]
 
 
 async def usage(args: argparse.Namespace, s: Session) -> int:

@@ -224,6 +224,22 @@ async def evaluate(stack: ServiceStack) -> str:
         f"digest {report.lineage.item_scores_digest[:12]}):\n"
     )
     print(table)
+    # The public board the submission now stands on, read through the gateway like anyone's.
+    from medbench.common.v1 import common_pb2
+    from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
+    from medbench.taskpool.v1 import taskpool_pb2
+    from medbench_client.partner_cli import board_lines
+
+    boards = leaderboard_service_pb2_grpc.LeaderboardServiceStub(
+        channel(stack.address("gateway"), partner_key)
+    )
+    page = await boards.ListLeaderboard(
+        leaderboard_service_pb2.ListLeaderboardRequest(
+            track=common_pb2.TRACK_LLM, board=taskpool_pb2.BOARD_UPLOAD, page_size=20
+        )
+    )
+    lines = board_lines("Leaderboard: LLM / upload board", list(page.entries), page.total)
+    print("\n" + "\n".join(lines) + "\n")
     return sid
 
 
