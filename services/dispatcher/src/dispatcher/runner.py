@@ -444,7 +444,13 @@ class Dispatcher:
             waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             job.retrying.append(waiting)
             self._schedule()
-            if not await waiting:
+            try:
+                granted = await waiting
+            except asyncio.CancelledError:
+                if waiting.done() and not waiting.cancelled() and waiting.result():
+                    self._release(job)  # granted just before the cancel: give it back
+                raise
+            if not granted:
                 return  # stopping or failed: the item stays unrecorded
             slot.hold()
             if self._stopping.is_set() or job.failed:
