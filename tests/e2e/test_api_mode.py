@@ -9,9 +9,11 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_pb2
@@ -137,6 +139,7 @@ async def test_api_mode_evaluation_with_throttling_and_errors_completes_exactly_
         sub = await partner.get(sid)
     assert report.scored_items == len(ROWS)
     assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
+    assert (sub.progress.answered_items, sub.progress.scored_items) == (len(ROWS), len(ROWS))
     # Every question answered exactly once, although about 3 in 8 first calls failed.
     # One successful call per item (+ the preflight's tiny prompt); canaries are never sent.
     assert sum(fake.script.answered.values()) == len(ROWS) + 1
@@ -177,6 +180,29 @@ async def test_a_call_backing_off_leaves_its_slot_to_other_items(
     assert fake.script.max_inflight == 1
     assert fake.script.answered[throttled[0]] == 1
     assert sum(fake.script.answered.values()) == len(ROWS) + 1
+
+
+async def test_a_run_that_completes_unread_shows_every_item_answered(
+    stack: ServiceStack, pool: str, servers: Servers
+) -> None:
+    """Nobody reads the submission while it dispatches: its stored counters never followed the
+    dispatcher, and completion itself must bring them up to date."""
+    with FakeEndpoint(Script(answer=smart)) as fake:
+        partner, sid = await run(stack, "hospital-unread", fake)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_uri)
+        try:
+            store = client[stack.env("gateway")["MEDBENCH_MONGO__DATABASE"]].submissions
+
+            async def completed() -> bool:
+                doc = await store.find_one({"_id": sid}, {"state": 1})
+                return doc is not None and doc["state"] == "COMPLETED"
+
+            await eventually(completed, 90, "the unread submission to complete", interval_s=0.3)
+        finally:
+            await client.close()
+        sub = await partner.get(sid)
+    assert sub.state == COMPLETED
+    assert (sub.progress.answered_items, sub.progress.scored_items) == (len(ROWS), len(ROWS))
 
 
 async def test_persistent_server_errors_mark_items_infra_failed_not_wrong(

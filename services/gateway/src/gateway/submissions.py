@@ -609,14 +609,20 @@ class Submissions:
             return
         if doc["state"] in TERMINAL:
             return
+        fields: dict[str, Any] = {
+            "state": COMPLETED,
+            "scored": event.scored_items,
+            "completed_at": event.completed_at.ToDatetime(tzinfo=UTC),
+        }
+        if doc["mode"] == common_pb2.SUBMISSION_MODE_API:
+            # The dispatcher's counts reach this record only when a read follows the dispatch;
+            # scoring can finish before one did. Completed means every item was answered and
+            # scored (an item that failed for infrastructure reasons holds the run back).
+            fields |= {"answered": event.scored_items, "answered_shown": event.scored_items}
         completed = await self._store.update(
             event.tenant_id,
             event.submission_id,
-            {
-                "state": COMPLETED,
-                "scored": event.scored_items,
-                "completed_at": event.completed_at.ToDatetime(tzinfo=UTC),
-            },
+            fields,
             expect={"state": {"$nin": sorted(TERMINAL)}},
         )
         if completed:
