@@ -30,7 +30,8 @@ def test_start_produce_consume_stop(tmp_path: Path) -> None:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10_000)
         try:
             admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-            assert topic in admin.list_topics()
+            # The controller answers create_topics before every broker's metadata has it.
+            wait_for(lambda: topic in admin.list_topics(), 30, f"topic {topic} to be listed")
         finally:
             admin.close()
 
