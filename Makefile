@@ -57,7 +57,15 @@ browser:          ## Install Debian's Chromium, chromedriver and a CJK font (web
 	  install || { apt-get update -q=2 >/dev/null && install; }; }
 	@/usr/bin/chromium --version 2>/dev/null
 
-test: setup lint chart-tools browser ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
+# grpcurl, which the runtime's tests point at every service's reflection, from the Go module proxy.
+GRPCURL_VERSION := v1.9.4
+GRPCURL_STAMP := .tools/.grpcurl-$(GRPCURL_VERSION)
+$(GRPCURL_STAMP):
+	@mkdir -p .tools/bin
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@rm -f .tools/.grpcurl-* && touch $@
+
+test: setup lint chart-tools browser $(GRPCURL_STAMP) ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
 	@mkdir -p .tmp; $(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -89,7 +97,7 @@ $(GHZ_STAMP):
 	GOBIN=$(CURDIR)/.tools/bin go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 	@rm -f .tools/.ghz-* && touch $@
 
-load-tools: $(GHZ_STAMP) ## Install ghz (gRPC load generator) into .tools/bin
+load-tools: $(GHZ_STAMP) $(GRPCURL_STAMP) ## Install ghz (gRPC load generator) and grpcurl into .tools/bin
 
 soak: setup       ## Many tenants submitting and watching for SOAK_MINUTES (10): errors, p99, RSS
 	$(PY) -m tests.bench.soak --minutes $(SOAK_MINUTES)

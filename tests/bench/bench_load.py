@@ -2,8 +2,9 @@
 
 For each RPC, the highest rate (requests/s) held for a whole step with p99 under 100 ms and no
 error, and its ratio to the same measure for a minimal grpc.aio server on this machine (the
-standard health service, nothing else), driven by the same ghz the same way. ghz comes from the
-Go module proxy (`make load-tools`, into .tools/bin).
+standard health service, and reflection), driven by the same ghz the same way. ghz comes from the
+Go module proxy (`make load-tools`, into .tools/bin) and, as a partner's would, reads the schema
+of the call from the server by reflection: no proto or protoset files.
 
     python -m tests.bench.bench_load [--step-s 10] [--rates 100 200 400 800 1600]
 """
@@ -15,22 +16,18 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from medbench.identity.v1 import identity_service_pb2
-from medbench.leaderboard.v1 import leaderboard_service_pb2
-from medbench.submission.v1 import submission_pb2, submission_service_pb2
+from medbench.submission.v1 import submission_pb2
 from medbench_client.api import AdminClient, PartnerClient, channel
 from medbench_client.bank_files import import_item, read_jsonl
 from medbench_devstack.ports import free_port
+from medbench_runtime.introspection import HEALTH_SERVICE, enable_reflection
 from tests.bench.local_stack import bench_stack
 from tests.bench.results import record
 from tests.e2e.harness import partner_key
@@ -42,34 +39,16 @@ P99_MS = 100.0
 RATES = [100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2400, 3200, 4000]
 
 
-def protoset(file: FileDescriptor, out: Path) -> Path:
-    """The compiled descriptors of a proto file and everything it imports, as ghz reads them."""
-    found: dict[str, FileDescriptor] = {}
-
-    def visit(f: FileDescriptor) -> None:
-        if f.name not in found:
-            for dependency in f.dependencies:
-                visit(dependency)
-            found[f.name] = f
-
-    visit(file)
-    descriptors = descriptor_pb2.FileDescriptorSet()
-    for f in found.values():
-        f.CopyToProto(descriptors.file.add())
-    out.write_bytes(descriptors.SerializeToString())
-    return out
-
-
 def ghz(
     address: str,
     call: str,
     rate: int,
     step_s: float,
     data: dict[str, Any],
-    protos: Path,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One constant-rate step; ghz's JSON report."""
+    """One constant-rate step; ghz's JSON report. No proto given: ghz asks the server's
+    reflection service for the call's schema."""
     workers = max(8, rate // 10)
     argv = [
         str(GHZ),
@@ -93,7 +72,6 @@ def ghz(
         "--format",
         "json",
     ]
-    argv += ["--protoset", str(protos)]
     if metadata:
         argv += ["--metadata", json.dumps(metadata)]
     argv.append(address)
@@ -143,7 +121,7 @@ def ramp(name: str, address: str, call: str, rates: list[int], step_s: float, **
 
 
 def minimal_server(port: int) -> subprocess.Popen[bytes]:
-    """A grpc.aio server with only the health service, in its own process."""
+    """A grpc.aio server with only the health service (and reflection), in its own process."""
     return subprocess.Popen([sys.executable, "-m", "tests.bench.bench_load", "--serve", str(port)])
 
 
@@ -151,6 +129,7 @@ async def serve(port: int) -> None:
     server = grpc.aio.server()
     service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(service, server)
+    enable_reflection([HEALTH_SERVICE], server)
     await service.set("", health_pb2.HealthCheckResponse.SERVING)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -172,7 +151,6 @@ async def prepare(stack: Any) -> tuple[str, str]:
 def main(rates: list[int], step_s: float) -> None:
     if not GHZ.exists():
         raise SystemExit(f"{GHZ} is missing: run `make load-tools`")
-    sets = Path(tempfile.mkdtemp(prefix="medbench-protoset-"))
     port = free_port()
     baseline = minimal_server(port)
     try:
@@ -194,7 +172,6 @@ def main(rates: list[int], step_s: float) -> None:
             rates,
             step_s,
             data={},
-            protos=protoset(health_pb2.DESCRIPTOR, sets / "health.protoset"),
         )
     finally:
         baseline.terminate()
@@ -206,29 +183,21 @@ def main(rates: list[int], step_s: float) -> None:
         auth = {"authorization": f"Bearer {key}"}
         gateway = stack.address("gateway")
         calls = [
-            (
-                "WhoAmI",
-                "medbench.identity.v1.IdentityService/WhoAmI",
-                {},
-                identity_service_pb2.DESCRIPTOR,
-            ),
+            ("WhoAmI", "medbench.identity.v1.IdentityService/WhoAmI", {}),
             (
                 "GetSubmission",
                 "medbench.submission.v1.SubmissionService/GetSubmission",
                 {"submission_id": sid},
-                submission_service_pb2.DESCRIPTOR,
             ),
             (
                 "ListLeaderboard",
                 "medbench.leaderboard.v1.LeaderboardService/ListLeaderboard",
                 {"track": "TRACK_LLM", "board": "BOARD_UPLOAD"},
-                leaderboard_service_pb2.DESCRIPTOR,
             ),
         ]
         print("gateway:")
-        for name, call, data, file in calls:
-            protos = protoset(file, sets / f"{name}.protoset")
-            best = ramp(name, gateway, call, rates, step_s, data=data, metadata=auth, protos=protos)
+        for name, call, data in calls:
+            best = ramp(name, gateway, call, rates, step_s, data=data, metadata=auth)
             ratio = best / minimal if minimal else 0.0
             print(f"  {name}: {best}/s held = {ratio:.2f} x the minimal server's {minimal}/s")
             record("load", f"gateway {name}, highest rate held (p99 < 100 ms)", best, "requests/s")

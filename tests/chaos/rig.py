@@ -20,20 +20,25 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
 from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
-from medbench.submission.v1 import submission_pb2
+from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client.api import AdminClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.kafka import KafkaBroker
 from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.services import ServiceStack
+from medbench_messaging import topics
+from medbench_messaging.publisher import KafkaPublisher, Outgoing
+from medbench_runtime.settings import KafkaSettings
 from rotator.core.options import parse_options
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
@@ -45,7 +50,11 @@ FAULTS = [
     "restart kafka",
     "restart mongo",
     "pause metric_scorer",
+    # Events no worker can process: one at the head of every outbox (too large for any record)
+    # and undecodable bytes on every topic. They are quarantined; the run goes on.
+    "poison events",
 ]
+RELAYING = ("gateway", "rotator", "dispatcher", "aggregator")
 TENANT = "chaos-hospital"
 COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
 # Consumers' session timeout (MEDBENCH_KAFKA__SESSION_TIMEOUT_MS); a pause outlasts it.
@@ -185,6 +194,8 @@ class ChaosRig:
             await asyncio.to_thread(self.kafka.restart)
         elif fault == "restart mongo":
             await asyncio.to_thread(self.mongo.restart)
+        elif fault == "poison events":
+            await self._poison()
         elif verb == "pause":
             stack.kill(target, signal.SIGSTOP)
             try:
@@ -193,6 +204,55 @@ class ChaosRig:
                 stack.kill(target, signal.SIGCONT)
         else:
             raise ValueError(f"unknown fault {fault!r}")
+
+    async def _poison(self) -> None:
+        too_large = submission_events_pb2.SubmissionCreated(
+            event_id="poison",
+            submission=submission_pb2.Submission(
+                model=submission_pb2.ModelInfo(name="x" * 1_100_000)
+            ),
+        ).SerializeToString()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.mongo.uri)
+        try:
+            for name in RELAYING:
+                await client["chaos"][f"outbox_{name}"].insert_one(
+                    {
+                        "_id": f"poison-{name}-{time.monotonic_ns()}",
+                        "topic": topics.SUBMISSION_CREATED.name,
+                        "key": "poison",
+                        "payload": too_large,
+                        "created_at": datetime(2000, 1, 1, tzinfo=UTC),  # the head
+                        "trace": [],
+                    }
+                )
+        finally:
+            await client.close()
+        publisher = KafkaPublisher(
+            KafkaSettings(bootstrap_servers=self.kafka.bootstrap, topic_prefix="chaos."), "chaos"
+        )
+        try:
+            await publisher.publish(
+                [
+                    Outgoing(
+                        topic,
+                        topic.message_type(),
+                        key=TENANT,
+                        topic_name=topic.full_name("chaos."),
+                        raw_value=b"\xff\x00 not an event",
+                    )
+                    for topic in topics.ALL_TOPICS
+                ]
+            )
+        finally:
+            publisher.close()
+
+    async def quarantined(self) -> int:
+        """Entries held in the quarantine (every poison event ends there)."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.mongo.uri)
+        try:
+            return await client["chaos"]["quarantine"].count_documents({"status": "held"})
+        finally:
+            await client.close()
 
     async def scored(self, submission_id: str) -> int | None:
         """Items scored so far (None while the aggregator cannot answer)."""

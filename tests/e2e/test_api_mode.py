@@ -408,3 +408,34 @@ async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: Service
     assert sorted(set(seen)) == sorted(by_url)
     assert report.scored_items == 4
     assert report.overall == pytest.approx(100.0)
+
+
+async def test_agent_length_answers_are_carried_to_the_report_cut_at_the_answer_limit(
+    stack: ServiceStack, pool: str, servers: Servers
+) -> None:
+    """Answers far past the official max_tokens (an agent's trace, a misbehaving endpoint):
+    each is carried up to the platform's per-answer limit, the batch of them goes as events
+    that fit, and the report is the one of the answers' first 32 KiB."""
+    from medbench_messaging.sizing import MAX_ANSWER_BYTES
+
+    def rambling(question: str) -> str:
+        return smart(question) + "\n" + "推理过程" * 10_000  # 120 KB
+
+    with FakeEndpoint(Script(answer=rambling)) as fake:
+        partner, sid = await run(stack, "hospital-agent", fake)
+
+        async def completed() -> bool:
+            return (await state_of(partner, sid)).state == COMPLETED
+
+        await eventually(completed, 120, "the agent-length run to complete")
+        report = await partner.report(sid)
+    assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_uri)
+    try:
+        records = client[stack.env("dispatcher")["MEDBENCH_MONGO__DATABASE"]].responses
+        docs = await records.find({"submission_id": sid}, {"text": 1, "clipped": 1}).to_list()
+    finally:
+        await client.close()
+    assert len(docs) == len(ROWS)
+    assert all(d["clipped"] and len(d["text"].encode()) <= MAX_ANSWER_BYTES for d in docs)
+    assert all(len(d["text"].encode()) > MAX_ANSWER_BYTES - 4 for d in docs)

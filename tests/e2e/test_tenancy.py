@@ -26,6 +26,7 @@ from medbench.identity.v1 import access_pb2, identity_pb2, identity_service_pb2
 from medbench.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from medbench.judge.v1 import judge_service_pb2  # noqa: E402, F401
 from medbench.leaderboard.v1 import leaderboard_service_pb2  # noqa: E402, F401
+from medbench.ops.v1 import quarantine_service_pb2  # noqa: E402, F401
 from medbench.report.v1 import report_service_pb2  # noqa: E402, F401
 from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2  # noqa: E402, F401
@@ -69,6 +70,9 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.identity.v1.IdentityService/RevokeApiKey": {M},
     "medbench.identity.v1.IdentityService/GetUsage": {S, V, M, O},
     "medbench.identity.v1.IdentityService/ListAuditEvents": {M, O},
+    "medbench.ops.v1.QuarantineService/ListQuarantined": {M, O},
+    "medbench.ops.v1.QuarantineService/RetryQuarantined": {M, O},
+    "medbench.ops.v1.QuarantineService/DropQuarantined": {M, O},
     "medbench.leaderboard.v1.LeaderboardService/ListLeaderboard": EVERYONE | {SV},
     "medbench.leaderboard.v1.LeaderboardService/PublishEntry": {SV},
     "medbench.leaderboard.v1.LeaderboardService/EquateBoard": {M},
@@ -100,6 +104,7 @@ EXPECTED: dict[str, set[int]] = {
 SERVED_BY = {
     "medbench.submission.v1.SubmissionService": "gateway",
     "medbench.identity.v1.IdentityService": "gateway",
+    "medbench.ops.v1.QuarantineService": "gateway",
     "medbench.leaderboard.v1.LeaderboardService": "aggregator",
     "medbench.report.v1.ReportService": "aggregator",
     "medbench.taskpool.v1.TaskPoolService": "rotator",

@@ -19,9 +19,12 @@ from medbench.submission.v1 import (
     submission_service_pb2,
     submission_service_pb2_grpc,
 )
+from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client import cli_config, partner_cli
+from medbench_client.api import message_batches
 from medbench_client.cli_config import ConfigError
 from medbench_client.cli_files import (
+    MAX_BATCH_BYTES,
     AnswerLine,
     InputError,
     ProgressLine,
@@ -241,6 +244,29 @@ def test_upload_reports_an_invalid_file_before_calling_the_gateway(
 
 def answers(n: int, prefix: str = "item") -> list[AnswerLine]:
     return [AnswerLine(i + 1, f"{prefix}-{i}", f"<{'ABCD'[i % 4]}>") for i in range(n)]
+
+
+def test_batches_of_long_answers_stay_under_the_gateways_message_limit() -> None:
+    """500 answers of 32 KiB would be 16 MiB in one message; the gateway takes 8 MiB."""
+    long = [AnswerLine(i + 1, f"item-{i}", "答" * 10_922) for i in range(600)]
+    batches = plan_batches(long, 500, final=True)
+    assert all(sum(len(a.encode()) for _, a in b.answers) <= MAX_BATCH_BYTES for b in batches)
+    assert [i for b in batches for i, _ in b.answers] == [a.item_id for a in long]
+    assert [b.final for b in batches] == [False] * (len(batches) - 1) + [True]
+    assert len(batches) == 3  # 256 + 256 + 88: full messages, in file order
+    again = plan_batches(list(long), 500, final=True)
+    assert [b.batch_id for b in again] == [b.batch_id for b in batches]
+
+
+def test_message_batches_cut_large_items_by_bytes() -> None:
+    items = [
+        taskpool_pb2.ImportItem(task=taskpool_pb2.Task(item_id=f"i{n}", question="长" * 87_000))
+        for n in range(100)
+    ]
+    parts = message_batches(items, 2000)
+    assert [x for p in parts for x in p] == items
+    assert all(sum(x.ByteSize() for x in p) <= 8 * 1024 * 1024 for p in parts)
+    assert message_batches(items[:3], 2) == [items[:2], items[2:3]]
 
 
 def test_batch_ids_depend_on_the_content_only() -> None:

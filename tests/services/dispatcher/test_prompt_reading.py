@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from dispatcher.runner import Dispatcher
+from dispatcher.runner import INTERNAL_FAILURE, Dispatcher
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2
 from medbench_runtime.openai_endpoint import CallResult
 
@@ -132,7 +132,7 @@ async def test_calls_start_with_the_first_batch_and_a_cut_read_goes_on_without_r
     assert job is not None and not job.loaded
     rotator.go_on.set()
     await settled(d)  # the read ends with UNAVAILABLE: waited out, not fatal
-    assert not job.loaded and d._fatal is None  # noqa: SLF001
+    assert not job.loaded and not job.failed
     assert sorted(endpoint.asked) == ["q-a", "q-b", "q-c", "q-d"]
 
     await d._refresh()  # noqa: SLF001 - the next refresh reads on
@@ -142,12 +142,12 @@ async def test_calls_start_with_the_first_batch_and_a_cut_read_goes_on_without_r
     assert sorted(r["item_id"] for r in jobs.records) == list("abcde")
 
 
-async def test_a_read_error_that_is_not_an_outage_ends_the_worker() -> None:
+async def test_a_read_error_that_is_not_an_outage_fails_that_job_not_the_worker() -> None:
     rotator = Rotator(([batch("a")], rpc_error(grpc.StatusCode.INVALID_ARGUMENT)))
     rotator.go_on.set()
     d = dispatcher(rotator, Endpoint(), Jobs())
     await d._refresh()  # noqa: SLF001
     await settled(d)
-    fatal = d._fatal  # noqa: SLF001
-    assert isinstance(fatal, grpc.aio.AioRpcError)
-    assert fatal.code() == grpc.StatusCode.INVALID_ARGUMENT
+    job = d.job(SID)
+    assert job is not None and job.failed == INTERNAL_FAILURE
+    assert "INVALID_ARGUMENT" not in job.failed  # internal details stay in the log

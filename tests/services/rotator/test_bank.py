@@ -6,7 +6,11 @@ import pytest
 
 from medbench_runtime.errors import InvalidArgument
 from rotator.core.bank import (
+    CHUNK_BYTES,
+    MAX_KEY_BYTES,
+    MAX_PROMPT_BYTES,
     DatasetInfo,
+    ItemRejected,
     KeyRecord,
     TaskRecord,
     check_id,
@@ -102,6 +106,42 @@ def test_chunks_cover_every_item_once() -> None:
     parts = chunks(freeze_pool("p", "llm", entries).items, 1000)
     assert [len(p) for p in parts] == [1000, 1000, 500]
     assert [p.ordinal for part in parts for p in part] == list(range(2500))
+
+
+def test_chunks_hold_at_most_chunk_bytes_of_prompts_or_keys() -> None:
+    """The largest items admitted: 1,000 of them would make a 256 MiB chunk document."""
+    stem = "长" * (MAX_PROMPT_BYTES // 3 - 20)
+    entries = [
+        (
+            task(f"MedExam-{i}-p1", question=stem + " A. x B. y"),
+            1,
+            KeyRecord(f"MedExam-{i}-p1", ("A",)),
+            EXAM,
+        )
+        for i in range(100)
+    ]
+    parts = chunks(freeze_pool("p", "llm", entries).items)
+    assert len(parts) > 1
+    assert [p.ordinal for part in parts for p in part] == list(range(100))
+    for part in parts:
+        assert sum(len(p.task.question.encode()) for p in part) <= CHUNK_BYTES
+    # Deterministic: the same pool gives the same chunks.
+    again = chunks(freeze_pool("p", "llm", entries).items)
+    assert [len(p) for p in again] == [len(p) for p in parts]
+
+
+def test_an_item_too_large_for_every_hop_is_refused_at_import() -> None:
+    question = "长" * (MAX_PROMPT_BYTES // 3) + "A. x B. y"
+    with pytest.raises(ItemRejected, match=f"at most {MAX_PROMPT_BYTES}") as err:
+        validate_item(task(question=question), KeyRecord("MedExam-1-p1", ("B",)), EXAM)
+    assert err.value.field == "task.question"
+    open_item = TaskRecord("MedQA-1", "MedExam", "llm", "问题 A. x B. y", "choice_single", "g")
+    with pytest.raises(ItemRejected, match=f"at most {MAX_KEY_BYTES}") as err:
+        validate_item(open_item, KeyRecord("MedQA-1", ("B",), key_points=("要点" * 20_000,)), EXAM)
+    assert err.value.field == "key.reference"
+    # At the limits exactly: admitted.
+    at_limit = "长" * ((MAX_PROMPT_BYTES - 12) // 3) + " A. x B. y"
+    validate_item(task(question=at_limit), KeyRecord("MedExam-1-p1", ("B",)), EXAM)
 
 
 @pytest.mark.parametrize("value", ["item-1\n", "item-1\r\n", "\nitem-1"])

@@ -4,8 +4,10 @@ APIs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from medbench.common.v1 import common_pb2
 from medbench.identity.v1 import (
@@ -219,8 +221,8 @@ class AdminClient:
         self, items: Sequence[taskpool_pb2.ImportItem], batch: int = 2000
     ) -> taskpool_service_pb2.ImportTasksResponse:
         async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
-            for i in range(0, len(items), batch):
-                yield taskpool_service_pb2.ImportTasksRequest(items=items[i : i + batch])
+            for part in message_batches(items, batch):
+                yield taskpool_service_pb2.ImportTasksRequest(items=part)
 
         return await self._stub.ImportTasks(messages())
 
@@ -283,6 +285,27 @@ class JudgeAdmin:
                 review_id=review_id, reviewer_id=reviewer_id, score=score
             )
         )
+
+
+# A streamed request message (import, leak tracing) ends before this many bytes of items (gRPC's
+# limit is 16 MiB; an item's prompt and key are at most 320 KiB, its images travel with it).
+MESSAGE_BYTES = 8 * 1024 * 1024
+M = TypeVar("M", bound=Message)
+
+
+def message_batches(items: Sequence[M], most: int) -> list[Sequence[M]]:
+    """items cut, in order, into batches of at most most items and about MESSAGE_BYTES."""
+    out: list[Sequence[M]] = []
+    start, used = 0, 0
+    for i, item in enumerate(items):
+        size = item.ByteSize()
+        if i > start and (i - start >= most or used + size > MESSAGE_BYTES):
+            out.append(items[start:i])
+            start, used = i, 0
+        used += size
+    if start < len(items):
+        out.append(items[start:])
+    return out
 
 
 def chunked(

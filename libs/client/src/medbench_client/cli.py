@@ -3,6 +3,7 @@
 import-medbench POOL.jsonl... [--gold-dir DIR] [--images-dir DIR]
 import-jsonl FILE --map SPEC        import-csv FILE --map SPEC
 datasets [--track llm]              rotate --track llm --board upload --cycle 2026-11
+quarantine list [--status held]     quarantine retry ENTRY    quarantine drop ENTRY  (--gateway)
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import grpc
 
+from medbench.ops.v1 import quarantine_service_pb2, quarantine_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_client.api import channel
+from medbench_client.api import channel, message_batches
 from medbench_client.bank_files import TRACKS, read_jsonl
 from medbench_client.importers import (
     FieldMapping,
@@ -76,8 +78,8 @@ async def send(
     stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
-        for i in range(0, len(items), BATCH):
-            yield taskpool_service_pb2.ImportTasksRequest(items=items[i : i + BATCH])
+        for part in message_batches(items, BATCH):
+            yield taskpool_service_pb2.ImportTasksRequest(items=part)
 
     return await stub.ImportTasks(messages())
 
@@ -148,8 +150,8 @@ async def run_trace(address: str, path: Path) -> int:
     items = leaked_items(path)
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.TraceLeakRequest]:
-        for i in range(0, len(items), BATCH):
-            yield taskpool_service_pb2.TraceLeakRequest(items=items[i : i + BATCH])
+        for part in message_batches(items, BATCH):
+            yield taskpool_service_pb2.TraceLeakRequest(items=part)
 
     response = await stub.TraceLeak(messages())
     print(f"{path}: {response.lines} lines traced")
@@ -189,6 +191,38 @@ async def run_rotate(address: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(ts: object) -> str:
+    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if ts.seconds else "-"  # type: ignore[attr-defined]
+
+
+async def run_quarantine(address: str, args: argparse.Namespace) -> int:
+    """Lists quarantined events, or retries or drops one (audited on the gateway)."""
+    stub = quarantine_service_pb2_grpc.QuarantineServiceStub(maintainer_channel(address))
+    if args.action in ("retry", "drop"):
+        call = stub.RetryQuarantined if args.action == "retry" else stub.DropQuarantined
+        entry = await call(quarantine_service_pb2.QuarantinedEntryRequest(entry_id=args.entry))
+        print(f"{entry.entry_id}: {entry.status} ({entry.service} {entry.source} {entry.topic})")
+        return 0
+    token, shown = "", 0
+    while True:
+        page = await stub.ListQuarantined(
+            quarantine_service_pb2.ListQuarantinedRequest(
+                status=args.status, service=args.service, page_size=200, page_token=token
+            )
+        )
+        if not shown:
+            print(f"{page.held} held")
+        for e in page.events:
+            shown += 1
+            print(
+                f"{e.entry_id}  {e.status:<7} {_when(e.last_at)}  {e.service}/{e.source}  "
+                f"{e.topic}  key {e.key}  {e.size} bytes  x{e.times}\n    {e.reason}"
+            )
+        token = page.next_page_token
+        if not token or shown >= args.limit:
+            return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m medbench_client",
@@ -196,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rotator", default="127.0.0.1:50052", help="rotator host:port")
+    parser.add_argument("--gateway", default="127.0.0.1:50051", help="gateway host:port")
     parser.add_argument(
         "--key", default="", help="maintainer API key (default: the MEDBENCH_API_KEY variable)"
     )
@@ -234,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--dataset", action="append")
     leak = sub.add_parser("trace-leak", help="name the download a leaked prompt file comes from")
     leak.add_argument("file", type=Path)
+    held = sub.add_parser("quarantine", help="events held for a maintainer: list, retry, drop")
+    held_actions = held.add_subparsers(dest="action", required=True)
+    listing = held_actions.add_parser("list", help="entries, newest first")
+    listing.add_argument("--status", choices=["held", "retried", "dropped"], default="")
+    listing.add_argument("--service", default="")
+    listing.add_argument("--limit", type=int, default=200)
+    for action in ("retry", "drop"):
+        one = held_actions.add_parser(action, help=f"{action} one held entry (audited)")
+        one.add_argument("entry")
     args = parser.parse_args(argv)
     if args.key:
         os.environ["MEDBENCH_API_KEY"] = args.key
@@ -266,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "trace-leak":
             return asyncio.run(run_trace(args.rotator, args.file))
+        if args.command == "quarantine":
+            return asyncio.run(run_quarantine(args.gateway, args))
         if args.command == "datasets":
             return asyncio.run(run_datasets(args.rotator, args.track))
         return asyncio.run(run_rotate(args.rotator, args))

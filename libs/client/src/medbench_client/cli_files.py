@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 MAX_BATCH = 5000  # answers per UploadAnswers message (the gateway's limit)
+# Answer text per UploadAnswers message (UTF-8 bytes; the gateway's limit): a batch ends before it.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_ERRORS = 10
 STATE_SUFFIX = ".medbench-upload.json"
 BATCH_ID_PREFIX = "mb1-"
@@ -126,14 +128,26 @@ def batch_id(answers: Sequence[tuple[str, str]], final: bool) -> str:
 
 
 def plan_batches(answers: Sequence[AnswerLine], size: int, final: bool) -> list[Batch]:
-    """answers cut into batches of size in file order; the last one carries final."""
+    """answers cut into batches of size in file order, each under the gateway's MAX_BATCH_BYTES
+    of answer text (deterministic, so a resumed upload plans the same batches); the last one
+    carries final."""
     if not 1 <= size <= MAX_BATCH:
         raise InputError(f"--batch-size must be within 1-{MAX_BATCH}")
+    cuts: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for i, a in enumerate(answers):
+        size_of = len(a.answer.encode())
+        if i > start and (i - start >= size or used + size_of > MAX_BATCH_BYTES):
+            cuts.append((start, i))
+            start, used = i, 0
+        used += size_of
+    if start < len(answers):
+        cuts.append((start, len(answers)))
     out: list[Batch] = []
-    for start in range(0, len(answers), size):
-        chunk = answers[start : start + size]
+    for n, (begin, end) in enumerate(cuts):
+        chunk = answers[begin:end]
         pairs = tuple((a.item_id, a.answer) for a in chunk)
-        last = start + size >= len(answers)
+        last = n == len(cuts) - 1
         out.append(Batch(batch_id(pairs, final and last), chunk[0].line, pairs, final and last))
     return out
 

@@ -283,7 +283,8 @@ def _how_to(stack: ServiceStack, sid: str) -> str:
   grpcurl -plaintext -H "authorization: Bearer $(cat .stack/partner.key)" \\
       -d '{{"submission_id": "{sid}"}}' \\
       {gateway} medbench.submission.v1.SubmissionService/GetReport
-  (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest)
+  (grpcurl: `make load-tools` puts it in .tools/bin; or go install
+  github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)
 Prometheus metrics:
 {metrics}
 The partner key of tenant {TENANT} is in .stack/partner.key; the maintainer key is

@@ -27,7 +27,7 @@ from kafka.structs import OffsetAndMetadata
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-from medbench_messaging.publisher import Outgoing, Publisher
+from medbench_messaging.publisher import Outgoing, Publisher, PublishError
 from medbench_messaging.topics import Topic
 from medbench_runtime.logging import bind
 from medbench_runtime.settings import KafkaSettings
@@ -73,6 +73,29 @@ class Delivery:
 Handler = Callable[[Any, Delivery], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Held:
+    """A message put in quarantine: what it was, where it came from and why."""
+
+    # "consumer" (a consumed message) or "outbox" (a stored event its relay cannot publish).
+    source: str
+    # Where it came from, unique per message: "<group>:<topic>:<partition>:<offset>" or the
+    # outbox event id.
+    origin: str
+    # The topic's logical name (without the deployment prefix).
+    topic: str
+    key: str
+    payload: bytes
+    reason: str
+    headers: tuple[tuple[str, bytes], ...] = ()
+    # The outbox collection an outbox event goes back to when retried.
+    outbox: str = ""
+
+
+# Stores a held message (see medbench_storage.quarantine); raises on infrastructure trouble.
+Quarantine = Callable[[Held], Awaitable[Any]]
+
+
 class UndecodableMessage(Exception):
     """The bytes are not a message of the topic's type."""
 
@@ -105,6 +128,7 @@ class KafkaConsumerWorker:
         handler: Handler,
         dead_letters: Publisher,
         transient_errors: tuple[type[BaseException], ...] = (),
+        quarantine: Quarantine | None = None,
         concurrency: int = 1,
         max_poll_records: int | None = None,
         max_poll_interval_ms: int = 300_000,
@@ -128,6 +152,7 @@ class KafkaConsumerWorker:
         self._handler = handler
         self._dead_letters = dead_letters
         self._transient = transient_errors
+        self._quarantine = quarantine
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()
 
@@ -280,7 +305,7 @@ class KafkaConsumerWorker:
 
     async def _process(self, record: Any) -> bool:
         """Handles or dead-letters one record; False when stopped before finishing it."""
-        key = record.key.decode() if record.key else ""
+        key = record.key.decode(errors="replace") if record.key else ""
         delivery = Delivery(record.topic, record.partition, record.offset, key)
         consume = span(
             f"consume {self._topic.name}",
@@ -297,10 +322,9 @@ class KafkaConsumerWorker:
         with consume, bind(topic=self._topic.name, key=key, offset=record.offset):
             try:
                 message = decode(self._topic, record.value, record.headers)
-            except UndecodableMessage as exc:
+            except Exception as exc:  # noqa: BLE001 - any bytes that are not our message
                 log.error("dead-lettering undecodable message: %s", exc)
-                await self._dead_letter(record, key, f"undecodable: {exc}", attempts=0)
-                return True
+                return await self._give_up(record, key, f"undecodable: {exc}", attempts=0)
             attempt = 0
             while True:
                 attempt += 1
@@ -320,8 +344,7 @@ class KafkaConsumerWorker:
                     if attempt >= self._settings.max_delivery_attempts:
                         log.error("dead-lettering after %d attempts: %r", attempt, exc)
                         detail = "".join(traceback.format_exception_only(exc)).strip()
-                        await self._dead_letter(record, key, detail, attempts=attempt)
-                        return True
+                        return await self._give_up(record, key, detail, attempts=attempt)
                     log.warning("handler failed (attempt %d): %r", attempt, exc)
                     if await self._backoff(attempt):
                         return False
@@ -333,6 +356,44 @@ class KafkaConsumerWorker:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         except TimeoutError:
             return False
+        return True
+
+    async def _give_up(self, record: Any, key: str, reason: str, attempts: int) -> bool:
+        """Dead-letters and quarantines a message its handler cannot take, so the worker goes
+        on with the next; False when stopped before both are stored (it is then delivered
+        again). Infrastructure trouble on the way is waited out, never the end of the worker."""
+        origin = f"{self._group}:{record.topic}:{record.partition}:{record.offset}"
+        held = Held(
+            source="consumer",
+            origin=origin,
+            topic=self._topic.name,
+            key=key,
+            payload=record.value or b"",
+            reason=reason,
+            headers=tuple((k, v) for k, v in (record.headers or []) if isinstance(v, bytes)),
+        )
+        steps = [lambda: self._dead_letter(record, key, reason, attempts)]
+        if self._quarantine is not None:
+            steps.append(lambda: self._quarantine(held))
+        for step in steps:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await step()
+                    break
+                except PublishError as exc:
+                    if exc.poison:
+                        # The dead-letter topic refuses it (a smaller limit there): the
+                        # quarantine keeps it.
+                        log.error("dead-letter topic refused %s: %r", origin, exc)
+                        break
+                    log.warning("dead-lettering %s failed (attempt %d): %r", origin, attempt, exc)
+                except Exception as exc:  # noqa: BLE001 - retried: the message must be kept
+                    log.warning("quarantining %s failed (attempt %d): %r", origin, attempt, exc)
+                if await self._backoff(attempt):
+                    return False
+        CONSUMED.labels(self._topic.name, self._group, "dead_lettered").inc()
         return True
 
     async def _dead_letter(self, record: Any, key: str, reason: str, attempts: int) -> None:
@@ -356,4 +417,3 @@ class KafkaConsumerWorker:
                 )
             ]
         )
-        CONSUMED.labels(self._topic.name, self._group, "dead_lettered").inc()

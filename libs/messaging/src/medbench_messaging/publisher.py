@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 from kafka import KafkaProducer
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from prometheus_client import Counter
 
+from medbench_messaging.sizing import (
+    MIN_MAX_EVENT_BYTES,
+    EventTooLarge,
+    broker_max_message_bytes,
+    split_to_fit,
+)
 from medbench_messaging.topics import Topic
 from medbench_runtime.settings import KafkaSettings
 from medbench_runtime.tracing import trace_headers
@@ -18,6 +30,37 @@ from medbench_runtime.tracing import trace_headers
 PUBLISHED = Counter(
     "medbench_kafka_published_total", "Kafka messages acknowledged by the broker.", ["topic"]
 )
+
+
+# Faults of the message itself: sending it again can never succeed, so it is quarantined
+# instead of retried (everything else, a broker or network outage, is retried).
+MESSAGE_FAULTS: tuple[type[BaseException], ...] = (
+    EventTooLarge,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordError,
+    InvalidRecordError,
+)
+
+
+def caused_by_message(exc: BaseException) -> bool:
+    """True when exc is a fault of the message, not of the infrastructure."""
+    return isinstance(exc, MESSAGE_FAULTS)
+
+
+class PublishError(Exception):
+    """Some messages of a batch were not acknowledged; ``failures`` maps their positions in
+    the batch to the reason (the others were acknowledged)."""
+
+    def __init__(self, failures: dict[int, BaseException]) -> None:
+        self.failures = failures
+        first = next(iter(failures.values()))
+        super().__init__(f"{len(failures)} message(s) not published; first: {first!r}")
+
+    @property
+    def poison(self) -> dict[int, BaseException]:
+        """The failures that are the messages' own fault."""
+        return {i: e for i, e in self.failures.items() if caused_by_message(e)}
 
 
 @dataclass(frozen=True)
@@ -38,39 +81,68 @@ class Publisher(Protocol):
     """What services need from a publisher; the core and handlers depend on this."""
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
-        """Returns once every message is acknowledged; raises if any failed."""
+        """Returns once every message is acknowledged; raises PublishError naming the ones
+        that failed (a batch event too large for one record is sent as parts that fit)."""
 
 
 class KafkaPublisher:
     """Publisher over kafka-python's KafkaProducer (acks=all, idempotent producer)."""
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
+        if settings.max_event_bytes < MIN_MAX_EVENT_BYTES:
+            raise ValueError(
+                f"MEDBENCH_KAFKA__MAX_EVENT_BYTES is {settings.max_event_bytes}; at least "
+                f"{MIN_MAX_EVENT_BYTES} are needed to hold one answer with its envelope"
+            )
         self._settings = settings
+        self.max_event_bytes = settings.max_event_bytes
         self._producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=client_id,
             acks="all",
             linger_ms=settings.linger_ms,
-            max_request_size=16 * 1024 * 1024,
+            # The topics' max.message.bytes: a bigger record fails here, never at the broker.
+            max_request_size=broker_max_message_bytes(settings.max_event_bytes),
             retries=10,
         )
 
+    def _values(self, out: Outgoing) -> list[bytes]:
+        """The record values of one outgoing message: itself, or its parts when too large."""
+        if out.raw_value is not None:
+            if len(out.raw_value) <= self.max_event_bytes or out.topic_name is not None:
+                # Dead letters and raw replays go as they are (a dead letter came from a topic
+                # with the same limit); a stored event from before the size rule is split.
+                return [out.raw_value]
+            message = out.topic.message_type.FromString(out.raw_value)
+        else:
+            message = out.message
+        parts = split_to_fit(message, out.topic.batch_field, self.max_event_bytes)
+        return [p.SerializeToString() for p in parts]
+
     def _send_all(self, batch: Sequence[Outgoing]) -> None:
-        futures = []
-        for out in batch:
+        futures: list[tuple[int, str, Any]] = []
+        failures: dict[int, BaseException] = {}
+        for index, out in enumerate(batch):
             name = out.topic_name or out.topic.full_name(self._settings.topic_prefix)
-            value = out.raw_value if out.raw_value is not None else out.message.SerializeToString()
             headers = [("type", out.message.DESCRIPTOR.full_name.encode()), *out.headers]
-            futures.append(
-                (
-                    name,
-                    self._producer.send(name, value=value, key=out.key.encode(), headers=headers),
-                )
-            )
+            try:
+                for value in self._values(out):
+                    future = self._producer.send(
+                        name, value=value, key=out.key.encode(), headers=headers
+                    )
+                    futures.append((index, name, future))
+            except Exception as exc:  # noqa: BLE001 - reported per message below
+                failures[index] = exc
         self._producer.flush()
-        for name, future in futures:
-            future.get(timeout=30)
+        for index, name, future in futures:
+            try:
+                future.get(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - reported per message below
+                failures.setdefault(index, exc)
+                continue
             PUBLISHED.labels(name).inc()
+        if failures:
+            raise PublishError(failures)
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if batch:

@@ -20,6 +20,9 @@ class Topic:
 
     name: str
     message_type: type[Message]
+    # The repeated field a too-large event is split on (see medbench_messaging.sizing); None
+    # for events that are small by construction.
+    batch_field: str | None = None
 
     def full_name(self, prefix: str) -> str:
         """The broker-side name under a deployment's prefix."""
@@ -37,10 +40,16 @@ SUBMISSION_COMPLETED = Topic(
     "medbench.submission.submission-completed.v1", submission_events_pb2.SubmissionCompleted
 )
 RESPONSE_RECORDED = Topic(
-    "medbench.inference.response-recorded.v1", inference_events_pb2.ResponsesRecorded
+    "medbench.inference.response-recorded.v1",
+    inference_events_pb2.ResponsesRecorded,
+    batch_field="responses",
 )
-ITEM_SCORED = Topic("medbench.scoring.item-scored.v1", scoring_events_pb2.ItemsScored)
-JUDGE_REQUESTED = Topic("medbench.scoring.judge-requested.v1", scoring_events_pb2.JudgeRequested)
+ITEM_SCORED = Topic(
+    "medbench.scoring.item-scored.v1", scoring_events_pb2.ItemsScored, batch_field="scores"
+)
+JUDGE_REQUESTED = Topic(
+    "medbench.scoring.judge-requested.v1", scoring_events_pb2.JudgeRequested, batch_field="tasks"
+)
 POOL_ROTATED = Topic("medbench.taskpool.pool-rotated.v1", taskpool_events_pb2.PoolRotated)
 
 ALL_TOPICS: tuple[Topic, ...] = (

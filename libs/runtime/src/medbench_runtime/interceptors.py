@@ -28,6 +28,7 @@ TARGET_FIELDS = (
     "pool_id",
     "rubric_id",
     "review_id",
+    "entry_id",
     "request_id",
     "board_id",
 )

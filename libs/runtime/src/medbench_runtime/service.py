@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter
 
 from medbench_runtime.auth import MIN_SERVICE_TOKEN, Authenticator, KeyStore
 from medbench_runtime.interceptors import AuditSink, RefusalBudget, RpcInterceptor
+from medbench_runtime.introspection import HEALTH_SERVICE, HealthService, enable_reflection
 from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.settings import ServiceSettings
 
@@ -27,10 +29,44 @@ class Worker(Protocol):
     name: str
 
     async def run(self) -> None:
-        """Runs until stop() is called; an exception ends the process (the platform restarts it)."""
+        """Runs until stop() is called. An exception restarts it after a backoff (see
+        supervise); one bad message must never get that far."""
 
     def stop(self) -> None:
         """Asks run() to return after the work in hand."""
+
+
+WORKER_RESTARTS = Counter(
+    "medbench_worker_restarts_total",
+    "Background workers (consumers, outbox relays, schedulers) that failed and were restarted.",
+    ["worker"],
+)
+# Backoff before a failed worker runs again: doubles per failure in a row, up to the cap; a run
+# that lasted longer than the cap starts the count again.
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+
+
+async def supervise(worker: Worker, stopping: asyncio.Event) -> None:
+    """Runs a worker until it returns, restarting it after any failure until the service
+    stops: a worker's failure never takes the process, and so the service's API, down."""
+    failures = 0
+    while not stopping.is_set():
+        started = asyncio.get_running_loop().time()
+        try:
+            await worker.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if asyncio.get_running_loop().time() - started > RESTART_MAX_S:
+                failures = 0
+            failures += 1
+            WORKER_RESTARTS.labels(worker.name).inc()
+            delay = min(RESTART_FIRST_S * 2 ** (failures - 1), RESTART_MAX_S)
+            log.exception("worker %s failed; restarting in %.1f s", worker.name, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
 
 
 @dataclass
@@ -84,7 +120,7 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials:
 
 
 async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
-    """Serves until SIGTERM/SIGINT (or a worker dies), then drains and returns."""
+    """Serves until SIGTERM/SIGINT, then drains and returns (failed workers are restarted)."""
     token = settings.auth.service_token.get_secret_value().strip()
     if 0 < len(token) < MIN_SERVICE_TOKEN:
         raise RuntimeError(
@@ -104,19 +140,12 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
         interceptors=[RpcInterceptor(settings.service_name, auth, runtime.audit, refusals)],
         options=grpc_options(settings),
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in runtime.servicers]
     for s in runtime.servicers:
         s.add_to_server(s.servicer, server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    enable_reflection([*names, HEALTH_SERVICE], server)
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
@@ -141,17 +170,12 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
 
     for check in runtime.readiness:
         await check()
-    tasks = {asyncio.create_task(w.run(), name=w.name): w for w in runtime.workers}
+    tasks = {asyncio.create_task(supervise(w, stopping), name=w.name): w for w in runtime.workers}
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving")
 
-    stop_waiter = asyncio.create_task(stopping.wait())
-    done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    failed = [t for t in done if t is not stop_waiter]
-    for task in failed:
-        exc = task.exception()
-        log.error("worker %s stopped: %r", task.get_name(), exc)
+    await stopping.wait()
 
     # Drain: refuse new work first, then let in-flight work finish within the grace period.
     await health_servicer.enter_graceful_shutdown()
@@ -163,9 +187,6 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
         for task in still:
             task.cancel()
     await server.stop(settings.shutdown_grace_s)
-    stop_waiter.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
     log.info("stopped")
-    if failed:
-        raise SystemExit(1)

@@ -41,6 +41,10 @@ class KafkaSettings(BaseModel):
     max_poll_records: int = 50
     # Kafka producer batching: how long to wait for more records before sending.
     linger_ms: int = 5
+    # Largest encoded event value (bytes); bigger batches are split into parts that fit (see
+    # medbench_messaging.sizing). Topics are created with max.message.bytes of this plus 16 KiB;
+    # an external Kafka must allow as much on every topic (the service checks at start).
+    max_event_bytes: int = 1_000_000
 
 
 class PeerSettings(BaseModel):

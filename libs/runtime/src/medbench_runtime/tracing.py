@@ -136,7 +136,9 @@ def context_from(pairs: Any) -> otel_context.Context:
     carrier: dict[str, str] = {}
     for key, value in pairs or ():
         if key in ("traceparent", "tracestate"):
-            carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
+            carrier[key] = (
+                value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            )
     return propagate.extract(carrier)
 
 

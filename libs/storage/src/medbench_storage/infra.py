@@ -11,16 +11,20 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from medbench_messaging.admin import ensure_topics
+from medbench_messaging.consumer import Handler, KafkaConsumerWorker
 from medbench_messaging.publisher import KafkaPublisher
+from medbench_messaging.topics import Topic
 from medbench_runtime.errors import Unauthenticated
 from medbench_runtime.settings import ServiceSettings
 from medbench_runtime.tracing import setup_tracing
-from medbench_storage.client import connect, ping
+from medbench_storage.client import TRANSIENT_ERRORS, connect, ping
 from medbench_storage.identity import INDEXES as identity_indexes
 from medbench_storage.identity import MongoAuditLog, MongoKeyStore, install_bootstrap_key
 from medbench_storage.indexes import IndexSpec, ensure_indexes
 from medbench_storage.outbox import Outbox, OutboxRelay
 from medbench_storage.outbox import indexes as outbox_indexes
+from medbench_storage.quarantine import INDEXES as quarantine_indexes
+from medbench_storage.quarantine import MongoQuarantine
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Infrastructure:
     publisher: KafkaPublisher
     outbox: Outbox
     relay: OutboxRelay
+    quarantine: MongoQuarantine
 
     @property
     def sealed_db(self) -> AsyncDatabase[dict[str, Any]]:
@@ -48,6 +53,28 @@ class Infrastructure:
     def audit_log(self) -> MongoAuditLog:
         """Where every service appends its audited calls."""
         return MongoAuditLog(self.db)
+
+    def consumer(
+        self,
+        topic: Topic,
+        group_id: str,
+        handler: Handler,
+        transient_errors: tuple[type[BaseException], ...] = (),
+        **kw: Any,
+    ) -> KafkaConsumerWorker:
+        """A consumer of topic in group_id: infrastructure errors (and transient_errors) are
+        waited out, a message its handler cannot take is dead-lettered and quarantined."""
+        return KafkaConsumerWorker(
+            self.settings.kafka,
+            topic,
+            group_id=group_id,
+            member_id=self.settings.member_id,
+            handler=handler,
+            dead_letters=self.publisher,
+            transient_errors=(*TRANSIENT_ERRORS, *transient_errors),
+            quarantine=self.quarantine.hold,
+            **kw,
+        )
 
     async def ready(self) -> None:
         """Readiness: Mongo answers and every topic exists."""
@@ -68,7 +95,13 @@ async def open_infrastructure(
         db = client[settings.mongo.database]
         await ping(client)
         await ensure_indexes(
-            db, [*outbox_indexes(settings.service_name), *identity_indexes, *indexes]
+            db,
+            [
+                *outbox_indexes(settings.service_name),
+                *identity_indexes,
+                *quarantine_indexes,
+                *indexes,
+            ],
         )
         if settings.auth.bootstrap_key.get_secret_value():
             try:
@@ -79,6 +112,7 @@ async def open_infrastructure(
             await ensure_indexes(client[settings.mongo.sealed_database_name], sealed_indexes)
         publisher = KafkaPublisher(settings.kafka, client_id=settings.member_id)
         stack.callback(publisher.close)
-        outbox = Outbox(db, settings.service_name)
-        relay = OutboxRelay(outbox, publisher)
-        yield Infrastructure(settings, client, db, publisher, outbox, relay)
+        outbox = Outbox(db, settings.service_name, settings.kafka.max_event_bytes)
+        quarantine = MongoQuarantine(db, settings.service_name)
+        relay = OutboxRelay(outbox, publisher, quarantine.hold)
+        yield Infrastructure(settings, client, db, publisher, outbox, relay, quarantine)

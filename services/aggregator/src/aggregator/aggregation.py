@@ -222,9 +222,11 @@ class Aggregation:
             versions.add(batch.get("scorer_version", ""))
             for e in entries(batch):
                 items[(e.item_id, e.component)] = e
-        if len({item_id for item_id, _ in items}) < progress["expected"]:
+        # Distinct (item, component) parts, not the counter, decide: a batch delivered again
+        # under another id (one split differently) counts twice on the counter, never here.
+        if len({item_id for item_id, _ in items}) < progress["expected"] or len(items) < wanted:
             log.warning(
-                "submission %s: counter says complete but only %d distinct items",
+                "submission %s: counter says complete but only %d distinct item parts",
                 submission_id,
                 len(items),
             )

@@ -15,9 +15,7 @@ from aggregator.settings import AggregatorSettings
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_messaging import topics
-from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
-from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 
 
@@ -26,14 +24,10 @@ async def serve(settings: AggregatorSettings) -> None:
         scores = MongoScores(infra.db)
         aggregation = Aggregation(infra, scores)
         board = MongoLeaderboard(infra.db)
-        consumer = KafkaConsumerWorker(
-            settings.kafka,
+        consumer = infra.consumer(
             topics.ITEM_SCORED,
             group_id="aggregator",
-            member_id=settings.member_id,
             handler=partial(on_items_scored, aggregation=aggregation),
-            dead_letters=infra.publisher,
-            transient_errors=TRANSIENT_ERRORS,
         )
         await run_service(
             settings,

@@ -13,12 +13,10 @@ from dispatcher.settings import DispatcherSettings
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_service_pb2_grpc
 from medbench_messaging import topics
-from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.grpc_clients import insecure_channel
 from medbench_runtime.http_client import HttpClient
 from medbench_runtime.openai_endpoint import OpenAIEndpoint
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
-from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 
 
@@ -44,14 +42,10 @@ async def serve(settings: DispatcherSettings) -> None:
             policy,
             throttle_tolerance=settings.throttle_tolerance,
         )
-        consumer = KafkaConsumerWorker(
-            settings.kafka,
+        consumer = infra.consumer(
             topics.SUBMISSION_CREATED,
             group_id="dispatcher",
-            member_id=settings.member_id,
             handler=partial(on_submission_created, jobs=jobs, notify=dispatcher.notify),
-            dead_letters=infra.publisher,
-            transient_errors=TRANSIENT_ERRORS,
         )
         await run_service(
             settings,

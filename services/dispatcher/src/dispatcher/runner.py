@@ -37,6 +37,7 @@ from medbench.inference.v1 import inference_events_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
+from medbench_messaging.sizing import MAX_ANSWER_BYTES, clip_utf8
 from medbench_runtime.openai_endpoint import CallResult, OpenAIEndpoint
 from medbench_storage.client import TRANSIENT_ERRORS, in_transaction
 from medbench_storage.group_commit import GroupCommit
@@ -58,6 +59,10 @@ REFRESH_S = 2.0
 OUTAGE_RETRY_S = 1.0
 # Retries every submission may spend whatever its size; beyond it, budget_fraction of its calls.
 RETRY_FLOOR = 100
+
+
+# The reason a job fails with when the platform itself cannot serve it (details in the log).
+INTERNAL_FAILURE = "the platform could not read this submission's items (an internal error)"
 
 
 def _passing(exc: BaseException) -> bool:
@@ -177,8 +182,6 @@ class Dispatcher:
         # Concurrent calls finish together: their records share writes.
         self._records: GroupCommit[dict[str, Any], bool] = GroupCommit(jobs.record_many)
         self._stopping = asyncio.Event()
-        # An error of a job's prompt reading that is not an outage: it ends the worker.
-        self._fatal: BaseException | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -200,8 +203,6 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         refreshing: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
-            if self._fatal is not None:
-                raise self._fatal  # fails the worker (and the service is restarted)
             due = loop.time() - last_refresh > REFRESH_S or self._wake.is_set()
             if due and (refreshing is None or refreshing.done()):
                 failed = refreshing.exception() if refreshing is not None else None
@@ -243,7 +244,15 @@ class Dispatcher:
         for doc in await self._jobs.running():
             job = self._active.get(doc["_id"])
             if job is None:
-                job = await self._open(doc)
+                try:
+                    job = await self._open(doc)
+                except Exception as exc:
+                    if _passing(exc):
+                        raise
+                    # This job's own fault (a bad record): it fails, the others go on.
+                    log.exception("cannot load dispatch job %s", doc.get("_id"))
+                    await self._jobs.set_state(doc["_id"], "FAILED", INTERNAL_FAILURE)
+                    continue
                 if (
                     self._finished_count != finished_before
                     and await self._jobs.state(job.submission_id) != "RUNNING"
@@ -319,7 +328,9 @@ class Dispatcher:
             # what was queued; the queued items are served meanwhile.
             log.warning("reading prompts of %s failed, trying again: %r", job.submission_id, failed)
         else:
-            self._fatal = failed
+            # This job's own fault: it fails (FAILED, nothing charged), the others go on.
+            log.error("reading prompts of %s failed: %r", job.submission_id, failed)
+            job.failed = INTERNAL_FAILURE
 
     def _schedule(self) -> None:
         def has_work(submission_id: str) -> bool:
@@ -467,7 +478,10 @@ class Dispatcher:
             "dataset": item.dataset,
             "prompt_hash": item.prompt_hash,
             "status": status,
-            "text": result.text,
+            # An answer is carried to the scorers up to the platform's per-answer limit (the
+            # upload mode's too); the record says when the model's was longer.
+            "text": clip_utf8(result.text, MAX_ANSWER_BYTES),
+            "clipped": len(result.text.encode()) > MAX_ANSWER_BYTES,
             "finish_reason": result.finish_reason,
             "usage": result.usage or {},
             "latency_ms": result.latency_ms,

@@ -10,6 +10,7 @@ from gateway.entrypoints.grpc_servicer import SubmissionServicer
 from gateway.entrypoints.identity_servicer import IdentityServicer
 from gateway.entrypoints.kafka_handlers import on_submission_completed
 from gateway.entrypoints.leaderboard_proxy import LeaderboardProxy
+from gateway.entrypoints.quarantine_servicer import QuarantineServicer
 from gateway.identity import Identity
 from gateway.quotas import QuotaLedger, Quotas
 from gateway.settings import GatewaySettings
@@ -17,13 +18,12 @@ from gateway.stuck import StuckSweeper
 from gateway.submissions import Submissions
 from medbench.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
+from medbench.ops.v1 import quarantine_service_pb2, quarantine_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 from medbench_messaging import topics
-from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.auth import Authenticator
 from medbench_runtime.grpc_clients import insecure_channel
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
-from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 
 
@@ -49,14 +49,10 @@ async def serve(settings: GatewaySettings) -> None:
             infra, MongoSubmissions(infra.db), rotator, reports, dispatch, quotas
         )
 
-        completed = KafkaConsumerWorker(
-            settings.kafka,
+        completed = infra.consumer(
             topics.SUBMISSION_COMPLETED,
             group_id="gateway",
-            member_id=settings.member_id,
             handler=partial(on_submission_completed, submissions=submissions),
-            dead_letters=infra.publisher,
-            transient_errors=TRANSIENT_ERRORS,
         )
         await run_service(
             settings,
@@ -81,6 +77,13 @@ async def serve(settings: GatewaySettings) -> None:
                         IdentityServicer(identity, quotas, infra.audit_log),
                         identity_service_pb2.DESCRIPTOR.services_by_name[
                             "IdentityService"
+                        ].full_name,
+                    ),
+                    Servicer(
+                        quarantine_service_pb2_grpc.add_QuarantineServiceServicer_to_server,
+                        QuarantineServicer(infra.quarantine, infra.publisher),
+                        quarantine_service_pb2.DESCRIPTOR.services_by_name[
+                            "QuarantineService"
                         ].full_name,
                     ),
                 ],

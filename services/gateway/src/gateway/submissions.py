@@ -34,6 +34,7 @@ from medbench_runtime.errors import (
     Unavailable,
 )
 from medbench_runtime.metrics import count_items
+from medbench_runtime.timestamps import timestamp
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
 
@@ -54,14 +55,6 @@ class UploadOutcome:
     replayed: bool
     accepted: int
     state: str
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def submission_to_proto(
@@ -118,7 +111,7 @@ def submission_to_proto(
             )
         )
     for name in ("created_at", "updated_at", "completed_at"):
-        ts = _ts(doc.get(name))
+        ts = timestamp(doc.get(name))
         if ts is not None:
             getattr(out, name).CopyFrom(ts)
     return out
@@ -336,7 +329,7 @@ class Submissions:
         accepted = uploads.check_batch(answers, manifest.by_id) if answers else []
         ordinals = [a.ordinal for a in accepted]
         now = datetime.now(UTC)
-        ts = _ts(now)
+        ts = timestamp(now)
 
         async def commit(session: Any) -> str:
             current = await self._store.get(tenant_id, submission_id, session=session)

@@ -14,11 +14,9 @@ from judge_scorer.panel import Panel
 from judge_scorer.settings import JudgeScorerSettings
 from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
 from medbench_messaging import topics
-from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.http_client import HttpClient
 from medbench_runtime.openai_endpoint import OpenAIEndpoint
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
-from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
 
@@ -52,15 +50,12 @@ async def serve(settings: JudgeScorerSettings) -> None:
                     judge_service_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name,
                 )
             )
-        consumer = KafkaConsumerWorker(
-            settings.kafka,
+        consumer = infra.consumer(
             topics.JUDGE_REQUESTED,
             group_id="judge-scorer",
-            member_id=settings.member_id,
             handler=partial(on_judge_requested, judging=judging),
-            dead_letters=infra.publisher,
             # An outage of our own judge server is waited out, never dead-lettered.
-            transient_errors=(*TRANSIENT_ERRORS, JudgeUnavailable),
+            transient_errors=(JudgeUnavailable,),
             # Requests overlap so each one's slowest calls do not idle the judge. A poll of
             # judge requests takes minutes with a large model: the group waits up to an hour.
             # (A small max_poll_records made kafka-python's fetcher spin: measured 0.7 core.)

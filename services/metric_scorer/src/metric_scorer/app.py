@@ -5,9 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from medbench_messaging import topics
-from medbench_messaging.consumer import KafkaConsumerWorker
 from medbench_runtime.service import ServiceRuntime, run_service
-from medbench_storage.client import TRANSIENT_ERRORS
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
 from metric_scorer.adapters.mongo_variants import MongoVariants
@@ -25,11 +23,9 @@ async def serve(settings: MetricScorerSettings) -> None:
         raise RuntimeError("the metric library is empty")
     async with open_infrastructure(settings) as infra:
         keys = MongoPoolKeys(infra.sealed_db)
-        responses = KafkaConsumerWorker(
-            settings.kafka,
+        responses = infra.consumer(
             topics.RESPONSE_RECORDED,
             group_id="metric-scorer",
-            member_id=settings.member_id,
             handler=partial(
                 on_responses_recorded,
                 keys=keys,
@@ -37,8 +33,6 @@ async def serve(settings: MetricScorerSettings) -> None:
                 publisher=infra.publisher,
                 merge_rule=settings.merge_rule,
             ),
-            dead_letters=infra.publisher,
-            transient_errors=TRANSIENT_ERRORS,
         )
         await run_service(
             settings,

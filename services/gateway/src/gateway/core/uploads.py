@@ -8,11 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from medbench_messaging.sizing import MAX_ANSWER_BYTES
 from medbench_runtime.errors import InvalidArgument
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ANSWERS_PER_MESSAGE = 5000
-MAX_ANSWER_BYTES = 32 * 1024
+# All answers of one message (UTF-8 bytes): the message is stored whole in one document and one
+# transaction (MongoDB's 16 MiB document limit), then sent on as events of at most 1 MB each.
+MAX_MESSAGE_ANSWER_BYTES = 8 * 1024 * 1024
 MAX_MODEL_NAME = 200
 MAX_ITEM_ID = 128
 # Limits of the other free-text fields of a submission (characters).
@@ -81,6 +84,7 @@ def check_batch(
     seen: set[str] = set()
     unknown: list[str] = []
     out: list[AcceptedAnswer] = []
+    total = 0
     for index, (item_id, text) in enumerate(answers):
         if not item_id or len(item_id) > MAX_ITEM_ID:
             raise InvalidArgument(f"answers[{index}].item_id must be 1-{MAX_ITEM_ID} characters")
@@ -89,6 +93,12 @@ def check_batch(
             raise InvalidArgument(
                 f"answers[{index}].answer (item {item_id}) is {size} bytes; at most "
                 f"{MAX_ANSWER_BYTES}"
+            )
+        total += size
+        if total > MAX_MESSAGE_ANSWER_BYTES:
+            raise InvalidArgument(
+                f"answers: more than {MAX_MESSAGE_ANSWER_BYTES} bytes of answer text in one "
+                f"message (reached at answers[{index}]); send them in several messages"
             )
         if item_id in seen:
             raise InvalidArgument(

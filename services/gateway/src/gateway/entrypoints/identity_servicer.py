@@ -8,22 +8,14 @@ from typing import Any
 import grpc
 from bson import ObjectId
 from bson.errors import InvalidId
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.identity import QUOTA_FIELDS, Identity, check_tenant_id
 from gateway.quotas import QuotaLedger
 from medbench.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
 from medbench_runtime.auth import current_principal
 from medbench_runtime.errors import InvalidArgument, NotFound
+from medbench_runtime.timestamps import timestamp
 from medbench_storage.identity import MongoAuditLog
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
 
 
 def _page_size(value: int, default: int, most: int) -> int:
@@ -54,9 +46,9 @@ def key_to_proto(doc: dict[str, Any]) -> identity_pb2.ApiKey:
         tenant_id=doc["tenant_id"],
         role=doc["role"],
         name=doc.get("name", ""),
-        created_at=_ts(doc.get("created_at")),
-        expires_at=_ts(doc.get("expires_at")),
-        revoked_at=_ts(doc.get("revoked_at")),
+        created_at=timestamp(doc.get("created_at")),
+        expires_at=timestamp(doc.get("expires_at")),
+        revoked_at=timestamp(doc.get("revoked_at")),
         created_by=doc.get("created_by", ""),
     )
 
@@ -79,7 +71,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             ),
             disabled=doc.get("disabled", False),
             certificate_subjects=doc.get("certificate_subjects", []),
-            created_at=_ts(doc.get("created_at")),
+            created_at=timestamp(doc.get("created_at")),
         )
 
     async def WhoAmI(
@@ -205,7 +197,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             events=[
                 identity_pb2.AuditEvent(
                     event_id=str(d["_id"]),
-                    at=_ts(d["at"]),
+                    at=timestamp(d["at"]),
                     service=d.get("service", ""),
                     method=d.get("method", ""),
                     key_id=d.get("key_id", ""),

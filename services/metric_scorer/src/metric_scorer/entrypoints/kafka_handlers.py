@@ -11,6 +11,7 @@ from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.consumer import Delivery
 from medbench_messaging.publisher import Outgoing, Publisher
+from medbench_messaging.sizing import MAX_NOTE_BYTES, clip_utf8
 from medbench_runtime.metrics import count_items
 from medbench_storage.pool_keys import MongoPoolKeys, PoolKey
 from metric_scorer.adapters.mongo_variants import MongoVariants
@@ -29,6 +30,24 @@ def expected_scores(pool: list[PoolKey]) -> int:
     return sum(plan(k.metric, k.key_points).records for k in pool)
 
 
+# Pool id -> (the key list it was counted over, its expected_scores): a pool is immutable, and
+# counting a 700,000-item pool for every batch made scoring quadratic in the pool's size.
+_TOTALS: dict[str, tuple[list[PoolKey], int]] = {}
+_TOTALS_KEPT = 4  # as many pools as MongoPoolKeys keeps
+
+
+def pool_total(pool_id: str, pool: list[PoolKey]) -> int:
+    """``expected_scores(pool)``, counted once per key list (MongoPoolKeys caches the list)."""
+    held = _TOTALS.get(pool_id)
+    if held is not None and held[0] is pool:
+        return held[1]
+    total = expected_scores(pool)
+    if len(_TOTALS) >= _TOTALS_KEPT:
+        _TOTALS.pop(next(iter(_TOTALS)))
+    _TOTALS[pool_id] = (pool, total)
+    return total
+
+
 async def on_responses_recorded(
     event: inference_events_pb2.ResponsesRecorded,
     delivery: Delivery,
@@ -43,7 +62,7 @@ async def on_responses_recorded(
     pool = await keys.keys(event.pool_id)
     # Each download shows choice options in its tenant's order; keys are in canonical order.
     orders = await variants.orders(event.submission_id)
-    total = expected_scores(pool)
+    total = pool_total(event.pool_id, pool)
     scores: list[scoring_events_pb2.ItemScore] = []
     judged: list[scoring_events_pb2.ItemScore] = []
     tasks: list[scoring_events_pb2.JudgeTask] = []
@@ -79,7 +98,7 @@ async def on_responses_recorded(
             item = scoring_events_pb2.ItemScore(
                 component="metric",
                 metric=key.metric,
-                parsed=result.parsed,
+                parsed=clip_utf8(result.parsed, MAX_NOTE_BYTES),
                 score=merge([s for _, s in result.components], merge_rule),
                 components=[
                     scoring_events_pb2.ComponentScore(name=n, score=s) for n, s in result.components

@@ -14,6 +14,13 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:#/-]{0,127}$")
 CHOICE_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Items per stored chunk of a pool: big enough that a 100k pool is ~100 documents.
 CHUNK_SIZE = 1000
+# What one item may carry (UTF-8 bytes): its prompt (question and messages) and its key
+# (references, key points, rubric id). Checked at import, so that every later hop holds any
+# item: pool chunks and prompt stream messages are cut at CHUNK_BYTES, well under MongoDB's
+# 16 MiB documents and gRPC's 16 MiB messages even with one more item of the largest size.
+MAX_PROMPT_BYTES = 256 * 1024
+MAX_KEY_BYTES = 64 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,18 @@ def validate_item(task: TaskRecord, key: KeyRecord | None, dataset: DatasetInfo 
     except InvalidArgument as exc:
         raise ItemRejected("task.item_id", str(exc)) from exc
     _validate(task, key, dataset)
+    if (size := prompt_bytes(task)) > MAX_PROMPT_BYTES:
+        raise ItemRejected(
+            "task.question",
+            f"item {task.item_id}: the prompt (question and messages) is {size} bytes; at most "
+            f"{MAX_PROMPT_BYTES}",
+        )
+    if key is not None and (size := key_bytes(key)) > MAX_KEY_BYTES:
+        raise ItemRejected(
+            "key.reference",
+            f"item {task.item_id}: the key (references and key points) is {size} bytes; at most "
+            f"{MAX_KEY_BYTES}",
+        )
     for role, content in task.messages:
         if role not in ROLES or not content.strip():
             raise ItemRejected(
@@ -206,6 +225,30 @@ def freeze_pool(
     return FrozenPool(pool_id, track, items, digest, tuple(sorted(counts.items())))
 
 
-def chunks(items: Sequence[PoolItem], size: int = CHUNK_SIZE) -> list[Sequence[PoolItem]]:
-    """Splits a pool into storage chunks."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def prompt_bytes(task: TaskRecord) -> int:
+    """UTF-8 bytes of an item's prompt: its question and message contents."""
+    return len(task.question.encode()) + sum(len(c.encode()) for _, c in task.messages)
+
+
+def key_bytes(key: KeyRecord) -> int:
+    """UTF-8 bytes of an item's key."""
+    return sum(len(t.encode()) for t in (*key.reference, *key.key_points, key.rubric_id))
+
+
+def chunks(
+    items: Sequence[PoolItem], size: int = CHUNK_SIZE, max_bytes: int = CHUNK_BYTES
+) -> list[Sequence[PoolItem]]:
+    """Splits a pool into storage chunks of at most size items and about max_bytes of prompt
+    or key text (deterministic: the same pool gives the same chunks)."""
+    out: list[Sequence[PoolItem]] = []
+    start, prompts, keys = 0, 0, 0
+    for i, item in enumerate(items):
+        p, k = prompt_bytes(item.task), key_bytes(item.key)
+        if i > start and (i - start >= size or prompts + p > max_bytes or keys + k > max_bytes):
+            out.append(items[start:i])
+            start, prompts, keys = i, 0, 0
+        prompts += p
+        keys += k
+    if start < len(items):
+        out.append(items[start:])
+    return out

@@ -28,6 +28,7 @@ from rotator.adapters.gridfs_images import ImageStore
 from rotator.adapters.mongo_bank import Incoming, MongoTaskBank
 from rotator.catalog import DatasetCatalog
 from rotator.core.bank import (
+    CHUNK_BYTES,
     ItemRejected,
     KeyRecord,
     TaskRecord,
@@ -471,6 +472,9 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         for canary in variant["canaries"]:
             canaries_after.setdefault(canary["after"], []).append(canary)
         out: list[taskpool_pb2.AssignedItem] = []
+        # A message ends at STREAM_BATCH items or CHUNK_BYTES of prompts, whichever comes first
+        # (an item's prompt is at most MAX_PROMPT_BYTES: far under gRPC's 16 MiB message).
+        out_bytes = 0
         async for chunk in self._bank.pool_chunks(pool["_id"]):
             for it in chunk["items"]:
                 item = taskpool_pb2.AssignedItem(
@@ -491,6 +495,8 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                         for m in it.get("messages", ())
                     )
                 out.append(item)
+                # Characters, at most 3 UTF-8 bytes each (counted without encoding).
+                out_bytes += 3 * (len(item.question) + sum(len(m.content) for m in item.messages))
                 for canary in canaries_after.get(it["ordinal"], ()):
                     out.append(
                         taskpool_pb2.AssignedItem(
@@ -503,11 +509,11 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
                             prompt_hash=prompt_hash(canary["question"], [], ()),
                         )
                     )
-                if len(out) >= STREAM_BATCH:
+                if len(out) >= STREAM_BATCH or out_bytes >= CHUNK_BYTES:
                     yield taskpool_service_pb2.GetPromptsResponse(
                         items=out, item_count=pool["item_count"], pool_id=pool["_id"]
                     )
-                    out = []
+                    out, out_bytes = [], 0
         if out:
             yield taskpool_service_pb2.GetPromptsResponse(
                 items=out, item_count=pool["item_count"], pool_id=pool["_id"]
