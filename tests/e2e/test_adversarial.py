@@ -359,6 +359,13 @@ async def test_messages_beyond_the_limits_are_refused_naming_the_limit_and_store
             f"answers[0].answer (item {item}) is 32769 bytes; at most 32768",
         ),
         (("long-id", [("i" * 129, "<A>")], False), "answers[0].item_id must be 1-128 characters"),
+        # 257 answers of 32 KiB: every one within its limit, the message over 8 MiB (stored
+        # whole, it would pass MongoDB's document limit; sent on, it is ~9 events).
+        (
+            ("heavy", [(f"x{i}", "a" * 32_768) for i in range(257)], False),
+            "answers: more than 8388608 bytes of answer text in one message (reached at "
+            "answers[256]); send them in several messages",
+        ),
     ]
     for batch, expected in gateway_limits:
         code, details = await refused(big.UploadAnswers(iter([message(sid, batch)])))
