@@ -19,13 +19,19 @@
 #   KAFKA_HOST             listener host (default 127.0.0.1; keep it on loopback)
 #   KAFKA_PORT             client port (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default 19093)
+#   KAFKA_MESSAGE_MAX_BYTES  the broker's message.max.bytes (default 1048588, Kafka's own
+#                          default); replica.fetch.max.bytes and socket.request.max.bytes follow
 #   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx512m"
 #   KAFKA_JVM_OPTS         default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
-#   KAFKA_START_TIMEOUT    seconds to wait for "Kafka Server started" (default 120)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 120)
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM (default 30)
 #   KAFKA_FRESH=1          wipe data/ before start (default 1: every start is a clean broker)
 #   MVN                    maven command (default mvn); MVN_ARGS extra args (e.g. "-o")
 #   JAVA                   java command (default: $JAVA_HOME/bin/java or java)
+#
+# A failed start says why: the JVM's exit status (or that it was still running at the deadline
+# and was stopped), what was being checked when it gave up, and the last lines of
+# logs/kafka.out (the JVM's stdout and stderr) and logs/server.log.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,6 +42,7 @@ LIBS=${KAFKA_LIBS:-$CACHE/kafka/libs-$VERSION}
 HOST=${KAFKA_HOST:-127.0.0.1}
 PORT=${KAFKA_PORT:-19092}
 CPORT=${KAFKA_CONTROLLER_PORT:-19093}
+MESSAGE_MAX_BYTES=${KAFKA_MESSAGE_MAX_BYTES:-1048588}
 HEAP=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true}
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
@@ -50,15 +57,29 @@ LOGS=$WORK/logs
 CONF=$WORK/server.properties
 PIDF=$WORK/kafka.pid
 LOG_OPTS="-Dlog4j.configuration=file:$HERE/log4j.properties"
+# The broker's main class: what tells the broker JVM's command line from any other.
+MARKER=kafka.Kafka
+STATUS=""
+
+log() { echo "[kafka-test-broker] $*" >&2; }
+die() { log "$*"; exit 1; }
 
 case $VERSION in
   3.*) ;;
   # 4.x moved to Log4j 2 and needs a different pom profile and logging config.
-  *) echo "[kafka-test-broker] KAFKA_VERSION must be a 3.x release (got $VERSION)" >&2; exit 2 ;;
+  *) log "KAFKA_VERSION must be a 3.x release (got $VERSION)"; exit 2 ;;
 esac
 
-log() { echo "[kafka-test-broker] $*" >&2; }
-die() { log "$*"; exit 1; }
+# message.max.bytes is a Java int; 1 GiB is far beyond anything a local broker should carry.
+if ! [[ $MESSAGE_MAX_BYTES =~ ^[1-9][0-9]{0,9}$ ]] || (( MESSAGE_MAX_BYTES > 1073741824 )); then
+  log "KAFKA_MESSAGE_MAX_BYTES must be an integer in 1..1073741824 (got '$MESSAGE_MAX_BYTES')"
+  exit 2
+fi
+# A follower fetch must hold the largest batch (Kafka's default, 1 MiB, is just under the default
+# message.max.bytes), and a produce request carrying one must fit socket.request.max.bytes.
+REPLICA_FETCH_MAX_BYTES=$(( MESSAGE_MAX_BYTES > 1048576 ? MESSAGE_MAX_BYTES : 1048576 ))
+SOCKET_REQUEST_MAX_BYTES=$(( MESSAGE_MAX_BYTES + 1048576 > 104857600 \
+  ? MESSAGE_MAX_BYTES + 1048576 : 104857600 ))
 
 fetch() {
   if [[ -f $LIBS/.complete ]]; then return 0; fi
@@ -122,6 +143,10 @@ num.io.threads=2
 num.recovery.threads.per.data.dir=1
 log.retention.hours=1
 log.segment.bytes=16777216
+# the largest record batch the broker accepts, set explicitly (KAFKA_MESSAGE_MAX_BYTES)
+message.max.bytes=$MESSAGE_MAX_BYTES
+replica.fetch.max.bytes=$REPLICA_FETCH_MAX_BYTES
+socket.request.max.bytes=$SOCKET_REQUEST_MAX_BYTES
 EOF
 }
 
@@ -146,42 +171,141 @@ format() {
   log "formatted $DATA (cluster id $cid)"
 }
 
+# The command line of a pid ('' if there is no such process or it cannot be read).
+cmdline_of() {
+  if [[ -d /proc/$1 ]]; then tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
+  else ps -ww -p "$1" -o args= 2>/dev/null || true; fi
+}
+is_broker() { [[ $(cmdline_of "$1") == *"$MARKER"* ]]; }
+
+# The pid exists and is not a zombie (a zombie has exited, whoever is yet to reap it).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  if read -r stat <"/proc/$1/stat" 2>/dev/null; then
+    # the state letter follows the parenthesised command name
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+  fi
+}
+
+# The JVM this shell started (pid $1) has not exited: it is no zombie and still this shell's
+# child (once bash has reaped it, its pid may be recycled, with another parent). Without /proc
+# (macOS), kill -0 is the best there is.
+child_running() {
+  local stat state ppid
+  if read -r stat <"/proc/$1/stat" 2>/dev/null; then
+    stat=${stat##*) }  # "<state> <ppid> ..."
+    state=${stat%% *}; stat=${stat#* }; ppid=${stat%% *}
+    [[ $state != Z && $ppid == "$$" ]]
+  else
+    kill -0 "$1" 2>/dev/null
+  fi
+}
+
 # A stale pid file may name a recycled pid, so also check that it is a Kafka JVM.
 running() {
   [[ -f $PIDF ]] || return 1
   local pid; pid=$(cat "$PIDF")
-  kill -0 "$pid" 2>/dev/null && ps -ww -p "$pid" -o args= 2>/dev/null | grep -q 'kafka\.Kafka'
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && is_broker "$pid"
 }
 port_open() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
 
+# Sets STATUS to how a child of this shell ended, once child_running says it has (call it
+# directly, not in $(...): `wait` needs the shell that started the child, which reaps it as it
+# exits and keeps its status).
+exit_status() {
+  local rc=0
+  wait "$1" 2>/dev/null || rc=$?
+  STATUS="exit status $rc"
+  if (( rc > 128 && rc < 160 )); then
+    STATUS+=" (128+$(( rc - 128 )): SIG$(kill -l $(( rc - 128 )) 2>/dev/null || echo '?'))"
+  fi
+}
+
+show_tail() {  # $1: file, $2: lines
+  if [[ -s $1 ]]; then log "last lines of $1:"; tail -n "$2" "$1" >&2 || true
+  else log "$1 is empty"; fi
+}
+
+# Why a start failed: $1 the verdict, $2 what was being checked; then both logs (the JVM's own
+# stdout and stderr last: where a JVM that cannot start says why), exit 1.
+start_failed() {
+  log "$1"
+  log "was checking: $2"
+  show_tail "$LOGS/server.log" 30
+  show_tail "$LOGS/kafka.out" 20
+  exit 1
+}
+
+# Waits until the JVM (pid $1, a child of this shell) is ready: its command line names the
+# broker (the exec has happened), server.log says "Kafka Server started", and the port accepts
+# connections. Only a real exit is an exit: until the forked subshell has exec'd java, its
+# command line is this script's, which means "not started yet", not "exited".
 wait_ready() {
-  local t0=$SECONDS
-  while (( SECONDS - t0 < START_TIMEOUT )); do
-    if ! running; then
-      log "broker exited during startup; last lines:"
-      tail -n 40 "$LOGS/kafka.out" "$LOGS/server.log" >&2 || true
-      exit 1
+  local pid=$1 t0=$SECONDS
+  local deadline=$(( SECONDS + START_TIMEOUT ))
+  local phase="that pid $pid, forked by this script, has exec'd java (its command line names $MARKER)"
+  while ! is_broker "$pid"; do
+    if ! child_running "$pid"; then
+      exit_status "$pid"
+      start_failed "broker exited during startup: pid $pid, $STATUS, after $(( SECONDS - t0 ))s" \
+        "$phase"
     fi
-    if grep -q "Kafka Server started" "$LOGS/server.log" 2>/dev/null && port_open; then
-      log "ready on $HOST:$PORT after $(( SECONDS - t0 ))s (pid $(cat "$PIDF"))"; return 0
+    if (( SECONDS >= deadline )); then stop_child "$pid" "$t0" "$phase"; fi
+    sleep 0.05
+  done
+  echo "$pid" > "$PIDF"
+  log "JVM running as pid $pid; waiting for 'Kafka Server started' and port $PORT"
+  phase="'Kafka Server started' in $LOGS/server.log (java exec'd as pid $pid)"
+  while :; do
+    if ! child_running "$pid"; then
+      exit_status "$pid"
+      start_failed "broker exited during startup: JVM pid $pid, $STATUS, after $(( SECONDS - t0 ))s" \
+        "$phase"
     fi
+    if grep -q "Kafka Server started" "$LOGS/server.log" 2>/dev/null; then
+      phase="a TCP connect to $HOST:$PORT (pid $pid logged 'Kafka Server started')"
+      if port_open; then
+        log "ready on $HOST:$PORT after $(( SECONDS - t0 ))s (pid $pid)"; return 0
+      fi
+    fi
+    if (( SECONDS >= deadline )); then stop_child "$pid" "$t0" "$phase"; fi
     sleep 0.2
   done
-  log "not ready after ${START_TIMEOUT}s; last lines:"; tail -n 40 "$LOGS/server.log" >&2 || true
-  stop
-  exit 1
+}
+
+# The deadline passed: stop the JVM (this shell's child), say how it ended, fail.
+stop_child() {
+  local pid=$1 t0=$2 phase=$3 how
+  if child_running "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local t1=$SECONDS
+    while child_running "$pid" && (( SECONDS - t1 < STOP_TIMEOUT )); do sleep 0.2; done
+    if child_running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    exit_status "$pid"
+    how="was still running; stopped it: $STATUS"
+  else
+    exit_status "$pid"
+    how="had exited: $STATUS"
+  fi
+  rm -f "$PIDF"
+  start_failed "not ready after ${START_TIMEOUT}s; the JVM (pid $pid) $how" "$phase"
 }
 
 start() {
   if running; then log "already running (pid $(cat "$PIDF"))"; return 0; fi
   command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found; install a JDK 17+ or set JAVA_HOME"
   fetch; format
+  rm -f "$PIDF"
   : > "$LOGS/server.log"
+  # The subshell execs java, so $! is the JVM's own pid and this shell its parent (`wait` gives
+  # its exit status). SIGHUP is ignored, as under nohup: the broker outlives a closed terminal;
+  # SIGINT and SIGQUIT too, as for any background command: Ctrl-C on `start` leaves it running.
   # shellcheck disable=SC2086
-  nohup "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" \
-      kafka.Kafka "$CONF" >"$LOGS/kafka.out" 2>&1 </dev/null &
-  echo $! > "$PIDF"
-  wait_ready
+  ( trap '' HUP INT QUIT; exec "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" \
+      "$MARKER" "$CONF" ) >"$LOGS/kafka.out" 2>&1 </dev/null &
+  wait_ready $!
 }
 
 stop() {
@@ -190,8 +314,8 @@ stop() {
   # it may exit on its own between the check and the signal
   kill -TERM "$pid" 2>/dev/null || true
   local t0=$SECONDS
-  while kill -0 "$pid" 2>/dev/null && (( SECONDS - t0 < STOP_TIMEOUT )); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then log "SIGTERM timed out, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  while alive "$pid" && (( SECONDS - t0 < STOP_TIMEOUT )); do sleep 0.2; done
+  if alive "$pid"; then log "SIGTERM timed out, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$PIDF"; log "stopped"
 }
 
@@ -205,7 +329,7 @@ case ${1:-} in
   run) command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found; install a JDK 17+ or set JAVA_HOME"
        fetch; format; : > "$LOGS/server.log"
        # shellcheck disable=SC2086
-       exec "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" kafka.Kafka "$CONF" ;;
+       exec "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" "$MARKER" "$CONF" ;;
   bootstrap) echo "$HOST:$PORT" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

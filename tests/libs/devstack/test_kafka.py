@@ -89,8 +89,12 @@ def test_port_in_use_reports_broker_exit(tmp_path: Path) -> None:
 def test_readiness_timeout_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     broker = KafkaBroker(tmp_path / "kafka")
     # a JVM broker cannot be ready within one second, so the deadline must trip
-    with pytest.raises(DevstackError, match=r"(?s)start failed.*not ready after 1s"):
+    with pytest.raises(DevstackError, match=r"(?s)start failed.*not ready after 1s") as info:
         broker.start(timeout_s=1)
+    message = str(info.value)
+    # the JVM is stopped by the script, which says how it ended and what it was waiting for
+    assert "was still running; stopped it: exit status" in message
+    assert "was checking: " in message
     assert broker.pid is None
     assert not port_is_open(broker.port)
 

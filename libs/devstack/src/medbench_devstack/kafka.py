@@ -18,9 +18,18 @@ from medbench_devstack.processes import pid_cmdline, stop_pid, tail_file
 
 # Must match <kafka.version> in kafka/pom.xml and the script's default.
 KAFKA_VERSION = "3.9.2"
+# Kafka's own default message.max.bytes (1 MiB + 12 bytes of batch overhead); the script's too.
+DEFAULT_MESSAGE_MAX_BYTES = 1048588
+# The script refuses more (message.max.bytes is a Java int; a local broker needs far less).
+_MAX_MESSAGE_MAX_BYTES = 1 << 30
 
 _SCRIPT = "kafka-test-broker.sh"
+_VERDICT = "[kafka-test-broker]"
 _ERROR_LINE = re.compile(r"\bERROR\b|^Caused by:|Exception: ")
+# What the script gives a JVM it stops at its own deadline before reporting; Python's deadline
+# for the script is the readiness timeout plus this, formatting and slack.
+_SCRIPT_STOP_TIMEOUT_S = 10
+_START_MARGIN_S = 60
 # The JVM command line always ends with this main class; it tells our pid from a recycled one.
 JVM_MARKER = "kafka.Kafka"
 
@@ -70,7 +79,20 @@ class KafkaBroker:
         controller_port: int | None = None,
         *,
         version: str = KAFKA_VERSION,
+        message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
     ) -> None:
+        """`message_max_bytes`: the broker's message.max.bytes, the largest record batch it
+        accepts (topics may set their own max.message.bytes); set explicitly in its config."""
+        if (
+            isinstance(message_max_bytes, bool)
+            or not isinstance(message_max_bytes, int)
+            or not 0 < message_max_bytes <= _MAX_MESSAGE_MAX_BYTES
+        ):
+            raise DevstackError(
+                f"message_max_bytes must be an int in 1..{_MAX_MESSAGE_MAX_BYTES}, "
+                f"got {message_max_bytes!r}"
+            )
+        self.message_max_bytes = message_max_bytes
         self.work_dir = Path(work_dir).resolve()
         picked = free_ports(2)
         self.port = port if port is not None else picked[0]
@@ -100,6 +122,11 @@ class KafkaBroker:
     def log_path(self) -> Path:
         """The broker's own log (server.log)."""
         return self.work_dir / "logs" / "server.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        """The JVM's stdout and stderr (kafka.out): startup errors, JVM crashes."""
+        return self.work_dir / "logs" / "kafka.out"
 
     @property
     def script_log_path(self) -> Path:
@@ -154,7 +181,9 @@ class KafkaBroker:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "KAFKA_FRESH": "1" if fresh else "0",
+            "KAFKA_MESSAGE_MAX_BYTES": str(self.message_max_bytes),
             "KAFKA_START_TIMEOUT": str(max(1, math.ceil(timeout_s))),
+            "KAFKA_STOP_TIMEOUT": str(_SCRIPT_STOP_TIMEOUT_S),
         }
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not (self.libs_dir / ".complete").is_file():
@@ -165,12 +194,15 @@ class KafkaBroker:
                     "(mvn) is not on PATH to fetch them"
                 )
             self._run_script(bash, script, "fetch", env, fetch_timeout_s, "jar fetch (mvn)")
-        # The script itself gives up after KAFKA_START_TIMEOUT; the margin covers formatting.
-        self._run_script(bash, script, "start", env, timeout_s + 30, "start")
+        # The script itself gives up after KAFKA_START_TIMEOUT (then stops the JVM and says
+        # why); the margin covers formatting storage and that stop.
+        self._run_script(bash, script, "start", env, timeout_s + _START_MARGIN_S, "start")
         if self.pid is None:
             raise DevstackError(
-                f"Kafka on {self.bootstrap} reported ready but its pid is gone; "
-                f"last log lines:\n{tail_file(self.log_path)}"
+                f"Kafka {self.version} on {self.bootstrap}: {_SCRIPT} start reported the broker "
+                f"ready, but pid file {self.pid_file} names no running {JVM_MARKER} JVM "
+                f"(it exited right after, or was killed).\n{self._script_tail()}\n"
+                f"{self._logs_tail()}"
             )
         self.startup_s = time.monotonic() - t0
 
@@ -203,9 +235,8 @@ class KafkaBroker:
                 self._kill_leftover()
                 raise DevstackError(
                     f"Kafka {self.version} on {self.bootstrap}: {what} timed out after "
-                    f"{timeout_s:.0f}s; "
-                    f"last output:\n{self._script_tail()}\nlast broker log lines:\n"
-                    f"{tail_file(self.log_path, 20)}"
+                    f"{timeout_s:.0f}s ({_SCRIPT} {command} killed); {self._last_step()}\n"
+                    f"{self._script_tail()}\n{self._logs_tail()}"
                 ) from None
         if rc != 0:
             self._kill_leftover()
@@ -215,18 +246,37 @@ class KafkaBroker:
             )
 
     def _script_tail(self) -> str:
-        """Why the script failed: its own verdict lines, the errors, then the raw tail.
+        """Why the script failed: its own verdict lines (the JVM's exit status, what it was
+        checking, ...), the error lines of the output, then the raw tail.
 
         A JVM stack trace easily pushes the one useful "Caused by" line out of a plain tail.
         """
         text = tail_file(self.script_log_path, 400)
         lines = text.splitlines()
-        verdicts = [ln for ln in lines if ln.startswith("[kafka-test-broker]")]
-        errors = [ln for ln in lines if _ERROR_LINE.search(ln) and ln not in verdicts]
-        parts = verdicts[-5:]
+        # "last lines of <file>:" headers only make sense above their lines, in the raw tail
+        verdicts = [ln for ln in lines if ln.startswith(_VERDICT) and not ln.rstrip().endswith(":")]
+        errors = [ln for ln in lines if _ERROR_LINE.search(ln) and not ln.startswith(_VERDICT)]
+        parts = verdicts[-8:] or [f"({_SCRIPT} printed no verdict)"]
         if errors:
             parts += ["errors:", *dict.fromkeys(errors[-12:])]
-        parts += ["last lines:", *lines[-15:]]
+        parts += [f"last lines of {self.script_log_path}:", *lines[-20:]]
+        return "\n".join(parts)
+
+    def _last_step(self) -> str:
+        """What the script was doing (it logs every step and what it waits for)."""
+        lines = tail_file(self.script_log_path, 400).splitlines()
+        steps = [ln for ln in lines if ln.startswith(_VERDICT)]
+        return f"its last step: {steps[-1]}" if steps else "it had logged no step yet"
+
+    def _logs_tail(self) -> str:
+        """The broker's own files: its stdout/stderr and server.log."""
+        parts = []
+        for path, n_lines in ((self.stdout_path, 15), (self.log_path, 20)):
+            if path.exists() and not path.is_file():
+                parts.append(f"{path}: not a regular file")  # reading a FIFO could block
+                continue
+            text = tail_file(path, n_lines)
+            parts.append(f"last lines of {path}:\n{text}" if text else f"{path}: empty")
         return "\n".join(parts)
 
     def _kill_leftover(self) -> None:
