@@ -8,6 +8,7 @@ turns the failure into a skip.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
@@ -34,6 +35,9 @@ WITH_NETWORK_POLICY = [
 ]
 SERVICES = ["gateway", "rotator", "dispatcher", "metric-scorer", "judge-scorer", "aggregator"]
 SEALED_READERS = {"rotator", "metric-scorer", "judge-scorer"}
+# Told the sealed database for its endpoint_keys collection only (partners' endpoint API keys,
+# sealed under the key-encryption keys only these two get).
+ENDPOINT_KEY_HOLDERS = {"gateway", "dispatcher"}
 MODEL_SERVER = "judge-model"
 SITE = "site"
 GPU = "nvidia.com/gpu"
@@ -313,7 +317,7 @@ def test_judge_disabled_renders_no_judge(rendered: dict[str, list[dict[str, Any]
     assert "judge-scorer" not in json.dumps(docs)
 
 
-# --- MongoDB: one user per service, sealed data for three -------------------------------------
+# --- MongoDB: one user per service, sealed data for three (endpoint keys for two more) --------
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -329,7 +333,7 @@ def test_each_service_has_its_own_mongo_credentials(
         ref = env["MEDBENCH_MONGO__URI"]["valueFrom"]["secretKeyRef"]
         secrets[name] = ref["name"]
         sealed = env.get("MEDBENCH_MONGO__SEALED_DATABASE")
-        if name in SEALED_READERS:
+        if name in SEALED_READERS | ENDPOINT_KEY_HOLDERS:
             assert sealed is not None and sealed["value"] == "medbench_sealed", name
         else:
             assert sealed is None, f"{name} must not be told the sealed database"
@@ -350,6 +354,51 @@ def test_production_names_every_secret_and_creates_none(
         env = _env(_main_container(deployments[name]))
         ref = env["MEDBENCH_MONGO__URI"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": f"medbench-mongo-{name}", "key": "uri"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_key_encryption_keys_reach_only_the_gateway_and_the_dispatcher(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str
+) -> None:
+    docs = rendered[scenario]
+    production = scenario == "production-values.yaml"
+    expected = "medbench-endpoint-key-kek" if production else "medbench-secrets"
+    holders = set()
+    for deployment in _of_kind(docs, "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        for container in spec["containers"]:
+            env = _env(container)
+            refs = [
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in env.values()
+                if "secretKeyRef" in e.get("valueFrom", {})
+            ]
+            for source in container.get("envFrom", []):
+                refs.append(source.get("secretRef", {}).get("name", ""))
+            refs += [v.get("secret", {}).get("secretName", "") for v in spec.get("volumes", [])]
+            if "MEDBENCH_SECRETS__KEYS" in env or expected in refs:
+                holders.add(_component(deployment))
+                key = env["MEDBENCH_SECRETS__KEYS"]["valueFrom"]["secretKeyRef"]
+                assert key == {"name": expected, "key": "keys"}
+    assert holders == ENDPOINT_KEY_HOLDERS, holders
+    dispatcher = _env(_main_container(_deployments(docs)["dispatcher"]))
+    assert dispatcher["MEDBENCH_SECRETS__STALLED_RETENTION_DAYS"]["value"] == "7"
+    if scenario == "dev-values.yaml":
+        dev = {s["metadata"]["name"]: s for s in _of_kind(docs, "Secret")}
+        (entry,) = dev[expected]["stringData"].values()
+        key_id, _, key = entry.partition(":")
+        assert key_id == "dev1" and len(base64.b64decode(key)) == 32
+
+
+def test_a_current_key_encryption_key_is_passed_on(helm: str, yaml: ModuleType) -> None:
+    docs = _template(helm, yaml, "--set", "secrets.current=k2,secrets.stalledRetentionDays=3")
+    for name in ENDPOINT_KEY_HOLDERS:
+        env = _env(_main_container(_deployments(docs)[name]))
+        assert env["MEDBENCH_SECRETS__CURRENT"]["value"] == "k2"
+    dispatcher = _env(_main_container(_deployments(docs)["dispatcher"]))
+    assert dispatcher["MEDBENCH_SECRETS__STALLED_RETENTION_DAYS"]["value"] == "3"
+    refused = _run(helm, "template", RELEASE, str(CHART), "--set", "secrets.current=bad id")
+    assert refused.returncode != 0 and "/secrets/current" in refused.stderr
 
 
 def test_dev_scenario_creates_one_secret_per_service(
@@ -387,8 +436,82 @@ def _grpc_callers(policy: dict[str, Any]) -> set[str]:
     return callers
 
 
-def test_no_network_policies_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    assert not _of_kind(rendered["chart-defaults"], "NetworkPolicy")
+PRIVATE_RANGES = {
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8",
+    "100.64.0.0/10", "0.0.0.0/8",
+}  # fmt: skip
+
+
+def _partner_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for rule in policy["spec"]["egress"]
+        if any("ipBlock" in peer for peer in rule.get("to", []))
+    ]
+
+
+def _egress_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (shared,) = [
+        d for d in _of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "medbench-shared"
+    ]
+    return {k: v for k, v in shared["data"].items() if k.startswith("MEDBENCH_EGRESS__")}
+
+
+def test_by_default_only_the_dispatchers_egress_is_fenced(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["chart-defaults"]
+    (policy,) = _of_kind(docs, "NetworkPolicy")
+    assert policy["metadata"]["name"] == "medbench-dispatcher-egress"
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "dispatcher"
+    assert spec["policyTypes"] == ["Egress"]  # ingress as without policies
+    egress = spec["egress"]
+    ports = [sorted(p["port"] for p in rule.get("ports", [])) for rule in egress]
+    assert [53, 53] in ports and [9092] in ports and [27017] in ports and [50051] in ports
+    rotator = [
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in egress
+        for peer in rule.get("to", [])
+        if "podSelector" in peer and "namespaceSelector" not in peer
+    ]
+    assert rotator == ["rotator"]
+    (partners,) = _partner_rules(policy)
+    (block,) = partners["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert set(block["ipBlock"]["except"]) >= PRIVATE_RANGES
+    assert partners["ports"] == [
+        {"port": 443, "protocol": "TCP"},
+        {"port": 80, "protocol": "TCP"},
+        {"port": 8000, "endPort": 8999, "protocol": "TCP"},
+    ]
+    # The services enforce the same rule: the gateway and the dispatcher read these.
+    assert _egress_env(docs) == {
+        "MEDBENCH_EGRESS__ALLOW_CIDRS": "",
+        "MEDBENCH_EGRESS__DENY_CIDRS": "",
+        "MEDBENCH_EGRESS__PORTS": "443,80,8000-8999",
+    }
+
+
+def test_on_premise_partners_and_public_cluster_ranges_reach_policy_and_services(
+    helm: str, yaml: ModuleType
+) -> None:
+    args = (
+        "--set", "networkPolicy.partnerEgress.allowCidrs={10.20.0.0/16,fd12::/64}",
+        "--set", "networkPolicy.partnerEgress.clusterCidrs={34.118.224.0/20}",
+    )  # fmt: skip
+    for extra in ((), ("--set", "networkPolicy.enabled=true")):
+        docs = _template(helm, yaml, *args, *extra)
+        name = "medbench-dispatcher" + ("" if extra else "-egress")
+        policy = _policies(docs)[name]
+        public, allowed = _partner_rules(policy)
+        assert "34.118.224.0/20" in public["to"][0]["ipBlock"]["except"]
+        assert [p["ipBlock"]["cidr"] for p in allowed["to"]] == ["10.20.0.0/16", "fd12::/64"]
+        assert allowed["ports"] == public["ports"]
+        assert _egress_env(docs)["MEDBENCH_EGRESS__ALLOW_CIDRS"] == "10.20.0.0/16,fd12::/64"
+        assert _egress_env(docs)["MEDBENCH_EGRESS__DENY_CIDRS"] == "34.118.224.0/20"
+    off = _template(helm, yaml, "--set", "networkPolicy.partnerEgress.enabled=false")
+    assert not _of_kind(off, "NetworkPolicy")
 
 
 @pytest.mark.parametrize("scenario", WITH_NETWORK_POLICY)
@@ -556,6 +679,35 @@ def test_production_ships_service_monitors_rules_and_dashboard(
     assert json.loads(dashboard["data"]["medbench.json"])["uid"] == "medbench-pipeline"
 
 
+def test_metrics_need_a_token_from_its_own_secret_that_the_service_monitors_send(
+    rendered: dict[str, list[dict[str, Any]]], helm: str, yaml: ModuleType
+) -> None:
+    docs = rendered["production-values.yaml"]
+    secret = {"name": "medbench-metrics", "key": "token"}
+    for name, deployment in _deployments(docs).items():
+        if name in SERVICES:
+            env = _env(_main_container(deployment))
+            assert env["MEDBENCH_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"] == secret, name
+    for monitor in _of_kind(docs, "ServiceMonitor"):
+        (endpoint,) = monitor["spec"]["endpoints"]
+        if _component(monitor) == MODEL_SERVER:  # vLLM's own /metrics takes no token
+            assert "authorization" not in endpoint
+        else:
+            assert endpoint["authorization"] == {"type": "Bearer", "credentials": secret}
+    dev = {s["metadata"]["name"]: s for s in _of_kind(rendered["dev-values.yaml"], "Secret")}
+    assert dev["medbench-metrics"]["stringData"] == {"token": "dev-only-metrics-token"}
+    off = _template(
+        helm, yaml, "-f", str(CHART / "ci" / "production-values.yaml"),
+        "--set", "metrics.token.enabled=false",
+    )  # fmt: skip
+    containers = [
+        c for d in _of_kind(off, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert not any("MEDBENCH_METRICS_TOKEN" in _env(c) for c in containers)
+    monitors = _of_kind(off, "ServiceMonitor")
+    assert monitors and all("authorization" not in m["spec"]["endpoints"][0] for m in monitors)
+
+
 def test_promtool_checks_and_tests_the_alert_rules(promtool: str) -> None:
     checked = _run(promtool, "check", "rules", "alerts.yaml", cwd=CHART / "prometheus")
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -632,3 +784,47 @@ def test_every_value_is_documented() -> None:
             undocumented.append(".".join([k for _, k, _ in stack] + [key]))
         stack.append((indent, key, documented))
     assert not undocumented, undocumented
+
+
+SETTINGS = {
+    "gateway": "gateway.settings:GatewaySettings",
+    "rotator": "rotator.settings:RotatorSettings",
+    "dispatcher": "dispatcher.settings:DispatcherSettings",
+    "metric-scorer": "metric_scorer.settings:MetricScorerSettings",
+    "judge-scorer": "judge_scorer.settings:JudgeScorerSettings",
+    "aggregator": "aggregator.settings:AggregatorSettings",
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_rendered_setting_is_one_the_service_accepts(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment the chart gives each service (ConfigMaps and literal values; Secrets are
+    not rendered) parses into that service's settings: a value Helm renders as "1e+06" where an
+    integer is wanted would stop the pod at start."""
+    import importlib
+
+    docs = rendered[scenario]
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in _of_kind(docs, "ConfigMap")}
+    checked = 0
+    for component, deployment in _deployments(docs).items():
+        if component not in SETTINGS:
+            continue
+        container = _main_container(deployment)
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(maps[source["configMapRef"]["name"]])
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        for name in list(env):
+            if not name.startswith("MEDBENCH_"):
+                del env[name]
+        with monkeypatch.context() as patched:
+            for name, value in env.items():
+                patched.setenv(name, str(value))
+            module, _, cls = SETTINGS[component].partition(":")
+            settings = getattr(importlib.import_module(module), cls)()
+        assert settings.kafka.max_event_bytes == 1_000_000 or scenario != "chart-defaults"
+        checked += 1
+    assert checked >= len(SETTINGS) - 1  # the judge scorer may be switched off

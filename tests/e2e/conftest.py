@@ -18,8 +18,10 @@ def running_stack(
     tmp_path_factory: pytest.TempPathFactory,
     name: str,
     extra_env: dict[str, str] | None = None,
+    loopback_endpoints: bool = True,
 ) -> Iterator[ServiceStack]:
-    """The six services in their own database and topic prefix; stopped on exit."""
+    """The six services in their own database and topic prefix; stopped on exit.
+    loopback_endpoints=False: the production egress policy (no endpoint on loopback)."""
     token = uuid.uuid4().hex[:8]
     services = ServiceStack(
         tmp_path_factory.mktemp(f"{name}-{token}"),
@@ -28,6 +30,7 @@ def running_stack(
         servers.kafka_bootstrap,
         f"{name}{token}.",
         extra_env=extra_env,
+        loopback_endpoints=loopback_endpoints,
     )
     services.start(timeout_s=90)
     try:

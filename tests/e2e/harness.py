@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -207,10 +206,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 5) -> list[Any]:
 
 def gateway_metric(stack: ServiceStack, name: str, *labels: str) -> float:
     """A counter of the gateway's /metrics with these labels (0 when never counted)."""
-    url = f"http://127.0.0.1:{stack.metrics_port('gateway')}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        text = response.read().decode()
-    for line in text.splitlines():
+    for line in stack.scrape("gateway").splitlines():
         if line.startswith(f"{name}{{") and all(label in line for label in labels):
             return float(line.rsplit(" ", 1)[1])
     return 0.0

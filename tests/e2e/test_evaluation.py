@@ -13,7 +13,9 @@ from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench_client.api import channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
+from medbench_runtime.bearer import authorized_channel
 from medbench_runtime.checksums import answers_sha256
+from medbench_runtime.introspection import REFLECTION_V1ALPHA
 from rotator.core.options import parse_options
 from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, eventually, load_pool, partner_client
@@ -279,28 +281,22 @@ async def test_watch_streams_until_completed(completed: Evaluation) -> None:
 async def test_every_service_serves_reflection_and_prometheus_metrics(
     stack: ServiceStack, completed: Evaluation
 ) -> None:
-    import urllib.request
-
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase,
-    )
-
-    def scrape(port: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return str(response.read().decode())
-
-    def services_of(name: str) -> set[str]:
-        with grpc.insecure_channel(stack.address(name)) as chan:
-            return set(ProtoReflectionDescriptorDatabase(chan).get_services())
+    async def services_of(name: str) -> set[str]:
+        # The gateway's reflection is open; the internal services' needs the service token.
+        token = None if name == "gateway" else stack.service_token
+        api = REFLECTION_V1ALPHA
+        async with authorized_channel(stack.address(name), token) as chan:
+            call = api.stub(chan)(iter([api.request(list_services="")]), timeout=10)
+            return {s.name async for r in call for s in r.list_services_response.service}
 
     await code_of(completed.partner().get("sub_missing"))  # leaves a NOT_FOUND in the counters
-    assert "medbench.submission.v1.SubmissionService" in services_of("gateway")
-    assert "medbench.taskpool.v1.TaskPoolService" in services_of("rotator")
-    assert "medbench.report.v1.ReportService" in services_of("aggregator")
+    assert "medbench.submission.v1.SubmissionService" in await services_of("gateway")
+    assert "medbench.taskpool.v1.TaskPoolService" in await services_of("rotator")
+    assert "medbench.report.v1.ReportService" in await services_of("aggregator")
     for name in stack.names:
-        assert "grpc.health.v1.Health" in services_of(name)
-        assert "medbench_" in scrape(stack.metrics_port(name)), name
-    gateway = scrape(stack.metrics_port("gateway"))
+        assert "grpc.health.v1.Health" in await services_of(name)
+        assert "medbench_" in stack.scrape(name), name
+    gateway = stack.scrape("gateway")
     assert (
         'medbench_grpc_server_handled_total{code="OK",method="/medbench.submission.v1.'
         'SubmissionService/UploadAnswers",service="gateway",tenant="hospital-a"}' in gateway

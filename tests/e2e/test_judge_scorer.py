@@ -9,7 +9,6 @@ physician, whose rating lowers kappa below the threshold, visibly, and official 
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -93,11 +92,9 @@ def calls(judges: tuple[FakeEndpoint, FakeEndpoint]) -> int:
 
 
 def metric(stack: ServiceStack, name: str, labels: str) -> float | None:
-    url = f"http://127.0.0.1:{stack.metrics_port('judge_scorer')}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        for line in response.read().decode().splitlines():
-            if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
-                return float(line.rsplit(" ", 1)[1])
+    for line in stack.scrape("judge_scorer").splitlines():
+        if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 

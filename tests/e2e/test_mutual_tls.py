@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def credentials(pki: Path, client: str | None) -> grpc.ChannelCredentials:
 def tls_gateway(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory, pki: Path
 ) -> Iterator[ServiceStack]:
-    token = tmp_path_factory.mktemp("tls").name
+    # Unique across sessions too (servers given by MEDBENCH_MONGO__URI outlive a session).
+    token = uuid.uuid4().hex[:8]
     stack = ServiceStack(
         tmp_path_factory.mktemp("tls-stack"),
         servers.mongo_uri,

@@ -37,11 +37,17 @@ def prometheus(stack: ServiceStack, tmp_path_factory: pytest.TempPathFactory) ->
         for name in stack.names
     ]
     (folder / "targets.json").write_text(json.dumps(targets))
+    # /metrics answers only the stack's bearer token: Prometheus sends it as the chart's
+    # ServiceMonitors do (authorization credentials), and a job without it sees 401.
+    (folder / "metrics.token").write_text(stack.metrics_token)
     (folder / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: medbench\n"
+        "    authorization: {type: Bearer, credentials_file: metrics.token}\n"
         "    file_sd_configs: [{files: [targets.json]}]\n"
+        "  - job_name: no-token\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{stack.metrics_port('gateway')}']}}]\n"
     )
     port = free_port()
     log = (folder / "prometheus.log").open("w")
@@ -91,6 +97,13 @@ async def test_prometheus_scrapes_the_series_the_alerts_and_dashboard_use(
         return {r["metric"]["component"] for r in result} == set(stack.names)
 
     await eventually(all_up, 60, "Prometheus to scrape all six services", interval_s=0.5)
+
+    async def refused_without_token() -> bool:
+        targets = api(prometheus, "/api/v1/targets")["activeTargets"]
+        plain = [t for t in targets if t["labels"]["job"] == "no-token"]
+        return bool(plain) and plain[0]["health"] == "down" and "401" in plain[0]["lastError"]
+
+    await eventually(refused_without_token, 30, "the scrape without the token to see 401")
     wanted = {
         "partner RPCs by tenant": 'medbench_grpc_server_handled_total{component="gateway",'
         f'tenant="{TENANT}",code="OK",method=~".*/CreateSubmission"}}',

@@ -144,12 +144,44 @@ imagePullSecrets:
 {{- .Values.auth.secretName | default (printf "%s-auth" (include "medbench.fullname" .)) }}
 {{- end }}
 
+{{- define "medbench.metricsSecretName" -}}
+{{- .Values.metrics.token.secretName | default (printf "%s-metrics" (include "medbench.fullname" .)) }}
+{{- end }}
+
 {{- define "medbench.leakSecretName" -}}
 {{- .Values.rotator.leakSecret.name | default (printf "%s-leak" (include "medbench.componentName" (dict "root" . "name" "rotator"))) }}
 {{- end }}
 
 {{- define "medbench.modelApiKeySecretName" -}}
 {{- .Values.modelServer.apiKeySecret.name | default (printf "%s-api" (include "medbench.modelServerName" .)) }}
+{{- end }}
+
+{{- define "medbench.secretsSecretName" -}}
+{{- .Values.secrets.secretName | default (printf "%s-secrets" (include "medbench.fullname" .)) }}
+{{- end }}
+
+{{/*
+(dict "root" $ "retention" true): the environment of the services that seal and open partners'
+endpoint API keys (gateway, dispatcher): the key-encryption keys, and the sealed database's
+name, whose endpoint_keys collection (only) their MongoDB users may use.
+*/}}
+{{- define "medbench.endpointKeysEnv" -}}
+{{- $root := .root -}}
+- name: MEDBENCH_MONGO__SEALED_DATABASE
+  value: {{ include "medbench.sealedDatabase" $root | quote }}
+- name: MEDBENCH_SECRETS__KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.secretsSecretName" $root }}
+      key: {{ $root.Values.secrets.keysKey }}
+{{- with $root.Values.secrets.current }}
+- name: MEDBENCH_SECRETS__CURRENT
+  value: {{ . | quote }}
+{{- end }}
+{{- if .retention }}
+- name: MEDBENCH_SECRETS__STALLED_RETENTION_DAYS
+  value: {{ $root.Values.secrets.stalledRetentionDays | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "medbench.sealedDatabase" -}}
@@ -189,6 +221,13 @@ imagePullSecrets:
       name: {{ include "medbench.authSecretName" $root }}
       key: {{ $root.Values.auth.bootstrapKeyKey }}
       optional: true
+{{- if $root.Values.metrics.token.enabled }}
+- name: MEDBENCH_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.metricsSecretName" $root }}
+      key: {{ $root.Values.metrics.token.key }}
+{{- end }}
 {{- if .sealed }}
 - name: MEDBENCH_MONGO__SEALED_DATABASE
   value: {{ include "medbench.sealedDatabase" $root | quote }}

@@ -1,5 +1,7 @@
 """Server reflection (v1 and v1alpha) and Health/List on a server started by run_service, read
-by the real grpcurl (`make load-tools` puts it in .tools/bin) and by the Python stubs."""
+by the real grpcurl (`make load-tools` puts it in .tools/bin) and by the Python stubs. The server
+is an internal one: reflection answers the service token (tests/security/test_findings.py shows
+it refusing callers without one, and the gateway's open reflection)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from medbench.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench_devstack.ports import free_port
 from medbench_runtime.auth import Authenticator
+from medbench_runtime.bearer import authorized_channel
 from medbench_runtime.interceptors import RpcInterceptor
 from medbench_runtime.introspection import (
     HEALTH_SERVICE,
@@ -42,6 +45,7 @@ IDENTITY = identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 SERVED = [REPORT.full_name, IDENTITY.full_name]
 EVERY_SERVICE = sorted([*SERVED, HEALTH_SERVICE, *(api.service for api in REFLECTION_APIS)])
 WAIT_S = 20
+SERVICE_TOKEN = "t" * 40
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ async def address() -> AsyncIterator[str]:
         grpc_port=free_port(),
         metrics_port=free_port(),
         shutdown_grace_s=2,
-        auth=AuthSettings(service_token="t" * 40),
+        auth=AuthSettings(service_token=SERVICE_TOKEN),
     )
     runtime = ServiceRuntime(
         servicers=[
@@ -86,9 +90,12 @@ async def address() -> AsyncIterator[str]:
         await asyncio.wait_for(task, WAIT_S)
 
 
-async def grpcurl(address: str, *args: str, data: Any = None, ok: bool = True) -> str:
+async def grpcurl(
+    address: str, *args: str, data: Any = None, ok: bool = True, token: str | None = SERVICE_TOKEN
+) -> str:
     """The output of `grpcurl address args...` (stdout; stderr when it fails, as ok=False
-    expects); data, when given, is the request as JSON."""
+    expects); data, when given, is the request as JSON; token goes with every call, reflection's
+    included (None: no credentials)."""
     if not GRPCURL.exists():
         pytest.fail(f"{GRPCURL} is missing: run `make load-tools`")
     proc = await asyncio.create_subprocess_exec(
@@ -96,6 +103,7 @@ async def grpcurl(address: str, *args: str, data: Any = None, ok: bool = True) -
         "-plaintext",
         "-max-time",
         str(WAIT_S),
+        *(["-H", f"authorization: Bearer {token}"] if token else []),
         *(["-d", json.dumps(data)] if data is not None else []),
         address,
         *args,
@@ -176,9 +184,11 @@ def not_found(response: Any) -> bool:
     )
 
 
-async def reflect(address: str, api: ReflectionApi, requests: Sequence[Any]) -> list[Any]:
-    """The answers to requests, all on one stream of the api's version."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def reflect(
+    address: str, api: ReflectionApi, requests: Sequence[Any], token: str | None = SERVICE_TOKEN
+) -> list[Any]:
+    """The answers to requests, all on one stream of the api's version (with token)."""
+    async with authorized_channel(address, token) as channel:
         if api is REFLECTION_V1ALPHA:  # grpcio-reflection's own stub
             stream = v1alpha_grpc.ServerReflectionStub(channel).ServerReflectionInfo
         else:

@@ -85,7 +85,7 @@ class Jobs:
     async def recorded(self, submission_id: str) -> list[dict[str, Any]]:
         return []
 
-    async def api_key(self, submission_id: str) -> str:
+    async def api_key(self, submission_id: str, tenant_id: str) -> str:
         return "k"
 
     async def state(self, submission_id: str) -> str:

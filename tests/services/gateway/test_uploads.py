@@ -33,13 +33,31 @@ def test_bidirectional_controls_are_refused_in_shown_names(value: str) -> None:
         uploads.check_text("model.name", value, uploads.MAX_MODEL_NAME)
 
 
-def test_other_unicode_in_names_is_kept() -> None:
-    for value in [
-        "医学模型\u200d👩\u200d⚕️",
-        "ＭｅｄＧＰＴ－７Ｂ",
-        "Me\u0301dGPT",
-        "模型（第２版）",
+def test_other_unicode_in_names_is_kept_in_its_normalised_form() -> None:
+    for value, shown in [
+        ("医学模型 👩\u200d⚕️", "医学模型 👩\u200d⚕️"),  # a joiner inside an emoji sequence
+        ("ＭｅｄＧＰＴ－７Ｂ", "MedGPT-7B"),
+        ("Me\u0301dGPT", "MédGPT"),
+        ("模型（第２版）", "模型(第2版)"),
     ]:
+        assert uploads.check_text("model.name", value, uploads.MAX_MODEL_NAME) == shown
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "医学模型\u200d👩",  # a joiner between a letter and an emoji
+        "GPT\u200b4",
+        "\ufeffGPT",
+        "GPT\u2060-4",
+        "a\u2028b",
+        "a\u2029b",
+        "GPT\U000e0041",
+        "GPT\u00ad4",
+    ],
+)
+def test_invisible_and_format_characters_are_refused_in_shown_names(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="model.name contains an invisible or format"):
         uploads.check_text("model.name", value, uploads.MAX_MODEL_NAME)
 
 

@@ -31,13 +31,31 @@ from medbench_client.importers import (
     read_medbench_pool,
     summarise,
 )
+from medbench_runtime.images import FORMATS, image_type
 
 BOARDS = {"api": taskpool_pb2.BOARD_API, "upload": taskpool_pb2.BOARD_UPLOAD}
 BATCH = 2000
 
 
-def to_item(row: ImportRow, images_dir: Path | None) -> tuple[taskpool_pb2.ImportItem, str]:
-    """An ImportRow as an ImportItem; returns a problem text for missing image files."""
+def image_file(images_dir: Path, path: str) -> tuple[Path | None, str]:
+    """The file path names inside images_dir, or (None, why not): an absolute path, or one that
+    resolves (`..`, symlinks followed) outside the folder, is refused."""
+    folder = images_dir.resolve()
+    if Path(path).is_absolute():
+        return None, f"image {path} is an absolute path; give it relative to {images_dir}"
+    try:
+        resolved = (folder / path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL
+        return None, f"image {path} cannot be resolved: {exc}"
+    if not resolved.is_relative_to(folder):
+        return None, f"image {path} resolves outside {images_dir}; only files inside it are read"
+    return resolved, ""
+
+
+def to_item(row: ImportRow, images_dir: Path | None) -> tuple[taskpool_pb2.ImportItem, str, bool]:
+    """An ImportRow as an ImportItem, a problem text ("" when none) and whether the problem is
+    only a missing image file (--allow-missing-images imports the item without it). Images are
+    read only from inside images_dir, and only when their bytes are a PNG, JPEG, GIF or WebP."""
     item = taskpool_pb2.ImportItem(
         task=taskpool_pb2.Task(
             item_id=row.item_id,
@@ -56,15 +74,23 @@ def to_item(row: ImportRow, images_dir: Path | None) -> tuple[taskpool_pb2.Impor
     )
     if row.reference:
         item.key.CopyFrom(taskpool_pb2.SealedKey(item_id=row.item_id, reference=row.reference))
-    problem = ""
+    missing = ""
     if images_dir is not None:
         for path in row.image_paths:
-            file = images_dir / path
-            if file.is_file():
-                item.images.append(taskpool_pb2.ImageBlob(path=path, content=file.read_bytes()))
-            else:
-                problem = f"image {path} not found under {images_dir}"
-    return item, problem
+            file, refused = image_file(images_dir, path)
+            if file is None:
+                return item, refused, False
+            if not file.is_file():
+                missing = f"image {path} not found under {images_dir}"
+                continue
+            content = file.read_bytes()
+            media_type = image_type(content)
+            if media_type is None:
+                return item, f"image {path} is not a {FORMATS} file (by its first bytes)", False
+            item.images.append(
+                taskpool_pb2.ImageBlob(path=path, content=content, media_type=media_type)
+            )
+    return item, missing, True
 
 
 def maintainer_channel(address: str) -> grpc.aio.Channel:
@@ -108,8 +134,8 @@ async def run_import(
 ) -> int:
     items, problems = [], []
     for row in read.rows:
-        item, problem = to_item(row, images_dir)
-        if problem and not allow_missing_images:
+        item, problem, only_missing = to_item(row, images_dir)
+        if problem and not (only_missing and allow_missing_images):
             problems.append(LineError(row.file, row.line, "img_path", problem))
             continue
         items.append(item)

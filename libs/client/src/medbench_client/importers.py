@@ -464,8 +464,26 @@ def _parse_pool_line(file: str, n: int, obj: dict[str, Any] | LineError) -> _Poo
     elif images is not None:
         reason = f"img_path is {_kind(images)}, not a list of paths or one path"
         p.errors.append(LineError(file, n, "img_path", reason))
+    for path in p.image_paths:
+        problem = image_path_problem(path)
+        if problem is not None:
+            p.errors.append(LineError(file, n, "img_path", problem))
+            break
     p.key = key
     return p
+
+
+def image_path_problem(path: str) -> str | None:
+    """Why an image path cannot name a file inside the images folder (absolute, a drive, a
+    `..` segment, a control character), or None. The CLI also resolves what is left, symlinks
+    included, before reading anything (medbench_client.cli.image_file)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return f"image path {path!r} holds a control character"
+    if path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", path):
+        return f"image path {path!r} is absolute; paths are relative to the images folder"
+    if ".." in path.replace("\\", "/").split("/"):
+        return f"image path {path!r} leaves the images folder (a .. segment)"
+    return None
 
 
 def _pool_key(
@@ -625,6 +643,11 @@ def _mapped_row(
         else:
             reference = parsed
     image_paths = _multi(get, m.image_paths, "image_paths", from_csv, fail, single_string=True)
+    for path in image_paths:
+        problem = image_path_problem(path)
+        if problem is not None and m.image_paths:
+            errors.append(LineError(file, n, m.image_paths, problem))
+            break
     specialties = _multi(get, m.specialties, "specialties", from_csv, fail, single_string=False)
     messages: tuple[tuple[str, str], ...] = ()
     if m.messages:

@@ -132,16 +132,19 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
         "",
         extra_env=pinned,
     )
-    if not pinned:
+    kept = {
+        "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token,
+        "MEDBENCH_AUTH__BOOTSTRAP_KEY": stack.admin_key,
+        "MEDBENCH_METRICS_TOKEN": stack.metrics_token,
+        # Seals the partners' endpoint API keys the local database keeps while runs last.
+        "MEDBENCH_SECRETS__KEYS": stack.secrets_keys,
+    }
+    if pinned != kept:  # first run, or a file from before the metrics token or secrets key
         credentials.touch(mode=0o600)
-        credentials.write_text(
-            json.dumps(
-                {
-                    "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token,
-                    "MEDBENCH_AUTH__BOOTSTRAP_KEY": stack.admin_key,
-                }
-            )
-        )
+        credentials.write_text(json.dumps(kept))
+    token_file = stack_dir / "metrics.token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(stack.metrics_token)
     started = time.monotonic()
     stack.start(timeout_s=120)
     print(f"six services SERVING after {time.monotonic() - started:.1f} s")
@@ -151,7 +154,7 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
                 name: {
                     "pid": stack.process(name).pid,
                     "grpc": stack.address(name),
-                    "metrics": f"http://127.0.0.1:{stack.metrics_port(name)}/metrics",
+                    "metrics": stack.metrics_url(name),
                     "log": str(stack.log_path(name)),
                 }
                 for name in stack.names
@@ -275,9 +278,7 @@ def report_table(report: Any) -> str:
 
 def _how_to(stack: ServiceStack, sid: str) -> str:
     gateway = stack.address("gateway")
-    metrics = "\n".join(
-        f"  {name:14} http://127.0.0.1:{stack.metrics_port(name)}/metrics" for name in stack.names
-    )
+    metrics = "\n".join(f"  {name:14} {stack.metrics_url(name)}" for name in stack.names)
     return f"""The stack keeps running. Reach the public API (gRPC, reflection on) at {gateway}:
   grpcurl -plaintext {gateway} list
   grpcurl -plaintext -H "authorization: Bearer $(cat .stack/partner.key)" \\
@@ -285,8 +286,9 @@ def _how_to(stack: ServiceStack, sid: str) -> str:
       {gateway} medbench.submission.v1.SubmissionService/GetReport
   (grpcurl: `make load-tools` puts it in .tools/bin; or go install
   github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)
-Prometheus metrics:
+Prometheus metrics (they answer only the bearer token in .stack/metrics.token):
 {metrics}
+  curl -H "Authorization: Bearer $(cat .stack/metrics.token)" {stack.metrics_url("gateway")}
 The partner key of tenant {TENANT} is in .stack/partner.key; the maintainer key is
 MEDBENCH_AUTH__BOOTSTRAP_KEY in .stack/credentials.json (both readable by you only).
 Logs: .stack/services/<service>.log   State: .stack/state.json, .stack/services.json

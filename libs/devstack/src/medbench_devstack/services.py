@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,15 @@ _CHANNEL_OPTIONS = [
 ]
 _POLL_S = 0.05
 _TAIL_LINES = 40
+# Partners' endpoints on loopback, any port: a local stack's egress policy (see
+# medbench_runtime.egress; the default allows public addresses on 80, 443, 8000-8999 only).
+LOOPBACK_EGRESS = {
+    "MEDBENCH_EGRESS__ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+    "MEDBENCH_EGRESS__PORTS": "1-65535",
+}
+# The services that seal and open partners' endpoint API keys, and the setting of their keys.
+SECRETS_HOLDERS = frozenset({"gateway", "dispatcher"})
+SECRETS_KEYS = "MEDBENCH_SECRETS__KEYS"
 
 
 class ServiceStack:
@@ -67,9 +78,13 @@ class ServiceStack:
         specs: Sequence[ServiceSpec] = SERVICES,
         service_env: dict[str, dict[str, str]] | None = None,
         health_credentials: dict[str, grpc.ChannelCredentials] | None = None,
+        loopback_endpoints: bool = True,
     ) -> None:
         """service_env: settings of single services on top of extra_env; health_credentials:
-        TLS credentials to check a service's health with (a service serving TLS)."""
+        TLS credentials to check a service's health with (a service serving TLS);
+        loopback_endpoints: API mode may call endpoints on loopback, any port (LOOPBACK_EGRESS:
+        the local model server of `make demo-llm`, the tests' fake endpoints); False keeps the
+        production default (public addresses on the default ports only)."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise DevstackError(f"duplicate service names in {names}")
@@ -89,8 +104,18 @@ class ServiceStack:
         self.admin_key = pinned.get("MEDBENCH_AUTH__BOOTSTRAP_KEY") or (
             f"mbk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
         )
+        # /metrics of every service answers only requests carrying this bearer token.
+        self.metrics_token = pinned.get("MEDBENCH_METRICS_TOKEN") or secrets.token_urlsafe(32)
         base["MEDBENCH_AUTH__SERVICE_TOKEN"] = self.service_token
         base["MEDBENCH_AUTH__BOOTSTRAP_KEY"] = self.admin_key
+        base["MEDBENCH_METRICS_TOKEN"] = self.metrics_token
+        if loopback_endpoints:
+            base.update(LOOPBACK_EGRESS)
+        # The key-encryption key that seals partners' endpoint API keys ("<id>:<base64>"), given
+        # only to the services that hold those keys, as in the chart.
+        self.secrets_keys = pinned.get(SECRETS_KEYS) or (
+            f"dev1:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+        )
         self._procs: dict[str, ManagedProcess] = {}
         self._health_credentials = dict(health_credentials or {})
         for spec in self.specs:
@@ -113,6 +138,9 @@ class ServiceStack:
                         f"{LOOPBACK}:{self._grpc_ports[peer.name]}"
                     )
             env.update(extra_env or {})
+            env.pop(SECRETS_KEYS, None)
+            if spec.name in SECRETS_HOLDERS:
+                env[SECRETS_KEYS] = self.secrets_keys
             env.update((service_env or {}).get(spec.name, {}))
             self._procs[spec.name] = ManagedProcess(
                 spec.name,
@@ -149,6 +177,18 @@ class ServiceStack:
     def metrics_port(self, name: str) -> int:
         self._spec_process(name)
         return self._metrics_ports[name]
+
+    def metrics_url(self, name: str) -> str:
+        """`http://127.0.0.1:<metrics port>/metrics` of a service (send metrics_token)."""
+        return f"http://{LOOPBACK}:{self.metrics_port(name)}/metrics"
+
+    def scrape(self, name: str, timeout_s: float = 5) -> str:
+        """A service's /metrics text, read with the stack's metrics token."""
+        request = urllib.request.Request(
+            self.metrics_url(name), headers={"Authorization": f"Bearer {self.metrics_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            return str(response.read().decode())
 
     def env(self, name: str) -> dict[str, str]:
         """The environment a service is started with (a copy)."""

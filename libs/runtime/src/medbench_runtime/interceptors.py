@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -13,9 +13,15 @@ import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
+from medbench.identity.v1 import access_pb2
 from medbench_runtime import errors
 from medbench_runtime.auth import Authenticator, Principal, authorize, set_principal
-from medbench_runtime.metrics import REFUSALS_UNAUDITED, RPC_HANDLED, RPC_LATENCY
+from medbench_runtime.metrics import (
+    PROBES_UNAUDITED,
+    REFUSALS_UNAUDITED,
+    RPC_HANDLED,
+    RPC_LATENCY,
+)
 from medbench_runtime.tracing import context_from, span
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,18 @@ TARGET_FIELDS = (
     "entry_id",
     "request_id",
     "board_id",
+)
+REFLECTION = "/grpc.reflection."
+HEALTH = "/grpc.health."
+# Who may read an internal service's reflection: the platform's services and its staff, never a
+# partner key (partners have the gateway, whose reflection is open).
+STAFF_ROLES = frozenset(
+    {
+        access_pb2.ROLE_SERVICE,
+        access_pb2.ROLE_MAINTAINER,
+        access_pb2.ROLE_OPS,
+        access_pb2.ROLE_REVIEWER,
+    }
 )
 
 
@@ -82,7 +100,8 @@ class RefusalBudget:
     bucket of `burst` refusals, refilled at `per_s`. Beyond it refusals are only counted
     (medbench_grpc_refusals_unaudited_total), so a flood of bad credentials costs no write per
     call. It never refuses a call: peers behind one NAT or proxy share an address, and a
-    partner's valid key must keep working while someone else floods from there.
+    partner's valid key must keep working while someone else floods from there. A second
+    budget of the same kind meters the audited NOT_FOUND answers to partners (probes).
     """
 
     def __init__(
@@ -91,7 +110,9 @@ class RefusalBudget:
         per_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         max_peers: int = 10_000,
+        what: str = "refused calls",
     ) -> None:
+        self._what = what
         self._burst = float(burst)
         self._per_s = per_s
         self._clock = clock
@@ -106,14 +127,15 @@ class RefusalBudget:
         tokens = min(self._burst, tokens + (now - then) * self._per_s)
         if tokens >= 1:
             if unaudited:
-                log.warning("%s: %d refused calls were counted, not audited", host, unaudited)
+                log.warning("%s: %d %s were counted, not audited", host, unaudited, self._what)
             self._remember(host, (tokens - 1, now, 0))
             return True
         if not unaudited:
             log.warning(
-                "%s: more than %d refused calls; further ones are counted, not audited",
+                "%s: more than %d %s; further ones are counted, not audited",
                 host,
                 int(self._burst),
+                self._what,
             )
         self._remember(host, (tokens, now, unaudited + 1))
         return False
@@ -216,12 +238,20 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         auth: Authenticator | None = None,
         audit: AuditSink | None = None,
         refusals: RefusalBudget | None = None,
+        reflection_roles: Collection[int] | None = None,
+        probes: RefusalBudget | None = None,
     ) -> None:
         self._service = service
         # None only for tests of the interceptor itself; run_service always passes one.
         self._auth = auth
         self._audit = audit
         self._refusals = refusals or RefusalBudget()
+        # NOT_FOUND answers to partners written to the audit log, per peer address.
+        self._probes = probes or RefusalBudget(what="NOT_FOUND answers to partners")
+        # Roles that may call reflection; None: anyone (the gateway's public API).
+        self._reflection_roles = (
+            frozenset(reflection_roles) if reflection_roles is not None else None
+        )
 
     async def intercept_service(
         self,
@@ -232,8 +262,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        # Health and reflection answer anyone (probes, grpcurl): bodies are checked, callers not.
-        open_to_all = method.startswith(("/grpc.health.", "/grpc.reflection."))
+        # Health answers anyone (Kubernetes probes), and so does reflection where it is open
+        # (the gateway): bodies are checked, callers not. Elsewhere reflection needs a caller
+        # of reflection_roles (see _authorize).
+        open_to_all = method.startswith(HEALTH) or (
+            method.startswith(REFLECTION) and self._reflection_roles is None
+        )
 
         def wrap(behavior: Callable[..., Any], streamed: bool, responses: bool) -> Any:
             if open_to_all:
@@ -321,6 +355,13 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         method is audited."""
         if principal is None:
             return False
+        if method.startswith(REFLECTION) and self._reflection_roles is not None:
+            if principal.role not in self._reflection_roles:
+                raise errors.PermissionDenied(
+                    f"reflection on {self._service} needs the service token or a staff key "
+                    f"(maintainer, ops, reviewer); role {principal.role_name} may not call it"
+                )
+            return False
         return authorize(method, principal).audit
 
     async def _done(
@@ -385,9 +426,17 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             log.info("%s -> %s: %s", method, code.name, exc)
             refused = isinstance(exc, errors.Unauthenticated | errors.PermissionDenied)
             anonymous = isinstance(exc, errors.Unauthenticated)
+            # A partner's NOT_FOUND may be a probe of another tenant's id: audited (within the
+            # peer's budget) whether or not the id exists elsewhere, so the answer takes as long
+            # either way and says nothing more than NOT_FOUND.
+            probe = (
+                isinstance(exc, errors.NotFound) and principal is not None and principal.is_partner
+            )
             if anonymous and not audited and not self._refusals.audit(context.peer() or ""):
                 REFUSALS_UNAUDITED.labels(self._service).inc()
-            elif audited or refused:
+            elif probe and not audited and not self._probes.audit(context.peer() or ""):
+                PROBES_UNAUDITED.labels(self._service).inc()
+            elif audited or refused or probe:
                 await self._record(method, context, principal, request, code.name)
             retry_after = getattr(exc, "retry_after_s", None)
             if retry_after is not None:

@@ -1,8 +1,28 @@
-"""Prometheus metrics shared by every service, and the /metrics endpoint."""
+"""Prometheus metrics shared by every service, and the /metrics endpoint.
+
+/metrics names tenants and their traffic, so with a token set (MEDBENCH_METRICS_TOKEN) it answers
+only requests carrying `Authorization: Bearer <token>` (compared in constant time); everything
+else gets 401. It listens on its own address (metrics_host, metrics_port; loopback by default).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import hmac
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+# A shorter metrics token is refused at start (it is a password).
+MIN_METRICS_TOKEN = 16
 
 RPC_HANDLED = Counter(
     "medbench_grpc_server_handled_total",
@@ -23,6 +43,12 @@ REFUSALS_UNAUDITED = Counter(
     "the audit log (MEDBENCH_AUTH__REFUSALS_AUDIT_BURST, _REFUSALS_AUDIT_PER_S).",
     ["service"],
 )
+PROBES_UNAUDITED = Counter(
+    "medbench_grpc_probes_unaudited_total",
+    "NOT_FOUND answers to partners beyond a peer address's audit budget (possible probes of "
+    "other tenants' ids): counted here, not written to the audit log.",
+    ["service"],
+)
 
 
 ITEMS = Counter(
@@ -40,6 +66,72 @@ def count_items(stage: str, tenant: str, track: int, n: int) -> None:
         ITEMS.labels(stage, tenant, TRACKS.get(track, "unspecified")).inc(n)
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Starts the /metrics HTTP endpoint in a daemon thread."""
-    start_http_server(port, addr=host)
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+UNAUTHORIZED = b"401 Unauthorized: send 'Authorization: Bearer <metrics token>'\n"
+
+
+def authorized(header: str, token: str) -> bool:
+    """Whether an Authorization header value is `Bearer <token>` (constant time in the token)."""
+    scheme, _, given = header.strip().partition(" ")
+    # Both sides are compared whatever the scheme, so a wrong scheme costs what a wrong token does.
+    same = hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and same
+
+
+def metrics_app(token: str = "", registry: Collector = REGISTRY) -> WsgiApp:
+    """prometheus_client's WSGI app, behind the bearer token when one is given."""
+    inner = make_wsgi_app(registry)
+    if not token:
+        return inner
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not authorized(environ.get("HTTP_AUTHORIZATION", ""), token):
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(UNAUTHORIZED))),
+                    ("WWW-Authenticate", 'Bearer realm="metrics"'),
+                ],
+            )
+            return [UNAUTHORIZED]
+        return inner(environ, start_response)
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Scrapes are not logged."""
+
+
+def serve_metrics(host: str, port: int, token: str = "") -> WSGIServer:
+    """Starts the /metrics HTTP endpoint in a daemon thread; shutdown() and server_close() of
+    the returned server stop it. token: the bearer token every request must carry ("" = none)."""
+    token = token.strip()
+    if 0 < len(token) < MIN_METRICS_TOKEN:
+        raise RuntimeError(
+            f"MEDBENCH_METRICS_TOKEN is {len(token)} characters; at least {MIN_METRICS_TOKEN} "
+            "are needed"
+        )
+    if not token:
+        log.warning(
+            "MEDBENCH_METRICS_TOKEN is not set: /metrics on %s:%s answers whoever reaches it",
+            host,
+            port,
+        )
+    family, *_, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_Server):
+        address_family = family
+
+    server = make_server(address[0], port, metrics_app(token), Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

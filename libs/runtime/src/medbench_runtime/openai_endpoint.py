@@ -1,12 +1,24 @@
-"""OpenAIEndpoint: one call to a partner's /chat/completions, reported, never raised."""
+"""OpenAIEndpoint: one call to a partner's /chat/completions, reported, never raised.
+
+What a failed call reports is its failure class (refused by the egress policy, connection
+refused, timeout, TLS, a reply over the size limits, HTTP status), never what the other side
+sent, except an OpenAI-shaped error's own message: a URL can name anything that speaks HTTP, and
+its replies must not come back to the partner who named it.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from medbench_runtime.egress import EgressRefused
 from medbench_runtime.http_client import HttpClient, HttpError, HttpResponse
+
+MAX_REASON = 200
+"""Characters of an endpoint's OpenAI error message kept in a reason."""
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,20 @@ class CallResult:
     """Why the attempt failed (never contains the API key)."""
     retry_after: str | None = None
     latency_ms: float = 0.0
+    refused: bool = False
+    """The egress policy refused the endpoint: no connection was made; retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class ModelsResult:
+    """What GET <base_url>/models gave."""
+
+    status: int | None
+    """HTTP status; None when no response came."""
+    models: list[str] | None = None
+    """Model ids of an OpenAI model list (2xx); None when the reply was not one."""
+    error: str = ""
+    """The failure class when no response came, or the status line's meaning otherwise."""
 
 
 class OpenAIEndpoint:
@@ -37,6 +63,8 @@ class OpenAIEndpoint:
         started = time.perf_counter()
         try:
             response = await self._client.request("POST", url, body, headers, self._timeout_s)
+        except EgressRefused as exc:
+            return CallResult(None, error=f"refused by the egress policy: {exc}", refused=True)
         except HttpError as exc:
             return CallResult(None, error=str(exc), latency_ms=_ms(started))
         latency = _ms(started)
@@ -53,10 +81,10 @@ class OpenAIEndpoint:
             text = choice["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("content is not text")
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             # A 200 with a body that is not a completion is the endpoint's fault, not the
-            # model's answer: retried, then an infrastructure failure.
-            return CallResult(None, error=f"malformed completion: {exc}", latency_ms=latency)
+            # model's answer: retried, then an infrastructure failure. Never echoed.
+            return CallResult(None, error=NOT_A_COMPLETION, latency_ms=latency)
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else None
         return CallResult(
             200,
@@ -66,19 +94,30 @@ class OpenAIEndpoint:
             latency_ms=latency,
         )
 
-    async def models(self, base_url: str, api_key: str) -> tuple[int | None, Any]:
-        """GET <base_url>/models: (status, parsed body or error text)."""
+    async def models(self, base_url: str, api_key: str) -> ModelsResult:
+        """GET <base_url>/models. Raises EgressRefused (before any connection) when the egress
+        policy refuses the endpoint."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
             response = await self._client.request(
                 "GET", base_url.rstrip("/") + "/models", None, headers, self._timeout_s
             )
         except HttpError as exc:
-            return None, str(exc)
+            return ModelsResult(None, error=str(exc))
+        if not 200 <= response.status <= 299:
+            return ModelsResult(response.status, error=f"HTTP {response.status}")
         try:
-            return response.status, response.json()
-        except ValueError:
-            return response.status, response.body[:200].decode(errors="replace")
+            data = response.json()["data"]
+            ids = [m["id"] for m in data]
+            if not all(isinstance(i, str) for i in ids):
+                raise TypeError("model ids are not text")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return ModelsResult(response.status, error=NOT_A_MODEL_LIST)
+        return ModelsResult(response.status, models=ids)
+
+
+NOT_A_COMPLETION = "the HTTP 200 reply is not an OpenAI chat completion"
+NOT_A_MODEL_LIST = "the reply is not an OpenAI model list"
 
 
 def _ms(started: float) -> float:
@@ -86,11 +125,15 @@ def _ms(started: float) -> float:
 
 
 def _reason(response: HttpResponse) -> str:
-    """The endpoint's own words for a refusal, short."""
+    """ "HTTP <status>", with the endpoint's own message when the reply is an OpenAI error object
+    (short, unprintable characters dropped); any other body is never repeated."""
     try:
         body = response.json()
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
     except ValueError:
         message = None
-    return f"HTTP {response.status}: {message or response.body[:200].decode(errors='replace')}"
+    if not isinstance(message, str) or not message.strip():
+        return f"HTTP {response.status}"
+    short = _UNPRINTABLE.sub(" ", message).strip()[:MAX_REASON]
+    return f"HTTP {response.status}: {short}"

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 
 from medbench_runtime.auth import MIN_SERVICE_TOKEN, Authenticator, KeyStore
-from medbench_runtime.interceptors import AuditSink, RefusalBudget, RpcInterceptor
+from medbench_runtime.interceptors import STAFF_ROLES, AuditSink, RefusalBudget, RpcInterceptor
 from medbench_runtime.introspection import HEALTH_SERVICE, HealthService, enable_reflection
 from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.settings import ServiceSettings
@@ -93,6 +93,9 @@ class ServiceRuntime:
     auth: Authenticator | None = None
     # Where audited calls are appended.
     audit: AuditSink | None = None
+    # Reflection open to every caller (the gateway: its API is public); otherwise it needs the
+    # service token or a staff key (STAFF_ROLES). Health always answers anyone.
+    open_reflection: bool = False
 
 
 def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -129,17 +132,39 @@ async def run_service(settings: ServiceSettings, runtime: ServiceRuntime) -> Non
         )
     if not token:
         log.error("MEDBENCH_AUTH__SERVICE_TOKEN is not set: calls between services are refused")
-    serve_metrics(settings.metrics_host, settings.metrics_port)
+    metrics = serve_metrics(
+        settings.metrics_host,
+        settings.metrics_port,
+        settings.metrics_token.get_secret_value(),
+    )
+    try:
+        await _serve(settings, runtime)
+    finally:
+        await asyncio.to_thread(metrics.shutdown)
+        metrics.server_close()
+
+
+async def _serve(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
     auth = runtime.auth or Authenticator(
         settings.auth.service_token.get_secret_value(),
         runtime.key_store,
         settings.auth.cache_ttl_s,
     )
     refusals = RefusalBudget(settings.auth.refusals_audit_burst, settings.auth.refusals_audit_per_s)
-    server = grpc.aio.server(
-        interceptors=[RpcInterceptor(settings.service_name, auth, runtime.audit, refusals)],
-        options=grpc_options(settings),
+    probes = RefusalBudget(
+        settings.auth.refusals_audit_burst,
+        settings.auth.refusals_audit_per_s,
+        what="NOT_FOUND answers to partners",
     )
+    interceptor = RpcInterceptor(
+        settings.service_name,
+        auth,
+        runtime.audit,
+        refusals,
+        reflection_roles=None if runtime.open_reflection else STAFF_ROLES,
+        probes=probes,
+    )
+    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in runtime.servicers]

@@ -96,6 +96,9 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = 50051
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9090
+    # Bearer token /metrics requires (MEDBENCH_METRICS_TOKEN, at least 16 characters); empty
+    # leaves it open to whoever reaches metrics_host:metrics_port.
+    metrics_token: SecretStr = SecretStr("")
     log_level: str = "INFO"
     shutdown_grace_s: float = 10.0
     grpc_max_message_bytes: int = 16 * 1024 * 1024

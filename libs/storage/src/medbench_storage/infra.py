@@ -41,7 +41,8 @@ class Infrastructure:
 
     @property
     def sealed_db(self) -> AsyncDatabase[dict[str, Any]]:
-        """The sealed database; only the rotator and the scorers may open it."""
+        """The sealed database; only the rotator and the scorers may open it, and the gateway
+        and the dispatcher for its endpoint_keys collection (sealed endpoint API keys)."""
         return self.client[self.settings.mongo.sealed_database_name]
 
     @property

@@ -199,19 +199,23 @@ class Aggregation:
             "expected_scores": event.expected_scores or event.expected_items,
         }
 
-        async def commit(session: Any) -> None:
-            await self._scores.add_batch(session, doc, progress, dict(event.dataset_rules))
+        async def commit(session: Any) -> dict[str, Any]:
+            return await self._scores.add_batch(session, doc, progress, dict(event.dataset_rules))
 
         try:
-            await in_transaction(self._infra.client, commit)
+            counted: dict[str, Any] | None = await in_transaction(self._infra.client, commit)
         except DuplicateKeyError:
             REPLAYED.inc()
             log.info("batch %s already recorded", doc["_id"])
-        await self.maybe_complete(event.submission_id)
+            counted = None
+        await self.maybe_complete(event.submission_id, counted)
 
-    async def maybe_complete(self, submission_id: str) -> None:
-        """Builds and stores the report when every expected item is scored."""
-        progress = await self._scores.progress(submission_id)
+    async def maybe_complete(
+        self, submission_id: str, counted: dict[str, Any] | None = None
+    ) -> None:
+        """Builds and stores the report when every expected item is scored. ``counted``: the
+        progress record as this replica's write left it (else it is read)."""
+        progress = counted if counted is not None else await self._scores.progress(submission_id)
         wanted = progress.get("expected_scores", progress["expected"]) if progress else 0
         if progress is None or progress["completed"] or progress["scored"] < wanted:
             return

@@ -40,8 +40,10 @@ from medbench_messaging.publisher import Outgoing
 from medbench_messaging.sizing import MAX_ANSWER_BYTES, clip_utf8
 from medbench_runtime.openai_endpoint import CallResult, OpenAIEndpoint
 from medbench_storage.client import TRANSIENT_ERRORS, in_transaction
+from medbench_storage.endpoint_keys import KeyNotHeld
 from medbench_storage.group_commit import GroupCommit
 from medbench_storage.infra import Infrastructure
+from medbench_storage.secrets import SecretsError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,24 @@ RETRY_FLOOR = 100
 
 # The reason a job fails with when the platform itself cannot serve it (details in the log).
 INTERNAL_FAILURE = "the platform could not read this submission's items (an internal error)"
+
+
+KEY_NOT_HELD = (
+    "this submission's endpoint API key is no longer held (it is deleted when a run ends, or "
+    "after a long stall); create a new submission"
+)
+KEY_UNREADABLE = (
+    "the platform could not read this submission's endpoint API key (an internal error)"
+)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The reason a job that cannot be loaded fails with (details in the log)."""
+    if isinstance(exc, KeyNotHeld):
+        return KEY_NOT_HELD
+    if isinstance(exc, SecretsError):
+        return KEY_UNREADABLE
+    return INTERNAL_FAILURE
 
 
 def _passing(exc: BaseException) -> bool:
@@ -249,9 +269,11 @@ class Dispatcher:
                 except Exception as exc:
                     if _passing(exc):
                         raise
-                    # This job's own fault (a bad record): it fails, the others go on.
+                    # This job's own fault (a bad record, a key that cannot be had): it fails,
+                    # the others go on.
                     log.exception("cannot load dispatch job %s", doc.get("_id"))
-                    await self._jobs.set_state(doc["_id"], "FAILED", INTERNAL_FAILURE)
+                    await self._jobs.set_state(doc["_id"], "FAILED", _load_failure(exc))
+                    await self._jobs.forget_key(doc["_id"])
                     continue
                 if (
                     self._finished_count != finished_before
@@ -273,7 +295,7 @@ class Dispatcher:
         d = doc["decoding"]
         job = Job(
             doc,
-            await self._jobs.api_key(doc["_id"]),
+            await self._jobs.api_key(doc["_id"], doc["tenant_id"]),
             DecodingSettings(
                 d["temperature"], d["max_tokens"], d["context_window"], d.get("top_p")
             ),
@@ -421,8 +443,14 @@ class Dispatcher:
             if attempt == 1:
                 job.budget.record_call()
             result = await self._endpoint.chat(job.doc["endpoint"]["base_url"], job.api_key, body)
-            outcome = decide(
-                classify(result.status, result.error or None), attempt, self._policy, job.budget
+            outcome = (
+                # The endpoint's host now resolves where the egress policy refuses: the run
+                # cannot go on against it (nothing was sent).
+                Outcome.FAIL_SUBMISSION
+                if result.refused
+                else decide(
+                    classify(result.status, result.error or None), attempt, self._policy, job.budget
+                )
             )
             CALLS.labels(outcome.name.lower(), job.doc["tenant_id"]).inc()
             if result.status == 429:
@@ -607,6 +635,10 @@ class Dispatcher:
                     )
                 else:
                     await self._jobs.set_state(submission_id, "DONE")
+            if job.failed or not job.infra_failed:
+                # DONE or FAILED: no call is made again, so the endpoint key goes (a STALLED
+                # run keeps it for a resume, until its retention ends: see KeyRetention).
+                await self._jobs.forget_key(submission_id)
             del self._active[submission_id]
             self._fair.remove(submission_id)
             self._finished_count += 1

@@ -1,6 +1,9 @@
 """Settings of the dispatcher."""
 
+from medbench_runtime.egress import EgressSettings
+from medbench_runtime.http_client import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
 from medbench_runtime.settings import ServiceSettings
+from medbench_storage.secrets import SecretsSettings
 
 
 class DispatcherSettings(ServiceSettings):
@@ -16,3 +19,13 @@ class DispatcherSettings(ServiceSettings):
     max_attempts: int = 6
     # AIMD decreases only when 429s exceed this share of an endpoint's last 50 responses.
     throttle_tolerance: float = 0.2
+    # Where partners' endpoints may be (MEDBENCH_EGRESS__ALLOW_CIDRS, __DENY_CIDRS, __PORTS):
+    # public addresses on ports 80, 443, 8000-8999 by default (see medbench_runtime.egress).
+    egress: EgressSettings = EgressSettings()
+    # An endpoint's reply is cut beyond these (an infrastructure failure, never kept whole).
+    reply_max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    reply_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The whole preflight (GET /models and the tiny prompt with its retries) ends by then.
+    preflight_timeout_s: float = 60.0
+    # Key-encryption keys of partners' endpoint API keys (required: the dispatcher opens them).
+    secrets: SecretsSettings = SecretsSettings()

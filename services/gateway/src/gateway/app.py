@@ -24,11 +24,15 @@ from medbench_messaging import topics
 from medbench_runtime.auth import Authenticator
 from medbench_runtime.grpc_clients import insecure_channel
 from medbench_runtime.service import Servicer, ServiceRuntime, run_service
+from medbench_storage.endpoint_keys import SEALED_INDEXES, EndpointKeys
 from medbench_storage.infra import open_infrastructure
+from medbench_storage.secrets import envelope_from_settings
 
 
 async def serve(settings: GatewaySettings) -> None:
-    async with open_infrastructure(settings, INDEXES) as infra:
+    # Before anything else: without a key-encryption key no API-mode submission could be taken.
+    envelope = envelope_from_settings(settings.secrets)
+    async with open_infrastructure(settings, INDEXES, SEALED_INDEXES) as infra:
         rotator = RotatorClient(insecure_channel(settings.peers.rotator, settings))
         reports = ReportClient(
             insecure_channel(settings.peers.aggregator, settings), settings.leaderboard_cache_s
@@ -45,8 +49,9 @@ async def serve(settings: GatewaySettings) -> None:
             infra.db,
             Quotas(q.submissions_per_day, q.concurrent_submissions, q.items_per_month),
         )
+        store = MongoSubmissions(infra.db, EndpointKeys(infra.sealed_db, envelope))
         submissions = Submissions(
-            infra, MongoSubmissions(infra.db), rotator, reports, dispatch, quotas
+            infra, store, rotator, reports, dispatch, quotas, settings.egress.policy()
         )
 
         completed = infra.consumer(
@@ -95,5 +100,7 @@ async def serve(settings: GatewaySettings) -> None:
                 readiness=[infra.ready],
                 auth=auth,
                 audit=infra.audit_log,
+                # The public API: partners (and grpcurl without a key) may read its schema.
+                open_reflection=True,
             ),
         )

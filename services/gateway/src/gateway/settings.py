@@ -2,7 +2,9 @@
 
 from pydantic import BaseModel
 
+from medbench_runtime.egress import EgressSettings
 from medbench_runtime.settings import ServiceSettings
+from medbench_storage.secrets import SecretsSettings
 
 
 class QuotaSettings(BaseModel):
@@ -26,3 +28,8 @@ class GatewaySettings(ServiceSettings):
     # forgets them at once, one through another replica shows after at most this long.
     leaderboard_cache_s: float = 2.0
     quotas: QuotaSettings = QuotaSettings()
+    # Where partners' endpoints may be (MEDBENCH_EGRESS__*): the same values as the
+    # dispatcher's; the gateway refuses what it can tell without resolving a name.
+    egress: EgressSettings = EgressSettings()
+    # Key-encryption keys of partners' endpoint API keys (required: the gateway seals them).
+    secrets: SecretsSettings = SecretsSettings()

@@ -26,6 +26,7 @@ from medbench.taskpool.v1 import taskpool_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.checksums import answers_sha256
+from medbench_runtime.egress import EgressPolicy
 from medbench_runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -128,8 +129,11 @@ class Submissions:
         reports: ReportClient,
         dispatch: DispatchClient | None = None,
         quotas: QuotaLedger | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """egress: the partner endpoint policy's static part (None: the production default)."""
         self._infra = infra
+        self._egress = egress or EgressPolicy()
         self._quotas = quotas
         self._store = store
         self._rotator = rotator
@@ -147,11 +151,8 @@ class Submissions:
     ) -> tuple[dict[str, Any], bool]:
         """Creates (or finds) the submission for (tenant, request_id)."""
         uploads.check_request_id("request_id", request_id)
-        if not model.name.strip():
-            raise InvalidArgument("model.name is required")
-        uploads.check_text("model.name", model.name, uploads.MAX_MODEL_NAME)
-        for field, most in uploads.MODEL_FIELDS.items():
-            uploads.check_text(f"model.{field}", getattr(model, field), most)
+        # Names are stored and shown as normalised (NFKC); a retry compares the normalised form.
+        model = uploads.shown_model(model)
         uploads.check_date("model.release_date", model.release_date)
         if track == common_pb2.TRACK_UNSPECIFIED or track not in common_pb2.Track.values():
             raise InvalidArgument("track must be one of TRACK_LLM, TRACK_MULTIMODAL, TRACK_AGENT")
@@ -164,10 +165,16 @@ class Submissions:
                 "an endpoint is required in API mode and not allowed in upload mode"
             )
         decoding = None
+        base_url = ""
         if api:
             assert endpoint is not None
-            check_endpoint(
-                endpoint.base_url, endpoint.model, endpoint.max_concurrency, endpoint.api_key
+            # The URL form, its port and an address literal are refused here, before any call.
+            base_url = check_endpoint(
+                endpoint.base_url,
+                endpoint.model,
+                endpoint.max_concurrency,
+                endpoint.api_key,
+                self._egress,
             )
             declared = None
             if endpoint.HasField("declared"):
@@ -179,17 +186,18 @@ class Submissions:
                     d.top_p if d.HasField("top_p") else None,
                 )
             decoding = effective_decoding(declared, endpoint.self_test)
-            if (
-                await self._store.find(tenant_id, uploads.submission_id_for(tenant_id, request_id))
-                is None
-            ):
-                await self._preflight(endpoint)
         submission_id = uploads.submission_id_for(tenant_id, request_id)
         existing = await self._store.find(tenant_id, submission_id)
         if existing is not None:
             return self._same_request(existing, model, track, mode), False
         if self._quotas is not None:
             await self._quotas.check_active(tenant_id)
+        if api:
+            assert endpoint is not None
+            # Everything else that can refuse the request is asked before the endpoint is
+            # called: a board without a pool, then the preflight (the first byte it gets).
+            await self._rotator.require_pool(track, api=True)
+            await self._preflight(base_url, endpoint)
         assignment = await self._rotator.assign(submission_id, tenant_id, track, api=api)
         now = datetime.now(UTC)
         doc = {
@@ -222,7 +230,7 @@ class Submissions:
         if api:
             assert endpoint is not None and decoding is not None
             doc["endpoint"] = {
-                "base_url": endpoint.base_url,
+                "base_url": base_url,
                 "model": endpoint.model,
                 "max_concurrency": endpoint.max_concurrency,
                 "self_test": endpoint.self_test,
@@ -246,7 +254,8 @@ class Submissions:
             await self._store.insert(tenant_id, doc, session)
             if api:
                 assert endpoint is not None
-                # The key lives apart from the submission, which partners and logs can see.
+                # The key lives apart from the submission, which partners and logs can see:
+                # sealed, in the sealed database, committed with the submission or not at all.
                 await self._store.store_key(tenant_id, submission_id, endpoint.api_key, session)
             await self._infra.outbox.add(
                 session,
@@ -270,13 +279,12 @@ class Submissions:
         )
         return doc, True
 
-    async def _preflight(self, endpoint: submission_pb2.Endpoint) -> None:
-        """The endpoint contract starts here: no run against an endpoint that fails it."""
+    async def _preflight(self, base_url: str, endpoint: submission_pb2.Endpoint) -> None:
+        """The endpoint contract starts here: no run against an endpoint that fails it. The
+        dispatcher's refusal by the egress policy passes through as INVALID_ARGUMENT."""
         if self._dispatch is None:
             raise FailedPrecondition("API mode is not available: no dispatcher is configured")
-        checked = await self._dispatch.preflight(
-            endpoint.base_url, endpoint.model, endpoint.api_key
-        )
+        checked = await self._dispatch.preflight(base_url, endpoint.model, endpoint.api_key)
         if not checked.ok:
             raise FailedPrecondition(f"endpoint preflight failed: {checked.reason}")
 
@@ -509,6 +517,8 @@ class Submissions:
                 metrics.finished(doc["tenant_id"], "FAILED")
                 # Items the endpoint never answered for infrastructure reasons are not charged.
                 await self._release(doc, refund_items=status.infra_failed_items)
+                # The run is over: its endpoint key is not kept (the dispatcher deletes it too).
+                await self._store.forget_key(doc["_id"])
         return {**doc, **fields}, status.infra_failed_items
 
     async def resume(self, tenant_id: str, submission_id: str) -> tuple[Any, int]:
@@ -600,14 +610,17 @@ class Submissions:
         if doc is None:
             log.error("completion for unknown submission %s", event.submission_id)
             return
+        api = doc["mode"] == common_pb2.SUBMISSION_MODE_API
         if doc["state"] in TERMINAL:
+            if api:
+                await self._store.forget_key(event.submission_id)  # a redelivery after a crash
             return
         fields: dict[str, Any] = {
             "state": COMPLETED,
             "scored": event.scored_items,
             "completed_at": event.completed_at.ToDatetime(tzinfo=UTC),
         }
-        if doc["mode"] == common_pb2.SUBMISSION_MODE_API:
+        if api:
             # The dispatcher's counts reach this record only when a read follows the dispatch;
             # scoring can finish before one did. Completed means every item was answered and
             # scored (an item that failed for infrastructure reasons holds the run back).
@@ -621,6 +634,9 @@ class Submissions:
         if completed:
             metrics.finished(event.tenant_id, COMPLETED)
         await self._release(doc)
+        if api:
+            # Every item is answered and scored: the endpoint key is not needed any more.
+            await self._store.forget_key(event.submission_id)
 
     async def _release(self, doc: dict[str, Any], refund_items: int = 0) -> None:
         """Frees the concurrent slot of a submission that became terminal."""

@@ -35,6 +35,16 @@ class MongoLeaderboard:
                 {"$set": {"equated": score, "equated_on": reference_pool}},
             )
 
+    async def names_of_others(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Shown names (model_name, organisation) of other tenants' published entries, on
+        every board, oldest first."""
+        cursor = self._db.leaderboard.find(
+            {"published": True, "tenant_id": {"$ne": tenant_id}},
+            {"model_name": 1, "organisation": 1, "tenant_id": 1, "published_at": 1},
+        )
+        entries = await cursor.to_list()
+        return sorted(entries, key=lambda e: (e["published_at"], e["_id"]))
+
     async def published(self, track: int, board: int, cycle: str) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"track": track, "board": board, "published": True}
         if cycle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -29,10 +30,11 @@ class MongoScores:
         doc: dict[str, Any],
         progress: dict[str, Any],
         rules: dict[str, str],
-    ) -> None:
-        """Stores a batch and counts it; DuplicateKeyError when it was stored before."""
+    ) -> dict[str, Any]:
+        """Stores a batch and counts it; returns the progress record as counted (one round
+        trip, not a write and a read); DuplicateKeyError when it was stored before."""
         await self._db.score_batches.insert_one(doc, session=session)
-        await self._db.progress.update_one(
+        counted: dict[str, Any] = await self._db.progress.find_one_and_update(
             {"_id": doc["submission_id"]},
             {
                 "$setOnInsert": {**progress, "completed": False},
@@ -40,8 +42,10 @@ class MongoScores:
                 "$addToSet": {"rules": {"$each": sorted(f"{d}={r}" for d, r in rules.items())}},
             },
             upsert=True,
+            return_document=ReturnDocument.AFTER,
             session=session,
         )
+        return counted
 
     async def progress(self, submission_id: str) -> dict[str, Any] | None:
         return await self._db.progress.find_one({"_id": submission_id})

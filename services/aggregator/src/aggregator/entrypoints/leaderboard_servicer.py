@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +20,58 @@ from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
 from medbench.leaderboard.v1 import leaderboard_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.names import display_text, skeleton
 
 LATEST, BEST = lb.SELECTION_RULE_LATEST, lb.SELECTION_RULE_BEST
+# Limits of the shown names (characters), as the gateway checks them at CreateSubmission.
+SHOWN_NAMES = {
+    "model_name": ("model.name", 200),
+    "model_version": ("model.version", 100),
+    "organisation": ("model.organisation", 200),
+    "parameter_count": ("model.parameter_count", 32),
+}
+
+
+def shown_names(request: lb.PublishEntryRequest) -> dict[str, str]:
+    """The entry's shown names, normalised (NFKC); INVALID_ARGUMENT for a name the gateway's
+    rule refuses (a submission created before the rule)."""
+    return {
+        key: display_text(field, getattr(request, key), most)
+        for key, (field, most) in SHOWN_NAMES.items()
+    }
+
+
+def _plain(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def impersonated(names: dict[str, str], others: list[dict[str, Any]]) -> str | None:
+    """Why names cannot be shown beside other tenants' published entries: a model name or an
+    organisation that looks like one of theirs without being it (the same skeleton, another
+    text: a look-alike that hides that it is different). The very same name is allowed: several
+    institutions evaluate the same public model, and one organisation may have several tenants;
+    the board shows each entry on its own. None when nothing conflicts; the earliest published
+    entry is named."""
+    model = skeleton(names["model_name"])
+    own_model = _plain(names["model_name"])
+    organisation = skeleton(names["organisation"])
+    own_organisation = _plain(names["organisation"])
+    for e in others:
+        theirs = e.get("model_name", "")
+        if model and skeleton(theirs) == model and _plain(theirs) != own_model:
+            return (
+                f"model.name {names['model_name']!r} looks like {theirs!r}, the model of another "
+                f"tenant's entry on the leaderboard (submission {e['_id']}), without being it; "
+                f"choose a name that cannot be mistaken for it"
+            )
+        org = e.get("organisation", "")
+        if organisation and skeleton(org) == organisation and _plain(org) != own_organisation:
+            return (
+                f"model.organisation {names['organisation']!r} looks like {org!r}, the "
+                f"organisation of another tenant's entry on the leaderboard (submission "
+                f"{e['_id']}), without being it"
+            )
+    return None
 
 
 def select(entries: list[dict[str, Any]], rule: int, per_cycle: bool) -> list[dict[str, Any]]:
@@ -58,6 +109,10 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         if report is None:
             raise FailedPrecondition(f"submission {request.submission_id} has no report yet")
         _check_board(request.track, request.board)
+        names = shown_names(request)
+        conflict = impersonated(names, await self._board.names_of_others(request.tenant_id))
+        if conflict is not None:
+            raise InvalidArgument(conflict)
         await self._board.put(
             {
                 "_id": request.submission_id,
@@ -67,11 +122,8 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
                 "board": request.board,
                 "cycle": request.cycle,
                 "pool_id": report["lineage"]["pool_id"],
-                "model_name": request.model_name,
-                "model_version": request.model_version,
-                "organisation": request.organisation,
+                **names,
                 "open_source": request.open_source,
-                "parameter_count": request.parameter_count,
                 "release_date": request.release_date,
                 "overall": report["overall"],
                 "overall_low": report.get("overall_low", report["overall"]),

@@ -1,4 +1,4 @@
-"""MongoJobs: dispatch jobs, recorded responses and endpoint keys."""
+"""MongoJobs: dispatch jobs, recorded responses, and the sealed endpoint keys."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from medbench_storage.endpoint_keys import EndpointKeys, KeyNotHeld
 from medbench_storage.indexes import IndexSpec, asc
 
 DUPLICATE_KEY = 11000
@@ -20,10 +21,11 @@ INDEXES = (
 
 
 class MongoJobs:
-    """Dispatcher-owned collections (and the gateway's endpoint_keys, read only)."""
+    """Dispatcher-owned collections (and the sealed endpoint keys the gateway stores)."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], keys: EndpointKeys | None = None) -> None:
         self._db = db
+        self._keys = keys
 
     async def upsert_job(self, doc: dict[str, Any]) -> None:
         """Idempotent: a redelivered submission.created changes nothing."""
@@ -81,9 +83,36 @@ class MongoJobs:
     async def add_calls(self, submission_id: str, calls: int) -> None:
         await self._db.dispatch_jobs.update_one({"_id": submission_id}, {"$inc": {"calls": calls}})
 
-    async def api_key(self, submission_id: str) -> str:
-        doc = await self._db.endpoint_keys.find_one({"_id": submission_id})
-        return "" if doc is None else str(doc["api_key"])
+    async def api_key(self, submission_id: str, tenant_id: str) -> str:
+        """The endpoint's API key in clear (kept in memory only); KeyNotHeld or CannotOpen
+        (medbench_storage.secrets errors) when it cannot be had."""
+        if self._keys is None:
+            raise KeyNotHeld("no endpoint key store is configured")
+        return await self._keys.get(tenant_id, submission_id)
+
+    async def forget_key(self, submission_id: str) -> None:
+        """Deletes the endpoint key of a run that is over (idempotent)."""
+        if self._keys is not None:
+            await self._keys.delete(submission_id)
+
+    async def stalled_before(self, cutoff: datetime) -> list[dict[str, Any]]:
+        """STALLED jobs unchanged since before cutoff."""
+        return await self._db.dispatch_jobs.find(
+            {"state": "STALLED", "updated_at": {"$lt": cutoff}}, {"tenant_id": 1, "updated_at": 1}
+        ).to_list()
+
+    async def fail_stalled(self, doc: dict[str, Any], reason: str) -> bool:
+        """FAILED with reason, unless the job was resumed or changed meanwhile."""
+        result = await self._db.dispatch_jobs.update_one(
+            {"_id": doc["_id"], "state": "STALLED", "updated_at": doc["updated_at"]},
+            {"$set": {"state": "FAILED", "reason": reason, "updated_at": datetime.now(UTC)}},
+        )
+        return result.modified_count == 1
+
+    async def states(self, submission_ids: Sequence[str]) -> dict[str, str]:
+        """The states of these jobs (those that exist)."""
+        found = self._db.dispatch_jobs.find({"_id": {"$in": list(submission_ids)}}, {"state": 1})
+        return {str(d["_id"]): str(d["state"]) async for d in found}
 
     async def record_many(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
         """Stores item outcomes in one write; per doc, False when it was already recorded."""

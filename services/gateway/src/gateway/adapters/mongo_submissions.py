@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from medbench_runtime.errors import NotFound
+from medbench_storage.endpoint_keys import EndpointKeys
 from medbench_storage.indexes import IndexSpec, asc
+
+log = logging.getLogger(__name__)
 
 INDEXES = (
     IndexSpec("submissions", asc("tenant_id", "request_id"), unique=True),
@@ -23,8 +27,10 @@ class MongoSubmissions:
     every document: no call reads or writes across tenants (the cross-tenant views, the stuck
     sweeper's counts and the quota ledger, are their own classes)."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], keys: EndpointKeys | None = None) -> None:
         self._db = db
+        # Endpoint API keys: sealed, in the sealed database (None: API mode is not offered).
+        self._keys = keys
 
     async def get(
         self, tenant_id: str, submission_id: str, session: AsyncClientSession | None = None
@@ -52,11 +58,16 @@ class MongoSubmissions:
     async def store_key(
         self, tenant_id: str, submission_id: str, api_key: str, session: AsyncClientSession
     ) -> None:
-        """The endpoint's API key, kept out of the submission document."""
-        await self._db.endpoint_keys.insert_one(
-            {"_id": submission_id, "tenant_id": _tenant(tenant_id), "api_key": api_key},
-            session=session,
-        )
+        """The endpoint's API key, kept out of the submission document: sealed under the
+        deployment's key-encryption key, bound to this tenant and submission."""
+        if self._keys is None:
+            raise RuntimeError("no endpoint key store is configured: API mode is not offered")
+        await self._keys.put(_tenant(tenant_id), submission_id, api_key, session)
+
+    async def forget_key(self, submission_id: str) -> None:
+        """Deletes the endpoint's API key of an ended submission (idempotent)."""
+        if self._keys is not None and await self._keys.delete(submission_id):
+            log.info("deleted the endpoint key of %s", submission_id)
 
     async def find_upload(
         self, tenant_id: str, submission_id: str, batch_id: str

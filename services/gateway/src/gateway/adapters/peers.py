@@ -93,6 +93,19 @@ class RotatorClient:
         assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
         return response.pool.cycle
 
+    async def require_pool(self, track: int, api: bool) -> None:
+        """FAILED_PRECONDITION when the track's board has no published pool (nothing assigned)."""
+        await _call(
+            self._stub.GetPool(
+                taskpool_service_pb2.GetPoolRequest(
+                    track=track,
+                    board=taskpool_pb2.BOARD_API if api else taskpool_pb2.BOARD_UPLOAD,
+                ),
+                timeout=5,
+            ),
+            "reading the board's current pool",
+        )
+
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
         """The submission's manifest (its pool's items plus its canaries), cached: it never
         changes once assigned."""
@@ -101,22 +114,55 @@ class RotatorClient:
             if found is not None:
                 self._manifests.move_to_end(submission_id)
                 return found
-            by_id: dict[str, tuple[int, str]] = {}
-            by_ordinal: dict[int, tuple[str, str]] = {}
-            hashes: dict[str, str] = {}
+            builder = _ManifestBuilder()
             try:
                 async for batch in self.prompts(submission_id, include_prompts=False):
-                    for item in batch.items:
-                        by_id[item.item_id] = (item.ordinal, item.dataset)
-                        by_ordinal[item.ordinal] = (item.item_id, item.dataset)
-                        hashes[item.item_id] = item.prompt_hash
+                    builder.add(batch)
             except grpc.aio.AioRpcError as exc:
                 raise Unavailable(f"loading items of pool {pool_id}: {exc.details()}") from exc
-            manifest = Manifest(pool_id, by_id, by_ordinal, hashes)
-            self._manifests[submission_id] = manifest
-            while len(self._manifests) > self._cached_pools:
-                self._manifests.popitem(last=False)
+            manifest = builder.build(pool_id)
+            self._keep(submission_id, manifest)
             return manifest
+
+    async def download(
+        self, submission_id: str
+    ) -> AsyncIterator[taskpool_service_pb2.GetPromptsResponse]:
+        """The submission's prompts, as the partner downloads them. A download read to its end
+        also leaves the submission's manifest in the cache (the same items, ordinals, datasets
+        and prompt hashes): the first upload then needs no second pass over the pool."""
+        builder = _ManifestBuilder()
+        pool_id = ""
+        async for batch in self.prompts(submission_id, include_prompts=True):
+            builder.add(batch)
+            pool_id = pool_id or batch.pool_id
+            yield batch
+        if pool_id:
+            async with self._lock:
+                if submission_id not in self._manifests:
+                    self._keep(submission_id, builder.build(pool_id))
+
+    def _keep(self, submission_id: str, manifest: Manifest) -> None:
+        self._manifests[submission_id] = manifest
+        while len(self._manifests) > self._cached_pools:
+            self._manifests.popitem(last=False)
+
+
+class _ManifestBuilder:
+    """A manifest, from the GetPrompts batches of one submission."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, tuple[int, str]] = {}
+        self.by_ordinal: dict[int, tuple[str, str]] = {}
+        self.hashes: dict[str, str] = {}
+
+    def add(self, batch: taskpool_service_pb2.GetPromptsResponse) -> None:
+        for item in batch.items:
+            self.by_id[item.item_id] = (item.ordinal, item.dataset)
+            self.by_ordinal[item.ordinal] = (item.item_id, item.dataset)
+            self.hashes[item.item_id] = item.prompt_hash
+
+    def build(self, pool_id: str) -> Manifest:
+        return Manifest(pool_id, self.by_id, self.by_ordinal, self.hashes)
 
 
 class ReportClient:

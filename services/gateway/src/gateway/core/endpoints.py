@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
+from medbench_runtime.egress import BadEndpointUrl, EgressPolicy, EgressRefused, parse_endpoint_url
 from medbench_runtime.errors import InvalidArgument
 
 MAX_CONCURRENCY = 256
@@ -24,26 +24,40 @@ class Decoding:
 OFFICIAL = Decoding(temperature=0.7, max_tokens=512, context_window=2048)
 
 
-MAX_URL = 2048
 MAX_API_KEY = 4096
 
 
-def check_endpoint(base_url: str, model: str, max_concurrency: int, api_key: str = "") -> None:
-    """INVALID_ARGUMENT naming the field of an unusable endpoint."""
-    if len(base_url) > MAX_URL:
-        raise InvalidArgument(f"endpoint.base_url is longer than {MAX_URL} characters")
+def check_endpoint(
+    base_url: str,
+    model: str,
+    max_concurrency: int,
+    api_key: str = "",
+    egress: EgressPolicy | None = None,
+) -> str:
+    """The normalised base URL; INVALID_ARGUMENT naming the field of an unusable endpoint.
+
+    egress: what the policy can refuse without resolving a name (the port, an address literal)
+    is refused here, before the dispatcher is asked; names are resolved and checked where the
+    connection is made (the dispatcher). None: the production default policy.
+    """
     # The key goes out as an HTTP header value: printable ASCII only.
     if len(api_key) > MAX_API_KEY or any(not " " <= c <= "~" for c in api_key):
         raise InvalidArgument(
             f"endpoint.api_key must be at most {MAX_API_KEY} printable ASCII characters"
         )
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidArgument(f"endpoint.base_url {base_url!r} must be an http(s) URL")
+    try:
+        url = parse_endpoint_url(base_url)
+    except BadEndpointUrl as exc:
+        raise InvalidArgument(f"endpoint.base_url {exc}") from None
+    try:
+        (egress or EgressPolicy()).check_static(url)
+    except EgressRefused as exc:
+        raise InvalidArgument(f"endpoint.base_url refused by the egress policy: {exc}") from None
     if not model.strip() or len(model) > 200:
         raise InvalidArgument("endpoint.model must be 1-200 characters")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise InvalidArgument(f"endpoint.max_concurrency must be 1-{MAX_CONCURRENCY}")
+    return url.url
 
 
 def effective_decoding(declared: Decoding | None, self_test: bool) -> Decoding:

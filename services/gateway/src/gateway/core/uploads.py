@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from medbench.submission.v1 import submission_pb2
 from medbench_messaging.sizing import MAX_ANSWER_BYTES
 from medbench_runtime.errors import InvalidArgument
+from medbench_runtime.names import display_text
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ANSWERS_PER_MESSAGE = 5000
@@ -20,20 +22,25 @@ MAX_MODEL_NAME = 200
 MAX_ITEM_ID = 128
 # Limits of the other free-text fields of a submission (characters).
 MODEL_FIELDS = {"version": 100, "organisation": 200, "parameter_count": 32}
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def check_text(field: str, value: str, most: int) -> None:
-    """INVALID_ARGUMENT naming the field when value is too long or holds control characters."""
-    if len(value) > most:
-        raise InvalidArgument(f"{field} is longer than {most} characters")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        raise InvalidArgument(f"{field} contains control characters")
-    if any(c in BIDI_CONTROLS for c in value):
-        # Shown on the public leaderboard: an override would display the name reordered.
-        raise InvalidArgument(
-            f"{field} contains bidirectional control characters (U+202A-U+202E, U+2066-U+2069)"
-        )
+def check_text(field: str, value: str, most: int) -> str:
+    """value as stored and shown on the leaderboard (NFKC), or INVALID_ARGUMENT naming the field
+    (too long; control, bidirectional, invisible or format characters; nothing visible): see
+    medbench_runtime.names."""
+    return display_text(field, value, most)
+
+
+def shown_model(model: submission_pb2.ModelInfo) -> submission_pb2.ModelInfo:
+    """A copy of model with its leaderboard-shown names checked and normalised (NFKC)."""
+    if not model.name.strip():
+        raise InvalidArgument("model.name is required")
+    checked = submission_pb2.ModelInfo()
+    checked.CopyFrom(model)
+    checked.name = check_text("model.name", model.name, MAX_MODEL_NAME)
+    for field, most in MODEL_FIELDS.items():
+        setattr(checked, field, check_text(f"model.{field}", getattr(model, field), most))
+    return checked
 
 
 def check_date(field: str, value: str) -> None:

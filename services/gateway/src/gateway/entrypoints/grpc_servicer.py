@@ -134,7 +134,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
                 "their prompts cannot be downloaded"
             )
         try:
-            async for batch in self._rotator.prompts(request.submission_id, True):
+            async for batch in self._rotator.download(request.submission_id):
                 yield submission_service_pb2.DownloadPromptsResponse(
                     prompts=[
                         submission_pb2.Prompt(

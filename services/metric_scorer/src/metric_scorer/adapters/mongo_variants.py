@@ -32,8 +32,7 @@ class MongoVariants:
                 {}
                 if doc is None
                 else {
-                    item_id: tuple(int(x) for x in order.split(","))
-                    for item_id, order in doc["orders"]
+                    item_id: tuple(map(int, order.split(","))) for item_id, order in doc["orders"]
                 }
             )
             self._cache[submission_id] = orders

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,7 +29,10 @@ class MismatchedResponse(ValueError):
 
 def expected_scores(pool: list[PoolKey]) -> int:
     """ItemScore records a submission of this pool will have in all."""
-    return sum(plan(k.metric, k.key_points).records for k in pool)
+    # A plan depends on the metric and on whether the item has key points: planned once per
+    # kind, not once per item.
+    kinds = Counter((k.metric, bool(k.key_points)) for k in pool)
+    return sum(n * plan(metric, ("",) if has else ()).records for (metric, has), n in kinds.items())
 
 
 # Pool id -> (the key list it was counted over, its expected_scores): a pool is immutable, and
@@ -59,9 +64,11 @@ async def on_responses_recorded(
 ) -> None:
     """Scores a batch's objective components, sends judge components to the judge, publishes
     both (deterministic ids and content, so a redelivery changes nothing downstream)."""
-    pool = await keys.keys(event.pool_id)
     # Each download shows choice options in its tenant's order; keys are in canonical order.
-    orders = await variants.orders(event.submission_id)
+    # Both are cached; read together, a submission's first batch waits for the slower only.
+    pool, orders = await asyncio.gather(
+        keys.keys(event.pool_id), variants.orders(event.submission_id)
+    )
     total = pool_total(event.pool_id, pool)
     scores: list[scoring_events_pb2.ItemScore] = []
     judged: list[scoring_events_pb2.ItemScore] = []

@@ -22,6 +22,8 @@ from medbench.taskpool.v1 import (
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
 from medbench_runtime.errors import AlreadyExists, InvalidArgument, NotFound
+from medbench_runtime.images import FORMATS as IMAGE_FORMATS
+from medbench_runtime.images import image_type
 from medbench_storage.client import in_transaction
 from medbench_storage.infra import Infrastructure
 from rotator.adapters.gridfs_images import ImageStore
@@ -207,13 +209,25 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
             raise ItemRejected(
                 "images", f"item {task.item_id}: images {unknown} not in image_paths"
             )
+        # Every image is checked before any is stored: a rejected item stores nothing.
+        media_types: dict[str, str] = {}
+        for path, blob in blobs.items():
+            media_type = image_type(blob.content)
+            if media_type is None:
+                raise ItemRejected(
+                    "images",
+                    f"item {task.item_id}: image {path} is not a {IMAGE_FORMATS} file (by its "
+                    f"first bytes)",
+                )
+            media_types[path] = media_type
         image_ids: list[str] = []
         stored = 0
         for path in task.image_paths:
             blob = blobs.get(path)
             if blob is None:
                 continue
-            image_id, new = await self._images.put(path, blob.content, blob.media_type)
+            # The type the bytes have, whatever the client or the file name says.
+            image_id, new = await self._images.put(path, blob.content, media_types[path])
             image_ids.append(image_id)
             stored += new
         incoming = Incoming(
@@ -383,6 +397,12 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def GetPool(
         self, request: taskpool_service_pb2.GetPoolRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.GetPoolResponse:
+        if not request.pool_id:
+            # The board's current pool: the gateway asks before it calls a partner's endpoint.
+            current = await self._bank.current_pool(
+                track_name(request.track), board_name(request.board, default="upload")
+            )
+            return taskpool_service_pb2.GetPoolResponse(pool=pool_to_proto(current, current=True))
         doc = await self._bank.find_pool(request.pool_id)
         if doc is None:
             raise NotFound(f"pool {request.pool_id!r} not found")
