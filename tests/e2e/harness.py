@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,3 +212,25 @@ def gateway_metric(stack: ServiceStack, name: str, *labels: str) -> float:
         if line.startswith(f"{name}{{") and all(label in line for label in labels):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def maintainer_cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m medbench_client` (the maintainer CLI) on the stack, with its maintainer key."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medbench_client",
+            "--rotator",
+            stack.address("rotator"),
+            "--gateway",
+            stack.address("gateway"),
+            "--key",
+            stack.admin_key,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -6,9 +6,6 @@ the rest flow."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,7 +31,14 @@ from rotator.core.bank import MAX_PROMPT_BYTES
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
-from tests.e2e.harness import Evaluation, admin_channel, eventually, load_pool, partner_key
+from tests.e2e.harness import (
+    Evaluation,
+    admin_channel,
+    eventually,
+    load_pool,
+    maintainer_cli,
+    partner_key,
+)
 from tests.reference_scoring import score_in_process
 
 pytestmark = [pytest.mark.e2e]
@@ -166,14 +170,7 @@ async def synthetic_evaluation(
 
 def cli(stack: ServiceStack, *argv: str) -> str:
     """The maintainer CLI's output (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "medbench_client", "--gateway", stack.address("gateway"), *argv],
-        env={**os.environ, "MEDBENCH_API_KEY": stack.admin_key},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = maintainer_cli(stack, *argv)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from medbench_devstack.services import ServiceSpec, ServiceStack
 from rotator.core.rotation import board_of
 from rotator.core.synthetic import synthetic_items
 from tests.conftest import Servers
+from tests.e2e.harness import maintainer_cli
 from tests.shared_data import shared_path
 
 pytestmark = [pytest.mark.e2e]
@@ -232,25 +231,6 @@ async def test_get_pool_and_unknown_pool(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medbench_client",
-            "--rotator",
-            stack.address("rotator"),
-            "--key",
-            stack.admin_key,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 async def test_every_shared_test_pool_file_imports_with_its_permutation_groups(
     servers: Servers, stack: ServiceStack, tmp_path: Path
 ) -> None:
@@ -258,7 +238,7 @@ async def test_every_shared_test_pool_file_imports_with_its_permutation_groups(
     files = sorted(pool.glob("*/*.jsonl"))
     assert len(files) == 62
     done = await asyncio.to_thread(
-        cli, stack, "import-medbench", *map(str, files), "--allow-missing-images"
+        maintainer_cli, stack, "import-medbench", *map(str, files), "--allow-missing-images"
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2340 rows" in done.stdout and "0 rejected" in done.stdout, done.stdout
@@ -294,7 +274,7 @@ async def test_every_shared_test_pool_file_imports_with_its_permutation_groups(
         "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
     )
     keyed = await asyncio.to_thread(
-        cli, stack, "import-medbench", str(source), "--gold-dir", str(gold_dir)
+        maintainer_cli, stack, "import-medbench", str(source), "--gold-dir", str(gold_dir)
     )
     assert keyed.returncode == 0 and "150 new versions" in keyed.stdout, keyed.stdout
     rotated = await rotate(stack, "shared-1", datasets=("MedEthics",), groups_per_dataset=30)
@@ -320,9 +300,9 @@ async def test_csv_import_stores_real_images_from_an_images_folder(
     (tmp_path / "bank.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     spec = "item_id=id,question=prompt,reference=answer,image_paths=images,dataset=:MedClass"
     args = ("import-csv", str(tmp_path / "bank.csv"), "--map", spec, "--images-dir", str(images))
-    done = await asyncio.to_thread(cli, stack, *args)
+    done = await asyncio.to_thread(maintainer_cli, stack, *args)
     assert done.returncode == 1, "the missing image is reported"
     assert "4 imported" in done.stdout and "4 images stored" in done.stdout, done.stdout
     assert "bank.csv:6: img_path: image no-such.png not found" in done.stdout, done.stdout
-    again = await asyncio.to_thread(cli, stack, *args)
+    again = await asyncio.to_thread(maintainer_cli, stack, *args)
     assert "4 unchanged" in again.stdout and "0 images stored" in again.stdout, again.stdout

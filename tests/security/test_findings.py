@@ -16,8 +16,6 @@ import logging
 import secrets
 import socket
 import statistics
-import subprocess
-import sys
 import time
 import unicodedata
 import urllib.error
@@ -56,7 +54,7 @@ from medbench_runtime.metrics import serve_metrics
 from medbench_runtime.names import display_text, skeleton
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
-from tests.e2e.harness import Evaluation, load_pool, partner_client, partner_key
+from tests.e2e.harness import Evaluation, load_pool, maintainer_cli, partner_client, partner_key
 
 pytestmark = [pytest.mark.e2e]
 
@@ -546,25 +544,6 @@ def test_images_are_told_by_their_magic_numbers() -> None:
         assert image_type(content) is None
 
 
-def import_cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medbench_client",
-            "--rotator",
-            stack.address("rotator"),
-            "--key",
-            stack.admin_key,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 async def test_import_reads_images_only_inside_the_folder_and_only_real_images(
     stack: ServiceStack, tmp_path: Path, servers: Servers
 ) -> None:
@@ -597,7 +576,7 @@ async def test_import_reads_images_only_inside_the_folder_and_only_real_images(
     stored_counts = []
     for allow in ((), ("--allow-missing-images",)):
         done = await asyncio.to_thread(
-            import_cli,
+            maintainer_cli,
             stack,
             "import-medbench",
             str(pool_file),
