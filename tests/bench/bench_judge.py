@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -105,11 +106,18 @@ async def main(n: int, hits: int) -> None:
         ):
             elapsed = await timed(panel, inputs(n, tag), batch, overlap)
             rate = n / elapsed
+            # Requests handled strictly one after another cannot beat whole rounds of calls:
+            # a request of 200 at cap 32 takes 7 rounds of 1 s (the last a quarter full), so the
+            # mode's ideal is n over the rounds its requests need (0.87 of the cap's for 640
+            # items); overlapping requests fill the rounds and have the cap's ideal.
+            rounds = sum(math.ceil(min(batch, n - start) / CAP) for start in range(0, n, batch))
+            mode_ideal = ideal if overlap > 1 else n / (rounds * LATENCY_S)
             print(
                 f"judged {n} items ({label}): {elapsed:.1f} s, {rate:.1f} items/s = "
-                f"{rate / ideal:.2f} x ideal (target >= 0.9)"
+                f"{rate / ideal:.2f} x the cap's ideal, {rate / mode_ideal:.2f} x this mode's "
+                f"({mode_ideal:.1f} items/s; target >= 0.9)"
             )
-            record("judge", f"throughput / ideal ({label})", rate / ideal, "x", 0.9)
+            record("judge", f"throughput / ideal ({label})", rate / mode_ideal, "x", 0.9)
         cached = inputs(n, "a")
         repeats = max(1, hits // n)
         elapsed = await timed(panel, cached * repeats, 500)
