@@ -260,3 +260,13 @@ async def _count(collection: Any) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize(
+    "token", ["x", "1.x", "99999999999999999999.q_1", "-99999999999999.q_1", ".q_1", "1."]
+)
+async def test_a_page_token_not_made_by_the_list_is_refused(
+    env: dict[str, Any], token: str
+) -> None:
+    with pytest.raises(ValueError):
+        await env["quarantine"].list(page_token=token)

@@ -114,7 +114,10 @@ class MongoQuarantine:
             query["service"] = service
         if page_token:
             millis, _, after = page_token.partition(".")
-            at = datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
+            try:
+                at = datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
+            except (ValueError, OverflowError, OSError):
+                raise ValueError(page_token) from None
             if not after.startswith("q_"):
                 raise ValueError(page_token)
             query["$or"] = [{"last_at": {"$lt": at}}, {"last_at": at, "_id": {"$lt": after}}]

@@ -33,6 +33,11 @@ def entry_to_proto(doc: dict[str, Any]) -> quarantine_service_pb2.QuarantinedEve
     )
 
 
+def _require_entry(entry_id: str) -> None:
+    if not entry_id:
+        raise InvalidArgument("entry_id is required")
+
+
 class QuarantineServicer(quarantine_service_pb2_grpc.QuarantineServiceServicer):
     def __init__(self, quarantine: MongoQuarantine, publisher: Publisher) -> None:
         self._quarantine = quarantine
@@ -67,6 +72,7 @@ class QuarantineServicer(quarantine_service_pb2_grpc.QuarantineServiceServicer):
         request: quarantine_service_pb2.QuarantinedEntryRequest,
         context: grpc.aio.ServicerContext,
     ) -> quarantine_service_pb2.QuarantinedEvent:
+        _require_entry(request.entry_id)
         by = current_principal().key_id
         try:
             doc = await self._quarantine.retry(request.entry_id, by, self._publisher)
@@ -81,6 +87,7 @@ class QuarantineServicer(quarantine_service_pb2_grpc.QuarantineServiceServicer):
         request: quarantine_service_pb2.QuarantinedEntryRequest,
         context: grpc.aio.ServicerContext,
     ) -> quarantine_service_pb2.QuarantinedEvent:
+        _require_entry(request.entry_id)
         by = current_principal().key_id
         try:
             doc = await self._quarantine.drop(request.entry_id, by)
