@@ -43,9 +43,13 @@ protos:           ## Regenerate Python from protos/ into libs/protos/src (gitign
 	@rm -f $(PROTO_OUT)/medbench/.generated
 	@$(MAKE) --no-print-directory setup
 
-lint: setup       ## ruff lint + format check
+# The house rules (README "Layout"): import contracts in pyproject.toml [tool.importlinter] and
+# mypy strict on every core/ and the plumbing libs ([tool.mypy]).
+lint: setup       ## ruff lint + format check, import contracts, type check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports --no-logo --cache-dir .tmp/import-linter
+	$(PY) -m mypy --cache-dir .tmp/mypy
 
 # The website's tests read its pages in Debian's Chromium through chromedriver; a CJK font makes
 # their screenshots legible. System packages: apt-get, as root (CI runs as root).

@@ -7,7 +7,7 @@ from typing import Any
 
 from aggregator.core.report import Report, ScoredItem, build_report
 from metric_scorer.core.metrics import ItemKey, score_item
-from rotator.app import dataset_resolver
+from rotator.core.catalog import dataset_resolver
 from rotator.core.registry import load_registry
 from rotator.registry import DEFAULT_REGISTRY_PATH
 

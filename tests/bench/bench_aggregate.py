@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 
 from aggregator.adapters.mongo_scores import MongoScores
 from aggregator.adapters.score_codec import entries, pack
-from aggregator.aggregation import bootstrap_units, merge_entries
+from aggregator.core.parts import bootstrap_units, merge_entries
 from aggregator.core.report import build_report
 from aggregator.core.uncertainty import bench as bootstrap_bench
 from aggregator.core.uncertainty import bootstrap_report

@@ -23,8 +23,8 @@ from pymongo import AsyncMongoClient
 from judge_scorer.adapters.judge_client import JudgeClient
 from judge_scorer.adapters.mongo_judge import MongoJudge
 from judge_scorer.core.rubric import load_rubrics
-from judge_scorer.panel import JudgeInput, Panel
 from judge_scorer.settings import JudgeModel, JudgeSettings
+from judge_scorer.usecases.panel import JudgeInput, Panel
 from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.ports import free_port
 from medbench_runtime.http_client import HttpClient

@@ -59,7 +59,7 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     request = scoring_events_pb2.JudgeRequested.FromString(requested[0].value)
     assert [t.item_id for t in request.tasks] == ["MedHC-kp-1"]
     assert request.tasks[0].answer == "建议低盐饮食，并且规律服药。"
-    assert request.expected_scores == 3  # MedHC: key points + judge; MedExam: choice
+    assert request.context.expected_scores == 3  # MedHC: key points + judge; MedExam: choice
 
     scored = [
         scoring_events_pb2.ItemsScored.FromString(r.value)

@@ -31,7 +31,7 @@ from medbench_site.publish import write_site
 from medbench_site.server import MAX_PATH, SiteServer, malformed
 from prometheus_client import REGISTRY
 
-from aggregator.entrypoints.leaderboard_servicer import impersonated
+from aggregator.usecases.leaderboards import impersonated
 from medbench.common.v1 import common_pb2
 from medbench.identity.v1 import access_pb2, identity_service_pb2, identity_service_pb2_grpc
 from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb

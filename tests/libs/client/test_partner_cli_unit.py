@@ -37,6 +37,7 @@ from medbench_client.cli_files import (
     read_answers,
     state_path,
 )
+from medbench_client.partner_cli import session
 
 KEY_A = "mbk_0123456789abcdef_" + "A" * 43
 KEY_B = "mbk_fedcba9876543210_" + "b-_" * 14 + "b"
@@ -487,7 +488,7 @@ async def test_unavailable_is_retried_with_backoff_and_others_are_not() -> None:
     ],
 )
 def test_plaintext_keys_are_flagged_off_loopback(address: str, loopback: bool) -> None:
-    assert partner_cli._is_loopback(address) is loopback  # noqa: SLF001
+    assert session._is_loopback(address) is loopback  # noqa: SLF001
 
 
 # -- the upload command against an in-process fake gateway --------------------------------
@@ -608,7 +609,7 @@ async def test_a_cut_upload_resumes_without_counting_twice(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake, address = fake_gateway
-    monkeypatch.setattr(partner_cli, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(session, "BACKOFF_BASE_S", 0.001)
     ids = [f"item-{i}" for i in range(23)]
     ids.insert(7, "canary-1")
     answers = write_answers(tmp_path / "answers.jsonl", ids)

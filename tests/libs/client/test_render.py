@@ -24,6 +24,7 @@ from medbench_client.render import (
     ItemResult,
     ReportDocument,
     bars_size_px,
+    charts,
     dataset_bars,
     fmt_interval,
     fmt_score,
@@ -291,8 +292,8 @@ def test_charts_are_deterministic_and_survive_hostile_names(tmp_path: Path) -> N
 def test_charts_fall_back_to_codes_without_a_cjk_font(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, doc: ReportDocument
 ) -> None:
-    monkeypatch.setattr(render, "cjk_font_path", lambda: None)
-    font = render._chart_font()
+    monkeypatch.setattr(charts, "cjk_font_path", lambda: None)
+    font = charts._chart_font()
     assert font.pick("医学知识问答 (MedKQA)", "MedKQA") == "MedKQA"
     assert font.pick("名", "名") == "?"
     with warnings.catch_warnings():

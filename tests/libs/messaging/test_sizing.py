@@ -52,7 +52,6 @@ def responses(n: int, answer: str = LONGEST_ANSWER) -> inference_events_pb2.Resp
 def judge_requests(n: int) -> scoring_events_pb2.JudgeRequested:
     return scoring_events_pb2.JudgeRequested(
         event_id="e" * 200,
-        submission_id="sub_" + "0" * 24,
         batch_id="b" * 128,
         tasks=[
             scoring_events_pb2.JudgeTask(
@@ -63,12 +62,15 @@ def judge_requests(n: int) -> scoring_events_pb2.JudgeRequested:
                 ordinal=i,
                 dimension="medical_language_generation",
                 group_id=ITEM_ID,
-                merge_rule="mean",
+                merge_rule=scoring_events_pb2.MERGE_RULE_MEAN,
                 prompt_hash="f" * 64,
             )
             for i in range(n)
         ],
-        dataset_rules={f"dataset-{d}": "all_permutations" for d in range(80)},
+        context=scoring_events_pb2.ScoringContext(
+            submission_id="sub_" + "0" * 24,
+            dataset_rules={f"dataset-{d}": "all_permutations" for d in range(80)},
+        ),
     )
 
 
@@ -85,7 +87,6 @@ def item_scores(n: int) -> scoring_events_pb2.ItemsScored:
     )
     return scoring_events_pb2.ItemsScored(
         event_id="e" * 200,
-        submission_id="sub_" + "0" * 24,
         batch_id="b" * 128,
         scores=[
             scoring_events_pb2.ItemScore(
@@ -103,7 +104,10 @@ def item_scores(n: int) -> scoring_events_pb2.ItemsScored:
             )
             for i in range(n)
         ],
-        dataset_rules={f"dataset-{d}": "all_permutations" for d in range(80)},
+        context=scoring_events_pb2.ScoringContext(
+            submission_id="sub_" + "0" * 24,
+            dataset_rules={f"dataset-{d}": "all_permutations" for d in range(80)},
+        ),
     )
 
 

@@ -144,7 +144,7 @@ def test_the_rewrap_command_rotates_a_deployments_keys(servers: Servers, unique:
             "MEDBENCH_SECRETS__KEYS": f"{entry('k1', K1)},{entry('k2', K2)}",
             "MEDBENCH_SECRETS__CURRENT": "k2",
         }
-        command = [sys.executable, "-m", "medbench_storage.secrets", "rewrap"]
+        command = [sys.executable, "-m", "medbench_storage.endpoint_keys", "rewrap"]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "re-wrapped 1 of 1" in done.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregator.aggregation import merged_items
+from aggregator.core.parts import merged_items
 
 
 def part(item: str, component: str, score: float, **extra: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import unicodedata
 
 import pytest
 
@@ -12,11 +11,11 @@ from aggregator.core.report import (
     DatasetRule,
     DatasetScore,
     DimensionScore,
-    Report,
     ScoredItem,
     build_report,
-    format_report_table,
+    merge,
 )
+from medbench.scoring.v1 import scoring_events_pb2
 
 
 def _item(
@@ -200,45 +199,23 @@ def test_agent_overall_is_the_mean_of_dimensions_not_of_datasets() -> None:
     assert f"{dataset_weighted:.1f}" == "85.9"
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+def test_merge_rules() -> None:
+    assert merge([1.0, 0.0, 0.5]) == 0.5
+    assert merge([0.2, 0.9], "min") == 0.2
+    with pytest.raises(ValueError, match="no component"):
+        merge([])
+    with pytest.raises(ValueError, match="unknown merge rule"):
+        merge([1.0], "median")
 
 
-def test_table_shows_datasets_dimensions_and_overall_with_one_decimal() -> None:
-    report = Report(
-        datasets=(
-            DatasetScore("MedEthics", "医疗安全和伦理", 66.66666, 15, 3),
-            DatasetScore("MedExam", "医学知识问答", 75.0, 20, 4),
-        ),
-        dimensions=(
-            DimensionScore("医学知识问答", 75.0, 1),
-            DimensionScore("医疗安全和伦理", 66.66666, 1),
-        ),
-        overall=70.83333,
-    )
-    table = format_report_table(report)
-    lines = table.splitlines()
-    assert lines[0].split() == ["dataset", "dimension", "n", "units", "score"]
-    assert lines[1].split() == ["MedEthics", "医疗安全和伦理", "15", "3", "66.7"]
-    assert lines[-1] == "overall  70.8"
-    assert [line.split() for line in lines[4:7]] == [
-        ["dimension", "datasets", "score"],
-        ["医学知识问答", "1", "75.0"],
-        ["医疗安全和伦理", "1", "66.7"],
+def test_every_merge_rule_the_wire_contract_declares_has_its_arithmetic_here() -> None:
+    """scoring_events.proto MergeRule is the one declaration of the rule set; the metric
+    scorer names a rule from it, and merge must know every one of them."""
+    declared = [
+        name.removeprefix("MERGE_RULE_").lower()
+        for name in scoring_events_pb2.MergeRule.keys()  # noqa: SIM118 - an EnumTypeWrapper
+        if name != "MERGE_RULE_UNSPECIFIED"
     ]
-
-
-def test_table_columns_line_up_in_display_width_with_cjk_names() -> None:
-    items = [
-        _item("a", 1.0, "MedExam", "医学知识问答"),
-        _item("b", 0.0, "DDx-advanced", "复杂医学推理"),
-        _item("c", 1.0, "LongDatasetName", "safety"),
-    ]
-    lines = format_report_table(build_report(items)).splitlines()
-    dataset_rows = lines[: lines.index("")]
-    # Right-aligned numbers: every row ends at the same display column.
-    assert len({_width(row) for row in dataset_rows}) == 1
-    # Left-aligned names: the dimension column starts at the same display column.
-    names = ["dimension", "复杂医学推理", "safety", "医学知识问答"]
-    starts = {_width(row[: row.index(name)]) for row, name in zip(dataset_rows, names, strict=True)}
-    assert len(starts) == 1
+    assert declared == ["mean", "min"]
+    for rule in declared:
+        assert 0.2 <= merge([0.2, 0.9], rule) <= 0.9

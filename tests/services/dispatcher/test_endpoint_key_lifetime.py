@@ -15,11 +15,19 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from dispatcher.adapters.failures import is_outage, load_failure
+from dispatcher.adapters.grpc_rotator_prompts import RotatorPrompts
 from dispatcher.adapters.mongo_jobs import MongoJobs
-from dispatcher.retention import KeyRetention, stalled_too_long
-from dispatcher.runner import KEY_NOT_HELD, KEY_UNREADABLE, Dispatcher
+from dispatcher.core.jobs import KEY_NOT_HELD, KEY_UNREADABLE
+from dispatcher.usecases.retention import KeyRetention, stalled_too_long
+from dispatcher.usecases.runner import Dispatcher
 from medbench_storage.endpoint_keys import EndpointKeys
 from medbench_storage.secrets import KEY_BYTES, Envelope, LocalKeys
+from medbench_storage.testing import InMemoryOutbox, InMemoryTransactions
+from tests.services.dispatcher.fakes import (
+    NoImages,
+    progress_events,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -68,6 +76,17 @@ def job_doc(sid: str, state: str = "RUNNING", **extra: Any) -> dict[str, Any]:
     }
 
 
+def dispatcher(jobs: MongoJobs) -> Dispatcher:
+    """A dispatcher over the real job store; the rotator has nothing to send, the outbox is in
+    memory (this test is about keys)."""
+    outbox = InMemoryOutbox()
+    tx = InMemoryTransactions(outbox, bare=True)
+    return Dispatcher(
+        jobs, NoCalls(), RotatorPrompts(NoPrompts()), NoImages(),  # type: ignore[arg-type]
+        tx, outbox, outage=is_outage, load_failure=load_failure,
+    )  # fmt: skip
+
+
 async def run_to_end(d: Dispatcher, jobs: MongoJobs, sids: list[str]) -> None:
     """One refresh, the prompt reads, and the finishing step, until no job is RUNNING."""
     await d._refresh()  # noqa: SLF001 - the steps of the loop, without the loop
@@ -89,7 +108,7 @@ async def test_done_deletes_the_key_and_stalled_keeps_it(stores: Any) -> None:
         {"_id": "sub_stalled:i1", "submission_id": "sub_stalled", "item_id": "i1",
          "status": "infra_failed", "batched": ""}
     )  # fmt: skip
-    d = Dispatcher(None, jobs, NoCalls(), NoPrompts())  # type: ignore[arg-type]
+    d = dispatcher(jobs)
     await run_to_end(d, jobs, ["sub_done", "sub_stalled"])
     assert await jobs.state("sub_done") == "DONE"
     assert await jobs.state("sub_stalled") == "STALLED"
@@ -101,13 +120,14 @@ async def test_a_failed_run_deletes_its_key(stores: Any) -> None:
     jobs, keys, _ = stores
     await jobs.upsert_job(job_doc("sub_failed"))
     await keys.put("tenant-a", "sub_failed", "sk-f")
-    d = Dispatcher(None, jobs, NoCalls(), NoPrompts())  # type: ignore[arg-type]
+    d = dispatcher(jobs)
     await d._refresh()  # noqa: SLF001
     job = d.job("sub_failed")
     assert job is not None and job.api_key == "sk-f"
     job.failed = "HTTP 401"
     await run_to_end(d, jobs, ["sub_failed"])
-    assert (await jobs.job("sub_failed") or {})["reason"] == "HTTP 401"
+    failed = await jobs.job("sub_failed")
+    assert failed is not None and failed.reason == "HTTP 401"
     assert await keys.held() == []
 
 
@@ -120,12 +140,12 @@ async def test_a_run_whose_key_is_gone_or_does_not_open_fails_saying_so(stores: 
     sealed = keys._collection  # noqa: SLF001
     copied = await sealed.find_one({"_id": "sub_other"})
     await sealed.insert_one({**copied, "_id": "sub_copied"})
-    d = Dispatcher(None, jobs, NoCalls(), NoPrompts())  # type: ignore[arg-type]
+    d = dispatcher(jobs)
     await d._refresh()  # noqa: SLF001
     gone, copied_job = await jobs.job("sub_gone"), await jobs.job("sub_copied")
-    assert gone is not None and (gone["state"], gone["reason"]) == ("FAILED", KEY_NOT_HELD)
+    assert gone is not None and (gone.state, gone.reason) == ("FAILED", KEY_NOT_HELD)
     assert copied_job is not None
-    assert (copied_job["state"], copied_job["reason"]) == ("FAILED", KEY_UNREADABLE)
+    assert (copied_job.state, copied_job.reason) == ("FAILED", KEY_UNREADABLE)
     assert [d["_id"] for d in await keys.held()] == ["sub_other"]
 
 
@@ -140,11 +160,15 @@ async def test_retention_fails_long_stalled_runs_and_deletes_leftover_keys(store
     for sid in ("sub_old_stall", "sub_new_stall", "sub_running", "sub_done", "sub_no_job_yet"):
         await keys.put("tenant-a", sid, f"sk-{sid}")
 
-    retention = KeyRetention(jobs, keys, retention_days=7)
+    outbox = InMemoryOutbox()
+    tx = InMemoryTransactions(outbox, bare=True)
+    retention = KeyRetention(jobs, keys, tx, outbox, retention_days=7)
     assert await retention.sweep(now) == (1, 1)
     failed = await jobs.job("sub_old_stall")
-    assert failed is not None and failed["state"] == "FAILED"
-    assert failed["reason"] == stalled_too_long(7) and "7 days" in failed["reason"]
+    assert failed is not None and failed.state == "FAILED"
+    assert failed.reason == stalled_too_long(7) and "7 days" in failed.reason
+    (announced,) = progress_events(outbox)
+    assert (announced.submission_id, announced.state) == ("sub_old_stall", "FAILED")
     assert await jobs.state("sub_new_stall") == "STALLED"
     held = sorted(d["_id"] for d in await keys.held())
     assert held == ["sub_new_stall", "sub_no_job_yet", "sub_running"]
@@ -152,7 +176,7 @@ async def test_retention_fails_long_stalled_runs_and_deletes_leftover_keys(store
 
     # A resume between the read and the write wins: the run is not failed.
     await jobs.upsert_job(job_doc("sub_resumed", "STALLED", updated_at=old))
-    (stale,) = [d for d in await jobs.stalled_before(now) if d["_id"] == "sub_resumed"]
+    (stale,) = [d for d in await jobs.stalled_before(now) if d.submission_id == "sub_resumed"]
     assert await jobs.resume("sub_resumed") == 0
-    assert not await jobs.fail_stalled(stale, "too late")
+    assert not await jobs.fail_stalled(None, stale, "too late")
     assert await jobs.state("sub_resumed") == "RUNNING"

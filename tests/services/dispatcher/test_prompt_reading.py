@@ -7,14 +7,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from dispatcher.runner import INTERNAL_FAILURE, Dispatcher
+from dispatcher.adapters.failures import is_outage, load_failure
+from dispatcher.adapters.grpc_rotator_prompts import RotatorPrompts
+from dispatcher.core.jobs import INTERNAL_FAILURE, JobStatus
+from dispatcher.core.ports import JobStore
+from dispatcher.usecases.runner import Dispatcher
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2
 from medbench_runtime.openai_endpoint import CallResult
+from medbench_storage.testing import InMemoryOutbox, InMemoryTransactions
+from tests.services.dispatcher.fakes import (
+    InMemoryJobs,
+    NoImages,
+    spec,
+)
 
 SID = "sub_reading"
 
@@ -64,40 +74,25 @@ class Endpoint:
         return CallResult(200, text="<A>", finish_reason="stop")
 
 
-class Jobs:
+class Jobs(InMemoryJobs):
     """The job store: one RUNNING job, nothing recorded before; records kept in memory."""
 
     def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
+        super().__init__(keys={SID: "k"})
+        self.jobs[SID] = spec(SID, cap=4, expected=5)
+        self.status[SID] = JobStatus(SID, "t", "RUNNING")
 
-    async def running(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "_id": SID,
-                "tenant_id": "t",
-                "pool_id": "p",
-                "expected": 5,
-                "endpoint": {"base_url": "http://e/v1", "model": "m", "max_concurrency": 4},
-                "decoding": {"temperature": 0.7, "max_tokens": 512, "context_window": 2048},
-            }
-        ]
-
-    async def recorded(self, submission_id: str) -> list[dict[str, Any]]:
-        return []
-
-    async def api_key(self, submission_id: str, tenant_id: str) -> str:
-        return "k"
-
-    async def state(self, submission_id: str) -> str:
-        return "RUNNING"
-
-    async def record_many(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
-        self.records.extend(docs)
-        return [True] * len(docs)
+    @property
+    def recorded_items(self) -> list[Any]:
+        return list(self.records.values())
 
 
-def dispatcher(rotator: Rotator, endpoint: Endpoint, jobs: Jobs) -> Dispatcher:
-    return Dispatcher(None, jobs, endpoint, rotator)  # type: ignore[arg-type]
+def dispatcher(rotator: Rotator, endpoint: Endpoint, jobs: JobStore) -> Dispatcher:
+    outbox = InMemoryOutbox()
+    return Dispatcher(
+        jobs, endpoint, RotatorPrompts(rotator), NoImages(), InMemoryTransactions(outbox), outbox,  # type: ignore[arg-type]
+        outage=is_outage, load_failure=load_failure,
+    )  # fmt: skip
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
@@ -127,7 +122,7 @@ async def test_calls_start_with_the_first_batch_and_a_cut_read_goes_on_without_r
     async with asyncio.timeout(10):
         await rotator.after_first_batch.wait()
     # The first batch is answered while the read waits for the rest.
-    await until(lambda: len(jobs.records) == 3, "the first batch's answers")
+    await until(lambda: len(jobs.recorded_items) == 3, "the first batch's answers")
     job = d.job(SID)
     assert job is not None and not job.loaded
     rotator.go_on.set()
@@ -139,7 +134,7 @@ async def test_calls_start_with_the_first_batch_and_a_cut_read_goes_on_without_r
     await settled(d)
     assert job.loaded and not job.pending
     assert endpoint.asked == Counter({f"q-{i}": 1 for i in "abcde"})
-    assert sorted(r["item_id"] for r in jobs.records) == list("abcde")
+    assert sorted(r.item_id for r in jobs.recorded_items) == list("abcde")
 
 
 async def test_a_read_error_that_is_not_an_outage_fails_that_job_not_the_worker() -> None:

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from pymongo.errors import AutoReconnect
 
-from dispatcher.runner import _passing
+from dispatcher.adapters.failures import is_outage as _passing
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:

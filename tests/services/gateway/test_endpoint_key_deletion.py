@@ -1,6 +1,6 @@
 """The gateway deletes an API-mode submission's sealed endpoint key when it learns the
 submission ended: COMPLETED (submission.completed, a redelivery too) or FAILED (the dispatcher's
-outcome). Real Mongo-wire server; the peers are fakes."""
+outcome, as a dispatch progress event). Real Mongo-wire server; the peers are fakes."""
 
 from __future__ import annotations
 
@@ -13,25 +13,31 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from gateway.adapters.mongo_submissions import MongoSubmissions
-from gateway.submissions import Submissions
+from gateway.core.submission import DispatchProgress
+from gateway.usecases.submissions import Submissions
 from medbench.common.v1 import common_pb2
-from medbench.dispatch.v1 import dispatch_service_pb2
-from medbench.submission.v1 import submission_events_pb2
 from medbench_storage.endpoint_keys import EndpointKeys
 from medbench_storage.secrets import KEY_BYTES, Envelope, LocalKeys
+from medbench_storage.testing import InMemoryOutbox, InMemoryTransactions
+from tests.services.gateway.fakes import (
+    FakeDispatch,
+    FakeReports,
+    FakeRotator,
+)
 
 pytestmark = [pytest.mark.integration]
 TENANT = "tenant-a"
 
 
-class Dispatch:
-    """The dispatcher's answer to GetDispatch."""
+def submissions(store: MongoSubmissions) -> Submissions:
+    outbox = InMemoryOutbox()
+    return Submissions(
+        store, InMemoryTransactions(outbox), outbox, FakeRotator(), FakeReports(), FakeDispatch()
+    )
 
-    def __init__(self, state: str, reason: str = "") -> None:
-        self.reply = dispatch_service_pb2.GetDispatchResponse(state=state, reason=reason)
 
-    async def status(self, submission_id: str) -> dispatch_service_pb2.GetDispatchResponse:
-        return self.reply
+def progress(sid: str, state: str, reason: str) -> DispatchProgress:
+    return DispatchProgress(sid, TENANT, state, reason, 1, 2, sequence=1)
 
 
 @pytest.fixture
@@ -74,12 +80,8 @@ async def submission(
     await store._db.submissions.insert_one({**doc, "tenant_id": TENANT})  # noqa: SLF001
 
 
-def completed(sid: str) -> submission_events_pb2.SubmissionCompleted:
-    event = submission_events_pb2.SubmissionCompleted(
-        submission_id=sid, tenant_id=TENANT, scored_items=3
-    )
-    event.completed_at.FromDatetime(datetime.now(UTC))
-    return event
+async def complete(subs: Submissions, sid: str) -> None:
+    await subs.complete(TENANT, sid, 3, datetime.now(UTC))
 
 
 async def held(keys: EndpointKeys) -> list[str]:
@@ -88,20 +90,20 @@ async def held(keys: EndpointKeys) -> list[str]:
 
 async def test_completion_deletes_the_key_also_on_redelivery(env: Any) -> None:
     store, keys = env
-    subs = Submissions(None, store, None, None)  # type: ignore[arg-type]
+    subs = submissions(store)
     await submission(store, "sub_scoring", "SCORING")
     await submission(store, "sub_done_before", "COMPLETED")  # its key was left by a crash
     await submission(store, "sub_running", "DISPATCHING")
     for sid in ("sub_scoring", "sub_done_before", "sub_running"):
         await keys.put(TENANT, sid, f"sk-{sid}")
-    await subs.complete(completed("sub_scoring"))
+    await complete(subs, "sub_scoring")
     assert (await store.get(TENANT, "sub_scoring"))["state"] == "COMPLETED"
     assert await held(keys) == ["sub_done_before", "sub_running"]
-    await subs.complete(completed("sub_done_before"))
+    await complete(subs, "sub_done_before")
     assert await held(keys) == ["sub_running"]
     # An upload-mode submission has no key; its completion deletes nothing.
     await submission(store, "sub_upload", "SCORING", common_pb2.SUBMISSION_MODE_UPLOAD)
-    await subs.complete(completed("sub_upload"))
+    await complete(subs, "sub_upload")
     assert await held(keys) == ["sub_running"]
 
 
@@ -111,22 +113,9 @@ async def test_a_failed_run_deletes_the_key_a_stalled_one_keeps_it(env: Any) -> 
     await submission(store, "sub_stalled", "DISPATCHING")
     for sid in ("sub_failed", "sub_stalled"):
         await keys.put(TENANT, sid, f"sk-{sid}")
-    failing = Submissions(
-        None,  # type: ignore[arg-type]
-        store,
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        Dispatch("FAILED", "HTTP 401"),  # type: ignore[arg-type]
-    )
-    view = await failing._follow_dispatch(await store.get(TENANT, "sub_failed"))  # noqa: SLF001
-    assert view[0]["state"] == "FAILED"
-    stalling = Submissions(
-        None,  # type: ignore[arg-type]
-        store,
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        Dispatch("STALLED", "2 items failed"),  # type: ignore[arg-type]
-    )
-    await stalling._follow_dispatch(await store.get(TENANT, "sub_stalled"))  # noqa: SLF001
+    subs = submissions(store)
+    await subs.apply_dispatch_progress(progress("sub_failed", "FAILED", "HTTP 401"))
+    assert (await store.get(TENANT, "sub_failed"))["state"] == "FAILED"
+    await subs.apply_dispatch_progress(progress("sub_stalled", "STALLED", "2 items failed"))
     assert (await store.get(TENANT, "sub_stalled"))["state_reason"] == "2 items failed"
     assert await held(keys) == ["sub_stalled"]

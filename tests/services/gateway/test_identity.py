@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.identity import check_tenant_id
+from gateway.core.identity import check_tenant_id
 from medbench_runtime.errors import InvalidArgument
 
 

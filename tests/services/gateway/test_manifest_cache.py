@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from gateway.adapters.peers import RotatorClient
+from gateway.adapters.grpc_peers import RotatorClient
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2
 
 ITEMS = [

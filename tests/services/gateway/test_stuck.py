@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
-from gateway.stuck import StuckSweeper
+from gateway.adapters.mongo_stuck import StuckSweeper
 from tests.conftest import Servers
 
 pytestmark = [pytest.mark.integration]

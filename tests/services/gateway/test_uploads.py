@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.core import uploads
+from medbench_messaging.sizing import MAX_ANSWER_BYTES
 from medbench_runtime.errors import InvalidArgument
 
 MANIFEST = {f"item-{i}": (i, "MedExam") for i in range(20)}
@@ -62,7 +63,7 @@ def test_invisible_and_format_characters_are_refused_in_shown_names(value: str) 
 
 
 def test_check_batch_maps_items_to_ordinals() -> None:
-    out = uploads.check_batch([("item-3", "<A>"), ("item-0", "<B>")], MANIFEST)
+    out = uploads.check_batch([("item-3", "<A>"), ("item-0", "<B>")], MANIFEST, MAX_ANSWER_BYTES)
     assert [(a.item_id, a.ordinal, a.answer) for a in out] == [
         ("item-3", 3, "<A>"),
         ("item-0", 0, "<B>"),
@@ -75,7 +76,7 @@ def test_check_batch_maps_items_to_ordinals() -> None:
         ([], "at least one answer"),
         ([("item-1", "<A>"), ("item-1", "<B>")], "twice in one message"),
         ([("item-1", "<A>"), ("nope", "<B>"), ("nah", "")], "'nope', 'nah'"),
-        ([("item-1", "x" * (uploads.MAX_ANSWER_BYTES + 1))], "bytes"),
+        ([("item-1", "x" * (MAX_ANSWER_BYTES + 1))], "bytes"),
         (
             [(f"item-{i % 20}-{i}", "") for i in range(uploads.MAX_ANSWERS_PER_MESSAGE + 1)],
             "at most",
@@ -84,19 +85,19 @@ def test_check_batch_maps_items_to_ordinals() -> None:
 )
 def test_bad_batches_are_rejected_whole(answers: list[tuple[str, str]], phrase: str) -> None:
     with pytest.raises(InvalidArgument, match=phrase):
-        uploads.check_batch(answers, MANIFEST)
+        uploads.check_batch(answers, MANIFEST, MAX_ANSWER_BYTES)
 
 
 def test_many_unknown_ids_are_summarised() -> None:
     with pytest.raises(InvalidArgument, match="and 5 more"):
-        uploads.check_batch([(f"x{i}", "") for i in range(10)], MANIFEST)
+        uploads.check_batch([(f"x{i}", "") for i in range(10)], MANIFEST, MAX_ANSWER_BYTES)
 
 
 def test_answer_size_counts_utf8_bytes_not_characters() -> None:
-    chinese = "答" * (uploads.MAX_ANSWER_BYTES // 3)  # 3 bytes each: exactly at the limit
-    assert uploads.check_batch([("item-1", chinese)], MANIFEST)
+    chinese = "答" * (MAX_ANSWER_BYTES // 3)  # 3 bytes each: exactly at the limit
+    assert uploads.check_batch([("item-1", chinese)], MANIFEST, MAX_ANSWER_BYTES)
     with pytest.raises(InvalidArgument):
-        uploads.check_batch([("item-1", chinese + "答")], MANIFEST)
+        uploads.check_batch([("item-1", chinese + "答")], MANIFEST, MAX_ANSWER_BYTES)
 
 
 def test_bitmap_tracks_answered_items() -> None:

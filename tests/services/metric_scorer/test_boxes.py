@@ -27,7 +27,7 @@ from metric_scorer.core.boxes import (
     normalise_pixel_box,
     parse_detections,
 )
-from metric_scorer.core.metrics import ItemKey
+from metric_scorer.core.types import ItemKey
 from tests.shared_data import shared_path
 
 # (case id, a, b, expected IoU)

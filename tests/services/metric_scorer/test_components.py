@@ -1,11 +1,12 @@
-"""Combined metric specs: planning, objective components, merge rules (pure)."""
+"""Combined metric specs: planning and objective components (pure). The merge rules are the
+aggregator's arithmetic (tests/services/aggregator/test_report.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from metric_scorer.core.components import Plan, merge, plan, score_objective
-from metric_scorer.core.metrics import ItemKey
+from metric_scorer.core.components import Plan, plan, score_objective
+from metric_scorer.core.types import ItemKey
 
 
 @pytest.mark.parametrize(
@@ -39,15 +40,6 @@ def test_missing_answers_score_zero_on_every_objective_component() -> None:
     key = ItemKey("i", "MedExam", "choice_single", ("B",))
     assert score_objective(None, key, ["choice_single"]).components == (("choice_single", 0.0),)
     assert score_objective("<B>", key, ["choice_single"]).components == (("choice_single", 1.0),)
-
-
-def test_merge_rules() -> None:
-    assert merge([1.0, 0.0, 0.5]) == 0.5
-    assert merge([0.2, 0.9], "min") == 0.2
-    with pytest.raises(ValueError, match="no component"):
-        merge([])
-    with pytest.raises(ValueError, match="unknown merge rule"):
-        merge([1.0], "median")
 
 
 def test_every_metric_component_of_the_registry_is_implemented() -> None:

@@ -32,7 +32,7 @@ from metric_scorer.core.f1 import (
     parse_relations,
     pooled_f1,
 )
-from metric_scorer.core.metrics import Counts, ItemKey
+from metric_scorer.core.types import Counts, ItemKey
 from tests.shared_data import shared_path
 
 

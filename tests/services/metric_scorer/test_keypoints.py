@@ -14,7 +14,7 @@ from metric_scorer.core.keypoints import (
     key_point_recall,
     normalise,
 )
-from metric_scorer.core.metrics import ItemKey, ItemResult
+from metric_scorer.core.types import ItemKey, ItemResult
 
 ANSWER = (
     "诊断：急性ST段抬高型心肌梗死（下壁）。\n"

@@ -19,7 +19,7 @@ from metric_scorer.core.labels import (
     parse_label,
     parse_label_set,
 )
-from metric_scorer.core.metrics import Counts, ItemKey
+from metric_scorer.core.types import Counts, ItemKey
 from tests.shared_data import shared_path
 
 # Small inputs exercise every edge; more examples only cost time.

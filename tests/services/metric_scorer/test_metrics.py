@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from metric_scorer.core.metrics import METRICS, ItemKey, ItemResult, UnknownMetric, score_item
+from metric_scorer.core.choice import METRICS
+from metric_scorer.core.metrics import score_item
+from metric_scorer.core.types import ItemKey, ItemResult, UnknownMetric
 
 
 def _key(metric: str, reference: str, item_id: str = "MedExam-1-p1") -> ItemKey:

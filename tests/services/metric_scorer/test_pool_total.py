@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
 
 from medbench_storage.pool_keys import PoolKey
-from metric_scorer.entrypoints import kafka_handlers
-from metric_scorer.entrypoints.kafka_handlers import expected_scores, pool_total
+from metric_scorer.core.components import HasMetric, PoolTotals, expected_scores
 
 
 def key(n: int, metric: str) -> PoolKey:
     return PoolKey(f"i{n}", "D", "dim", f"i{n}", metric, "mean", ("A",), ("p",))
 
 
-def test_the_count_is_kept_per_key_list(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_count_is_kept_per_key_list() -> None:
     pool = [key(0, "choice_single"), key(1, "key_point_recall+judge"), key(2, "judge")]
     assert expected_scores(pool) == 4
     counted: list[int] = []
 
-    def counting(keys: list[PoolKey]) -> int:
+    def counting(keys: Sequence[HasMetric]) -> int:
         counted.append(len(keys))
         return expected_scores(keys)
 
-    monkeypatch.setattr(kafka_handlers, "expected_scores", counting)
-    monkeypatch.setattr(kafka_handlers, "_TOTALS", {})
-    assert [pool_total("p1", pool) for _ in range(3)] == [4, 4, 4]
+    totals = PoolTotals(count=counting)
+    assert [totals.total("p1", pool) for _ in range(3)] == [4, 4, 4]
     assert counted == [3]
     # A reloaded key list (the key cache dropped the pool) is counted again.
     reloaded = list(pool[:1])
-    assert pool_total("p1", reloaded) == 1 and counted == [3, 1]
-    for n in range(kafka_handlers._TOTALS_KEPT + 2):
-        pool_total(f"other{n}", pool)
-    assert len(kafka_handlers._TOTALS) == kafka_handlers._TOTALS_KEPT
+    assert totals.total("p1", reloaded) == 1 and counted == [3, 1]
+    for n in range(totals.kept + 2):
+        totals.total(f"other{n}", pool)
+    assert len(totals) == totals.kept

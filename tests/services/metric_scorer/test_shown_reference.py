@@ -7,7 +7,9 @@ from pathlib import Path
 
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.answers import translate
-from metric_scorer.core.metrics import ItemKey, score_item, shown_reference
+from metric_scorer.core.choice import shown_reference
+from metric_scorer.core.metrics import score_item
+from metric_scorer.core.types import ItemKey
 from rotator.core.options import letter_map, parse_options, permutation_for, relabel
 
 BANK = Path(__file__).resolve().parents[3] / "services/rotator/src/rotator/sample_bank"

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metric_scorer.core.metrics import ItemKey
 from metric_scorer.core.structured import (
     METRICS,
     canonical_json,
@@ -22,6 +21,7 @@ from metric_scorer.core.structured import (
     is_object,
     parse_number,
 )
+from metric_scorer.core.types import ItemKey
 from tests.shared_data import shared_path
 
 INSURE_TEMPLATE = (
@@ -409,8 +409,8 @@ def test_pool_insure_prompts_template_parses_to_seven_fields() -> None:
 
 
 def test_components_load_without_metrics_so_metrics_can_merge_them() -> None:
-    """metrics.py imports these modules to merge their METRICS; were they to import metrics.py
-    at load time, that merge would be a circular import."""
+    """library.py imports these modules to merge their METRICS and metrics.py dispatches
+    through it; the modules themselves need only types.py."""
     prefix = "metric_scorer.core"
     saved = {name: module for name, module in sys.modules.items() if name.startswith(prefix)}
     package = sys.modules["metric_scorer"]

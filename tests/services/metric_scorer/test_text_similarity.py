@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rapidfuzz.distance import LCSseq, Levenshtein
 
-from metric_scorer.core.metrics import ItemKey
 from metric_scorer.core.text_reference import reference_lcs_length, reference_levenshtein
 from metric_scorer.core.text_similarity import METRICS, bleu, edit_similarity, rouge_l
+from metric_scorer.core.types import ItemKey
 from tests.shared_data import shared_path
 
 # (case id, a, b, expected)

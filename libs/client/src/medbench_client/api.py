@@ -3,7 +3,7 @@ APIs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -34,6 +34,19 @@ CHANNEL_OPTIONS = [
 ]
 
 
+C = TypeVar("C")
+S = TypeVar("S")
+
+
+def service_stub(factory: Callable[[C], S], chan: C) -> S:
+    """factory(chan): a generated gRPC service stub on chan.
+
+    The generated `*_pb2_grpc` modules carry no types, so calling their classes directly is an
+    untyped call; this is the one place that makes it, and callers get the stub's class back.
+    """
+    return factory(chan)
+
+
 def channel(
     address: str, key: str | None = None, credentials: grpc.ChannelCredentials | None = None
 ) -> grpc.aio.Channel:
@@ -45,35 +58,41 @@ class PartnerClient:
     """What a partner institution calls; its tenant is the one its channel's API key names."""
 
     def __init__(self, chan: grpc.aio.Channel) -> None:
-        self._stub = submission_service_pb2_grpc.SubmissionServiceStub(chan)
+        self._stub = service_stub(submission_service_pb2_grpc.SubmissionServiceStub, chan)
         self._metadata: tuple[tuple[str, str], ...] = ()
 
     async def create(
         self,
         request_id: str,
         model_name: str,
-        track: int = common_pb2.TRACK_LLM,
-        mode: int = common_pb2.SUBMISSION_MODE_UPLOAD,
+        track: common_pb2.Track = common_pb2.TRACK_LLM,
+        mode: common_pb2.SubmissionMode = common_pb2.SUBMISSION_MODE_UPLOAD,
         endpoint: submission_pb2.Endpoint | None = None,
         model: submission_pb2.ModelInfo | None = None,
     ) -> submission_service_pb2.CreateSubmissionResponse:
         """``model`` (name and the leaderboard's metadata) wins over ``model_name``."""
-        return await self._stub.CreateSubmission(
-            submission_service_pb2.CreateSubmissionRequest(
-                request_id=request_id,
-                model=model or submission_pb2.ModelInfo(name=model_name),
-                track=track,
-                mode=mode,
-                endpoint=endpoint,
-            ),
-            metadata=self._metadata,
+        response: submission_service_pb2.CreateSubmissionResponse = (
+            await self._stub.CreateSubmission(
+                submission_service_pb2.CreateSubmissionRequest(
+                    request_id=request_id,
+                    model=model or submission_pb2.ModelInfo(name=model_name),
+                    track=track,
+                    mode=mode,
+                    endpoint=endpoint,
+                ),
+                metadata=self._metadata,
+            )
         )
+        return response
 
     async def resume(self, submission_id: str) -> submission_service_pb2.ResumeSubmissionResponse:
-        return await self._stub.ResumeSubmission(
-            submission_service_pb2.ResumeSubmissionRequest(submission_id=submission_id),
-            metadata=self._metadata,
+        response: submission_service_pb2.ResumeSubmissionResponse = (
+            await self._stub.ResumeSubmission(
+                submission_service_pb2.ResumeSubmissionRequest(submission_id=submission_id),
+                metadata=self._metadata,
+            )
         )
+        return response
 
     async def item_results(self, submission_id: str) -> list[report_pb2.ItemResult]:
         request = submission_service_pb2.GetItemResultsRequest(submission_id=submission_id)
@@ -83,7 +102,7 @@ class PartnerClient:
         return items
 
     async def get(self, submission_id: str) -> submission_pb2.Submission:
-        response = await self._stub.GetSubmission(
+        response: submission_service_pb2.GetSubmissionResponse = await self._stub.GetSubmission(
             submission_service_pb2.GetSubmissionRequest(submission_id=submission_id),
             metadata=self._metadata,
         )
@@ -113,7 +132,10 @@ class PartnerClient:
                     answers_sha256=answers_sha256(answers),
                 )
 
-        return await self._stub.UploadAnswers(messages(), metadata=self._metadata)
+        response: submission_service_pb2.UploadAnswersResponse = await self._stub.UploadAnswers(
+            messages(), metadata=self._metadata
+        )
+        return response
 
     async def watch(
         self, submission_id: str
@@ -125,7 +147,7 @@ class PartnerClient:
             yield change
 
     async def report(self, submission_id: str) -> report_pb2.Report:
-        response = await self._stub.GetReport(
+        response: submission_service_pb2.GetReportResponse = await self._stub.GetReport(
             submission_service_pb2.GetReportRequest(submission_id=submission_id),
             metadata=self._metadata,
         )
@@ -149,7 +171,7 @@ def provision_key(
     gateway: str,
     admin_key: str,
     tenant: str,
-    role: int = access_pb2.ROLE_PARTNER_SUBMITTER,
+    role: access_pb2.Role = access_pb2.ROLE_PARTNER_SUBMITTER,
 ) -> str:
     """A key of role for tenant (created with the tenant when absent), made with a maintainer
     key; one per (gateway, tenant, role) per process. Synchronous, for tests and demos."""
@@ -158,16 +180,16 @@ def provision_key(
         return _PROVISIONED[cache_key]
     metadata = (("authorization", f"Bearer {admin_key}"),)
     with grpc.insecure_channel(gateway) as chan:
-        stub = identity_service_pb2_grpc.IdentityServiceStub(chan)
+        stub = service_stub(identity_service_pb2_grpc.IdentityServiceStub, chan)
         try:
             stub.CreateTenant(
                 identity_service_pb2.CreateTenantRequest(tenant_id=tenant, display_name=tenant),
                 metadata=metadata,
             )
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-        created = stub.CreateApiKey(
+        created: identity_service_pb2.CreateApiKeyResponse = stub.CreateApiKey(
             identity_service_pb2.CreateApiKeyRequest(
                 tenant_id=tenant, role=role, name=f"provisioned {access_pb2.Role.Name(role)}"
             ),
@@ -181,41 +203,49 @@ class IdentityAdmin:
     """Maintainer calls of the gateway's IdentityService: tenants and API keys."""
 
     def __init__(self, chan: grpc.aio.Channel) -> None:
-        self.stub = identity_service_pb2_grpc.IdentityServiceStub(chan)
+        self.stub = service_stub(identity_service_pb2_grpc.IdentityServiceStub, chan)
 
     async def ensure_tenant(
         self, tenant_id: str, display_name: str = "", quotas: identity_pb2.Quotas | None = None
     ) -> identity_pb2.Tenant:
         """The tenant, created when absent."""
         try:
-            return await self.stub.CreateTenant(
+            created: identity_pb2.Tenant = await self.stub.CreateTenant(
                 identity_service_pb2.CreateTenantRequest(
                     tenant_id=tenant_id, display_name=display_name or tenant_id, quotas=quotas
                 )
             )
+            return created
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-        return await self.stub.GetTenant(identity_service_pb2.GetTenantRequest(tenant_id=tenant_id))
+        found: identity_pb2.Tenant = await self.stub.GetTenant(
+            identity_service_pb2.GetTenantRequest(tenant_id=tenant_id)
+        )
+        return found
 
     async def create_key(
-        self, tenant_id: str, role: int, name: str = "", ttl_days: int = 0
+        self, tenant_id: str, role: access_pb2.Role, name: str = "", ttl_days: int = 0
     ) -> identity_service_pb2.CreateApiKeyResponse:
-        return await self.stub.CreateApiKey(
+        response: identity_service_pb2.CreateApiKeyResponse = await self.stub.CreateApiKey(
             identity_service_pb2.CreateApiKeyRequest(
                 tenant_id=tenant_id, role=role, name=name, ttl_days=ttl_days
             )
         )
+        return response
 
     async def revoke(self, key_id: str) -> identity_pb2.ApiKey:
-        return await self.stub.RevokeApiKey(identity_service_pb2.RevokeApiKeyRequest(key_id=key_id))
+        key: identity_pb2.ApiKey = await self.stub.RevokeApiKey(
+            identity_service_pb2.RevokeApiKeyRequest(key_id=key_id)
+        )
+        return key
 
 
 class AdminClient:
     """Benchmark-maintainer calls of the rotator."""
 
     def __init__(self, chan: grpc.aio.Channel) -> None:
-        self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(chan)
+        self._stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, chan)
 
     async def import_items(
         self, items: Sequence[taskpool_pb2.ImportItem], batch: int = 2000
@@ -224,15 +254,18 @@ class AdminClient:
             for part in message_batches(items, batch):
                 yield taskpool_service_pb2.ImportTasksRequest(items=part)
 
-        return await self._stub.ImportTasks(messages())
+        response: taskpool_service_pb2.ImportTasksResponse = await self._stub.ImportTasks(
+            messages()
+        )
+        return response
 
     async def publish(
         self,
         pool_id: str,
-        track: int = common_pb2.TRACK_LLM,
-        board: int = taskpool_pb2.BOARD_UPLOAD,
+        track: common_pb2.Track = common_pb2.TRACK_LLM,
+        board: taskpool_pb2.Board = taskpool_pb2.BOARD_UPLOAD,
     ) -> taskpool_pb2.Pool:
-        response = await self._stub.PublishPool(
+        response: taskpool_service_pb2.PublishPoolResponse = await self._stub.PublishPool(
             taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track, board=board)
         )
         return response.pool
@@ -242,7 +275,7 @@ class JudgeAdmin:
     """Maintainer and physician calls of the judge scorer (JudgeService)."""
 
     def __init__(self, chan: grpc.aio.Channel) -> None:
-        self.stub = judge_service_pb2_grpc.JudgeServiceStub(chan)
+        self.stub = service_stub(judge_service_pb2_grpc.JudgeServiceStub, chan)
 
     async def import_ratings(
         self, ratings: Sequence[judge_service_pb2.PhysicianRating], batch: int = 1000
@@ -251,40 +284,50 @@ class JudgeAdmin:
             for i in range(0, len(ratings), batch):
                 yield judge_service_pb2.ImportRatingsRequest(ratings=ratings[i : i + batch])
 
-        return await self.stub.ImportRatings(messages())
+        response: judge_service_pb2.ImportRatingsResponse = await self.stub.ImportRatings(
+            messages()
+        )
+        return response
 
     async def calibrate(self, rubric_id: str, version: int = 0) -> judge_service_pb2.Calibration:
-        return await self.stub.Calibrate(
+        calibration: judge_service_pb2.Calibration = await self.stub.Calibrate(
             judge_service_pb2.CalibrateRequest(rubric_id=rubric_id, rubric_version=version)
         )
+        return calibration
 
     async def calibration(self, rubric_id: str, version: int = 0) -> judge_service_pb2.Calibration:
-        return await self.stub.GetCalibration(
+        calibration: judge_service_pb2.Calibration = await self.stub.GetCalibration(
             judge_service_pb2.GetCalibrationRequest(rubric_id=rubric_id, rubric_version=version)
         )
+        return calibration
 
     async def reviews(self, state: str = "open") -> list[judge_service_pb2.Review]:
-        response = await self.stub.ListReviews(judge_service_pb2.ListReviewsRequest(state=state))
+        response: judge_service_pb2.ListReviewsResponse = await self.stub.ListReviews(
+            judge_service_pb2.ListReviewsRequest(state=state)
+        )
         return list(response.reviews)
 
     async def claim(self, review_id: str, reviewer_id: str) -> judge_service_pb2.Review:
-        return await self.stub.ClaimReview(
+        review: judge_service_pb2.Review = await self.stub.ClaimReview(
             judge_service_pb2.ClaimReviewRequest(review_id=review_id, reviewer_id=reviewer_id)
         )
+        return review
 
     async def panel_agreement(self, submission_id: str) -> judge_service_pb2.PanelAgreement:
-        return await self.stub.GetPanelAgreement(
+        agreement: judge_service_pb2.PanelAgreement = await self.stub.GetPanelAgreement(
             judge_service_pb2.GetPanelAgreementRequest(submission_id=submission_id)
         )
+        return agreement
 
     async def submit(
         self, review_id: str, reviewer_id: str, score: float
     ) -> judge_service_pb2.Review:
-        return await self.stub.SubmitReview(
+        review: judge_service_pb2.Review = await self.stub.SubmitReview(
             judge_service_pb2.SubmitReviewRequest(
                 review_id=review_id, reviewer_id=reviewer_id, score=score
             )
         )
+        return review
 
 
 # A streamed request message (import, leak tracing) ends before this many bytes of items (gRPC's

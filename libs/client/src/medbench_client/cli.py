@@ -14,12 +14,14 @@ import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from medbench.common.v1 import common_pb2
 from medbench.ops.v1 import quarantine_service_pb2, quarantine_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_client.api import channel, message_batches
+from medbench_client.api import channel, message_batches, service_stub
 from medbench_client.bank_files import TRACKS, read_jsonl
 from medbench_client.importers import (
     FieldMapping,
@@ -101,13 +103,14 @@ def maintainer_channel(address: str) -> grpc.aio.Channel:
 async def send(
     address: str, items: Sequence[taskpool_pb2.ImportItem]
 ) -> taskpool_service_pb2.ImportTasksResponse:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
         for part in message_batches(items, BATCH):
             yield taskpool_service_pb2.ImportTasksRequest(items=part)
 
-    return await stub.ImportTasks(messages())
+    response: taskpool_service_pb2.ImportTasksResponse = await stub.ImportTasks(messages())
+    return response
 
 
 def report(
@@ -146,9 +149,11 @@ async def run_import(
 
 
 async def run_datasets(address: str, track: str | None) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
     listing = await stub.ListDatasets(
-        taskpool_service_pb2.ListDatasetsRequest(track=TRACKS[track] if track else 0)
+        taskpool_service_pb2.ListDatasetsRequest(
+            track=TRACKS[track] if track else common_pb2.TRACK_UNSPECIFIED
+        )
     )
     print(f"registry {listing.registry_version}")
     for d in listing.datasets:
@@ -164,7 +169,8 @@ def leaked_items(path: Path) -> list[taskpool_pb2.LeakedItem]:
     upload format ({"question", "other": {"id"}}); lines without a question are skipped."""
     items = []
     for row in read_jsonl(path):
-        other = row.get("other") if isinstance(row.get("other"), dict) else {}
+        found = row.get("other")
+        other: dict[str, Any] = found if isinstance(found, dict) else {}
         item_id = row.get("item_id") or other.get("id") or ""
         if isinstance(row.get("question"), str) and row["question"]:
             items.append(taskpool_pb2.LeakedItem(item_id=str(item_id), question=row["question"]))
@@ -172,7 +178,7 @@ def leaked_items(path: Path) -> list[taskpool_pb2.LeakedItem]:
 
 
 async def run_trace(address: str, path: Path) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
     items = leaked_items(path)
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.TraceLeakRequest]:
@@ -194,7 +200,7 @@ async def run_trace(address: str, path: Path) -> int:
 
 
 async def run_rotate(address: str, args: argparse.Namespace) -> int:
-    stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(maintainer_channel(address))
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
     response = await stub.RotatePool(
         taskpool_service_pb2.RotatePoolRequest(
             track=TRACKS[args.track],
@@ -223,7 +229,9 @@ def _when(ts: object) -> str:
 
 async def run_quarantine(address: str, args: argparse.Namespace) -> int:
     """Lists quarantined events, or retries or drops one (audited on the gateway)."""
-    stub = quarantine_service_pb2_grpc.QuarantineServiceStub(maintainer_channel(address))
+    stub = service_stub(
+        quarantine_service_pb2_grpc.QuarantineServiceStub, maintainer_channel(address)
+    )
     if args.action in ("retry", "drop"):
         call = stub.RetryQuarantined if args.action == "retry" else stub.DropQuarantined
         entry = await call(quarantine_service_pb2.QuarantinedEntryRequest(entry_id=args.entry))

@@ -512,7 +512,8 @@ def _pool_key(
     elif isinstance(qid, bool) or not isinstance(qid, int) or qid < 0:
         reason = f"other.id is not a non-negative int (got {_show(qid)})"
         errors.append(LineError(file, n, "other.id", reason))
-    if len(errors) > before:
+    # The type checks repeat what the errors above already say, for the type checker.
+    if len(errors) > before or not isinstance(source, str) or not isinstance(qid, int):
         return None
     return source, qid
 

@@ -29,12 +29,21 @@ SITE_FILE = "site.json"
 SITE_REFRESH_S = 30
 TENANT = "demo-hospital"
 POOL_ID = "llm-sample-v1"
+# src/medbench_devstack/demo.py -> the workspace root (the workspace installs editable).
+WORKSPACE = Path(__file__).resolve().parents[4]
+SAMPLE_BANK = Path("services/rotator/src/rotator/sample_bank")
 
 
-def _sample_bank() -> Path:
-    import rotator
-
-    return Path(rotator.__file__).resolve().parent / "sample_bank"
+def sample_bank() -> Path:
+    """The rotator's sample bank (items and baseline answers) in the workspace the stack runs
+    from: read as files, like any bank a maintainer imports."""
+    for root in (WORKSPACE, Path.cwd()):
+        if (root / SAMPLE_BANK / "items.jsonl").is_file():
+            return root / SAMPLE_BANK
+    raise DevstackError(
+        f"no sample bank at {WORKSPACE / SAMPLE_BANK} or {Path.cwd() / SAMPLE_BANK}: "
+        "run from a clone of the repository"
+    )
 
 
 def _infra_state(stack_dir: Path) -> dict[str, Any]:
@@ -170,10 +179,12 @@ async def evaluate(stack: ServiceStack) -> str:
     from medbench.submission.v1 import submission_pb2
     from medbench_client.api import AdminClient, PartnerClient, channel, chunked, provision_key
     from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
+    from medbench_devstack.report_table import dimension_names, report_table
 
-    bank = _sample_bank()
+    bank = sample_bank()
     rows = list(read_jsonl(bank / "items.jsonl"))
-    admin = AdminClient(channel(stack.address("rotator"), stack.admin_key))
+    rotator = channel(stack.address("rotator"), stack.admin_key)
+    admin = AdminClient(rotator)
     imported = await admin.import_items([import_item(r) for r in rows])
     pool = await admin.publish(POOL_ID)
     print(
@@ -221,7 +232,7 @@ async def evaluate(stack: ServiceStack) -> str:
     report = await partner.report(sid)
     # Opt-in publication, as a partner would: the website shows published submissions only.
     await partner.publish(sid)
-    table = report_table(report)
+    table = report_table(report, await dimension_names(rotator))
     print(
         f"\nReport of {sid} (pool {report.lineage.pool_id}, "
         f"digest {report.lineage.item_scores_digest[:12]}):\n"
@@ -244,36 +255,6 @@ async def evaluate(stack: ServiceStack) -> str:
     lines = board_lines("Leaderboard: LLM / upload board", list(page.entries), page.total)
     print("\n" + "\n".join(lines) + "\n")
     return sid
-
-
-def report_table(report: Any) -> str:
-    """A report (medbench.report.v1.Report) as the table `make run` prints: datasets, dimensions
-    with their names from the registry, overall."""
-    from aggregator.core.report import DatasetScore, DimensionScore, Report, format_report_table
-    from rotator.core.registry import load_registry
-    from rotator.registry import DEFAULT_REGISTRY_PATH
-
-    registry = load_registry(DEFAULT_REGISTRY_PATH)
-    names = {d.code: f"{d.code} {d.name_zh}" for d in registry.dimensions}
-    table = format_report_table(
-        Report(
-            datasets=tuple(
-                DatasetScore(
-                    d.dataset, names.get(d.dimension, d.dimension), d.score, d.items, d.units
-                )
-                for d in report.datasets
-            ),
-            dimensions=tuple(
-                DimensionScore(names.get(d.dimension, d.dimension), d.score, d.datasets)
-                for d in report.dimensions
-            ),
-            overall=report.overall,
-        )
-    )
-    return (
-        table.rstrip("\n")
-        + f"  (95% interval {report.overall_low:.1f}-{report.overall_high:.1f})\n"
-    )
 
 
 def _how_to(stack: ServiceStack, sid: str) -> str:

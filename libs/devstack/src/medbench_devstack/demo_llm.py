@@ -30,8 +30,7 @@ from medbench_devstack.demo import (
     STACK_DIR,
     TENANT,
     _how_to,
-    _sample_bank,
-    report_table,
+    sample_bank,
     start_infra,
     start_services,
 )
@@ -180,8 +179,9 @@ async def evaluate_api(
     from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
     from medbench_client.api import AdminClient, PartnerClient, channel, provision_key
     from medbench_client.bank_files import import_item, read_jsonl
+    from medbench_devstack.report_table import dimension_names, report_table
 
-    rows = list(read_jsonl(_sample_bank() / "items.jsonl"))
+    rows = list(read_jsonl(sample_bank() / "items.jsonl"))
     rotator = channel(stack.address("rotator"), stack.admin_key)
     imported = await AdminClient(rotator).import_items([import_item(r) for r in rows])
     # A pool is immutable and named by what it holds: a dataset subset gets a pool of its own.
@@ -269,7 +269,7 @@ async def evaluate_api(
         f"\nReport of {sid} ({MODEL_ALIAS} through the API board; pool "
         f"{report.lineage.pool_id}, digest {report.lineage.item_scores_digest[:12]}):\n"
     )
-    print(report_table(report))
+    print(report_table(report, await dimension_names(rotator)))
     dispatch_s = (answered_at or done_at) - created_at
     print(
         f"\nTiming: {p.expected_items} items, {p.answered_items} answered, "

@@ -372,9 +372,11 @@ class KafkaConsumerWorker:
             reason=reason,
             headers=tuple((k, v) for k, v in (record.headers or []) if isinstance(v, bytes)),
         )
-        steps = [lambda: self._dead_letter(record, key, reason, attempts)]
-        if self._quarantine is not None:
-            steps.append(lambda: self._quarantine(held))
+        steps: list[Callable[[], Awaitable[object]]] = [
+            lambda: self._dead_letter(record, key, reason, attempts)
+        ]
+        if (quarantine := self._quarantine) is not None:
+            steps.append(lambda: quarantine(held))
         for step in steps:
             attempt = 0
             while True:

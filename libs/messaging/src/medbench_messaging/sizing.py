@@ -59,7 +59,7 @@ def _varint_len(n: int) -> int:
 
 def _element_cost(field_number: int, element: Message) -> int:
     """Bytes an element adds to its message: tag, length prefix and body."""
-    body = element.ByteSize()
+    body: int = element.ByteSize()
     return _varint_len(field_number << 3) + _varint_len(body) + body
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from medbench.dispatch.v1 import dispatch_events_pb2
 from medbench.inference.v1 import inference_events_pb2
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench.submission.v1 import submission_events_pb2
@@ -51,6 +52,9 @@ JUDGE_REQUESTED = Topic(
     "medbench.scoring.judge-requested.v1", scoring_events_pb2.JudgeRequested, batch_field="tasks"
 )
 POOL_ROTATED = Topic("medbench.taskpool.pool-rotated.v1", taskpool_events_pb2.PoolRotated)
+DISPATCH_PROGRESSED = Topic(
+    "medbench.dispatch.dispatch-progressed.v1", dispatch_events_pb2.DispatchProgressed
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     SUBMISSION_CREATED,
@@ -59,5 +63,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ITEM_SCORED,
     JUDGE_REQUESTED,
     POOL_ROTATED,
+    DISPATCH_PROGRESSED,
 )
 BY_NAME = {t.name: t for t in ALL_TOPICS}

@@ -47,7 +47,8 @@ class Principal:
 
     @property
     def role_name(self) -> str:
-        return access_pb2.Role.Name(self.role).removeprefix("ROLE_").lower()
+        name: str = access_pb2.Role.Name(self.role)
+        return name.removeprefix("ROLE_").lower()
 
     @property
     def is_partner(self) -> bool:
@@ -117,7 +118,8 @@ def method_access(method: str) -> access_pb2.Access | None:
     options = descriptor.GetOptions()
     if not options.HasExtension(access_pb2.access):
         return None
-    return options.Extensions[access_pb2.access]
+    access: access_pb2.Access = options.Extensions[access_pb2.access]
+    return access
 
 
 class KeyStore(Protocol):

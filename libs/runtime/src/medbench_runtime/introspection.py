@@ -66,7 +66,10 @@ class HealthService(health.aio.HealthServicer):
                 del self._server_watchers[service]
 
     def _status(self, service: str) -> int:
-        return self._server_status.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        status: int = self._server_status.get(
+            service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        )
+        return status
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext

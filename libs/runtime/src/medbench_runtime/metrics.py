@@ -96,7 +96,8 @@ def metrics_app(token: str = "", registry: Collector = REGISTRY) -> WsgiApp:
                 ],
             )
             return [UNAUTHORIZED]
-        return inner(environ, start_response)
+        body: Iterable[bytes] = inner(environ, start_response)
+        return body
 
     return app
 
@@ -132,6 +133,6 @@ def serve_metrics(host: str, port: int, token: str = "") -> WSGIServer:
     class Server(_Server):
         address_family = family
 
-    server = make_server(address[0], port, metrics_app(token), Server, handler_class=_Quiet)
+    server = make_server(str(address[0]), port, metrics_app(token), Server, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

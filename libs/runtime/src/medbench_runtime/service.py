@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
 import grpc
@@ -77,6 +79,26 @@ class Servicer:
     servicer: Any
     # Full service name for reflection and health, e.g. "medbench.report.v1.ReportService".
     full_name: str
+
+    @classmethod
+    def of(cls, grpc_module: ModuleType, servicer: Any) -> Servicer:
+        """The Servicer for an implementation of a generated `<Name>Servicer` base class of
+        grpc_module (a `*_pb2_grpc` module): the registering function and the full service
+        name are read from the generated code, so app.py names each service once."""
+        for base in type(servicer).__mro__:
+            name = base.__name__.removesuffix("Servicer")
+            if getattr(grpc_module, base.__name__, None) is base and name:
+                break
+        else:
+            raise TypeError(
+                f"{type(servicer).__name__} implements no servicer of {grpc_module.__name__}"
+            )
+        messages = importlib.import_module(grpc_module.__name__.removesuffix("_grpc"))
+        return cls(
+            getattr(grpc_module, f"add_{base.__name__}_to_server"),
+            servicer,
+            messages.DESCRIPTOR.services_by_name[name].full_name,
+        )
 
 
 @dataclass

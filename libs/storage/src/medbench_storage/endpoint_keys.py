@@ -9,8 +9,11 @@ ever written: the oplog and backups never see a key in clear.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from medbench_storage.indexes import IndexSpec, asc
 from medbench_storage.secrets import (
+    CURRENT_SETTING,
     KEYS_SETTING,
     CannotOpen,
     Envelope,
@@ -101,7 +105,7 @@ class EndpointKeys:
             raise SecretsNotConfigured(
                 f"{KEYS_SETTING} lacks the key-encryption keys {listed} that wrap stored "
                 f"endpoint keys: list them again (as non-current keys) and run "
-                f"`python -m medbench_storage.secrets rewrap` before removing them"
+                f"`python -m medbench_storage.endpoint_keys rewrap` before removing them"
             )
         return counts
 
@@ -167,7 +171,7 @@ def _sealed(doc: dict[str, Any]) -> Sealed:
 
 
 async def rewrap_from_environment() -> tuple[int, int]:
-    """`python -m medbench_storage.secrets rewrap`: the services' settings from the
+    """`python -m medbench_storage.endpoint_keys rewrap`: the services' settings from the
     environment (MEDBENCH_MONGO__*, MEDBENCH_SECRETS__*)."""
     from medbench_runtime.settings import ServiceSettings
     from medbench_storage.client import connect
@@ -180,3 +184,28 @@ async def rewrap_from_environment() -> tuple[int, int]:
     async with connect(settings.mongo) as client:
         keys = EndpointKeys(client[settings.mongo.sealed_database_name], envelope)
         return await keys.rewrap()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m medbench_storage.endpoint_keys",
+        description="Administration of the sealed endpoint keys.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "rewrap",
+        help=f"re-wrap every stored secret under the current key ({CURRENT_SETTING}); reads "
+        f"MEDBENCH_MONGO__* and {KEYS_SETTING} like the services",
+    )
+    parser.parse_args(argv)
+    try:
+        done, total = asyncio.run(rewrap_from_environment())
+    except SecretsError as exc:
+        print(f"rewrap: {exc}", file=sys.stderr)
+        return 2
+    print(f"re-wrapped {done} of {total} stored secrets under the current key")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

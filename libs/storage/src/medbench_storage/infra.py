@@ -15,6 +15,7 @@ from medbench_messaging.consumer import Handler, KafkaConsumerWorker
 from medbench_messaging.publisher import KafkaPublisher
 from medbench_messaging.topics import Topic
 from medbench_runtime.errors import Unauthenticated
+from medbench_runtime.service import Servicer, ServiceRuntime, Worker
 from medbench_runtime.settings import ServiceSettings
 from medbench_runtime.tracing import setup_tracing
 from medbench_storage.client import TRANSIENT_ERRORS, connect, ping
@@ -74,6 +75,26 @@ class Infrastructure:
             dead_letters=self.publisher,
             transient_errors=(*TRANSIENT_ERRORS, *transient_errors),
             quarantine=self.quarantine.hold,
+            **kw,
+        )
+
+    def runtime(
+        self,
+        servicers: Sequence[Servicer] = (),
+        workers: Sequence[Worker] = (),
+        relay: bool = True,
+        **kw: Any,
+    ) -> ServiceRuntime:
+        """What run_service needs for this process: the given servicers and workers plus what
+        every service has (the outbox relay, readiness on Mongo and the topics, API keys
+        verified against the identity collections, audited calls appended to the audit log).
+        relay=False for a service that never writes to its outbox."""
+        kw.setdefault("key_store", self.key_store)
+        kw.setdefault("audit", self.audit_log)
+        return ServiceRuntime(
+            servicers=list(servicers),
+            workers=[self.relay, *workers] if relay else list(workers),
+            readiness=[self.ready, *kw.pop("readiness", ())],
             **kw,
         )
 

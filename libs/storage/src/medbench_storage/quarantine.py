@@ -56,6 +56,9 @@ def entry_id(source: str, origin: str) -> str:
 class MongoQuarantine:
     """The quarantine collection, seen from one service."""
 
+    # The states an entry moves through: held, then retried or dropped.
+    states = STATES
+
     def __init__(self, db: AsyncDatabase[dict[str, Any]], service: str) -> None:
         self._db = db
         self.collection = db[COLLECTION]

@@ -11,13 +11,13 @@ KEKs come from the settings (MEDBENCH_SECRETS__KEYS, a Kubernetes Secret in prod
 LocalKeys; a KMS can stand in for it later behind the KeyEncryptionKeys protocol.
 
 `python -m medbench_storage.secrets new-key ID` prints a new key entry for the settings;
-`python -m medbench_storage.secrets rewrap` re-wraps every stored secret under the current key.
+`python -m medbench_storage.endpoint_keys rewrap` re-wraps every stored secret under the current
+key (it lives with the store it rewrites, so this module imports no store).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import json
@@ -242,25 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     new_key = commands.add_parser("new-key", help="print a new <id>:<base64> key entry")
     new_key.add_argument("key_id")
-    commands.add_parser(
-        "rewrap",
-        help=f"re-wrap every stored secret under the current key ({CURRENT_SETTING}); reads "
-        f"MEDBENCH_MONGO__* and {KEYS_SETTING} like the services",
-    )
     args = parser.parse_args(argv)
-    if args.command == "new-key":
-        print(new_key_entry(args.key_id))
-        return 0
-    # Run as __main__, this module is not the medbench_storage.secrets the store raises from.
-    from medbench_storage import secrets as imported
-    from medbench_storage.endpoint_keys import rewrap_from_environment
-
-    try:
-        done, total = asyncio.run(rewrap_from_environment())
-    except imported.SecretsError as exc:
-        print(f"rewrap: {exc}", file=sys.stderr)
-        return 2
-    print(f"re-wrapped {done} of {total} stored secrets under the current key")
+    print(new_key_entry(args.key_id))
     return 0
 
 

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from functools import partial
 
+from dispatcher.adapters.failures import is_outage, load_failure
+from dispatcher.adapters.grpc_rotator_prompts import RotatorPrompts
 from dispatcher.adapters.mongo_jobs import INDEXES, MongoJobs
+from dispatcher.adapters.rotator_images import RotatorImages
 from dispatcher.core.retry import RetryPolicy
 from dispatcher.entrypoints.grpc_servicer import DispatcherServicer
 from dispatcher.entrypoints.kafka_handlers import on_submission_created
-from dispatcher.retention import KeyRetention
-from dispatcher.runner import Dispatcher
 from dispatcher.settings import DispatcherSettings
-from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
+from dispatcher.usecases.jobs import DispatchJobs
+from dispatcher.usecases.preflight import EndpointCheck
+from dispatcher.usecases.retention import KeyRetention
+from dispatcher.usecases.runner import Dispatcher
+from medbench.dispatch.v1 import dispatch_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_runtime.grpc_clients import insecure_channel
 from medbench_runtime.http_client import HttpClient
 from medbench_runtime.openai_endpoint import OpenAIEndpoint
-from medbench_runtime.service import Servicer, ServiceRuntime, run_service
+from medbench_runtime.service import Servicer, run_service
 from medbench_storage.endpoint_keys import SEALED_INDEXES, EndpointKeys
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.secrets import envelope_from_settings
+from medbench_storage.transactional import MongoOutbox, MongoTransactions
 
 
 async def serve(settings: DispatcherSettings) -> None:
@@ -44,47 +50,44 @@ async def serve(settings: DispatcherSettings) -> None:
         rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(
             insecure_channel(settings.peers.rotator, settings)
         )
-        policy = RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-        )
+        transactions, outbox = MongoTransactions(infra), MongoOutbox(infra)
         dispatcher = Dispatcher(
-            infra,
             jobs,
             endpoint,
-            rotator,
-            settings.global_concurrency,
-            policy,
+            RotatorPrompts(rotator),
+            RotatorImages(rotator),
+            transactions,
+            outbox,
+            outage=is_outage,
+            load_failure=load_failure,
+            global_cap=settings.global_concurrency,
+            policy=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                base_delay_s=settings.retry_base_delay_s,
+                max_delay_s=settings.retry_max_delay_s,
+            ),
             throttle_tolerance=settings.throttle_tolerance,
         )
+        dispatch_jobs = DispatchJobs(jobs, dispatcher, transactions, outbox)
         consumer = infra.consumer(
             topics.SUBMISSION_CREATED,
             group_id="dispatcher",
-            handler=partial(on_submission_created, jobs=jobs, notify=dispatcher.notify),
+            handler=partial(on_submission_created, jobs=dispatch_jobs),
+        )
+        retention = KeyRetention(
+            jobs, keys, transactions, outbox, settings.secrets.stalled_retention_days
         )
         await run_service(
             settings,
-            ServiceRuntime(
+            infra.runtime(
                 servicers=[
-                    Servicer(
-                        dispatch_service_pb2_grpc.add_DispatcherServiceServicer_to_server,
+                    Servicer.of(
+                        dispatch_service_pb2_grpc,
                         DispatcherServicer(
-                            jobs, endpoint, dispatcher, settings.preflight_timeout_s
+                            dispatch_jobs, EndpointCheck(endpoint, settings.preflight_timeout_s)
                         ),
-                        dispatch_service_pb2.DESCRIPTOR.services_by_name[
-                            "DispatcherService"
-                        ].full_name,
                     )
                 ],
-                workers=[
-                    infra.relay,
-                    consumer,
-                    dispatcher,
-                    KeyRetention(jobs, keys, settings.secrets.stalled_retention_days),
-                ],
-                readiness=[infra.ready],
-                key_store=infra.key_store,
-                audit=infra.audit_log,
+                workers=[consumer, dispatcher, retention],
             ),
         )

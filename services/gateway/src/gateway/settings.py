@@ -27,6 +27,10 @@ class GatewaySettings(ServiceSettings):
     # ListLeaderboard answers are kept this long (0 = off); a publication through this gateway
     # forgets them at once, one through another replica shows after at most this long.
     leaderboard_cache_s: float = 2.0
+    # The aggregator's scoring progress of a submission is kept this long (0 = off): reads of
+    # a SCORING or DISPATCHING submission within it share one call to the aggregator, so a
+    # partner polling GetSubmission or WatchSubmission costs one MongoDB read per call.
+    progress_cache_s: float = 1.0
     quotas: QuotaSettings = QuotaSettings()
     # Where partners' endpoints may be (MEDBENCH_EGRESS__*): the same values as the
     # dispatcher's; the gateway refuses what it can tell without resolving a name.

@@ -9,14 +9,15 @@ from judge_scorer.adapters.mongo_judge import INDEXES, MongoJudge
 from judge_scorer.core.rubric import load_rubrics
 from judge_scorer.entrypoints.grpc_servicer import JudgeServicer
 from judge_scorer.entrypoints.kafka_handlers import on_judge_requested
-from judge_scorer.judging import Judging
-from judge_scorer.panel import Panel
 from judge_scorer.settings import JudgeScorerSettings
-from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
+from judge_scorer.usecases.judging import Judging
+from judge_scorer.usecases.panel import Panel
+from judge_scorer.usecases.reviews import Reviews
+from medbench.judge.v1 import judge_service_pb2_grpc
 from medbench_messaging import topics
 from medbench_runtime.http_client import HttpClient
 from medbench_runtime.openai_endpoint import OpenAIEndpoint
-from medbench_runtime.service import Servicer, ServiceRuntime, run_service
+from medbench_runtime.service import Servicer, run_service
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
 
@@ -27,7 +28,7 @@ async def serve(settings: JudgeScorerSettings) -> None:
     async with open_infrastructure(settings, INDEXES) as infra:
         store = MongoJudge(infra.db)
         judging: Judging | None = None
-        servicers = []
+        servicers: list[Servicer] = []
         if judge.models:
             endpoint = OpenAIEndpoint(HttpClient(), timeout_s=judge.timeout_s)
             clients = [JudgeClient(m, endpoint, judge) for m in judge.models]
@@ -44,11 +45,7 @@ async def serve(settings: JudgeScorerSettings) -> None:
             await judging.export_all()
             await judging.release_parked()
             servicers.append(
-                Servicer(
-                    judge_service_pb2_grpc.add_JudgeServiceServicer_to_server,
-                    JudgeServicer(judging, store),
-                    judge_service_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name,
-                )
+                Servicer.of(judge_service_pb2_grpc, JudgeServicer(judging, Reviews(judging, store)))
             )
         consumer = infra.consumer(
             topics.JUDGE_REQUESTED,
@@ -62,13 +59,7 @@ async def serve(settings: JudgeScorerSettings) -> None:
             concurrency=judge.request_concurrency,
             max_poll_interval_ms=3_600_000,
         )
+        # The judge scorer publishes directly and never writes to an outbox.
         await run_service(
-            settings,
-            ServiceRuntime(
-                servicers=servicers,
-                workers=[consumer],
-                readiness=[infra.ready],
-                key_store=infra.key_store,
-                audit=infra.audit_log,
-            ),
+            settings, infra.runtime(servicers=servicers, workers=[consumer], relay=False)
         )

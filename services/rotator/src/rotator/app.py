@@ -2,63 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_runtime.service import Servicer, ServiceRuntime, run_service
+from medbench.taskpool.v1 import taskpool_service_pb2_grpc
+from medbench_runtime.service import Servicer, run_service
 from medbench_storage.infra import open_infrastructure
-from rotator.adapters.gridfs_images import GridFSImages
-from rotator.adapters.mongo_bank import INDEXES, SEALED_INDEXES, MongoTaskBank
-from rotator.catalog import DatasetCatalog
-from rotator.core.bank import DatasetInfo, ItemRejected
-from rotator.core.registry import Registry
+from rotator.adapters.gridfs_image_store import GridFSImageStore
+from rotator.adapters.mongo_assignment_store import MongoAssignmentStore
+from rotator.adapters.mongo_current_pools import MongoCurrentPools
+from rotator.adapters.mongo_pool_store import INDEXES as POOL_INDEXES
+from rotator.adapters.mongo_pool_store import SEALED_INDEXES, MongoPoolStore
+from rotator.adapters.mongo_task_store import INDEXES as TASK_INDEXES
+from rotator.adapters.mongo_task_store import MongoTaskStore
+from rotator.core.catalog import DatasetCatalog
+from rotator.entrypoints import convert
 from rotator.entrypoints.grpc_servicer import TaskPoolServicer
 from rotator.registry import DEFAULT_REGISTRY_PATH
 from rotator.settings import RotatorSettings
-
-
-def dataset_resolver(registry: Registry) -> Callable[[str, str], DatasetInfo | None]:
-    """(dataset, answer_format) -> what a pool records of the item's dataset part."""
-    catalog = DatasetCatalog(registry, "")
-
-    def resolve(name: str, answer_format: str) -> DatasetInfo | None:
-        try:
-            return catalog.resolve("", name, "", answer_format).info
-        except ItemRejected:
-            return None
-
-    return resolve
+from rotator.usecases.bank import BankImport, DatasetListing
+from rotator.usecases.leaks import LeakTracing
+from rotator.usecases.pool import PoolServing
+from rotator.usecases.rotation import PoolRotation
 
 
 async def serve(settings: RotatorSettings) -> None:
     path = Path(settings.registry_path) if settings.registry_path else DEFAULT_REGISTRY_PATH
     catalog = DatasetCatalog.load(path)
-    async with open_infrastructure(settings, INDEXES, SEALED_INDEXES) as infra:
-        bank = MongoTaskBank(infra.db, infra.sealed_db)
+    async with open_infrastructure(
+        settings, (*TASK_INDEXES, *POOL_INDEXES), SEALED_INDEXES
+    ) as infra:
+        tasks = MongoTaskStore(infra.db, infra.sealed_db)
+        pools = MongoPoolStore(infra.db, infra.sealed_db)
+        assignments = MongoAssignmentStore(infra.db, infra.sealed_db, pools)
+        images = GridFSImageStore(infra.db)
         servicer = TaskPoolServicer(
-            infra,
-            bank,
-            catalog,
-            GridFSImages(infra.db),
-            settings.leak_secret.get_secret_value().encode(),
-            settings.canaries_per_download,
+            bank=BankImport(tasks, images, catalog),
+            listing=DatasetListing(tasks, catalog),
+            rotation=PoolRotation(
+                tasks, pools, MongoCurrentPools(infra, convert.pool_rotated), catalog
+            ),
+            serving=PoolServing(
+                pools,
+                assignments,
+                images,
+                settings.leak_secret.get_secret_value().encode(),
+                settings.canaries_per_download,
+            ),
+            leaks=LeakTracing(tasks, assignments),
         )
         await run_service(
             settings,
-            ServiceRuntime(
-                servicers=[
-                    Servicer(
-                        taskpool_service_pb2_grpc.add_TaskPoolServiceServicer_to_server,
-                        servicer,
-                        taskpool_service_pb2.DESCRIPTOR.services_by_name[
-                            "TaskPoolService"
-                        ].full_name,
-                    )
-                ],
-                workers=[infra.relay],
-                readiness=[infra.ready],
-                key_store=infra.key_store,
-                audit=infra.audit_log,
-            ),
+            infra.runtime(servicers=[Servicer.of(taskpool_service_pb2_grpc, servicer)]),
         )

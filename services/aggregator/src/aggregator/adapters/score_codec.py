@@ -12,6 +12,9 @@ documents costs more than everything else a report does. A stored batch (format 
 - ``extras``, JSON, only for the items that need more: several components, tp/fp/fn counts,
   a judge failure, judge lineage.
 
+``Entry`` and ``entry_of`` (the read form) are the core's (core/parts.py); they are imported
+here for the codec and its readers.
+
 Format 1 (a list of per-item documents under ``scores``) is still read.
 """
 
@@ -19,30 +22,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from bson.binary import Binary
 
+from aggregator.core.parts import Entry, ItemPart, entry_of
+
 CODED = ("dataset", "dimension", "component", "metric", "merge_rule", "cname")
-
-
-class Entry(NamedTuple):
-    """One stored item score, as the report needs it."""
-
-    item_id: str
-    dataset: str
-    dimension: str
-    group_id: str
-    component: str
-    score: float
-    merge_rule: str
-    components: tuple[tuple[str, float], ...]
-    unscored: bool
-    judge_scores: tuple[float, ...]
-    """The panel's per-judge normalised scores (judge parts only)."""
-    judge: dict[str, Any] | None = None
-    """Judge lineage (judge parts only): models, rubric, calibration_id, hashes, flags."""
 
 
 def pack(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -95,22 +82,26 @@ def pack(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def entry_of(s: dict[str, Any]) -> Entry:
-    """An Entry from one per-item score document (format 1, or ``unpack``'s output)."""
-    judge = s.get("judge") or {}
-    return Entry(
-        s["item_id"],
-        s["dataset"],
-        s["dimension"],
-        s["group_id"],
-        s["component"],
-        s["score"],
-        s.get("merge_rule", "mean"),
-        tuple((n, v) for n, v in s.get("components") or [[s["component"], s["score"]]]),
-        bool(s.get("unscored")),
-        tuple(judge.get("judge_scores", ())),
-        judge or None,
-    )
+def record(part: ItemPart) -> dict[str, Any]:
+    """The per-item score record of a part (what ``pack`` stores, ``unpack`` gives back)."""
+    return {
+        "item_id": part.item_id,
+        "dataset": part.dataset,
+        "dimension": part.dimension,
+        "group_id": part.group_id,
+        "component": part.component,
+        "metric": part.metric,
+        "score": part.score,
+        "parsed": part.parsed,
+        "prompt_hash": part.prompt_hash,
+        # Kept apart, so the item's merge covers every component of every scorer.
+        "components": [[n, v] for n, v in part.components] or [[part.component, part.score]],
+        "merge_rule": part.merge_rule or "mean",
+        "counts": list(part.counts),
+        **({"unscored": True} if part.unscored else {}),
+        # Judge lineage, for the report (raw outputs stay with the judge).
+        **({"judge": part.judge} if part.judge is not None else {}),
+    }
 
 
 def entries(doc: dict[str, Any]) -> Iterator[Entry]:

@@ -127,10 +127,10 @@ def _encode(results: Iterable[tuple[str, str, float]]) -> _Data:
     sids: list[str] = []
     iids: list[str] = []
     values: list[float] = []
-    for submission_id, item_id, score in results:
+    for submission_id, item_id, value in results:
         sids.append(submission_id)
         iids.append(item_id)
-        values.append(float(score))
+        values.append(float(value))
     if not values:
         raise ValueError("cannot fit a Rasch model to no item results")
     score = np.asarray(values, dtype=np.float64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,47 +138,6 @@ def build_report(items: Iterable[ScoredItem], rules: Mapping[str, str] | None = 
         datasets=datasets,
         dimensions=dimensions,
         overall=_mean([dimension.score for dimension in dimensions]),
-    )
-
-
-def _display_width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
-
-
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]
-) -> list[str]:
-    widths = [
-        max(_display_width(row[column]) for row in [header, *rows]) for column in range(len(header))
-    ]
-    lines = []
-    for row in [header, *rows]:
-        cells = []
-        for column, cell in enumerate(row):
-            padding = " " * (widths[column] - _display_width(cell))
-            cells.append(padding + cell if column in right else cell + padding)
-        lines.append("  ".join(cells).rstrip())
-    return lines
-
-
-def format_report_table(report: Report) -> str:
-    """Renders a report as fixed-width text; columns stay aligned with CJK names."""
-    dataset_lines = _table(
-        ("dataset", "dimension", "n", "units", "score"),
-        [
-            (d.dataset, d.dimension, str(d.n_items), str(d.n_units), f"{d.score:.1f}")
-            for d in report.datasets
-        ],
-        right=frozenset({2, 3, 4}),
-    )
-    dimension_lines = _table(
-        ("dimension", "datasets", "score"),
-        [(d.dimension, str(d.n_datasets), f"{d.score:.1f}") for d in report.dimensions],
-        right=frozenset({1, 2}),
-    )
-    return (
-        "\n".join([*dataset_lines, "", *dimension_lines, "", f"overall  {report.overall:.1f}"])
-        + "\n"
     )
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
+from gateway.core.ports import DuplicateSubmission, Expect
 from medbench_runtime.errors import NotFound
 from medbench_storage.endpoint_keys import EndpointKeys
 from medbench_storage.indexes import IndexSpec, asc
@@ -20,6 +22,24 @@ INDEXES = (
     IndexSpec("submissions", asc("state", "updated_at")),
     IndexSpec("uploads", asc("submission_id")),
 )
+
+
+# What no view shows: the answered-items bitmap (one bit per pool item, the largest field).
+VIEW_PROJECTION = {"answered_bits": 0}
+
+
+def _expected(expect: Expect | None) -> dict[str, Any]:
+    """The filter of an update's condition."""
+    if expect is None:
+        return {}
+    found: dict[str, Any] = {}
+    if expect.state is not None:
+        found["state"] = expect.state
+    if expect.state_not_in is not None:
+        found["state"] = {"$nin": list(expect.state_not_in)}
+    if expect.answered is not None:
+        found["answered"] = expect.answered
+    return found
 
 
 class MongoSubmissions:
@@ -48,12 +68,24 @@ class MongoSubmissions:
             {"_id": submission_id, "tenant_id": _tenant(tenant_id)}, session=session
         )
 
+    async def view(self, tenant_id: str, submission_id: str) -> dict[str, Any]:
+        """The submission as views show it (one read by _id, no bitmap), or NOT_FOUND."""
+        doc = await self._db.submissions.find_one(
+            {"_id": submission_id, "tenant_id": _tenant(tenant_id)}, VIEW_PROJECTION
+        )
+        if doc is None:
+            raise NotFound(f"submission {submission_id} not found")
+        return doc
+
     async def insert(
         self, tenant_id: str, doc: dict[str, Any], session: AsyncClientSession
     ) -> None:
-        await self._db.submissions.insert_one(
-            {**doc, "tenant_id": _tenant(tenant_id)}, session=session
-        )
+        try:
+            await self._db.submissions.insert_one(
+                {**doc, "tenant_id": _tenant(tenant_id)}, session=session
+            )
+        except DuplicateKeyError as exc:
+            raise DuplicateSubmission(str(doc["_id"])) from exc
 
     async def store_key(
         self, tenant_id: str, submission_id: str, api_key: str, session: AsyncClientSession
@@ -88,13 +120,31 @@ class MongoSubmissions:
         submission_id: str,
         fields: dict[str, Any],
         session: AsyncClientSession | None = None,
-        expect: dict[str, Any] | None = None,
+        expect: Expect | None = None,
     ) -> bool:
-        """Sets fields (and updated_at); False when expect did not match."""
+        """Sets fields (and updated_at); False when expect did not hold."""
         result = await self._db.submissions.update_one(
-            {"_id": submission_id, "tenant_id": _tenant(tenant_id), **(expect or {})},
+            {"_id": submission_id, "tenant_id": _tenant(tenant_id), **_expected(expect)},
             {"$set": {**fields, "updated_at": datetime.now(UTC)}},
             session=session,
+        )
+        return result.matched_count == 1
+
+    async def apply_dispatch(
+        self, tenant_id: str, submission_id: str, fields: dict[str, Any]
+    ) -> bool:
+        """Sets fields unless the stored dispatch_sequence is already at or past theirs."""
+        sequence = fields["dispatch_sequence"]
+        result = await self._db.submissions.update_one(
+            {
+                "_id": submission_id,
+                "tenant_id": _tenant(tenant_id),
+                "$or": [
+                    {"dispatch_sequence": {"$exists": False}},
+                    {"dispatch_sequence": {"$lt": sequence}},
+                ],
+            },
+            {"$set": {**fields, "updated_at": datetime.now(UTC)}},
         )
         return result.matched_count == 1
 

@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from medbench.submission.v1 import submission_pb2
-from medbench_messaging.sizing import MAX_ANSWER_BYTES
 from medbench_runtime.errors import InvalidArgument
 from medbench_runtime.names import display_text
 
@@ -29,18 +27,6 @@ def check_text(field: str, value: str, most: int) -> str:
     (too long; control, bidirectional, invisible or format characters; nothing visible): see
     medbench_runtime.names."""
     return display_text(field, value, most)
-
-
-def shown_model(model: submission_pb2.ModelInfo) -> submission_pb2.ModelInfo:
-    """A copy of model with its leaderboard-shown names checked and normalised (NFKC)."""
-    if not model.name.strip():
-        raise InvalidArgument("model.name is required")
-    checked = submission_pb2.ModelInfo()
-    checked.CopyFrom(model)
-    checked.name = check_text("model.name", model.name, MAX_MODEL_NAME)
-    for field, most in MODEL_FIELDS.items():
-        setattr(checked, field, check_text(f"model.{field}", getattr(model, field), most))
-    return checked
 
 
 def check_date(field: str, value: str) -> None:
@@ -69,6 +55,19 @@ def check_request_id(kind: str, value: str) -> None:
 
 
 @dataclass(frozen=True)
+class Manifest:
+    """A submission's items: id -> (ordinal, dataset), and the reverse by ordinal. Ordinals
+    from item_count on are the download's canaries (accepted and counted as shown items, never
+    scored)."""
+
+    pool_id: str
+    by_id: dict[str, tuple[int, str]]
+    by_ordinal: dict[int, tuple[str, str]]
+    prompt_hash: dict[str, str]
+    """Item id -> hash of the prompt as this download shows it."""
+
+
+@dataclass(frozen=True)
 class AcceptedAnswer:
     """An answer matched to its pool position."""
 
@@ -79,9 +78,12 @@ class AcceptedAnswer:
 
 
 def check_batch(
-    answers: Sequence[tuple[str, str]], manifest: Mapping[str, tuple[int, str]]
+    answers: Sequence[tuple[str, str]],
+    manifest: Mapping[str, tuple[int, str]],
+    max_answer_bytes: int,
 ) -> list[AcceptedAnswer]:
-    """Validates one upload message against the submission's items; all or nothing."""
+    """Validates one upload message against the submission's items; all or nothing.
+    max_answer_bytes: the platform's per-answer limit (medbench_messaging.sizing)."""
     if not answers:
         raise InvalidArgument("an UploadAnswers message must carry at least one answer")
     if len(answers) > MAX_ANSWERS_PER_MESSAGE:
@@ -96,10 +98,10 @@ def check_batch(
         if not item_id or len(item_id) > MAX_ITEM_ID:
             raise InvalidArgument(f"answers[{index}].item_id must be 1-{MAX_ITEM_ID} characters")
         size = len(text.encode())
-        if size > MAX_ANSWER_BYTES:
+        if size > max_answer_bytes:
             raise InvalidArgument(
                 f"answers[{index}].answer (item {item_id}) is {size} bytes; at most "
-                f"{MAX_ANSWER_BYTES}"
+                f"{max_answer_bytes}"
             )
         total += size
         if total > MAX_MESSAGE_ANSWER_BYTES:
@@ -140,7 +142,7 @@ def new_bitmap(n_items: int) -> bytearray:
     return bytearray((n_items + 7) // 8)
 
 
-def already_set(bitmap: bytes, ordinals: Sequence[int]) -> list[int]:
+def already_set(bitmap: bytes | bytearray, ordinals: Sequence[int]) -> list[int]:
     """Ordinals whose bit is set."""
     return [o for o in ordinals if bitmap[o >> 3] & (1 << (o & 7))]
 
@@ -151,6 +153,6 @@ def set_bits(bitmap: bytearray, ordinals: Sequence[int]) -> None:
         bitmap[o >> 3] |= 1 << (o & 7)
 
 
-def unset_ordinals(bitmap: bytes, n_items: int) -> list[int]:
+def unset_ordinals(bitmap: bytes | bytearray, n_items: int) -> list[int]:
     """Ordinals never answered."""
     return [o for o in range(n_items) if not bitmap[o >> 3] & (1 << (o & 7))]

@@ -8,21 +8,16 @@ from typing import TypeVar
 
 import grpc
 
-from gateway.adapters.peers import RotatorClient
-from gateway.submissions import TERMINAL, Submissions
-from medbench.common.v1 import common_pb2
+from gateway.core.submission import TERMINAL
+from gateway.entrypoints import convert
+from gateway.usecases.submissions import Submissions
 from medbench.submission.v1 import (
     submission_pb2,
     submission_service_pb2,
     submission_service_pb2_grpc,
 )
 from medbench_runtime.auth import current_principal
-from medbench_runtime.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    Unavailable,
-)
+from medbench_runtime.errors import DeadlineExceeded, InvalidArgument
 
 WATCH_INTERVAL_S = 0.25
 T = TypeVar("T")
@@ -57,11 +52,8 @@ async def until_idle(messages: AsyncIterator[T], idle_s: float) -> AsyncIterator
 class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
     """Public API; every call is scoped to the caller's tenant."""
 
-    def __init__(
-        self, submissions: Submissions, rotator: RotatorClient, upload_idle_s: float = 300.0
-    ) -> None:
+    def __init__(self, submissions: Submissions, upload_idle_s: float = 300.0) -> None:
         self._submissions = submissions
-        self._rotator = rotator
         self._upload_idle_s = upload_idle_s
 
     async def CreateSubmission(
@@ -70,16 +62,11 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.CreateSubmissionResponse:
         tenant = tenant_of(context)
-        doc, created = await self._submissions.create(
-            tenant,
-            request.request_id,
-            request.model,
-            request.track,
-            request.mode,
-            request.endpoint if request.HasField("endpoint") else None,
+        record, created = await self._submissions.create(convert.create_request(tenant, request))
+        view = await self._submissions.view(tenant, record["_id"])
+        return submission_service_pb2.CreateSubmissionResponse(
+            submission=convert.view_to_proto(view), created=created
         )
-        view = await self._submissions.view(tenant, doc["_id"])
-        return submission_service_pb2.CreateSubmissionResponse(submission=view, created=created)
 
     async def GetSubmission(
         self,
@@ -87,7 +74,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> submission_service_pb2.GetSubmissionResponse:
         view = await self._submissions.view(tenant_of(context), _require_id(request.submission_id))
-        return submission_service_pb2.GetSubmissionResponse(submission=view)
+        return submission_service_pb2.GetSubmissionResponse(submission=convert.view_to_proto(view))
 
     async def ResumeSubmission(
         self,
@@ -98,7 +85,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
             tenant_of(context), _require_id(request.submission_id)
         )
         return submission_service_pb2.ResumeSubmissionResponse(
-            submission=view, resumed_items=resumed
+            submission=convert.view_to_proto(view), resumed_items=resumed
         )
 
     async def PublishSubmission(
@@ -125,34 +112,9 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         request: submission_service_pb2.DownloadPromptsRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[submission_service_pb2.DownloadPromptsResponse]:
-        tenant = tenant_of(context)
-        view = await self._submissions.view(tenant, _require_id(request.submission_id))
-        if view.mode == common_pb2.SUBMISSION_MODE_API:
-            # The API board's prompts are only ever sent to the endpoint, never handed out.
-            raise FailedPrecondition(
-                "API-mode submissions are answered by the platform calling your endpoint; "
-                "their prompts cannot be downloaded"
-            )
-        try:
-            async for batch in self._rotator.download(request.submission_id):
-                yield submission_service_pb2.DownloadPromptsResponse(
-                    prompts=[
-                        submission_pb2.Prompt(
-                            item_id=i.item_id,
-                            dataset=i.dataset,
-                            question=i.question,
-                            image_paths=i.image_paths,
-                            answer_format=i.answer_format,
-                            messages=[
-                                submission_pb2.ChatMessage(role=m.role, content=m.content)
-                                for m in i.messages
-                            ],
-                        )
-                        for i in batch.items
-                    ]
-                )
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(f"reading prompts failed: {exc.details()}") from exc
+        tenant, sid = tenant_of(context), _require_id(request.submission_id)
+        async for batch in self._submissions.prompts(tenant, sid):
+            yield convert.prompts_to_proto(batch)
 
     async def UploadAnswers(
         self,
@@ -185,7 +147,7 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
                 answers += outcome.accepted
         if not submission_id:
             raise InvalidArgument("the UploadAnswers stream carried no message")
-        view = await self._submissions.view(tenant, submission_id)
+        view = convert.view_to_proto(await self._submissions.view(tenant, submission_id))
         return submission_service_pb2.UploadAnswersResponse(
             accepted_batches=accepted_batches,
             replayed_batches=replayed,
@@ -202,7 +164,9 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         tenant = tenant_of(context)
         last = None
         while True:
-            view = await self._submissions.view(tenant, _require_id(request.submission_id))
+            view = convert.view_to_proto(
+                await self._submissions.view(tenant, _require_id(request.submission_id))
+            )
             seen = (view.state, view.progress.answered_items, view.progress.scored_items)
             if seen != last:
                 last = seen

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import grpc
 
-from gateway.adapters.peers import ReportClient
+from gateway.core.ports import Reports
 from medbench.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 
 
 class LeaderboardProxy(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
     """Read-only leaderboards for everyone (published submissions only)."""
 
-    def __init__(self, reports: ReportClient) -> None:
+    def __init__(self, reports: Reports) -> None:
         self._reports = reports
 
     async def ListLeaderboard(
@@ -21,4 +21,7 @@ class LeaderboardProxy(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
         request: leaderboard_service_pb2.ListLeaderboardRequest,
         context: grpc.aio.ServicerContext,
     ) -> leaderboard_service_pb2.ListLeaderboardResponse:
-        return await self._reports.leaderboard(request)
+        response: leaderboard_service_pb2.ListLeaderboardResponse = await self._reports.leaderboard(
+            request
+        )
+        return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from judge_scorer.judging import Judging
+from judge_scorer.usecases.judging import Judging
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging.consumer import Delivery
 
@@ -18,7 +18,7 @@ async def on_judge_requested(
     """Judges the items (or parks the request until its rubric is calibrated)."""
     if judging is None:
         raise JudgeNotConfigured(
-            f"judge requested for {len(event.tasks)} items of {event.submission_id}, but no "
-            f"judge model is configured (MEDBENCH_JUDGE__MODELS)"
+            f"judge requested for {len(event.tasks)} items of {event.context.submission_id}, "
+            f"but no judge model is configured (MEDBENCH_JUDGE__MODELS)"
         )
     await judging.handle(event)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-Orders = dict[str, tuple[int, ...]]
+from metric_scorer.core.ports import Orders
 
 
 class MongoVariants:

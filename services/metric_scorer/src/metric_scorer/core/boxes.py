@@ -6,16 +6,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from metric_scorer.core.structured import canonical_json, extract_json, item_result, normalise_text
-
-if TYPE_CHECKING:
-    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
 
 Box = tuple[float, float, float, float]
 """[x1, y1, x2, y2]: top-left and bottom-right corners, continuous coordinates."""

@@ -7,6 +7,8 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
+
 DEFAULT_VALID_LETTERS = "ABCDEFGHIJ"
 
 # Separators allowed between letters of one answer: "A, C", "A、C", "A;C", "A C", "A和C".
@@ -230,3 +232,32 @@ def score_choice(
     if parsed is None or not parsed <= frozenset(valid_letters):
         parsed = parse_choice(text, multi=multi, valid_letters=valid_letters)
     return ChoiceScore(correct=parsed == reference, parsed=canonical_letters(parsed))
+
+
+def _choice_metric(*, multi: bool) -> Metric:
+    def metric(answer: str, key: ItemKey) -> ItemResult:
+        outcome = score_choice(answer, frozenset(key.reference), multi=multi)
+        return ItemResult(
+            item_id=key.item_id,
+            metric=key.metric,
+            score=1.0 if outcome.correct else 0.0,
+            parsed=outcome.parsed,
+        )
+
+    return metric
+
+
+METRICS: dict[str, Metric] = {
+    "choice_single": _choice_metric(multi=False),
+    "choice_multi": _choice_metric(multi=True),
+}
+
+
+def shown_reference(reference: tuple[str, ...], order: tuple[int, ...] | None) -> tuple[str, ...]:
+    """The reference letters as one download shows them: order[i] is the original option at
+    position i, so original letter L is shown as the letter of the position holding it."""
+    if not order:
+        return reference
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    position = {original: shown for shown, original in enumerate(order)}
+    return tuple(sorted(letters[position[letters.index(r)]] for r in reference))

@@ -1,16 +1,19 @@
 """Metric specs with several components (e.g. "key_point_recall+judge"): which the metric
-scorer computes, which go to the judge, and how they merge (pure, no I/O)."""
+scorer computes and which go to the judge (pure, no I/O). How an item's components merge is
+the aggregator's arithmetic, under the rule the metric scorer names (scoring_events.proto
+MergeRule)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from metric_scorer.core.metrics import Counts, ItemKey, score_item
+from metric_scorer.core.metrics import score_item
+from metric_scorer.core.types import Counts, ItemKey
 
 JUDGE = "judge"
-MERGE_RULES = ("mean", "min")
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,44 @@ def score_objective(answer: str | None, key: ItemKey, components: Sequence[str])
     return ObjectiveScore(tuple(scored), "; ".join(parsed)[:500], counts)
 
 
-def merge(scores: Sequence[float], rule: str = "mean") -> float:
-    """An item's score from all its components (from every scorer)."""
-    if not scores:
-        raise ValueError("no component scores to merge")
-    if rule == "mean":
-        return math.fsum(scores) / len(scores)
-    if rule == "min":
-        return min(scores)
-    raise ValueError(f"unknown merge rule {rule!r}; known: {MERGE_RULES}")
+class HasMetric(Protocol):
+    """What counting a pool's score records reads of a sealed key."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def key_points(self) -> tuple[str, ...]: ...
+
+
+def expected_scores(pool: Sequence[HasMetric]) -> int:
+    """ItemScore records a submission of this pool will have in all."""
+    # A plan depends on the metric and on whether the item has key points: planned once per
+    # kind, not once per item.
+    kinds = Counter((k.metric, bool(k.key_points)) for k in pool)
+    return sum(n * plan(metric, ("",) if has else ()).records for (metric, has), n in kinds.items())
+
+
+class PoolTotals:
+    """``expected_scores`` of a pool, counted once per key list: a pool is immutable, and
+    counting a 700,000-item pool for every batch made scoring quadratic in the pool's size.
+    Keeps as many pools as the key store caches (a reloaded key list is counted again)."""
+
+    def __init__(
+        self, count: Callable[[Sequence[HasMetric]], int] = expected_scores, kept: int = 4
+    ) -> None:
+        self._count = count
+        self.kept = kept
+        self._totals: dict[str, tuple[Sequence[HasMetric], int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._totals)
+
+    def total(self, pool_id: str, pool: Sequence[HasMetric]) -> int:
+        held = self._totals.get(pool_id)
+        if held is not None and held[0] is pool:
+            return held[1]
+        total = self._count(pool)
+        if len(self._totals) >= self.kept:
+            self._totals.pop(next(iter(self._totals)))
+        self._totals[pool_id] = (pool, total)
+        return total

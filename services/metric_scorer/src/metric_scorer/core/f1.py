@@ -8,12 +8,12 @@ import re
 import unicodedata
 from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 import numpy as np
 
-from metric_scorer.core.metrics import Counts, ItemKey, ItemResult, Metric
 from metric_scorer.core.structured import final_answer
+from metric_scorer.core.types import Counts, ItemKey, ItemResult, Metric
 
 __all__ = [
     "CMEEE_TYPES",
@@ -164,7 +164,7 @@ _MAX_FAILED_STARTS = 200
 _LITERAL_START = re.compile(r"[{\[]\s*'")
 
 
-def _is_structured(value: object) -> bool:
+def _is_structured(value: object) -> TypeGuard[dict[str, object] | list[object]]:
     if isinstance(value, dict):
         return True
     return isinstance(value, list) and all(isinstance(v, dict | str) for v in value)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 from metric_scorer.core.structured import final_answer
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
 
 __all__ = ["DEFAULT_THRESHOLD", "METRICS", "KeyPointResult", "key_point_recall", "normalise"]
 

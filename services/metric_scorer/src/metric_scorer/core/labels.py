@@ -7,8 +7,8 @@ import unicodedata
 from collections.abc import Callable, Iterator
 
 from metric_scorer.core.f1 import first_json, item_counts
-from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
 from metric_scorer.core.structured import final_answer
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
 
 __all__ = [
     "METRICS",

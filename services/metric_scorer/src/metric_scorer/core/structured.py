@@ -7,10 +7,9 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
 
 DEFAULT_TOLERANCE = 0.01
 """Absolute tolerance for numeric fields: one fen, the smallest amount MedInsureCalc settles."""
@@ -195,10 +194,7 @@ def reference_object(key: ItemKey) -> dict[str, Any]:
 
 def item_result(key: ItemKey, score: float, parsed: str) -> ItemResult:
     """The ItemResult of key's item under key's metric."""
-    # metrics.py merges this module's METRICS, so importing it at load time would be circular.
-    from metric_scorer.core import metrics
-
-    return metrics.ItemResult(item_id=key.item_id, metric=key.metric, score=score, parsed=parsed)
+    return ItemResult(item_id=key.item_id, metric=key.metric, score=score, parsed=parsed)
 
 
 def is_object(value: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rapidfuzz.distance import LCSseq, Levenshtein
 
@@ -21,9 +21,7 @@ from metric_scorer.core.structured import (
     reference_object,
     value_text,
 )
-
-if TYPE_CHECKING:
-    from metric_scorer.core.metrics import ItemKey, ItemResult, Metric
+from metric_scorer.core.types import ItemKey, ItemResult, Metric
 
 
 def edit_similarity(a: str, b: str) -> float:

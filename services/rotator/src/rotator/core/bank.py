@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from medbench_runtime.errors import InvalidArgument
@@ -21,6 +21,8 @@ CHUNK_SIZE = 1000
 MAX_PROMPT_BYTES = 256 * 1024
 MAX_KEY_BYTES = 64 * 1024
 CHUNK_BYTES = 4 * 1024 * 1024
+# Items (or leaked lines) in one message of an import (or a trace) stream.
+MAX_IMPORT_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,77 @@ class ItemRejected(InvalidArgument):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
         self.field = field
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One item as an import sends it, before the registry and the rules have seen it."""
+
+    item_id: str
+    dataset: str = ""
+    source: str = ""
+    answer_format: str = ""
+    track: str | None = None
+    """None: the dataset's track."""
+    question: str = ""
+    """Empty: the content of the last message."""
+    group_id: str = ""
+    """Empty: the item's own id."""
+    specialties: tuple[str, ...] = ()
+    image_paths: tuple[str, ...] = ()
+    provenance: str = ""
+    licence: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+    key: KeyRecord | None = None
+    images: Mapping[str, bytes] = field(default_factory=dict)
+    """path -> content of the images sent with the item."""
+    ref: str = ""
+    """The sender's reference, echoed in a rejection."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One validated item to store."""
+
+    task: TaskRecord
+    key: KeyRecord | None
+    hash: str
+    image_ids: tuple[str, ...] = ()
+    primary_specialty: str = ""
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """What storing an import batch did."""
+
+    imported: int
+    unchanged: int
+    new_versions: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An item an import refused, and why."""
+
+    ref: str
+    item_id: str
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What an import did, over all its batches."""
+
+    imported: int = 0
+    unchanged: int = 0
+    new_versions: int = 0
+    images_stored: int = 0
+    rejected: tuple[Rejection, ...] = ()
+
+
+BankEntry = tuple[TaskRecord, int, KeyRecord, tuple[str, ...]]
+"""A keyed task as a pool takes it: the task, its version, its key and its image ids."""
 
 
 CHOICE_REFERENCE = re.compile(r"[A-J]")

@@ -12,10 +12,10 @@ import hashlib
 import hmac
 import math
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from rotator.core.options import parse_options
+from rotator.core.options import parse_options, permutation_for
 
 CANARY_STEMS = (
     "患者，{sex}，{age}岁，发热{days}天，体温最高{temp}℃，血白细胞{wbc}×10^9/L。"
@@ -109,3 +109,161 @@ def chance(option_counts: Sequence[int]) -> float:
     for n in option_counts:
         p /= max(math.factorial(n) - 1, 1)
     return p
+
+
+@dataclass(frozen=True)
+class PlacedCanary:
+    """A canary of one download and where it stands in the download."""
+
+    item_id: str
+    dataset: str
+    question: str
+    fingerprint: str
+    ordinal: int
+    after: int
+    """The ordinal of the pool item it follows."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What makes one download traceable: its option orders and its canaries. Stored sealed
+    before anyone can download or score."""
+
+    submission_id: str
+    tenant_id: str
+    pool_id: str
+    orders: tuple[tuple[str, tuple[int, ...]], ...]
+    """(item_id, order) of every choice item with two options or more, in pool order."""
+    canaries: tuple[PlacedCanary, ...]
+
+
+def make_variant(
+    secret: bytes,
+    submission_id: str,
+    tenant_id: str,
+    pool_id: str,
+    item_count: int,
+    choice_items: Iterable[tuple[str, str, int]],
+    canaries_per_download: int,
+) -> Variant:
+    """The variant of one download of a pool of item_count items, from its (item_id, dataset,
+    option count) in pool order: deterministic, so a retry makes the same."""
+    orders: list[tuple[str, tuple[int, ...]]] = []
+    choice_datasets: set[str] = set()
+    for item_id, dataset, n_options in choice_items:
+        if n_options >= 2:
+            orders.append((item_id, permutation_for(secret, tenant_id, item_id, n_options)))
+            choice_datasets.add(dataset)
+    made = canaries(
+        secret, tenant_id, submission_id, sorted(choice_datasets), canaries_per_download
+    )
+    return Variant(
+        submission_id,
+        tenant_id,
+        pool_id,
+        tuple(orders),
+        tuple(
+            PlacedCanary(
+                c.item_id,
+                c.dataset,
+                c.question,
+                c.fingerprint,
+                ordinal=item_count + k,
+                after=int(c.fingerprint[:8], 16) % max(item_count, 1),
+            )
+            for k, c in enumerate(made)
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LeakedLine:
+    """One line of a leaked file: the item it claims to be and the question it shows."""
+
+    item_id: str
+    question: str
+
+
+@dataclass(frozen=True)
+class CanaryHit:
+    """A leaked line that is a canary, and the download it was made for."""
+
+    tenant_id: str
+    submission_id: str
+    pool_id: str
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A download a leaked file may come from, with the evidence."""
+
+    tenant_id: str
+    submission_id: str
+    pool_id: str
+    canary_hits: int = 0
+    checked_items: int = 0
+    """Leaked choice items this download has an option order for."""
+    matched_items: int = 0
+    """Of those, the ones in this download's order."""
+    chance: float = 1.0
+    """Probability that an unrelated download matches as well (0 with a canary hit: a canary
+    exists in one download only)."""
+
+
+def observed_orders(
+    lines: Iterable[LeakedLine], canonical_questions: Mapping[str, str]
+) -> dict[str, tuple[int, ...]]:
+    """item_id -> the option order a leaked line shows, for lines whose item is a choice item
+    of the bank (canonical_questions: item_id -> the bank's question)."""
+    observed: dict[str, tuple[int, ...]] = {}
+    for line in lines:
+        question = canonical_questions.get(line.item_id)
+        canonical = parse_options(question) if question is not None else None
+        if canonical is not None:
+            order = observed_order(canonical.texts, line.question)
+            if order is not None:
+                observed[line.item_id] = order
+    return observed
+
+
+class LeakEvidence:
+    """Collects the evidence against each download: canary hits, then the downloads' option
+    orders compared with the observed ones (variants are offered one at a time)."""
+
+    def __init__(self, observed: Mapping[str, tuple[int, ...]]) -> None:
+        self._observed = observed
+        self._suspects: dict[str, Suspect] = {}
+
+    def add_canary_hit(self, hit: CanaryHit) -> None:
+        found = self._suspects.get(hit.submission_id) or Suspect(
+            hit.tenant_id, hit.submission_id, hit.pool_id
+        )
+        self._suspects[hit.submission_id] = replace(
+            found, canary_hits=found.canary_hits + 1, chance=0.0
+        )
+
+    def add_variant(self, variant: Variant) -> None:
+        orders = dict(variant.orders)
+        checked = [i for i in self._observed if i in orders]
+        if not checked:
+            return
+        matched = [i for i in checked if orders[i] == self._observed[i]]
+        found = self._suspects.get(variant.submission_id) or Suspect(
+            variant.tenant_id, variant.submission_id, variant.pool_id
+        )
+        if not found.canary_hits:
+            found = replace(
+                found,
+                chance=chance([len(self._observed[i]) for i in matched]) if matched else 1.0,
+            )
+        self._suspects[variant.submission_id] = replace(
+            found, checked_items=len(checked), matched_items=len(matched)
+        )
+
+    def ranked(self) -> list[Suspect]:
+        """Downloads with a canary hit or a matching order: most canaries, then most matched
+        items, then the least chance first."""
+        return sorted(
+            (s for s in self._suspects.values() if s.canary_hits or s.matched_items),
+            key=lambda s: (-s.canary_hits, -s.matched_items, s.chance, s.submission_id),
+        )

@@ -1,0 +1,222 @@
+"""Item-score parts: what a scorer says about one item, and how an item's parts from every
+scorer become its score (pure, no I/O).
+
+A part is one scorer's score of one item ("metric" or "judge"), with the components behind it
+and the rule that merges an item's components. The rule's names are declared once, in the
+wire contract (scoring_events.proto MergeRule); their arithmetic is ``report.merge``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aggregator.core.report import ScoredItem, merge
+from aggregator.core.uncertainty import Unit
+
+
+class Entry(NamedTuple):
+    """One stored item score, as the report needs it."""
+
+    item_id: str
+    dataset: str
+    dimension: str
+    group_id: str
+    component: str
+    score: float
+    merge_rule: str
+    components: tuple[tuple[str, float], ...]
+    unscored: bool
+    judge_scores: tuple[float, ...]
+    """The panel's per-judge normalised scores (judge parts only)."""
+    judge: dict[str, Any] | None = None
+    """Judge lineage (judge parts only): models, rubric, calibration_id, hashes, flags."""
+
+
+@dataclass(frozen=True)
+class ItemPart:
+    """One scorer's score of one item, as it arrives (ItemsScored) and is stored."""
+
+    item_id: str
+    dataset: str
+    dimension: str
+    group_id: str
+    component: str
+    """"metric" or "judge"."""
+    metric: str
+    score: float
+    """The part's score: its single component's, or the merge of its components."""
+    parsed: str
+    prompt_hash: str
+    components: tuple[tuple[str, float], ...]
+    merge_rule: str
+    """A rule name ("mean", "min"); "mean" when the scorer named none."""
+    counts: tuple[int, int, int] = (0, 0, 0)
+    """tp, fp, fn of set-valued metrics."""
+    unscored: bool = False
+    """The judge could not score the item: counts towards completion, not in the means."""
+    judge: dict[str, Any] | None = None
+    """Judge lineage (judge parts only)."""
+
+
+def part_score(score: float, components: Sequence[tuple[str, float]], rule: str) -> float:
+    """A part's score: the scorer's own for one component (or none), else the merge of its
+    components under the item's rule (the scorers leave that arithmetic to the aggregator)."""
+    if len(components) <= 1:
+        return score
+    return merge([c for _, c in components], rule)
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A batch of parts from one scorer (event ItemsScored), with its submission's context."""
+
+    event_id: str
+    submission_id: str
+    batch_id: str
+    tenant_id: str
+    pool_id: str
+    expected_items: int
+    expected_scores: int
+    """ItemScore records the submission will have in all (0: expected_items)."""
+    dataset_rules: Mapping[str, str]
+    scorer_version: str
+    parts: tuple[ItemPart, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """The stored batch's id: the producer's deterministic event id, so a redelivery hits
+        the same key, and two scorers' batches for the same responses never collide."""
+        component = self.parts[0].component if self.parts else "metric"
+        return self.event_id or f"{self.submission_id}:{self.batch_id}:{component}"
+
+
+def entry_of(s: Mapping[str, Any]) -> Entry:
+    """An Entry from one per-item score record (as stored in format 1, or unpacked)."""
+    judge = s.get("judge") or {}
+    return Entry(
+        s["item_id"],
+        s["dataset"],
+        s["dimension"],
+        s["group_id"],
+        s["component"],
+        s["score"],
+        s.get("merge_rule", "mean"),
+        tuple((n, v) for n, v in s.get("components") or [[s["component"], s["score"]]]),
+        bool(s.get("unscored")),
+        tuple(judge.get("judge_scores", ())),
+        judge or None,
+    )
+
+
+def scores_digest(items: Iterable[tuple[str, str, float]]) -> str:
+    """SHA-256 over the sorted (item_id, component, score) triples that fed a report."""
+    h = hashlib.sha256()
+    for item_id, component, score in sorted(items):
+        h.update(f"{item_id}\t{component}\t{score!r}\n".encode())
+    return h.hexdigest()
+
+
+Merged = list[tuple[ScoredItem, tuple[float, ...]]]
+
+
+def merged_items(scores: Iterable[Mapping[str, Any]]) -> list[ScoredItem]:
+    """One ScoredItem per item: every component from every scorer, merged by the item's rule
+    (default mean: "key_point_recall+judge" weighs recall and judge equally).
+
+    A part the judge could not score (``unscored``) contributes no component; an item left
+    with none is not in the means at all (a recorded failure is not a zero).
+    """
+    return [item for item, _ in merge_parts(scores)]
+
+
+def bootstrap_units(merged: Merged, rules: Mapping[str, str]) -> list[Unit]:
+    """The scoring units the intervals resample (from ``merge_parts``): items, or permutation
+    groups (scored by their worst permutation) under "all_permutations". An item judged by a
+    panel carries the score it would have with each single judge, so the panel's disagreement
+    is resampled too.
+    """
+    units: list[Unit] = []
+    groups: dict[tuple[str, str], list[ScoredItem]] = {}
+    for item, panel in merged:
+        if rules.get(item.dataset, "mean") == "all_permutations":
+            groups.setdefault((item.dataset, item.group_id), []).append(item)
+        else:
+            units.append(Unit(item.dataset, item.dimension, item.score, panel))
+    for (dataset, _), members in sorted(groups.items()):
+        units.append(Unit(dataset, members[0].dimension, min(m.score for m in members)))
+    return units
+
+
+def merge_parts(scores: Iterable[Mapping[str, Any]]) -> Merged:
+    """``merge_entries`` over per-item score records."""
+    return merge_entries(map(entry_of, scores))
+
+
+def merge_entries(entries: Iterable[Entry]) -> Merged:
+    """Every item's merged score, with the scores it would have under each single judge of
+    its panel (empty without a panel)."""
+    by_item: dict[str, Entry | list[Entry]] = {}
+    for e in entries:
+        held = by_item.get(e.item_id)
+        if held is None:
+            by_item[e.item_id] = e
+        elif isinstance(held, list):
+            held.append(e)
+        else:
+            by_item[e.item_id] = [held, e]
+    out: Merged = []
+    for item_id in sorted(by_item):
+        found = by_item[item_id]
+        panel: tuple[float, ...] = ()
+        if not isinstance(found, list):
+            # Most items: one scorer's part, nothing to merge across scorers.
+            if found.unscored:
+                continue
+            pairs = found.components
+            score = (
+                pairs[0][1] if len(pairs) == 1 else merge([c for _, c in pairs], found.merge_rule)
+            )
+            panel = found.judge_scores if len(found.judge_scores) > 1 else ()
+            item = ScoredItem(item_id, found.dataset, found.dimension, found.group_id, score)
+            out.append((item, panel))
+            continue
+        parts = sorted(found, key=lambda e: e.component)
+        first = parts[0]
+        scored = [p for p in parts if not p.unscored]
+        components = [c for p in scored for _, c in p.components]
+        if not components:
+            continue
+        rule = first.merge_rule
+        score = components[0] if len(components) == 1 else merge(components, rule)
+        judged = [p for p in scored if len(p.judge_scores) > 1]
+        if len(judged) == 1:
+            others = [c for p in scored if p is not judged[0] for _, c in p.components]
+            panel = tuple(merge([*others, j], rule) for j in judged[0].judge_scores)
+        item = ScoredItem(item_id, first.dataset, first.dimension, first.group_id, score)
+        out.append((item, panel))
+    return out
+
+
+def judge_lineage(parts: Iterable[Entry]) -> dict[str, list[str]]:
+    """The distinct judge models, rubric versions and calibrations behind a report's scores."""
+    models: set[str] = set()
+    rubrics: set[str] = set()
+    calibrations: set[str] = set()
+    for part in parts:
+        if part.judge:
+            models.update(part.judge.get("models", ()))
+            rubrics.add(part.judge.get("rubric", ""))
+            calibrations.add(part.judge.get("calibration_id", ""))
+    return {
+        "judge_models": sorted(models),
+        "rubric_versions": sorted(rubrics - {""}),
+        "calibration_ids": sorted(calibrations - {""}),
+    }
+
+
+def rules_from_progress(entries: Sequence[str]) -> dict[str, str]:
+    """The dataset -> rule map stored as "dataset=rule" strings."""
+    return dict(e.split("=", 1) for e in entries)

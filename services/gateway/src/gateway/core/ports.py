@@ -1,0 +1,229 @@
+"""What the gateway's use cases need from the world (implemented in adapters/, faked in
+tests/services/gateway/fakes.py). Wire messages that only pass through (a report, a page of
+item results or of prompts, a leaderboard) are opaque here (Any)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from gateway.core.quotas import Quotas, UsageNow
+from gateway.core.submission import Record
+from gateway.core.uploads import Manifest
+
+# The transactional ports every service shares (re-exported: use cases name them from here).
+from medbench_runtime.transactional import Event as Event
+from medbench_runtime.transactional import Outbox as Outbox
+from medbench_runtime.transactional import Transactions as Transactions
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A condition on the stored record for an update to apply (None: any)."""
+
+    state: str | None = None
+    state_not_in: tuple[str, ...] | None = None
+    answered: int | None = None
+
+
+class SubmissionStore(Protocol):
+    """Submissions and accepted upload batches, every call scoped to one tenant; the sealed
+    endpoint keys of API-mode submissions."""
+
+    async def find(self, tenant_id: str, submission_id: str, tx: Any = None) -> Record | None: ...
+
+    async def get(self, tenant_id: str, submission_id: str, tx: Any = None) -> Record:
+        """The record, or NOT_FOUND (also when it belongs to another tenant)."""
+
+    async def view(self, tenant_id: str, submission_id: str) -> Record:
+        """The record without what no view shows (the answered-items bitmap); NOT_FOUND."""
+
+    async def insert(self, tenant_id: str, record: Record, tx: Any) -> None:
+        """DuplicateSubmission when one with the same id exists."""
+
+    async def update(
+        self,
+        tenant_id: str,
+        submission_id: str,
+        fields: Record,
+        tx: Any = None,
+        expect: Expect | None = None,
+    ) -> bool:
+        """Sets fields (and updated_at); False when expect did not hold."""
+
+    async def apply_dispatch(self, tenant_id: str, submission_id: str, fields: Record) -> bool:
+        """Sets fields carrying dispatch_sequence unless a record with that sequence or a later
+        one is stored (False then)."""
+
+    async def store_key(self, tenant_id: str, submission_id: str, api_key: str, tx: Any) -> None:
+        """The endpoint's API key, sealed, apart from the record."""
+
+    async def forget_key(self, submission_id: str) -> None:
+        """Deletes the endpoint key of an ended submission (idempotent)."""
+
+    async def find_upload(
+        self, tenant_id: str, submission_id: str, batch_id: str
+    ) -> Record | None: ...
+
+    async def record_upload(self, tenant_id: str, upload: Record, tx: Any) -> None: ...
+
+
+class DuplicateSubmission(Exception):
+    """A submission with this id was inserted meanwhile (a concurrent create)."""
+
+
+class QuotaLedger(Protocol):
+    """Each tenant's quotas, charged inside the create's transaction, given back at the end."""
+
+    async def quotas(self, tenant_id: str) -> Quotas: ...
+
+    async def check_active(self, tenant_id: str) -> None:
+        """RESOURCE_EXHAUSTED early when no concurrent slot is free."""
+
+    async def charge(
+        self, tenant_id: str, submission_id: str, items: int, tx: Any, now: datetime
+    ) -> None: ...
+
+    async def release(
+        self,
+        tenant_id: str,
+        submission_id: str,
+        created_at: datetime,
+        refund_items: int = 0,
+        refund_submission: bool = False,
+    ) -> None: ...
+
+    async def usage(self, tenant_id: str, now: datetime | None = None) -> UsageNow: ...
+
+
+@dataclass(frozen=True)
+class Assignment:
+    pool_id: str
+    item_count: int
+    canary_items: int
+
+
+class Rotator(Protocol):
+    """The rotator's TaskPoolService as the gateway uses it."""
+
+    async def require_pool(self, track: int, api: bool) -> None:
+        """FAILED_PRECONDITION when the track's board has no published pool."""
+
+    async def assign(
+        self, submission_id: str, tenant_id: str, track: int, api: bool = False
+    ) -> Assignment: ...
+
+    async def manifest(self, submission_id: str, pool_id: str) -> Manifest: ...
+
+    async def cycle(self, pool_id: str) -> str: ...
+
+    def download(self, submission_id: str) -> AsyncIterator[Any]:
+        """The submission's prompts as the partner downloads them (GetPrompts batches)."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A completed submission opted in to (or out of) its leaderboard."""
+
+    submission_id: str
+    tenant_id: str
+    published: bool
+    track: int
+    api: bool
+    cycle: str
+    model: Record
+
+
+class Reports(Protocol):
+    """The aggregator's ReportService and LeaderboardService."""
+
+    async def scored(self, submission_id: str) -> int:
+        """Items scored so far (UNAVAILABLE when the aggregator cannot say)."""
+
+    async def publish(self, publication: Publication) -> bool: ...
+
+    def item_results(self, submission_id: str, tenant_id: str) -> AsyncIterator[Any]: ...
+
+    async def report(self, submission_id: str, tenant_id: str) -> Any: ...
+
+    async def leaderboard(self, request: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    ok: bool
+    reason: str = ""
+
+
+class Dispatch(Protocol):
+    """The dispatcher's commands (API mode); its progress arrives as events."""
+
+    async def preflight(self, base_url: str, model: str, api_key: str) -> PreflightResult: ...
+
+    async def resume(self, submission_id: str) -> int:
+        """Items queued again; FAILED_PRECONDITION when the run is over."""
+
+
+class Tenants(Protocol):
+    """Tenant records (the identity collections)."""
+
+    async def insert(self, tenant: Record) -> None:
+        """ALREADY_EXISTS when the tenant exists."""
+
+    async def find(self, tenant_id: str) -> Record | None: ...
+
+    async def update(self, tenant_id: str, fields: Record) -> None: ...
+
+    async def page(self, after: str, limit: int) -> list[Record]: ...
+
+
+class ApiKeys(Protocol):
+    """API key records (the secret is never stored, only its hash)."""
+
+    async def insert(self, key: Record) -> None: ...
+
+    async def find(self, key_id: str) -> Record | None: ...
+
+    async def of_tenant(self, tenant_id: str) -> list[Record]:
+        """Oldest first."""
+
+    async def revoke(self, key_id: str, at: datetime) -> None:
+        """Revoked at `at` unless revoked before."""
+
+    def forget(self, key_id: str) -> None:
+        """Drops the key from every verification cache of this process."""
+
+
+class AuditLog(Protocol):
+    async def read(
+        self, tenant_id: str, since: datetime | None, after: Any, limit: int
+    ) -> list[Record]: ...
+
+
+class Quarantine(Protocol):
+    """Events held because they could never be processed as they were (medbench_storage's
+    quarantine collection): entries are records without their payloads; a call on an entry
+    that is not held raises LookupError."""
+
+    # The states an entry can be listed by.
+    states: tuple[str, ...]
+
+    async def list(
+        self, status: str = "", service: str = "", limit: int = 100, page_token: str = ""
+    ) -> list[Record]:
+        """Newest first, after page_token (ValueError when it is not one page_token made)."""
+
+    def page_token(self, entry: Record) -> str: ...
+
+    async def held_count(self) -> int: ...
+
+    async def get(self, entry: str) -> Record: ...
+
+    async def retry(self, entry: str, by: str, publisher: Any) -> Record:
+        """Sends a held entry on again (ValueError when it kept no payload to send)."""
+
+    async def drop(self, entry: str, by: str) -> Record: ...

@@ -1,0 +1,212 @@
+"""Protobuf <-> the gateway's own types: the one place both worlds meet (the events the
+gateway publishes are built by its use cases)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from gateway.core.endpoints import Decoding
+from gateway.core.quotas import Quotas, UsageNow
+from gateway.core.submission import (
+    CreateRequest,
+    DispatchProgress,
+    EndpointRequest,
+    ModelInfo,
+    Record,
+)
+from gateway.usecases.submissions import View, submission_to_proto
+from medbench.dispatch.v1 import dispatch_events_pb2
+from medbench.identity.v1 import identity_pb2
+from medbench.ops.v1 import quarantine_service_pb2
+from medbench.submission.v1 import submission_pb2, submission_service_pb2
+from medbench.taskpool.v1 import taskpool_service_pb2
+from medbench_runtime.errors import InvalidArgument
+from medbench_runtime.timestamps import from_timestamp, timestamp, utc
+
+# -- submissions ------------------------------------------------------------------------------
+
+
+def create_request(
+    tenant_id: str, request: submission_service_pb2.CreateSubmissionRequest
+) -> CreateRequest:
+    m = request.model
+    endpoint = None
+    if request.HasField("endpoint"):
+        e = request.endpoint
+        declared = None
+        if e.HasField("declared"):
+            d = e.declared
+            declared = Decoding(
+                d.temperature,
+                d.max_tokens,
+                d.context_window,
+                d.top_p if d.HasField("top_p") else None,
+            )
+        endpoint = EndpointRequest(
+            base_url=e.base_url,
+            model=e.model,
+            max_concurrency=e.max_concurrency,
+            api_key=e.api_key,
+            self_test=e.self_test,
+            declared=declared,
+        )
+    return CreateRequest(
+        tenant_id=tenant_id,
+        request_id=request.request_id,
+        model=ModelInfo(
+            name=m.name,
+            version=m.version,
+            organisation=m.organisation,
+            open_source=m.open_source,
+            parameter_count=m.parameter_count,
+            release_date=m.release_date,
+        ),
+        track=request.track,
+        mode=request.mode,
+        endpoint=endpoint,
+    )
+
+
+def view_to_proto(view: View) -> submission_pb2.Submission:
+    return submission_to_proto(view.record, view.scored)
+
+
+def record_to_proto(record: Record) -> submission_pb2.Submission:
+    return submission_to_proto(record)
+
+
+def prompts_to_proto(
+    batch: taskpool_service_pb2.GetPromptsResponse,
+) -> submission_service_pb2.DownloadPromptsResponse:
+    return submission_service_pb2.DownloadPromptsResponse(
+        prompts=[
+            submission_pb2.Prompt(
+                item_id=i.item_id,
+                dataset=i.dataset,
+                question=i.question,
+                image_paths=i.image_paths,
+                answer_format=i.answer_format,
+                messages=[
+                    submission_pb2.ChatMessage(role=m.role, content=m.content) for m in i.messages
+                ],
+            )
+            for i in batch.items
+        ]
+    )
+
+
+def dispatch_progress(event: dispatch_events_pb2.DispatchProgressed) -> DispatchProgress:
+    return DispatchProgress(
+        submission_id=event.submission_id,
+        tenant_id=event.tenant_id,
+        state=event.state,
+        reason=event.reason,
+        answered=event.answered_items,
+        infra_failed=event.infra_failed_items,
+        sequence=event.sequence,
+    )
+
+
+def completed_at(ts: Any) -> datetime:
+    return from_timestamp(ts)
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def key_to_proto(doc: Record) -> identity_pb2.ApiKey:
+    return identity_pb2.ApiKey(
+        key_id=doc["_id"],
+        tenant_id=doc["tenant_id"],
+        role=doc["role"],
+        name=doc.get("name", ""),
+        created_at=timestamp(doc.get("created_at")),
+        expires_at=timestamp(doc.get("expires_at")),
+        revoked_at=timestamp(doc.get("revoked_at")),
+        created_by=doc.get("created_by", ""),
+    )
+
+
+def quotas_to_proto(q: Quotas) -> identity_pb2.Quotas:
+    return identity_pb2.Quotas(
+        submissions_per_day=q.submissions_per_day,
+        concurrent_submissions=q.concurrent_submissions,
+        items_per_month=q.items_per_month,
+    )
+
+
+def tenant_to_proto(doc: Record, quotas: Quotas) -> identity_pb2.Tenant:
+    return identity_pb2.Tenant(
+        tenant_id=doc["_id"],
+        display_name=doc.get("display_name", ""),
+        quotas=quotas_to_proto(quotas),
+        disabled=doc.get("disabled", False),
+        certificate_subjects=doc.get("certificate_subjects", []),
+        created_at=timestamp(doc.get("created_at")),
+    )
+
+
+def usage_to_proto(tenant_id: str, usage: UsageNow) -> identity_pb2.Usage:
+    return identity_pb2.Usage(
+        tenant_id=tenant_id,
+        quotas=quotas_to_proto(usage.quotas),
+        submissions_today=usage.submissions_today,
+        active_submissions=usage.active_submissions,
+        items_this_month=usage.items_this_month,
+    )
+
+
+def audit_event_to_proto(d: Record) -> identity_pb2.AuditEvent:
+    return identity_pb2.AuditEvent(
+        event_id=str(d["_id"]),
+        at=timestamp(d["at"]),
+        service=d.get("service", ""),
+        method=d.get("method", ""),
+        key_id=d.get("key_id", ""),
+        tenant_id=d.get("tenant_id", ""),
+        role=d.get("role", 0),
+        peer=d.get("peer", ""),
+        code=d.get("code", ""),
+        target=d.get("target", ""),
+    )
+
+
+def audit_token(doc: Record) -> str:
+    return f"{round(utc(doc['at']).timestamp() * 1000)}.{doc['_id']}"
+
+
+def audit_cursor(token: str) -> tuple[datetime, ObjectId]:
+    """The (time, id) a page token names; INVALID_ARGUMENT for anything this API did not
+    return."""
+    millis, _, oid = token.partition(".")
+    try:
+        at = datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
+        return at, ObjectId(oid)
+    except (InvalidId, TypeError, ValueError, OverflowError, OSError):
+        raise InvalidArgument("page_token is not one this API returned") from None
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+def entry_to_proto(doc: Record) -> quarantine_service_pb2.QuarantinedEvent:
+    return quarantine_service_pb2.QuarantinedEvent(
+        entry_id=doc["_id"],
+        service=doc.get("service", ""),
+        source=doc.get("source", ""),
+        origin=doc.get("origin", ""),
+        topic=doc.get("topic", ""),
+        key=doc.get("key", ""),
+        reason=doc.get("reason", ""),
+        size=doc.get("size", 0),
+        status=doc.get("status", ""),
+        times=doc.get("times", 0),
+        first_at=timestamp(doc.get("first_at")),
+        last_at=timestamp(doc.get("last_at")),
+        resolved_by=doc.get("resolved_by", ""),
+        resolved_at=timestamp(doc.get("resolved_at")),
+    )

@@ -1,0 +1,37 @@
+"""The gateway's per-tenant counters (labels bounded: tenants, tracks, modes, terminal states),
+incremented by the submission use cases (the leaderboard cache counts its own reads:
+adapters/grpc_peers.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from medbench.common.v1 import common_pb2
+
+SUBMISSIONS_CREATED = Counter(
+    "medbench_submissions_created_total",
+    "Submissions created (not counting idempotent retries), by tenant, track and mode.",
+    ["tenant", "track", "mode"],
+)
+SUBMISSIONS_FINISHED = Counter(
+    "medbench_submissions_finished_total",
+    "Submissions that reached a terminal state, by tenant and state.",
+    ["tenant", "state"],
+)
+ANSWERS_UPLOADED = Counter(
+    "medbench_answers_uploaded_total",
+    "Answers accepted by UploadAnswers (resent batches not counted again), by tenant.",
+    ["tenant"],
+)
+
+
+def created(tenant_id: str, track: int, mode: int) -> None:
+    SUBMISSIONS_CREATED.labels(
+        tenant_id,
+        common_pb2.Track.Name(track).removeprefix("TRACK_").lower(),
+        common_pb2.SubmissionMode.Name(mode).removeprefix("SUBMISSION_MODE_").lower(),
+    ).inc()
+
+
+def finished(tenant_id: str, state: str) -> None:
+    SUBMISSIONS_FINISHED.labels(tenant_id, state).inc()

@@ -1,0 +1,88 @@
+"""What the judge scorer's use cases need from the world (implemented in adapters/)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+"""A stored record (cache entry, judgment, rating, calibration, review, parked request)."""
+
+
+class JudgeModel(Protocol):
+    """One judge model's chat completions (temperature 0)."""
+
+    @property
+    def model(self) -> str: ...
+
+    async def complete(self, messages: list[dict[str, Any]]) -> str:
+        """The judge's reply text."""
+        ...
+
+
+class JudgeCache(Protocol):
+    """Judge replies by (model, rubric, prompt format, item, answer) key."""
+
+    async def cached(self, keys: Sequence[str]) -> dict[str, Record]:
+        """Entries by key (missing keys are absent)."""
+        ...
+
+    async def cache(self, entries: Sequence[Record]) -> None:
+        """Adds entries; one stored meanwhile by another replica is kept as it is."""
+        ...
+
+
+class JudgeStore(JudgeCache, Protocol):
+    """Everything the judge scorer keeps: cache, judgments, ratings, calibrations, reviews
+    and parked requests."""
+
+    async def record_judgments(self, docs: Sequence[Record]) -> None: ...
+    async def judgments(self, submission_id: str) -> list[Record]: ...
+    async def put_rating(self, doc: Record) -> bool:
+        """True when new, False when it replaced the rater's earlier score."""
+        ...
+
+    async def ratings(self, rubric_id: str) -> list[Record]: ...
+    async def add_calibration(self, doc: Record) -> None: ...
+    async def latest_calibration(
+        self, judge: str, rubric_id: str, rubric_version: int
+    ) -> Record | None: ...
+    async def open_review(self, doc: Record) -> None: ...
+    async def reviews(self, state: str, now: datetime, after: str, limit: int) -> list[Record]: ...
+    async def review(self, review_id: str) -> Record | None: ...
+    async def claim_review(
+        self, review_id: str, reviewer_id: str, now: datetime, lease: timedelta
+    ) -> Record | None: ...
+    async def finish_review(
+        self, review_id: str, reviewer_id: str, score: float, now: datetime
+    ) -> Record | None: ...
+    async def park(self, doc: Record) -> None: ...
+    async def parked(self) -> list[Record]: ...
+    async def unpark(self, event_id: str) -> None: ...
+    async def parked_count(self) -> int: ...
+
+
+class SealedKey(Protocol):
+    """What the judge reads of one pool item's sealed key."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def reference(self) -> tuple[str, ...]: ...
+    @property
+    def key_points(self) -> tuple[str, ...]: ...
+
+
+class PoolKeys(Protocol):
+    """The sealed keys of frozen pools."""
+
+    async def keys(self, pool_id: str) -> Sequence[SealedKey]: ...
+
+
+class Publisher(Protocol):
+    """Publishes events (medbench_messaging Outgoing records) and returns once acknowledged."""
+
+    async def publish(self, batch: Sequence[Any]) -> None: ...

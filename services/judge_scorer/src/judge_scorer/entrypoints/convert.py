@@ -1,0 +1,116 @@
+"""Protobuf <-> core for the judge scorer: the one place both worlds meet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from judge_scorer.core.ratings import Rating
+from judge_scorer.core.rubric import Rubric
+from judge_scorer.usecases.panel import JudgeInput, PanelResult
+from judge_scorer.usecases.reviews import PanelAgreement
+from medbench.judge.v1 import judge_service_pb2
+from medbench_runtime.timestamps import timestamp
+
+
+def input_from_proto(request: judge_service_pb2.JudgeAnswerRequest, rubric: Rubric) -> JudgeInput:
+    return JudgeInput(
+        rubric, request.question, request.reference, tuple(request.key_points), request.answer
+    )
+
+
+def judged_to_proto(
+    result: PanelResult, rubric: Rubric, calibration_id: str
+) -> judge_service_pb2.JudgeAnswerResponse:
+    return judge_service_pb2.JudgeAnswerResponse(
+        score=0.0 if result.score is None else result.score,
+        verdicts=[
+            judge_service_pb2.JudgeVerdict(
+                judge_model=o.model,
+                score=o.verdict.score if o.verdict else 0.0,
+                raw_score=o.verdict.raw_score if o.verdict else 0.0,
+                key_points_covered=[str(k) for k in o.verdict.key_points_covered]
+                if o.verdict
+                else [],
+                rationale=o.verdict.rationale if o.verdict else o.error,
+                raw_output=o.raw_output,
+                cached=o.cached,
+            )
+            for o in result.outcomes
+        ],
+        rubric_id=rubric.id,
+        rubric_version=rubric.version,
+        rubric_hash=rubric.content_hash,
+        prompt_hash=result.prompt_hash,
+        injection_flags=list(result.flags),
+        calibration_id=calibration_id,
+        panel_spread=result.spread,
+    )
+
+
+def rating_from_proto(r: judge_service_pb2.PhysicianRating) -> Rating:
+    return Rating(
+        item_id=r.item_id,
+        dataset=r.dataset,
+        dimension=r.dimension,
+        question=r.question,
+        reference=r.reference,
+        key_points=tuple(r.key_points),
+        answer=r.answer,
+        score=r.score,
+        rater_id=r.rater_id,
+        rubric_id=r.rubric_id,
+    )
+
+
+def calibration_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Calibration:
+    return judge_service_pb2.Calibration(
+        calibration_id=doc["_id"],
+        judge=doc["judge"],
+        rubric_id=doc["rubric_id"],
+        rubric_version=doc["rubric_version"],
+        rubric_hash=doc["rubric_hash"],
+        kappa=doc["kappa"],
+        kappa_low=doc["kappa_low"],
+        kappa_high=doc["kappa_high"],
+        n=doc["n"],
+        threshold=doc["threshold"],
+        calibrated=doc["calibrated"],
+        dimensions=[judge_service_pb2.DimensionAgreement(**d) for d in doc["dimensions"]],
+        measured_at=timestamp(doc["measured_at"]),
+        judge_failures=doc.get("judge_failures", 0),
+    )
+
+
+def review_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Review:
+    return judge_service_pb2.Review(
+        review_id=doc["_id"],
+        state=doc["state"],
+        dataset=doc["dataset"],
+        dimension=doc["dimension"],
+        rubric_id=doc["rubric_id"],
+        rubric_version=doc["rubric_version"],
+        question=doc["question"],
+        reference=doc["reference"],
+        key_points=doc["key_points"],
+        answer=doc["answer"],
+        judge_scores=doc["judge_scores"],
+        reviewer_id=doc.get("reviewer_id", ""),
+        score=doc.get("score", 0.0),
+        lease_until=timestamp(doc.get("lease_until")),
+        created_at=timestamp(doc.get("created_at")),
+    )
+
+
+def agreement_to_proto(
+    submission_id: str, agreement: PanelAgreement
+) -> judge_service_pb2.PanelAgreement:
+    return judge_service_pb2.PanelAgreement(
+        submission_id=submission_id,
+        judge_models=agreement.judge_models,
+        alpha=agreement.overall.alpha,
+        items=agreement.overall.items,
+        datasets=[
+            judge_service_pb2.DatasetPanelAgreement(dataset=name, alpha=a.alpha, items=a.items)
+            for name, a in agreement.datasets
+        ],
+    )

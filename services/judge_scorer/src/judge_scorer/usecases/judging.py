@@ -1,0 +1,463 @@
+"""Judging: judge requests in, judge scores out; calibration against physicians gates them.
+
+An official run's items are judged only by a judge + rubric version whose latest calibration
+reached the kappa threshold. A request that finds its rubric uncalibrated is parked (stored,
+its Kafka offset committed) and judged as soon as a calibration admits the rubric; a
+self-test run is judged at once and its scores carry no calibration id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from judge_scorer.core.agreement import bootstrap_kappa_ci, cohen_kappa
+from judge_scorer.core.ports import JudgeStore, PoolKeys, Publisher, SealedKey
+from judge_scorer.core.rubric import Rubric, RubricBook, UnknownRubric
+from judge_scorer.usecases.panel import JudgeInput, Panel, PanelResult
+from medbench.scoring.v1 import scoring_events_pb2
+from medbench_messaging import topics
+from medbench_messaging.publisher import Outgoing
+from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.metrics import count_items
+from medbench_runtime.timestamps import timestamp
+
+log = logging.getLogger(__name__)
+
+SCORER_VERSION = "judge-1"
+KAPPA = Gauge(
+    "medbench_judge_kappa",
+    "Cohen's kappa of the judge against physicians, latest calibration.",
+    ["judge", "rubric"],
+)
+CALIBRATED = Gauge(
+    "medbench_judge_calibrated",
+    "1 when the judge and rubric version are calibrated (kappa >= threshold), else 0.",
+    ["judge", "rubric"],
+)
+MAX_TEXT_CHARS = 100_000
+"""Longest question, reference or answer a request may carry (characters)."""
+PARKED = Gauge("medbench_judge_parked_requests", "Judge requests waiting for a calibration.")
+JUDGED = Counter("medbench_judge_items_total", "Items judged by outcome.", ["outcome"])
+REVIEWS = Counter("medbench_judge_reviews_opened_total", "Items sent to physician review.")
+
+
+class NotCalibrated(Exception):
+    """The judge and rubric version have no passing calibration (official scoring refuses)."""
+
+
+def calibration_refusal(judge: str, rubric: Rubric, latest: dict[str, Any] | None) -> str:
+    """Why official scoring refuses this judge and rubric, for error messages and logs."""
+    name = f"judge {judge} with rubric {rubric.label}"
+    if latest is None:
+        return (
+            f"{name} has no calibration against physicians: import physician ratings "
+            f"(ImportRatings) and run Calibrate"
+        )
+    return (
+        f"{name} is not calibrated: kappa {latest['kappa']:.3f} < {latest['threshold']:.2f} "
+        f"over {latest['n']} ratings (calibration {latest['_id']})"
+    )
+
+
+class Judging:
+    """The judge scorer's use cases."""
+
+    def __init__(
+        self,
+        panel: Panel,
+        rubrics: RubricBook,
+        store: JudgeStore,
+        pool_keys: PoolKeys,
+        publisher: Publisher,
+        kappa_threshold: float = 0.80,
+        review_spread: float = 0.3,
+    ) -> None:
+        self.panel = panel
+        self.rubrics = rubrics
+        self._store = store
+        self._pool_keys = pool_keys
+        self._publisher = publisher
+        self.kappa_threshold = kappa_threshold
+        self._review_spread = review_spread
+        self._calibrating: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def rubric_for(self, dataset: str, rubric_id: str = "") -> Rubric:
+        return self.rubrics.get(rubric_id) if rubric_id else self.rubrics.for_dataset(dataset)
+
+    def rubric_named(self, dataset: str, rubric_id: str, field: str = "rubric_id") -> Rubric:
+        """The rubric a request names (by id, else its dataset's); INVALID_ARGUMENT if none."""
+        if not dataset and not rubric_id:
+            raise InvalidArgument("dataset or rubric_id is required")
+        try:
+            return self.rubric_for(dataset, rubric_id)
+        except UnknownRubric as exc:
+            raise InvalidArgument(f"{field}: {exc}") from exc
+
+    def versioned(self, rubric_id: str, version: int) -> Rubric:
+        """A rubric version (0: the latest); NOT_FOUND if unknown."""
+        if not rubric_id:
+            raise InvalidArgument("rubric_id is required")
+        try:
+            return self.rubrics.get(rubric_id, version or None)
+        except UnknownRubric as exc:
+            raise NotFound(str(exc)) from exc
+
+    async def judge_answer(self, item: JudgeInput, self_test: bool) -> tuple[PanelResult, str]:
+        """Judges one answer at once; with the calibration id admitting the rubric ("" for a
+        self-test). FAILED_PRECONDITION when an official judgment finds it uncalibrated."""
+        if not item.answer.strip():
+            raise InvalidArgument("answer is required")
+        for name in ("question", "reference", "answer"):
+            if len(getattr(item, name)) > MAX_TEXT_CHARS:
+                raise InvalidArgument(f"{name} is longer than {MAX_TEXT_CHARS} characters")
+        calibration_id = ""
+        if not self_test:
+            try:
+                calibration_id = await self.admitted(item.rubric)
+            except NotCalibrated as exc:
+                raise FailedPrecondition(str(exc)) from exc
+        [result] = await self.panel.judge([item])
+        return result, calibration_id
+
+    async def measure(self, rubric: Rubric, n_resamples: int = 0) -> dict[str, Any]:
+        """Calibrate on request: FAILED_PRECONDITION when there is nothing to measure."""
+        if not 0 <= n_resamples <= 20_000:
+            raise InvalidArgument("n_resamples must be between 0 (default 1,000) and 20,000")
+        try:
+            return await self.calibrate(rubric, n_resamples or 1000)
+        except ValueError as exc:
+            raise FailedPrecondition(str(exc)) from exc
+
+    async def calibration(self, rubric: Rubric) -> dict[str, Any]:
+        """The latest calibration of the panel with the rubric; NOT_FOUND when none."""
+        doc = await self._store.latest_calibration(self.panel.name, rubric.id, rubric.version)
+        if doc is None:
+            raise NotFound(f"no calibration of {self.panel.name} for {rubric.label}")
+        return doc
+
+    async def admitted(self, rubric: Rubric) -> str:
+        """The calibration id admitting the rubric for official scoring.
+
+        Raises:
+            NotCalibrated: with the reason.
+        """
+        latest = await self._store.latest_calibration(self.panel.name, rubric.id, rubric.version)
+        if latest is None or not latest["calibrated"]:
+            raise NotCalibrated(calibration_refusal(self.panel.name, rubric, latest))
+        return str(latest["_id"])
+
+    # -- judge requests ----------------------------------------------------------------------
+
+    async def handle(self, event: scoring_events_pb2.JudgeRequested) -> None:
+        """Judges a request's items and publishes their scores; parks it when uncalibrated."""
+        rubrics = {t.item_id: self.rubric_for(t.dataset, t.rubric_id) for t in event.tasks}
+        calibrations: dict[tuple[str, int], str] = {}
+        if not event.self_test:
+            for rubric in {(r.id, r.version): r for r in rubrics.values()}.values():
+                try:
+                    calibrations[rubric.id, rubric.version] = await self.admitted(rubric)
+                except NotCalibrated as refusal:
+                    await self._park(event, str(refusal))
+                    return
+        context = event.context
+        keys = {k.item_id: k for k in await self._pool_keys.keys(context.pool_id)}
+        inputs = [_input(t, rubrics[t.item_id], keys[t.item_id]) for t in event.tasks]
+        results = await self.panel.judge(inputs)
+        scores: list[scoring_events_pb2.ItemScore] = []
+        judgments: list[dict[str, Any]] = []
+        for task, item, result in zip(event.tasks, inputs, results, strict=True):
+            calibration_id = calibrations.get((item.rubric.id, item.rubric.version), "")
+            review = result.spread > self._review_spread
+            if review:
+                await self._open_review(task, item, result)
+            scores.append(_item_score(task, result, self.panel, calibration_id, review))
+            judgments.append(_judgment(event, task, result, calibration_id))
+            JUDGED.labels("unscored" if result.score is None else "scored").inc()
+        await self._store.record_judgments(judgments)
+        count_items(
+            "judged", context.tenant_id, event.track, sum(r.score is not None for r in results)
+        )
+        message = scoring_events_pb2.ItemsScored(
+            event_id=f"{context.submission_id}:{event.batch_id}:judge-scorer",
+            batch_id=event.batch_id,
+            # The submission's context, passed on whole as the metric scorer built it.
+            context=context,
+            scores=scores,
+            scorer_version=SCORER_VERSION,
+            scored_at=timestamp(datetime.now(UTC)),
+        )
+        await self._publisher.publish(
+            [Outgoing(topics.ITEM_SCORED, message, key=context.submission_id)]
+        )
+
+    async def _park(self, event: scoring_events_pb2.JudgeRequested, reason: str) -> None:
+        await self._store.park(
+            {
+                "_id": event.event_id,
+                "submission_id": event.context.submission_id,
+                "event": event.SerializeToString(),
+                "reason": reason,
+                "parked_at": _now(),
+            }
+        )
+        PARKED.set(await self._store.parked_count())
+        log.warning(
+            "judge request %s parked until calibrated: %s", event.event_id, reason.split(":")[0]
+        )
+
+    async def release_parked(self) -> int:
+        """Judges parked requests whose rubrics are now calibrated; returns how many."""
+        released = 0
+        for doc in await self._store.parked():
+            event = scoring_events_pb2.JudgeRequested.FromString(doc["event"])
+            rubrics = {self.rubric_for(t.dataset, t.rubric_id) for t in event.tasks}
+            try:
+                for rubric in rubrics:
+                    await self.admitted(rubric)
+            except NotCalibrated:
+                continue
+            await self.handle(event)
+            await self._store.unpark(doc["_id"])
+            released += 1
+        PARKED.set(await self._store.parked_count())
+        return released
+
+    async def _open_review(
+        self, task: scoring_events_pb2.JudgeTask, item: JudgeInput, result: PanelResult
+    ) -> None:
+        REVIEWS.inc()
+        await self._store.open_review(
+            {
+                # One review per (rubric, prompt): the same answer to the same item is one case.
+                "_id": hashlib.sha256(
+                    f"{item.rubric.label}\0{result.prompt_hash}".encode()
+                ).hexdigest()[:24],
+                "state": "open",
+                "item_id": task.item_id,
+                "dataset": task.dataset,
+                "dimension": task.dimension,
+                "rubric_id": item.rubric.id,
+                "rubric_version": item.rubric.version,
+                "question": item.question,
+                "reference": item.reference,
+                "key_points": list(item.key_points),
+                "answer": item.answer,
+                "judge_scores": result.scores,
+                "created_at": _now(),
+            }
+        )
+
+    # -- calibration -------------------------------------------------------------------------
+
+    async def calibrate(self, rubric: Rubric, n_resamples: int = 1000) -> dict[str, Any]:
+        """Measures the panel against every physician rating of the rubric; records it."""
+        async with self._calibrating[rubric.id, rubric.version]:
+            ratings = await self._store.ratings(rubric.id)
+            if not ratings:
+                raise ValueError(f"no physician ratings for rubric {rubric.id}")
+            cases: dict[str, JudgeInput] = {}
+            for r in ratings:
+                cases.setdefault(
+                    r["case"],
+                    JudgeInput(
+                        rubric, r["question"], r["reference"], tuple(r["key_points"]), r["answer"]
+                    ),
+                )
+            order = sorted(cases)
+            results = dict(
+                zip(order, await self.panel.judge([cases[c] for c in order]), strict=True)
+            )
+            judge, physician, clusters, dimensions = [], [], [], []
+            failures = 0
+            for r in ratings:
+                result = results[r["case"]]
+                if result.score is None:
+                    failures += 1
+                    continue
+                # Ordinal agreement on the rubric's own integer points.
+                judge.append(round(rubric.scale.min + result.score * _width(rubric)))
+                physician.append(round(r["score"]))
+                clusters.append(r["case"])
+                dimensions.append(r.get("dimension", ""))
+            if not judge:
+                raise ValueError(f"the judge scored none of the {len(ratings)} rated answers")
+            labels = list(range(int(rubric.scale.min), int(rubric.scale.max) + 1))
+            estimate = bootstrap_kappa_ci(
+                physician,
+                judge,
+                weights="quadratic",
+                labels=labels,
+                clusters=clusters,
+                n_resamples=n_resamples,
+                seed=0,
+            )
+            per_dimension = []
+            for dim in sorted(set(dimensions) - {""}):
+                idx = [i for i, d in enumerate(dimensions) if d == dim]
+                kappa = cohen_kappa(
+                    [physician[i] for i in idx],
+                    [judge[i] for i in idx],
+                    weights="quadratic",
+                    labels=labels,
+                )
+                per_dimension.append({"dimension": dim, "kappa": kappa, "n": len(idx)})
+            digest = hashlib.sha256(
+                "\n".join(f"{r['_id']}\t{r['score']!r}" for r in ratings).encode()
+            ).hexdigest()[:12]
+            doc = {
+                "_id": f"{self.panel.name}:{rubric.id}:v{rubric.version}:{len(judge)}:{digest}",
+                "judge": self.panel.name,
+                "rubric_id": rubric.id,
+                "rubric_version": rubric.version,
+                "rubric_hash": rubric.content_hash,
+                "kappa": estimate.kappa,
+                "kappa_low": estimate.low,
+                "kappa_high": estimate.high,
+                "n": estimate.n,
+                "threshold": self.kappa_threshold,
+                "calibrated": estimate.kappa >= self.kappa_threshold,
+                "dimensions": per_dimension,
+                "judge_failures": failures,
+                "measured_at": _now(),
+            }
+            await self._store.add_calibration(doc)
+            self.export(doc)
+        log.info(
+            "calibration %s: kappa %.3f [%.3f, %.3f] over %d pairs: %s",
+            doc["_id"],
+            doc["kappa"],
+            doc["kappa_low"],
+            doc["kappa_high"],
+            doc["n"],
+            "calibrated" if doc["calibrated"] else "NOT calibrated",
+        )
+        if doc["calibrated"]:
+            # Judging what waited can take long: not on the Calibrate request's path.
+            task = asyncio.create_task(self._release_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return doc
+
+    async def _release_logged(self) -> None:
+        try:
+            released = await self.release_parked()
+            log.info("released %d parked judge requests", released)
+        except Exception:  # noqa: BLE001 - the next calibration or start-up tries again
+            log.exception("releasing parked judge requests failed")
+
+    def export(self, calibration: dict[str, Any]) -> None:
+        """Publishes a calibration as Prometheus gauges."""
+        labels = (
+            calibration["judge"],
+            f"{calibration['rubric_id']}.v{calibration['rubric_version']}",
+        )
+        KAPPA.labels(*labels).set(calibration["kappa"])
+        CALIBRATED.labels(*labels).set(1.0 if calibration["calibrated"] else 0.0)
+
+    async def export_all(self) -> None:
+        """Gauges for every rubric's latest calibration (at start-up)."""
+        for rubric in self.rubrics.rubrics:
+            latest = await self._store.latest_calibration(
+                self.panel.name, rubric.id, rubric.version
+            )
+            if latest is not None:
+                self.export(latest)
+        PARKED.set(await self._store.parked_count())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _width(rubric: Rubric) -> float:
+    return float(rubric.scale.max - rubric.scale.min)
+
+
+def _input(task: scoring_events_pb2.JudgeTask, rubric: Rubric, key: SealedKey) -> JudgeInput:
+    return JudgeInput(rubric, key.prompt, "\n".join(key.reference), key.key_points, task.answer)
+
+
+def _item_score(
+    task: scoring_events_pb2.JudgeTask,
+    result: PanelResult,
+    panel: Panel,
+    calibration_id: str,
+    review: bool,
+) -> scoring_events_pb2.ItemScore:
+    score = 0.0 if result.score is None else result.score
+    return scoring_events_pb2.ItemScore(
+        item_id=task.item_id,
+        dataset=task.dataset,
+        dimension=task.dimension,
+        group_id=task.group_id or task.item_id,
+        component="judge",
+        metric="judge",
+        score=score,
+        parsed="" if result.score is None else f"{_panel_points(result):g}",
+        components=[scoring_events_pb2.ComponentScore(name="judge", score=score)],
+        merge_rule=task.merge_rule or scoring_events_pb2.MERGE_RULE_MEAN,
+        unscored=result.score is None,
+        prompt_hash=task.prompt_hash,
+        judge=scoring_events_pb2.JudgeLineage(
+            judge_models=panel.models,
+            rubric_id=result.rubric.id,
+            rubric_version=result.rubric.version,
+            rubric_hash=result.rubric.content_hash,
+            prompt_hash=result.prompt_hash,
+            calibration_id=calibration_id,
+            panel_rule=panel.rule,
+            panel_spread=result.spread,
+            injection_flags=list(result.flags),
+            sent_to_review=review,
+            judge_scores=result.normalised_scores,
+        ),
+    )
+
+
+def _panel_points(result: PanelResult) -> float:
+    """The item's judge score on the rubric's own scale (what a physician would read)."""
+    assert result.score is not None
+    return result.rubric.scale.min + result.score * _width(result.rubric)
+
+
+def _judgment(
+    event: scoring_events_pb2.JudgeRequested,
+    task: scoring_events_pb2.JudgeTask,
+    result: PanelResult,
+    calibration_id: str,
+) -> dict[str, Any]:
+    return {
+        "_id": f"{event.context.submission_id}:{task.item_id}",
+        "submission_id": event.context.submission_id,
+        "tenant_id": event.context.tenant_id,
+        "item_id": task.item_id,
+        "dataset": task.dataset,
+        "rubric": result.rubric.label,
+        "rubric_hash": result.rubric.content_hash,
+        "prompt_hash": result.prompt_hash,
+        "calibration_id": calibration_id,
+        "score": result.score,
+        "spread": result.spread,
+        "flags": list(result.flags),
+        "verdicts": [
+            {
+                "model": o.model,
+                "score": None if o.verdict is None else o.verdict.score,
+                "raw_score": None if o.verdict is None else o.verdict.raw_score,
+                "rationale": "" if o.verdict is None else o.verdict.rationale,
+                "raw_output": o.raw_output,
+                "error": o.error,
+                "cached": o.cached,
+            }
+            for o in result.outcomes
+        ],
+        "judged_at": _now(),
+    }

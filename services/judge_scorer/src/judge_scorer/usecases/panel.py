@@ -1,0 +1,294 @@
+"""Panel: judges answers with one or more judge models, through the cache.
+
+For each answer: the rubric's messages are built (the answer fenced as data), every judge of the
+panel is asked unless the cache already holds its reply to exactly these messages, a malformed
+reply is asked for once more, and the panel's scores are combined by the configured rule.
+Answers flagged as attempts to manipulate the judge are capped at the rubric's bottom quarter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter
+
+from judge_scorer.core.agreement import aggregate_panel, panel_spread
+from judge_scorer.core.injection import detect_injection
+from judge_scorer.core.ports import JudgeCache, JudgeModel
+from judge_scorer.core.prompt import build_messages, injection_cap, prompt_hash
+from judge_scorer.core.rubric import Rubric
+from judge_scorer.core.verdict import MalformedVerdict, Verdict, parse_verdict
+
+CACHE = Counter("medbench_judge_cache_total", "Judge cache lookups by result.", ["result"])
+REPAIR_PROMPT = (
+    "你上一条输出无法按要求解析（{error}）。请重新评分，只输出一个符合要求的 JSON 对象，"
+    "不要输出任何其他文字。"
+)
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """One answer to judge, with the sealed side it is judged against."""
+
+    rubric: Rubric
+    question: str
+    reference: str
+    key_points: tuple[str, ...]
+    answer: str
+
+
+@dataclass(frozen=True)
+class JudgeOutcome:
+    """One judge's part: a verdict, or the reason there is none."""
+
+    model: str
+    verdict: Verdict | None
+    raw_output: str
+    error: str = ""
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class PanelResult:
+    """The panel's judgment of one answer."""
+
+    rubric: Rubric
+    prompt_hash: str
+    outcomes: tuple[JudgeOutcome, ...]
+    flags: tuple[str, ...]
+    score: float | None
+    """In [0, 1] after the injection cap; None when no judge gave a readable verdict."""
+    spread: float
+    """max - min of the judges' normalised scores; 0 for a single judge."""
+
+    @property
+    def scores(self) -> list[float]:
+        """The judges' scores on the rubric's scale (readable verdicts only)."""
+        return [o.verdict.score for o in self.outcomes if o.verdict is not None]
+
+    @property
+    def normalised_scores(self) -> list[float]:
+        """Each judge's score in [0, 1], under the same injection cap as the panel's."""
+        scale = self.rubric.scale
+        cap = scale.normalise(injection_cap(self.rubric)) if self.flags else 1.0
+        return [min(cap, scale.normalise(s)) for s in self.scores]
+
+
+PROMPT_FORMAT = "judge-prompt-1"
+"""Changes whenever build_messages changes what the judge reads: old cache entries then miss."""
+
+
+def cache_key(model: str, item: JudgeInput) -> str:
+    """(judge model, rubric content, prompt format, item content, answer) -> key.
+
+    Computed without building the prompt, so a cache hit costs two small hashes.
+    """
+    h = hashlib.sha256()
+    for part in (
+        model,
+        item.rubric.content_hash,
+        PROMPT_FORMAT,
+        item.question,
+        item.reference,
+        *item.key_points,
+        item.answer,
+    ):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class Panel:
+    """One or more judge models and the rule that combines them."""
+
+    def __init__(
+        self,
+        clients: Sequence[JudgeModel],
+        store: JudgeCache,
+        rule: str = "median",
+        concurrency: int = 64,
+        memory_entries: int = 200_000,
+    ) -> None:
+        if not clients:
+            raise ValueError("a panel needs at least one judge")
+        if rule not in ("mean", "median", "majority"):
+            raise ValueError(f"panel rule must be mean, median or majority, got {rule!r}")
+        self._clients = list(clients)
+        self._store = store
+        self.rule = rule
+        self._concurrency = asyncio.Semaphore(concurrency)
+        # The hottest cache entries, in memory: a resubmission's hits never reach MongoDB.
+        self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._memory_entries = memory_entries
+
+    @property
+    def models(self) -> list[str]:
+        return [c.model for c in self._clients]
+
+    @property
+    def name(self) -> str:
+        """The judge configuration a calibration is about, e.g. "qwen2.5-72b" or "a+b|median"."""
+        if len(self._clients) == 1:
+            return self._clients[0].model
+        return "+".join(sorted(self.models)) + f"|{self.rule}"
+
+    async def judge(self, inputs: Sequence[JudgeInput]) -> list[PanelResult]:
+        """Judges every input; cached verdicts are read in one round trip, the rest called."""
+        keys = [[cache_key(c.model, item) for c in self._clients] for item in inputs]
+        absent = [k for row in keys for k in row if k not in self._memory]
+        if absent:
+            for doc in (await self._store.cached(absent)).values():
+                self._remember(doc)
+        CACHE.labels("hit").inc(sum(1 for row in keys for k in row if k in self._memory))
+        new_entries: list[dict[str, Any]] = []
+        results: list[PanelResult | None] = [None] * len(inputs)
+        pending = []
+        for index, (item, row) in enumerate(zip(inputs, keys, strict=True)):
+            hits = [self._memory.get(key) for key in row]
+            if all(hit is not None for hit in hits):
+                # The common case on resubmissions: no task, no await, no parsing.
+                results[index] = self._from_cache(item, hits)  # type: ignore[arg-type]
+            else:
+                pending.append((index, self._judge_one(item, row, new_entries)))
+        if pending:
+            judged = await asyncio.gather(*(coro for _, coro in pending))
+            for (index, _), result in zip(pending, judged, strict=True):
+                results[index] = result
+        CACHE.labels("miss").inc(len(new_entries))
+        await self._store.cache(new_entries)
+        for entry in new_entries:
+            self._remember(entry)
+        return [r for r in results if r is not None]
+
+    def _from_cache(self, item: JudgeInput, hits: list[dict[str, Any]]) -> PanelResult:
+        outcomes = [
+            JudgeOutcome(client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True)
+            for client, hit in zip(self._clients, hits, strict=True)
+        ]
+        return self._combine(item, str(hits[0]["prompt_hash"]), outcomes)
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self._memory[entry["_id"]] = entry
+        self._memory.move_to_end(entry["_id"])
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)
+
+    async def _judge_one(
+        self, item: JudgeInput, keys: list[str], new_entries: list[dict[str, Any]]
+    ) -> PanelResult:
+        hits = [self._memory.get(key) for key in keys]
+        prompt: tuple[list[dict[str, str]], str] | None = None
+        if any(hit is None for hit in hits):
+            messages = build_messages(
+                item.rubric,
+                question=item.question,
+                reference=item.reference,
+                key_points=item.key_points,
+                answer=item.answer,
+            )
+            prompt = (messages, prompt_hash(messages))
+        outcomes = await asyncio.gather(
+            *(
+                self._ask(client, item, key, hit, prompt, new_entries)
+                for client, key, hit in zip(self._clients, keys, hits, strict=True)
+            )
+        )
+        ph = prompt[1] if prompt else str(hits[0]["prompt_hash"])  # type: ignore[index]
+        return self._combine(item, ph, list(outcomes))
+
+    def _combine(self, item: JudgeInput, ph: str, outcomes: list[JudgeOutcome]) -> PanelResult:
+        """The panel's score from its judges' verdicts."""
+        flags = _flags(item.answer)
+        verdicts = [o.verdict for o in outcomes if o.verdict is not None]
+        scale = item.rubric.scale
+        if not verdicts:
+            return PanelResult(item.rubric, ph, tuple(outcomes), flags, None, 0.0)
+        combined = (
+            verdicts[0].score
+            if len(verdicts) == 1
+            else aggregate_panel([v.score for v in verdicts], self.rule)
+        )
+        score = scale.normalise(combined)
+        if flags:
+            # The rubric tells the judge so; this holds even for a judge that was fooled.
+            score = min(score, scale.normalise(injection_cap(item.rubric)))
+        spread = panel_spread([v.normalised for v in verdicts]) if len(verdicts) > 1 else 0.0
+        return PanelResult(item.rubric, ph, tuple(outcomes), flags, score, spread)
+
+    async def _ask(
+        self,
+        client: JudgeModel,
+        item: JudgeInput,
+        key: str,
+        hit: dict[str, Any] | None,
+        prompt: tuple[list[dict[str, str]], str] | None,
+        new_entries: list[dict[str, Any]],
+    ) -> JudgeOutcome:
+        if hit is not None:
+            return JudgeOutcome(
+                client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True
+            )
+        assert prompt is not None
+        messages, ph = prompt
+        async with self._concurrency:
+            raw = await client.complete(messages)
+            try:
+                verdict = parse_verdict(raw, item.rubric, answer=item.answer)
+            except MalformedVerdict as first:
+                repair = [
+                    *messages,
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
+                ]
+                raw = await client.complete(repair)
+                try:
+                    verdict = parse_verdict(raw, item.rubric, answer=item.answer)
+                except MalformedVerdict as second:
+                    # A recorded failure, not a zero; not cached, so a later request asks again.
+                    return JudgeOutcome(
+                        client.model, None, raw, error=f"malformed verdict twice: {second}"
+                    )
+        new_entries.append(
+            {
+                "_id": key,
+                "model": client.model,
+                "prompt_hash": ph,
+                "rubric_id": item.rubric.id,
+                "rubric_version": item.rubric.version,
+                "raw_output": raw,
+                # The parsed verdict: a hit needs no parsing.
+                "score": verdict.score,
+                "raw_score": verdict.raw_score,
+                "key_points_covered": list(verdict.key_points_covered),
+                "rationale": verdict.rationale,
+                "created_at": datetime.now(UTC),
+            }
+        )
+        return JudgeOutcome(client.model, verdict, raw)
+
+
+def _verdict(entry: dict[str, Any], rubric: Rubric) -> Verdict:
+    return Verdict(
+        score=entry["score"],
+        raw_score=entry["raw_score"],
+        scale_min=rubric.scale.min,
+        scale_max=rubric.scale.max,
+        key_points_covered=tuple(entry["key_points_covered"]),
+        rationale=entry["rationale"],
+        rubric_id=rubric.id,
+        rubric_version=rubric.version,
+        rubric_hash=rubric.content_hash,
+    )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _flags(answer: str) -> tuple[str, ...]:
+    """Injection flags of an answer (the same answer is checked once per process)."""
+    return tuple(detect_injection(answer))

@@ -1,0 +1,192 @@
+"""ItemScoring: a batch of recorded responses in, item scores and judge requests out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from medbench.scoring.v1 import scoring_events_pb2
+from medbench_messaging import topics
+from medbench_messaging.publisher import Outgoing
+from medbench_messaging.sizing import MAX_NOTE_BYTES, clip_utf8
+from medbench_runtime.metrics import count_items
+from medbench_runtime.timestamps import timestamp
+from metric_scorer.core.batch import MismatchedResponse, ResponseBatch
+from metric_scorer.core.choice import shown_reference
+from metric_scorer.core.components import PoolTotals, plan, score_objective
+from metric_scorer.core.ports import PoolKeys, Publisher, Variants
+from metric_scorer.core.types import ItemKey
+
+SCORER_VERSION = "metric-scorer/2"
+_RULE_PREFIX = "MERGE_RULE_"
+
+
+def merge_rule_named(name: str) -> scoring_events_pb2.MergeRule.ValueType:
+    """The MergeRule of a rule name ("mean", "min"), as scoring_events.proto declares them.
+
+    Raises:
+        ValueError: a name the wire contract does not declare.
+    """
+    known = [
+        n.removeprefix(_RULE_PREFIX).lower()
+        for n in scoring_events_pb2.MergeRule.keys()  # noqa: SIM118 - an EnumTypeWrapper
+        if n != "MERGE_RULE_UNSPECIFIED"
+    ]
+    if name not in known:
+        raise ValueError(f"unknown merge rule {name!r}; known: {known}")
+    return scoring_events_pb2.MergeRule.Value(_RULE_PREFIX + name.upper())
+
+
+class ItemScoring:
+    """Scores a batch's objective components, sends judge components to the judge, and
+    publishes both: deterministic ids and content, so a redelivery changes nothing downstream.
+    """
+
+    def __init__(
+        self,
+        keys: PoolKeys,
+        variants: Variants,
+        publisher: Publisher,
+        merge_rule: str = "mean",
+        totals: PoolTotals | None = None,
+    ) -> None:
+        self._keys = keys
+        self._variants = variants
+        self._publisher = publisher
+        # An unknown rule fails when the service starts, not per message.
+        self._merge_rule = merge_rule_named(merge_rule)
+        self._totals = totals or PoolTotals()
+
+    async def score_batch(self, batch: ResponseBatch) -> None:
+        """Scores and publishes one batch.
+
+        Raises:
+            MismatchedResponse: a response's item is not at its ordinal in the pool.
+        """
+        # Each download shows choice options in its tenant's order; keys are in canonical
+        # order. Both are cached; read together, a submission's first batch waits for the
+        # slower only.
+        pool, orders = await asyncio.gather(
+            self._keys.keys(batch.pool_id), self._variants.orders(batch.submission_id)
+        )
+        scores: list[scoring_events_pb2.ItemScore] = []
+        judged: list[scoring_events_pb2.ItemScore] = []
+        tasks: list[scoring_events_pb2.JudgeTask] = []
+        rules: dict[str, str] = {}
+        for response in batch.responses:
+            ordinal = response.ordinal
+            if not 0 <= ordinal < len(pool) or pool[ordinal].item_id != response.item_id:
+                raise MismatchedResponse(
+                    f"item {response.item_id} is not at ordinal {ordinal} of {batch.pool_id}"
+                )
+            key = pool[ordinal]
+            rules[key.dataset] = key.rule
+            steps = plan(key.metric, key.key_points)
+            common = {
+                "prompt_hash": response.prompt_hash,
+                "item_id": key.item_id,
+                "dataset": key.dataset,
+                "dimension": key.dimension,
+                "group_id": key.group_id,
+                "merge_rule": self._merge_rule,
+            }
+            if steps.objective:
+                reference = key.reference
+                if key.metric.startswith("choice"):
+                    reference = shown_reference(key.reference, orders.get(key.item_id))
+                result = score_objective(
+                    None if response.missing else response.answer,
+                    ItemKey(key.item_id, key.dataset, key.metric, reference, key.key_points),
+                    steps.objective,
+                )
+                metric = scoring_events_pb2.ItemScore(
+                    component="metric",
+                    metric=key.metric,
+                    parsed=clip_utf8(result.parsed, MAX_NOTE_BYTES),
+                    components=[
+                        scoring_events_pb2.ComponentScore(name=n, score=s)
+                        for n, s in result.components
+                    ],
+                    **common,
+                )
+                if len(result.components) == 1:
+                    # Several components are merged by the aggregator, under merge_rule.
+                    metric.score = result.components[0][1]
+                if result.counts is not None:
+                    counts = result.counts
+                    metric.tp, metric.fp, metric.fn = counts.tp, counts.fp, counts.fn
+                scores.append(metric)
+            if not steps.judged:
+                continue
+            if response.missing:
+                # Nothing to judge: an unanswered item scores 0 without a judge call.
+                zero = scoring_events_pb2.ItemScore(
+                    component="judge",
+                    metric="judge",
+                    score=0.0,
+                    parsed="no answer",
+                    components=[scoring_events_pb2.ComponentScore(name="judge", score=0.0)],
+                    **common,
+                )
+                judged.append(zero)
+            else:
+                tasks.append(
+                    scoring_events_pb2.JudgeTask(
+                        prompt_hash=response.prompt_hash,
+                        item_id=key.item_id,
+                        dataset=key.dataset,
+                        rubric_id=key.rubric_id,
+                        answer=response.answer,
+                        ordinal=ordinal,
+                        dimension=key.dimension,
+                        group_id=key.group_id,
+                        merge_rule=self._merge_rule,
+                    )
+                )
+        total = self._totals.total(batch.pool_id, pool)
+        await self._publisher.publish(self._events(batch, total, rules, scores, judged, tasks))
+        count_items("scored", batch.tenant_id, batch.track, len(scores) + len(judged))
+
+    def _events(
+        self,
+        batch: ResponseBatch,
+        total: int,
+        rules: Mapping[str, str],
+        scores: list[scoring_events_pb2.ItemScore],
+        judged: list[scoring_events_pb2.ItemScore],
+        tasks: list[scoring_events_pb2.JudgeTask],
+    ) -> list[Outgoing]:
+        # The one place the envelope is built: every event of the batch carries it whole.
+        context = scoring_events_pb2.ScoringContext(
+            submission_id=batch.submission_id,
+            tenant_id=batch.tenant_id,
+            pool_id=batch.pool_id,
+            expected_items=batch.expected_items,
+            expected_scores=total,
+            dataset_rules=rules,
+        )
+        scored_at = timestamp(datetime.now(UTC))
+        out: list[Outgoing] = []
+        for component, items in (("metric", scores), ("judge", judged)):
+            if items:
+                message = scoring_events_pb2.ItemsScored(
+                    event_id=f"{batch.submission_id}:{batch.batch_id}:{component}",
+                    batch_id=batch.batch_id,
+                    context=context,
+                    scores=items,
+                    scorer_version=SCORER_VERSION,
+                    scored_at=scored_at,
+                )
+                out.append(Outgoing(topics.ITEM_SCORED, message, key=batch.submission_id))
+        if tasks:
+            request = scoring_events_pb2.JudgeRequested(
+                event_id=f"{batch.submission_id}:{batch.batch_id}:judge-requested",
+                batch_id=batch.batch_id,
+                context=context,
+                tasks=tasks,
+                self_test=batch.self_test,
+                track=batch.track,
+            )
+            out.append(Outgoing(topics.JUDGE_REQUESTED, request, key=batch.submission_id))
+        return out

@@ -1,0 +1,131 @@
+"""What the rotator's use cases need from the world (implemented in adapters/, faked in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from rotator.core.bank import BankEntry, FrozenPool, ImportCounts, Incoming
+from rotator.core.leaktrace import CanaryHit, Variant
+from rotator.core.pools import Assignment, PoolEntry, PoolMeta, PoolRecord
+
+
+class TaskStore(Protocol):
+    """The task bank: tasks in the main database, their keys sealed."""
+
+    async def import_items(self, items: Sequence[Incoming]) -> ImportCounts:
+        """Stores validated items: new ones, new versions of changed ones; unchanged ones
+        are counted, not written."""
+        ...
+
+    async def dataset_counts(self, track: str | None) -> dict[str, tuple[int, int]]:
+        """dataset -> (items, keyed items) in the bank (of a track, or of all)."""
+        ...
+
+    def stream_candidates(
+        self, track: str, datasets: Sequence[str]
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """(dataset, group_id, primary specialty) of every keyed task of the track (of the
+        datasets, all when empty); items of a group may come several times."""
+        ...
+
+    async def group_entries(self, group_ids: Sequence[str]) -> list[BankEntry]:
+        """Every keyed task of the groups, with its key and image ids."""
+        ...
+
+    async def bank_entries(self, track: str, datasets: Sequence[str]) -> list[BankEntry]:
+        """Every keyed task of a track (of the datasets, all when empty)."""
+        ...
+
+    async def questions(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """item_id -> the bank's question, for the ids the bank holds."""
+        ...
+
+
+class PoolStore(Protocol):
+    """Frozen pools, their items, and how often each question group was served."""
+
+    async def find_pool(self, pool_id: str) -> PoolRecord | None: ...
+
+    async def current_pool(self, track: str, board: str) -> PoolRecord:
+        """The board's current pool; FailedPrecondition when none is published."""
+        ...
+
+    async def previous_pool(self, track: str, board: str) -> PoolRecord | None:
+        """The board's current pool before a rotation replaces it (None for the first)."""
+        ...
+
+    async def is_current(self, pool: PoolRecord) -> bool: ...
+
+    async def pool_groups(self, pool_id: str) -> dict[str, list[str]]:
+        """dataset -> group ids of a stored pool, in pool order."""
+        ...
+
+    async def exposures(self) -> dict[str, int]:
+        """group_id -> rotated pools it was served in (groups never served are absent)."""
+        ...
+
+    async def store_pool(
+        self, pool: FrozenPool, meta: PoolMeta, image_ids: Mapping[str, tuple[str, ...]]
+    ) -> None:
+        """Writes the pool's items, then its record (the commit point); AlreadyExists when
+        another writer stored the same pool id first."""
+        ...
+
+    async def count_exposures(self, pool_id: str, group_ids: Iterable[str]) -> None:
+        """Records that the groups are served in the pool (idempotent)."""
+        ...
+
+    def pool_entries(self, pool_id: str) -> AsyncIterator[PoolEntry]:
+        """The pool's items in ordinal order."""
+        ...
+
+
+class CurrentPools(Protocol):
+    """Which pool each (track, board) serves."""
+
+    async def make_current(self, pool: PoolRecord) -> None:
+        """Points the pool's (track, board) at it and announces it (PoolRotated) in one
+        transaction: the pointer and the announcement never disagree. Idempotent."""
+        ...
+
+
+class AssignmentStore(Protocol):
+    """Assignments of submissions to pools, and the sealed per-download variants."""
+
+    async def assign(
+        self, submission_id: str, tenant_id: str, track: str, board: str
+    ) -> Assignment:
+        """The submission's assignment to the board's current pool, created on the first
+        call (later calls return the first)."""
+        ...
+
+    async def assignment(self, submission_id: str) -> Assignment:
+        """NotFound when the submission has none."""
+        ...
+
+    async def variant(self, submission_id: str) -> Variant | None: ...
+
+    async def store_variant(self, variant: Variant) -> None:
+        """Stores the variant and indexes its canaries by fingerprint (idempotent)."""
+        ...
+
+    async def canary_hits(self, fingerprints: Sequence[str]) -> list[CanaryHit]:
+        """One hit per fingerprint that is a stored canary's."""
+        ...
+
+    def variants(self) -> AsyncIterator[Variant]:
+        """Every stored variant (one per submission)."""
+        ...
+
+
+class ImageStore(Protocol):
+    """Where task images live; ids are content hashes, so storing twice stores once."""
+
+    async def put(self, path: str, content: bytes, media_type: str = "") -> tuple[str, bool]:
+        """Stores content; returns (image_id, newly stored)."""
+        ...
+
+    async def get(self, image_id: str) -> tuple[bytes, str]:
+        """Returns (content, media_type); NotFound when absent."""
+        ...

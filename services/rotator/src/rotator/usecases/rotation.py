@@ -1,0 +1,187 @@
+"""Making pools: a rotated pool per cycle (stratified, seeded, exposure-capped), or a whole-bank
+pool; either becomes its board's current pool, announced as PoolRotated."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medbench_runtime.errors import AlreadyExists, InvalidArgument
+from rotator.core.bank import BankEntry, check_id, freeze_pool
+from rotator.core.catalog import DatasetCatalog
+from rotator.core.pools import (
+    PoolMeta,
+    PoolParams,
+    PoolRecord,
+    RotationMeta,
+    check_rotation,
+    pool_id_of,
+)
+from rotator.core.ports import CurrentPools, PoolStore, TaskStore
+from rotator.core.rotation import RotationParams, RotationPlan, seed_for_cycle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUPS_PER_DATASET = 30
+DEFAULT_EXPOSURE_CAP = 3
+DEFAULT_ANCHORS_PER_DATASET = 3
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """A rotation as asked: 0 (or empty) means the default."""
+
+    track: str
+    board: str
+    cycle: str
+    seed: int = 0
+    """0: derived from the cycle."""
+    groups_per_dataset: int = 0
+    exposure_cap: int = 0
+    anchors_per_dataset: int = 0
+    datasets: tuple[str, ...] = ()
+    """Empty: every dataset of the track."""
+
+    def params(self) -> RotationParams:
+        return RotationParams(
+            board=self.board,
+            seed=self.seed or seed_for_cycle(self.cycle),
+            groups_per_dataset=self.groups_per_dataset or DEFAULT_GROUPS_PER_DATASET,
+            exposure_cap=self.exposure_cap or DEFAULT_EXPOSURE_CAP,
+            anchors_per_dataset=self.anchors_per_dataset or DEFAULT_ANCHORS_PER_DATASET,
+        )
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """The board's pool after a rotation, and the datasets it could not fill."""
+
+    pool: PoolRecord
+    shortfalls: tuple[str, ...]
+
+
+class PoolRotation:
+    """Freezes pools from the bank and makes them current."""
+
+    def __init__(
+        self,
+        tasks: TaskStore,
+        pools: PoolStore,
+        current: CurrentPools,
+        catalog: DatasetCatalog,
+    ) -> None:
+        self._tasks = tasks
+        self._pools = pools
+        self._current = current
+        self._catalog = catalog
+
+    async def rotate(self, request: RotationRequest) -> Rotated:
+        """The cycle's pool of the track and board, made current. A cycle is rotated once:
+        asking again with the same parameters returns the pool made the first time;
+        AlreadyExists with others."""
+        params = request.params()
+        check_rotation(request.cycle, params)
+        track = request.track
+        in_track = [d.name for d in self._catalog.datasets_in(track)]
+        names = list(request.datasets) or in_track
+        for name in names:
+            if name not in in_track:
+                raise InvalidArgument(f"dataset {name!r} is not a {track} dataset")
+        pool_id = pool_id_of(track, request.board, request.cycle)
+        asked = PoolParams.of(params, names)
+        existing = await self._pools.find_pool(pool_id)
+        if existing is not None:
+            if existing.params != asked:
+                raise AlreadyExists(
+                    f"pool {pool_id} exists with other parameters; a cycle is rotated once"
+                )
+        else:
+            existing = await self._freeze_rotation(pool_id, request, params, names)
+        await self._current.make_current(existing)
+        return Rotated(existing, existing.shortfalls)
+
+    async def _freeze_rotation(
+        self, pool_id: str, request: RotationRequest, params: RotationParams, names: list[str]
+    ) -> PoolRecord:
+        track = request.track
+        previous = await self._pools.previous_pool(track, request.board)
+        anchors = {} if previous is None else await self._pools.pool_groups(previous.pool_id)
+        started = time.perf_counter()
+        plan = RotationPlan(params, await self._pools.exposures(), anchors)
+        async for dataset, group_id, specialty in self._tasks.stream_candidates(track, names):
+            plan.offer(dataset, group_id, specialty)
+        selection = plan.choose(names)
+        streamed = time.perf_counter()
+        chosen = [g for groups in selection.groups.values() for g in groups]
+        entries = await self._tasks.group_entries(chosen)
+        fetched = time.perf_counter()
+        meta = PoolMeta(
+            board=request.board,
+            method="rotation",
+            registry_version=self._catalog.version,
+            rotation=RotationMeta(
+                cycle=request.cycle,
+                seed=params.seed,
+                anchor_groups=sum(len(a) for a in selection.anchors.values()),
+                params=PoolParams.of(params, names),
+                shortfalls=selection.shortfalls,
+                previous_pool=None if previous is None else previous.pool_id,
+            ),
+        )
+        await self._store(pool_id, track, entries, meta)
+        await self._pools.count_exposures(pool_id, chosen)
+        log.info(
+            "rotated %s: %d bank items streamed in %.1f s, %d groups fetched in %.1f s, "
+            "stored in %.1f s",
+            pool_id,
+            plan.offered,
+            streamed - started,
+            len(chosen),
+            fetched - streamed,
+            time.perf_counter() - fetched,
+        )
+        return await self._stored(pool_id)
+
+    async def publish(
+        self, pool_id: str, track: str, board: str, datasets: Sequence[str] = ()
+    ) -> PoolRecord:
+        """A pool of every keyed item of the track (of the datasets, all when empty), made
+        current; publishing an existing pool id makes that pool current again (AlreadyExists
+        when it is another track's or board's)."""
+        check_id("pool_id", pool_id)
+        existing = await self._pools.find_pool(pool_id)
+        if existing is None:
+            entries = await self._tasks.bank_entries(track, datasets)
+            meta = PoolMeta(
+                board=board, method="whole-bank", registry_version=self._catalog.version
+            )
+            await self._store(pool_id, track, entries, meta)
+            existing = await self._stored(pool_id)
+        elif existing.track != track or existing.board != board:
+            raise AlreadyExists(
+                f"pool {pool_id} exists for track {existing.track}, board {existing.board}"
+            )
+        await self._current.make_current(existing)
+        return existing
+
+    async def _store(
+        self, pool_id: str, track: str, entries: list[BankEntry], meta: PoolMeta
+    ) -> None:
+        frozen = freeze_pool(
+            pool_id,
+            track,
+            [
+                (t, v, k, self._catalog.resolve(t.item_id, t.dataset, "", t.answer_format).info)
+                for t, v, k, _ in entries
+            ],
+        )
+        await self._pools.store_pool(
+            frozen, meta, {t.item_id: images for t, _, _, images in entries}
+        )
+
+    async def _stored(self, pool_id: str) -> PoolRecord:
+        stored = await self._pools.find_pool(pool_id)
+        assert stored is not None, f"pool {pool_id} was just stored"
+        return stored

@@ -1,0 +1,278 @@
+"""In-memory fakes of the gateway's ports (gateway.core.ports), for use-case tests without a
+stack. Store writes apply at once; the outbox keeps a transaction's events only when its work
+returns (what a rolled-back transaction would have published is dropped)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from gateway.core.ports import (
+    Assignment,
+    DuplicateSubmission,
+    Expect,
+    PreflightResult,
+    Publication,
+)
+from gateway.core.quotas import Quotas, UsageNow
+from gateway.core.submission import Record
+from gateway.core.uploads import Manifest
+from medbench_runtime.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
+
+T = TypeVar("T")
+
+
+def _holds(record: Record, expect: Expect | None) -> bool:
+    if expect is None:
+        return True
+    if expect.state is not None and record["state"] != expect.state:
+        return False
+    if expect.state_not_in is not None and record["state"] in expect.state_not_in:
+        return False
+    return expect.answered is None or record["answered"] == expect.answered
+
+
+class InMemorySubmissionStore:
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], Record] = {}
+        self.uploads: dict[tuple[str, str], Record] = {}
+        self.keys: dict[str, str] = {}
+        self.reads = 0
+        self.writes = 0
+
+    async def find(self, tenant_id: str, submission_id: str, tx: Any = None) -> Record | None:
+        self.reads += 1
+        found = self.records.get((tenant_id, submission_id))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def get(self, tenant_id: str, submission_id: str, tx: Any = None) -> Record:
+        found = await self.find(tenant_id, submission_id, tx)
+        if found is None:
+            raise NotFound(f"submission {submission_id} not found")
+        return found
+
+    async def view(self, tenant_id: str, submission_id: str) -> Record:
+        found = await self.get(tenant_id, submission_id)
+        found.pop("answered_bits", None)
+        return found
+
+    async def insert(self, tenant_id: str, record: Record, tx: Any) -> None:
+        if (tenant_id, record["_id"]) in self.records:
+            raise DuplicateSubmission(record["_id"])
+        self.writes += 1
+        self.records[(tenant_id, record["_id"])] = {**copy.deepcopy(record), "tenant_id": tenant_id}
+
+    async def update(
+        self,
+        tenant_id: str,
+        submission_id: str,
+        fields: Record,
+        tx: Any = None,
+        expect: Expect | None = None,
+    ) -> bool:
+        record = self.records.get((tenant_id, submission_id))
+        if record is None or not _holds(record, expect):
+            return False
+        self.writes += 1
+        record.update(copy.deepcopy(fields), updated_at=datetime.now(UTC))
+        return True
+
+    async def apply_dispatch(self, tenant_id: str, submission_id: str, fields: Record) -> bool:
+        record = self.records.get((tenant_id, submission_id))
+        if record is None or record.get("dispatch_sequence", 0) >= fields["dispatch_sequence"]:
+            return False
+        self.writes += 1
+        record.update(fields, updated_at=datetime.now(UTC))
+        return True
+
+    async def store_key(self, tenant_id: str, submission_id: str, api_key: str, tx: Any) -> None:
+        self.keys[submission_id] = api_key
+
+    async def forget_key(self, submission_id: str) -> None:
+        self.keys.pop(submission_id, None)
+
+    async def find_upload(self, tenant_id: str, submission_id: str, batch_id: str) -> Record | None:
+        return self.uploads.get((tenant_id, f"{submission_id}:{batch_id}"))
+
+    async def record_upload(self, tenant_id: str, upload: Record, tx: Any) -> None:
+        self.uploads[(tenant_id, upload["_id"])] = upload
+
+
+class InMemoryQuotaLedger:
+    """Concurrent slots only (the other limits are the Mongo ledger's, tested against it)."""
+
+    def __init__(self, concurrent: int = 5) -> None:
+        self.defaults = Quotas(50, concurrent, 1_000_000)
+        self.active: dict[str, set[str]] = {}
+        self.charged_items: dict[str, int] = {}
+        self.refunded: dict[str, int] = {}
+
+    async def quotas(self, tenant_id: str) -> Quotas:
+        return self.defaults
+
+    async def check_active(self, tenant_id: str) -> None:
+        if len(self.active.get(tenant_id, set())) >= self.defaults.concurrent_submissions:
+            raise ResourceExhausted("too many submissions in progress")
+
+    async def charge(
+        self, tenant_id: str, submission_id: str, items: int, tx: Any, now: datetime
+    ) -> None:
+        self.active.setdefault(tenant_id, set()).add(submission_id)
+        self.charged_items[tenant_id] = self.charged_items.get(tenant_id, 0) + items
+
+    async def release(
+        self,
+        tenant_id: str,
+        submission_id: str,
+        created_at: datetime,
+        refund_items: int = 0,
+        refund_submission: bool = False,
+    ) -> None:
+        ids = self.active.get(tenant_id, set())
+        if submission_id not in ids:
+            return
+        ids.discard(submission_id)
+        self.refunded[tenant_id] = self.refunded.get(tenant_id, 0) + refund_items
+
+    async def usage(self, tenant_id: str, now: datetime | None = None) -> UsageNow:
+        return UsageNow(
+            self.defaults, 0, len(self.active.get(tenant_id, set())),
+            self.charged_items.get(tenant_id, 0),
+        )  # fmt: skip
+
+
+def manifest_of(n: int, canaries: int = 0, pool_id: str = "pool-1") -> Manifest:
+    """Items item-0..item-<n-1>, then canaries canary-0.. (ordinals from n on)."""
+    ids = [f"item-{i}" for i in range(n)] + [f"canary-{i}" for i in range(canaries)]
+    return Manifest(
+        pool_id,
+        {item: (o, "D") for o, item in enumerate(ids)},
+        {o: (item, "D") for o, item in enumerate(ids)},
+        {item: f"h-{item}" for item in ids},
+    )
+
+
+class FakeRotator:
+    def __init__(self, items: int = 4, canaries: int = 0, has_pool: bool = True) -> None:
+        self.items, self.canaries, self.has_pool = items, canaries, has_pool
+        self.assigned: list[str] = []
+
+    async def require_pool(self, track: int, api: bool) -> None:
+        if not self.has_pool:
+            raise FailedPrecondition("no published pool")
+
+    async def assign(
+        self, submission_id: str, tenant_id: str, track: int, api: bool = False
+    ) -> Assignment:
+        self.assigned.append(submission_id)
+        return Assignment("pool-1", self.items, 0 if api else self.canaries)
+
+    async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
+        return manifest_of(self.items, self.canaries, pool_id)
+
+    async def cycle(self, pool_id: str) -> str:
+        return "2026-12"
+
+    async def download(self, submission_id: str) -> AsyncIterator[Any]:
+        yield {"submission_id": submission_id}
+
+
+class FakeReports:
+    def __init__(self, scored: int = 0, available: bool = True) -> None:
+        self.scored_items, self.available = scored, available
+        self.progress_calls = 0
+        self.published: list[Publication] = []
+
+    async def scored(self, submission_id: str) -> int:
+        self.progress_calls += 1
+        if not self.available:
+            raise Unavailable("aggregator down")
+        return self.scored_items
+
+    async def publish(self, publication: Publication) -> bool:
+        self.published.append(publication)
+        return publication.published
+
+    async def item_results(self, submission_id: str, tenant_id: str) -> AsyncIterator[Any]:
+        yield {"submission_id": submission_id}
+
+    async def report(self, submission_id: str, tenant_id: str) -> Any:
+        raise AssertionError("not used")
+
+    async def leaderboard(self, request: Any) -> Any:
+        return request
+
+
+class FakeDispatch:
+    """Scripted dispatcher commands; it is never asked for progress (that arrives as events)."""
+
+    def __init__(self, ok: bool = True, reason: str = "", resumed: int = 0) -> None:
+        self.ok, self.reason, self.resumed = ok, reason, resumed
+        self.preflights: list[str] = []
+        self.resumes: list[str] = []
+
+    async def preflight(self, base_url: str, model: str, api_key: str) -> PreflightResult:
+        self.preflights.append(base_url)
+        return PreflightResult(self.ok, self.reason)
+
+    async def resume(self, submission_id: str) -> int:
+        self.resumes.append(submission_id)
+        return self.resumed
+
+
+class InMemoryQuarantine:
+    """The Quarantine port over a dict: entries newest first by their position."""
+
+    states = ("held", "retried", "dropped")
+
+    def __init__(self, entries: list[Record]) -> None:
+        self.entries = {e["_id"]: dict(e, status=e.get("status", "held")) for e in entries}
+        self.sent: list[tuple[Record, Any]] = []
+
+    async def list(
+        self, status: str = "", service: str = "", limit: int = 100, page_token: str = ""
+    ) -> list[Record]:
+        ids = list(self.entries)
+        if page_token:
+            if page_token not in self.entries:
+                raise ValueError(page_token)
+            ids = ids[ids.index(page_token) + 1 :]
+        found = [
+            self.entries[i]
+            for i in ids
+            if (not status or self.entries[i]["status"] == status)
+            and (not service or self.entries[i].get("service") == service)
+        ]
+        return found[:limit]
+
+    def page_token(self, entry: Record) -> str:
+        return str(entry["_id"])
+
+    async def held_count(self) -> int:
+        return sum(e["status"] == "held" for e in self.entries.values())
+
+    async def get(self, entry: str) -> Record:
+        if entry not in self.entries:
+            raise LookupError(entry)
+        return self.entries[entry]
+
+    async def _take(self, entry: str, to: str, by: str) -> Record:
+        found = self.entries.get(entry)
+        if found is None or found["status"] != "held":
+            raise LookupError(entry)
+        before = dict(found)
+        found.update(status=to, resolved_by=by)
+        return before
+
+    async def retry(self, entry: str, by: str, publisher: Any) -> Record:
+        found = self.entries.get(entry)
+        if found is not None and found["status"] == "held" and found.get("payload") is None:
+            raise ValueError(f"entry {entry} kept no payload")
+        before = await self._take(entry, "retried", by)
+        self.sent.append((before, publisher))
+        return before
+
+    async def drop(self, entry: str, by: str) -> Record:
+        return await self._take(entry, "dropped", by)

@@ -1,0 +1,207 @@
+"""ItemScoring with in-memory ports: what a batch of responses turns into (no stack)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medbench.scoring.v1 import scoring_events_pb2 as ev
+from medbench_messaging import topics
+from medbench_storage.pool_keys import PoolKey
+from metric_scorer.core.batch import MismatchedResponse, Response, ResponseBatch
+from metric_scorer.usecases.item_scoring import ItemScoring, merge_rule_named
+from tests.services.metric_scorer.fakes import (
+    InMemoryPoolKeys,
+    InMemoryPublisher,
+    InMemoryVariants,
+)
+
+POOL = [
+    PoolKey("MedExam-1", "MedExam", "knowledge", "MedExam-1", "choice_single", "all_permutations",
+            ("B",)),
+    PoolKey("MedHC-1", "MedHC", "generation", "MedHC-1", "key_point_recall+judge", "mean", (),
+            ("低盐饮食", "规律服药", "监测血压"), rubric_id="generic", prompt="高血压？"),
+    PoolKey("MedDoc-1", "MedDoc", "generation", "MedDoc-1", "judge", "mean", ("参考",),
+            rubric_id="generic"),
+    PoolKey("MedMix-1", "MedMix", "reasoning", "MedMix-1", "choice_single+key_point_recall",
+            "mean", ("B",), ("低盐饮食",)),
+]  # fmt: skip
+
+
+def batch(*responses: Response, batch_id: str = "b1", self_test: bool = False) -> ResponseBatch:
+    return ResponseBatch(
+        submission_id="sub-1",
+        tenant_id="hospital-a",
+        pool_id="pool-1",
+        batch_id=batch_id,
+        expected_items=len(POOL),
+        responses=responses,
+        self_test=self_test,
+        track=1,
+    )
+
+
+def answer(ordinal: int, text: str, missing: bool = False) -> Response:
+    return Response(POOL[ordinal].item_id, ordinal, text, missing, f"hash-{ordinal}")
+
+
+def scoring(
+    orders: dict[str, dict[str, tuple[int, ...]]] | None = None, rule: str = "mean"
+) -> tuple[ItemScoring, InMemoryPublisher]:
+    publisher = InMemoryPublisher()
+    use_case = ItemScoring(
+        InMemoryPoolKeys({"pool-1": POOL}), InMemoryVariants(orders), publisher, merge_rule=rule
+    )
+    return use_case, publisher
+
+
+def scored(publisher: InMemoryPublisher) -> dict[str, ev.ItemScore]:
+    return {s.item_id: s for m in publisher.on(topics.ITEM_SCORED) for s in m.scores}
+
+
+async def test_a_choice_answer_is_scored_and_published_with_the_submissions_context() -> None:
+    use_case, publisher = scoring()
+    await use_case.score_batch(batch(answer(0, "答案：<B>")))
+    [message] = publisher.on(topics.ITEM_SCORED)
+    assert message.event_id == "sub-1:b1:metric" and message.batch_id == "b1"
+    assert message.context == ev.ScoringContext(
+        submission_id="sub-1",
+        tenant_id="hospital-a",
+        pool_id="pool-1",
+        expected_items=4,
+        # MedHC has two parts (key points + judge); the others one each.
+        expected_scores=5,
+        dataset_rules={"MedExam": "all_permutations"},
+    )
+    [item] = message.scores
+    assert (item.component, item.metric, item.score, item.parsed) == (
+        "metric",
+        "choice_single",
+        1.0,
+        "B",
+    )
+    assert item.merge_rule == ev.MERGE_RULE_MEAN and item.prompt_hash == "hash-0"
+    assert publisher.on(topics.JUDGE_REQUESTED) == []
+
+
+async def test_choices_are_scored_in_the_order_the_tenants_download_showed() -> None:
+    # This download showed the original options C, B, A: original B is still shown as B,
+    # original A is shown as C.
+    shown = {"sub-1": {"MedExam-1": (2, 0, 1)}}
+    use_case, publisher = scoring(orders=shown)
+    await use_case.score_batch(batch(answer(0, "<C>")))
+    assert scored(publisher)["MedExam-1"].score == 1.0
+    use_case, publisher = scoring(orders=shown)
+    await use_case.score_batch(batch(answer(0, "<B>")))
+    assert scored(publisher)["MedExam-1"].score == 0.0
+
+
+async def test_a_missing_answer_scores_zero_without_a_judge_call() -> None:
+    use_case, publisher = scoring()
+    await use_case.score_batch(
+        batch(answer(0, "", missing=True), answer(1, "", missing=True), answer(2, "", True))
+    )
+    parts = [(s.item_id, s.component, s.score, s.parsed) for m in publisher.on(topics.ITEM_SCORED)
+             for s in m.scores]  # fmt: skip
+    assert parts == [
+        ("MedExam-1", "metric", 0.0, ""),
+        ("MedHC-1", "metric", 0.0, ""),
+        ("MedHC-1", "judge", 0.0, "no answer"),
+        ("MedDoc-1", "judge", 0.0, "no answer"),
+    ]
+    assert publisher.on(topics.JUDGE_REQUESTED) == []
+    ids = [m.event_id for m in publisher.on(topics.ITEM_SCORED)]
+    assert ids == ["sub-1:b1:metric", "sub-1:b1:judge"]
+
+
+async def test_judge_components_are_requested_with_the_same_envelope() -> None:
+    use_case, publisher = scoring()
+    await use_case.score_batch(
+        batch(answer(1, "建议低盐饮食，并且规律服药。"), answer(2, "病历"), self_test=True)
+    )
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    [metric] = publisher.on(topics.ITEM_SCORED)
+    assert request.context == metric.context
+    assert request.event_id == "sub-1:b1:judge-requested" and request.batch_id == "b1"
+    assert request.self_test and request.track == 1
+    assert [(t.item_id, t.rubric_id, t.ordinal, t.answer) for t in request.tasks] == [
+        ("MedHC-1", "generic", 1, "建议低盐饮食，并且规律服药。"),
+        ("MedDoc-1", "generic", 2, "病历"),
+    ]
+    # The key points are scored here; the judge scores the rest.
+    [recall] = metric.scores
+    assert [(c.name, round(c.score, 4)) for c in recall.components] == [
+        ("key_point_recall", round(2 / 3, 4))
+    ]
+    assert recall.score == pytest.approx(2 / 3)
+
+
+async def test_a_part_of_several_components_leaves_their_merge_to_the_aggregator() -> None:
+    use_case, publisher = scoring()
+    await use_case.score_batch(batch(answer(3, "<B>")))
+    [part] = scored(publisher).values()
+    assert [(c.name, c.score) for c in part.components] == [
+        ("choice_single", 1.0),
+        ("key_point_recall", 0.0),
+    ]
+    assert part.score == 0.0, "the merge is the aggregator's arithmetic"
+    assert part.merge_rule == ev.MERGE_RULE_MEAN
+
+
+async def test_the_configured_merge_rule_is_named_on_every_part_and_task() -> None:
+    use_case, publisher = scoring(rule="min")
+    await use_case.score_batch(batch(answer(0, "<B>"), answer(1, "低盐饮食")))
+    assert {s.merge_rule for s in scored(publisher).values()} == {ev.MERGE_RULE_MIN}
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    assert [t.merge_rule for t in request.tasks] == [ev.MERGE_RULE_MIN]
+
+
+def test_a_merge_rule_the_wire_contract_does_not_declare_is_refused_at_start() -> None:
+    assert merge_rule_named("mean") == ev.MERGE_RULE_MEAN
+    assert merge_rule_named("min") == ev.MERGE_RULE_MIN
+    with pytest.raises(ValueError, match="unknown merge rule 'median'"):
+        merge_rule_named("median")
+    with pytest.raises(ValueError, match="unknown merge rule"):
+        ItemScoring(InMemoryPoolKeys({}), InMemoryVariants(), InMemoryPublisher(), "unspecified")
+
+
+async def test_a_response_not_at_its_ordinal_is_refused_and_nothing_is_published() -> None:
+    use_case, publisher = scoring()
+    wrong = Response("MedHC-1", 0, "<B>", False, "h")
+    with pytest.raises(MismatchedResponse, match="not at ordinal 0"):
+        await use_case.score_batch(batch(answer(0, "<B>"), wrong))
+    beyond = Response("MedExam-1", 7, "<B>", False, "h")
+    with pytest.raises(MismatchedResponse):
+        await use_case.score_batch(batch(beyond))
+    assert publisher.batches == []
+
+
+async def test_a_redelivered_batch_publishes_the_same_events() -> None:
+    use_case, publisher = scoring()
+    responses = (answer(0, "<A>"), answer(1, "规律服药"), answer(3, "低盐"))
+    await use_case.score_batch(batch(*responses))
+    await use_case.score_batch(batch(*responses))
+    first, again = publisher.batches
+    strip = [(o.topic.name, o.key, o.message.event_id) for o in first]
+    assert strip == [(o.topic.name, o.key, o.message.event_id) for o in again]
+    for a, b in zip(first, again, strict=True):
+        a.message.ClearField("scored_at") if a.topic is topics.ITEM_SCORED else None
+        b.message.ClearField("scored_at") if b.topic is topics.ITEM_SCORED else None
+        assert a.message == b.message
+
+
+async def test_batches_are_keyed_by_submission_and_only_non_empty_events_are_sent() -> None:
+    use_case, publisher = scoring()
+    await use_case.score_batch(batch(answer(2, "病历"), batch_id="b7"))
+    assert [(o.topic, o.key, o.message.event_id) for o in publisher.messages] == [
+        (topics.JUDGE_REQUESTED, "sub-1", "sub-1:b7:judge-requested")
+    ]
+
+
+async def test_the_expected_score_count_is_read_once_per_pool_key_list() -> None:
+    keys = InMemoryPoolKeys({"pool-1": POOL})
+    publisher = InMemoryPublisher()
+    use_case = ItemScoring(keys, InMemoryVariants(), publisher)
+    for n in range(3):
+        await use_case.score_batch(batch(answer(0, "<B>"), batch_id=f"b{n}"))
+    totals = {m.context.expected_scores for m in publisher.on(topics.ITEM_SCORED)}
+    assert totals == {5} and keys.reads == ["pool-1"] * 3
