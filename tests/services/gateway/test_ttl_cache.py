@@ -143,3 +143,27 @@ async def test_zero_turns_it_off_and_bad_settings_are_refused() -> None:
         TtlCache(-1.0)
     with pytest.raises(ValueError, match="max_entries"):
         TtlCache(1.0, max_entries=0)
+
+
+async def test_forget_drops_one_key_and_a_load_of_it_begun_before_is_not_kept() -> None:
+    cache: TtlCache[str, int] = TtlCache(10.0, clock=Clock())
+    values = iter([1, 2, 3])
+    gate = asyncio.Event()
+
+    async def slow() -> int:
+        await gate.wait()
+        return next(values)
+
+    async def fast() -> int:
+        return next(values)
+
+    assert await cache.get("other", fast) == (1, False)
+    pending = asyncio.ensure_future(cache.get("k", slow))
+    await asyncio.sleep(0)
+    cache.forget("k")  # a change committed while the load was reading the old state
+    gate.set()
+    assert await pending == (2, False)  # its caller gets it...
+    assert await cache.get("k", fast) == (3, False)  # ...but it was not kept
+    assert await cache.get("other", fast) == (1, True)  # other keys are untouched
+    cache.forget("never-loaded")  # harmless
+    assert len(cache) == 2

@@ -13,7 +13,7 @@ from gateway.entrypoints import convert
 from gateway.usecases.submissions import Submissions
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_pb2
-from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from medbench_storage.testing import InMemoryOutbox, InMemoryTransactions
 from tests.services.gateway.fakes import (
     FakeDispatch,
@@ -36,6 +36,7 @@ class World:
         dispatch: FakeDispatch | None = None,
         reports: FakeReports | None = None,
         progress_cache_s: float = 60.0,
+        view_cache_s: float = 60.0,
     ) -> None:
         self.store = InMemorySubmissionStore()
         self.outbox = InMemoryOutbox()
@@ -52,6 +53,7 @@ class World:
             self.dispatch,
             self.quotas,
             progress_cache_s=progress_cache_s,
+            view_cache_s=view_cache_s,
         )
 
     async def upload_mode(self, request_id: str = "run-1") -> str:
@@ -179,10 +181,46 @@ async def test_a_view_reads_once_writes_nothing_and_shares_scoring_progress() ->
     reads, writes = w.store.reads, w.store.writes
     first = await w.submissions.view(T, sid)
     second = await w.submissions.view(T, sid)
-    assert (w.store.reads - reads, w.store.writes - writes) == (2, 0)
+    assert (w.store.reads - reads, w.store.writes - writes) == (1, 0)  # kept for view_cache_s
     assert first.scored == second.scored == 3
     assert w.reports.progress_calls == 1  # kept for progress_cache_s
     assert w.dispatch.resumes == [] and "answered_bits" not in first.record
+
+
+async def test_a_view_shows_this_processs_own_changes_at_once() -> None:
+    w = World()
+    sid = await w.upload_mode()
+    assert (await w.submissions.view(T, sid)).record["answered"] == 0
+    await w.submissions.upload(T, sid, "b1", [("item-0", "A"), ("item-1", "B")], final=False)
+    assert (await w.submissions.view(T, sid)).record["answered"] == 2
+    await w.submissions.upload(T, sid, "b2", [], final=True)
+    assert (await w.submissions.view(T, sid)).record["state"] == rules.SCORING
+    await w.submissions.complete(T, sid, 4, datetime(2026, 12, 6, 12, tzinfo=UTC))
+    assert (await w.submissions.view(T, sid)).record["state"] == rules.COMPLETED
+
+    api = await w.api_mode("api-2")
+    assert (await w.submissions.view(T, api)).record["state"] == rules.DISPATCHING
+    await w.submissions.apply_dispatch_progress(progress(api, "DONE", 4, sequence=1))
+    assert (await w.submissions.view(T, api)).record["state"] == rules.SCORING
+
+
+async def test_a_view_is_kept_per_tenant_and_a_miss_is_not_kept() -> None:
+    w = World()
+    sid = await w.upload_mode()
+    with pytest.raises(NotFound):
+        await w.submissions.view("tenant-b", sid)
+    await w.submissions.view(T, sid)
+    with pytest.raises(NotFound):  # another tenant never reads the kept record
+        await w.submissions.view("tenant-b", sid)
+
+
+async def test_without_the_view_cache_every_view_reads_the_store() -> None:
+    w = World(view_cache_s=0)
+    sid = await w.upload_mode()
+    reads = w.store.reads
+    for _ in range(3):
+        await w.submissions.view(T, sid)
+    assert w.store.reads - reads == 3
 
 
 async def test_an_aggregator_outage_does_not_fail_a_view_nor_is_progress_asked_early() -> None:

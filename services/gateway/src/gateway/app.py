@@ -65,6 +65,7 @@ async def serve(settings: GatewaySettings) -> None:
             quotas,
             settings.egress.policy(),
             progress_cache_s=settings.progress_cache_s,
+            view_cache_s=settings.view_cache_s,
         )
         completed = infra.consumer(
             topics.SUBMISSION_COMPLETED,

@@ -29,8 +29,12 @@ class GatewaySettings(ServiceSettings):
     leaderboard_cache_s: float = 2.0
     # The aggregator's scoring progress of a submission is kept this long (0 = off): reads of
     # a SCORING or DISPATCHING submission within it share one call to the aggregator, so a
-    # partner polling GetSubmission or WatchSubmission costs one MongoDB read per call.
+    # partner polling GetSubmission or WatchSubmission makes no aggregator call per poll.
     progress_cache_s: float = 1.0
+    # A submission read for GetSubmission / WatchSubmission is kept this long (0 = off): polls
+    # within it share one MongoDB read. A change this gateway makes (an upload, a completion,
+    # dispatch progress) forgets it at once; one applied by another replica shows within it.
+    view_cache_s: float = 1.0
     quotas: QuotaSettings = QuotaSettings()
     # Where partners' endpoints may be (MEDBENCH_EGRESS__*): the same values as the
     # dispatcher's; the gateway refuses what it can tell without resolving a name.

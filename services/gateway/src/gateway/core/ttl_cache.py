@@ -19,8 +19,8 @@ class TtlCache(Generic[K, V]):
     waiters get its error, the next call loads again); a caller that gives up does not cancel
     the load for the others. At most ``max_entries`` values are kept, the least recently
     loaded go first. ``clear()`` forgets every value and every load in progress: a value whose
-    load started before the clear is handed to that load's waiters but never kept. A ``ttl_s``
-    of 0 turns the cache off.
+    load started before the clear is handed to that load's waiters but never kept; ``forget(key)``
+    does the same for one key. A ``ttl_s`` of 0 turns the cache off.
     """
 
     def __init__(
@@ -39,6 +39,8 @@ class TtlCache(Generic[K, V]):
         self._values: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._loading: dict[K, asyncio.Future[V]] = {}
         self._generation = 0
+        # Loads in progress when their key was forgotten: their values are never kept.
+        self._stale: set[asyncio.Future[V]] = set()
 
     def __len__(self) -> int:
         return len(self._values)
@@ -62,6 +64,14 @@ class TtlCache(Generic[K, V]):
             )
         return await asyncio.shield(pending), False
 
+    def forget(self, key: K) -> None:
+        """The key's value is gone; a load of it already in progress is not kept (it may have
+        read what was there before the change that made the caller forget)."""
+        self._values.pop(key, None)
+        pending = self._loading.pop(key, None)
+        if pending is not None:
+            self._stale.add(pending)
+
     def clear(self) -> None:
         self._values.clear()
         self._loading.clear()
@@ -70,6 +80,9 @@ class TtlCache(Generic[K, V]):
     def _loaded(self, key: K, done: asyncio.Future[V], expires: float, generation: int) -> None:
         if self._loading.get(key) is done:
             del self._loading[key]
+        if done in self._stale:
+            self._stale.discard(done)
+            return
         if generation != self._generation or done.cancelled() or done.exception() is not None:
             return
         self._values[key] = (expires, done.result())

@@ -155,10 +155,14 @@ class Submissions:
         quotas: QuotaLedger | None = None,
         egress: EgressPolicy | None = None,
         progress_cache_s: float = 1.0,
+        view_cache_s: float = 1.0,
     ) -> None:
         """egress: the partner endpoint policy's static part (None: the production default).
         progress_cache_s: how long the aggregator's scoring progress of a submission is kept
-        (reads within it share one call; 0 = off)."""
+        (reads within it share one call; 0 = off). view_cache_s: how long a submission read
+        for a view is kept; every change this process makes to it forgets it at once (a
+        partner reads its own writes), a change made by another gateway replica shows within
+        view_cache_s (0 = off)."""
         self._store = store
         self._transactions = transactions
         self._outbox = outbox
@@ -168,6 +172,11 @@ class Submissions:
         self._quotas = quotas
         self._egress = egress or EgressPolicy()
         self._scored: TtlCache[str, int] = TtlCache(progress_cache_s, max_entries=4096)
+        self._views: TtlCache[tuple[str, str], Record] = TtlCache(view_cache_s, max_entries=4096)
+
+    def _changed(self, tenant_id: str, submission_id: str) -> None:
+        """This process changed the submission (after the commit): views read it again."""
+        self._views.forget((tenant_id, submission_id))
 
     # -- commands of the partner -------------------------------------------------------------
 
@@ -217,6 +226,7 @@ class Submissions:
             if found is None:
                 raise
             return same_request(found, valid), False
+        self._changed(tenant_id, submission_id)  # a view that found nothing before the commit
         self._outbox.notify()
         metrics.created(tenant_id, request.track, request.mode)
         log.info(
@@ -300,6 +310,7 @@ class Submissions:
             return plan.state
 
         state = await self._transactions.run(commit)
+        self._changed(tenant_id, submission_id)
         self._outbox.notify()
         metrics.ANSWERS_UPLOADED.labels(tenant_id).inc(len(accepted))
         expected = doc["expected"]
@@ -367,6 +378,7 @@ class Submissions:
                 {"state_reason": "", "infra_failed": 0},
                 expect=Expect(state=DISPATCHING),
             )
+            self._changed(tenant_id, submission_id)
         return await self.view(tenant_id, submission_id), resumed
 
     async def publish(self, tenant_id: str, submission_id: str, published: bool) -> bool:
@@ -398,11 +410,14 @@ class Submissions:
     # -- reads -------------------------------------------------------------------------------
 
     async def view(self, tenant_id: str, submission_id: str) -> View:
-        """The submission with the aggregator's scored counter while it is being scored. One
-        read of the store, no write, no call to the dispatcher: its progress arrives as events
-        (apply_dispatch_progress); the aggregator's scoring progress is kept for
+        """The submission with the aggregator's scored counter while it is being scored. At most
+        one read of the store per view_cache_s (a burst of polls shares it; this process's own
+        changes are seen at once), no write, no call to the dispatcher: its progress arrives as
+        events (apply_dispatch_progress); the aggregator's scoring progress is kept for
         progress_cache_s, so a burst of reads makes at most one call per submission."""
-        doc = await self._store.view(tenant_id, submission_id)
+        doc, _ = await self._views.get(
+            (tenant_id, submission_id), lambda: self._store.view(tenant_id, submission_id)
+        )
         scored = 0
         if shows_scoring_progress(doc):
             try:
@@ -473,6 +488,7 @@ class Submissions:
         applied = await self._store.apply_dispatch(
             progress.tenant_id, progress.submission_id, fields
         )
+        self._changed(progress.tenant_id, progress.submission_id)
         if applied and fields.get("state") == FAILED:
             metrics.finished(progress.tenant_id, FAILED)
             # Items the endpoint never answered for infrastructure reasons are not charged.
@@ -497,6 +513,7 @@ class Submissions:
             completion_fields(doc, scored, at),
             expect=Expect(state_not_in=tuple(sorted(TERMINAL))),
         )
+        self._changed(tenant_id, submission_id)
         if completed:
             metrics.finished(tenant_id, COMPLETED)
         await self._release(doc)
