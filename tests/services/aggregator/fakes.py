@@ -42,6 +42,8 @@ def _entry(p: ItemPart) -> Entry:
         p.unscored,
         tuple(judge.get("judge_scores", ())),
         p.judge,
+        p.metric,
+        p.counts,
     )
 
 

@@ -113,12 +113,56 @@ async def send(
     return response
 
 
+def _refs(refs: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(refs) - shown} more" if len(refs) > shown else ""
+    return ", ".join(refs[:shown]) + more
+
+
+def unknown_datasets(
+    rows: Sequence[ImportRow], known: Sequence[str]
+) -> tuple[list[ImportRow], list[str]]:
+    """The rows naming a dataset of the registry (or none: a source tag the rotator resolves),
+    and one line per unknown dataset, naming its lines and the known datasets: such rows are
+    not sent, since every one of them would be rejected for the same reason."""
+    names = set(known)
+    kept: list[ImportRow] = []
+    unknown: dict[str, list[str]] = {}
+    for row in rows:
+        if row.dataset and row.dataset not in names:
+            unknown.setdefault(row.dataset, []).append(f"{row.file}:{row.line}")
+        else:
+            kept.append(row)
+    lines = [
+        f"unknown dataset {name!r} in {len(refs)} lines ({_refs(refs)}), not sent; "
+        f"known datasets: {', '.join(sorted(names))}"
+        for name, refs in unknown.items()
+    ]
+    return kept, lines
+
+
+def grouped_rejections(rejected: Sequence[taskpool_pb2.ImportRejection]) -> list[str]:
+    """The server's rejections, one line per distinct (field, reason): the reason's leading
+    "item <id>: " is dropped so that lines refused for the same cause are counted together."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in rejected:
+        reason = r.reason.removeprefix(f"item {r.item_id}: ") if r.item_id else r.reason
+        groups.setdefault((r.field, reason), []).append(r.ref or r.item_id)
+    return [
+        f"  {refs[0]}: {field}: {reason}"
+        if len(refs) == 1
+        else f"  {len(refs)} lines ({_refs(refs)}): {field}: {reason}"
+        for (field, reason), refs in groups.items()
+    ]
+
+
 def report(
     read: ReadResult,
     response: taskpool_service_pb2.ImportTasksResponse | None,
     problems: Sequence[LineError],
+    refused: Sequence[str] = (),
 ) -> str:
     lines = [summarise(read)]
+    lines += [f"  {line}" for line in refused]
     for p in problems:
         lines.append(f"  {p.file}:{p.line}: {p.field}: {p.reason}")
     if response is not None:
@@ -127,25 +171,34 @@ def report(
             f"{response.unchanged} unchanged, {len(response.rejected)} rejected, "
             f"{response.images_stored} images stored"
         )
-        for r in response.rejected:
-            lines.append(f"  {r.ref}: {r.field}: {r.reason}")
+        lines += grouped_rejections(response.rejected)
     return "\n".join(lines)
+
+
+async def known_datasets(address: str) -> list[str]:
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
+    listing = await stub.ListDatasets(taskpool_service_pb2.ListDatasetsRequest())
+    return [d.dataset for d in listing.datasets]
 
 
 async def run_import(
     address: str, read: ReadResult, images_dir: Path | None, allow_missing_images: bool
 ) -> int:
     items, problems = [], []
-    for row in read.rows:
+    named = any(row.dataset for row in read.rows)
+    rows, refused = (
+        unknown_datasets(read.rows, await known_datasets(address)) if named else (read.rows, [])
+    )
+    for row in rows:
         item, problem, only_missing = to_item(row, images_dir)
         if problem and not (only_missing and allow_missing_images):
             problems.append(LineError(row.file, row.line, "img_path", problem))
             continue
         items.append(item)
     response = await send(address, items) if items else None
-    print(report(read, response, problems))
+    print(report(read, response, problems, refused))
     rejected = len(response.rejected) if response else 0
-    return 1 if (read.errors or problems or rejected) else 0
+    return 1 if (read.errors or problems or refused or rejected) else 0
 
 
 async def run_datasets(address: str, track: str | None) -> int:

@@ -59,7 +59,8 @@ def document(
                 d.items,
                 d.units,
                 d.rule,
-                "n/a",  # the public report does not name the metric yet
+                d.metric or "n/a",  # reports built before the metric was recorded
+                item_mean=d.item_mean,
             )
             for d in report.datasets
         ),

@@ -85,7 +85,11 @@ class DatasetRow:
     """Scoring units: items under "mean", permutation groups under "all_permutations"."""
     rule: str
     metric: str
+    """The metric spec the dataset was scored under (the registry's name)."""
     name: str | None = None
+    item_mean: float | None = None
+    """0-100 mean over items: for shuffled-option sets the per-permutation accuracy (the score
+    counts a question only when all its permutations are right); None when not reported."""
 
     def __post_init__(self) -> None:
         _text("dataset code", self.code)
@@ -100,6 +104,10 @@ class DatasetRow:
         _count(f"dataset {self.code} n_units", self.n_units)
         _text(f"rule of dataset {self.code}", self.rule)
         _text(f"metric of dataset {self.code}", self.metric)
+        if self.item_mean is not None:
+            object.__setattr__(
+                self, "item_mean", _finite(f"dataset {self.code} item_mean", self.item_mean)
+            )
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,7 @@ def dataset_table(doc: ReportDocument) -> Table:
             Column("Units", ("n_units",), numeric=True),
             Column("Rule", ("rule",)),
             Column("Metric", ("metric",)),
+            Column("Item mean", ("item_mean",), numeric=True),
         ),
         tuple(
             (
@@ -230,6 +231,7 @@ def dataset_table(doc: ReportDocument) -> Table:
                 Count(row.n_units),
                 Text(row.rule),
                 Text(row.metric),
+                Score(row.item_mean) if row.item_mean is not None else Text(""),
             )
             for row in doc.datasets
         ),
@@ -296,9 +298,23 @@ def how_to_read(doc: ReportDocument) -> list[str]:
     """The reading guide's paragraphs."""
     rules = sorted({row.rule for row in doc.datasets})
     rule_text = "; ".join(f"{rule}: {_RULE_HELP[rule]}" for rule in rules if rule in _RULE_HELP)
+    pooled = any("micro_f1" in row.metric.split("+") for row in doc.datasets)
+    item_mean = any(row.item_mean is not None for row in doc.datasets)
     return [
         "Scores run from 0 to 100. "
         + (f"A dataset's score follows its rule ({rule_text}). " if rule_text else "")
+        + (
+            "Where the metric has a micro_f1 component, that component is the F1 of the "
+            "true and false positives and negatives pooled over the dataset's items. "
+            if pooled
+            else ""
+        )
+        + (
+            "The item mean is the mean of the per-item scores: for shuffled-option sets the "
+            "per-permutation accuracy. "
+            if item_mean
+            else ""
+        )
         + "A dimension's score is the unweighted mean of its datasets, and the overall score "
         "is the unweighted mean of the dimensions, so every dimension weighs the same.",
         f"The range in brackets is the {level(doc)} interval: the scores this model could "

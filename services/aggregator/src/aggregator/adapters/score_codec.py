@@ -117,6 +117,7 @@ def entries(doc: dict[str, Any]) -> Iterator[Entry]:
     groups = doc.get("group_ids", ids)
     for i, item_id in enumerate(ids):
         extra = extras.get(str(i))
+        counts: tuple[int, int, int] = (0, 0, 0)
         if extra is None:
             components: tuple[tuple[str, float], ...] = ((vocab[codes["cname"][i]], values[i]),)
             unscored, judge_scores, judge = False, (), None
@@ -126,6 +127,9 @@ def entries(doc: dict[str, Any]) -> Iterator[Entry]:
             unscored = bool(extra.get("unscored"))
             judge = extra.get("judge")
             judge_scores = tuple((judge or {}).get("judge_scores", ()))
+            if "counts" in extra:
+                tp, fp, fn = extra["counts"]
+                counts = (int(tp), int(fp), int(fn))
         yield Entry(
             item_id,
             vocab[codes["dataset"][i]],
@@ -138,6 +142,8 @@ def entries(doc: dict[str, Any]) -> Iterator[Entry]:
             unscored,
             judge_scores,
             judge,
+            vocab[codes["metric"][i]],
+            counts,
         )
 
 

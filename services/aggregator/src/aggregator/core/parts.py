@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from aggregator.core.pooling import POOLED_COMPONENT, Pooled, pooled_scores, pooling_of
 from aggregator.core.report import ScoredItem, merge
 from aggregator.core.uncertainty import Unit
 
@@ -33,6 +34,11 @@ class Entry(NamedTuple):
     """The panel's per-judge normalised scores (judge parts only)."""
     judge: dict[str, Any] | None = None
     """Judge lineage (judge parts only): models, rubric, calibration_id, hashes, flags."""
+    metric: str = ""
+    """The metric spec the part was scored under (the registry's, e.g. "micro_f1+judge"; a
+    judge part says "judge")."""
+    counts: tuple[int, int, int] = (0, 0, 0)
+    """tp, fp, fn of set-valued metrics (pooled for micro-F1 datasets)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,31 @@ def entry_of(s: Mapping[str, Any]) -> Entry:
         bool(s.get("unscored")),
         tuple(judge.get("judge_scores", ())),
         judge or None,
+        s.get("metric", ""),
+        _counts(s.get("counts")),
     )
+
+
+def _counts(raw: Sequence[int] | None) -> tuple[int, int, int]:
+    if not raw:
+        return (0, 0, 0)
+    tp, fp, fn = raw
+    return (int(tp), int(fp), int(fn))
+
+
+def dataset_metrics(entries: Iterable[Entry]) -> dict[str, str]:
+    """dataset -> the metric spec it was scored under: its metric parts' (the registry's whole
+    spec, e.g. "micro_f1+key_point_recall+judge"), else "judge" for judge-only datasets;
+    several specs (a registry revision inside one pool) are joined with " | "."""
+    found: dict[str, set[str]] = {}
+    judged: dict[str, set[str]] = {}
+    for e in entries:
+        if e.metric:
+            (found if e.component == "metric" else judged).setdefault(e.dataset, set()).add(
+                e.metric
+            )
+    names = sorted(found.keys() | judged.keys())
+    return {name: " | ".join(sorted(found.get(name) or judged[name])) for name in names}
 
 
 def scores_digest(items: Iterable[tuple[str, str, float]]) -> str:
@@ -136,17 +166,27 @@ def bootstrap_units(merged: Merged, rules: Mapping[str, str]) -> list[Unit]:
     """The scoring units the intervals resample (from ``merge_parts``): items, or permutation
     groups (scored by their worst permutation) under "all_permutations". An item judged by a
     panel carries the score it would have with each single judge, so the panel's disagreement
-    is resampled too.
+    is resampled too; an item of a micro-F1 dataset carries its counts, so each resample pools
+    them (``pooling.py``).
     """
     units: list[Unit] = []
-    groups: dict[tuple[str, str], list[ScoredItem]] = {}
+    permuted: dict[str, list[ScoredItem]] = {}
     for item, panel in merged:
         if rules.get(item.dataset, "mean") == "all_permutations":
-            groups.setdefault((item.dataset, item.group_id), []).append(item)
+            permuted.setdefault(item.dataset, []).append(item)
         else:
-            units.append(Unit(item.dataset, item.dimension, item.score, panel))
-    for (dataset, _), members in sorted(groups.items()):
-        units.append(Unit(dataset, members[0].dimension, min(m.score for m in members)))
+            units.append(Unit(item.dataset, item.dimension, item.score, panel, item.pooled))
+    # A permutation group is one unit, scored with its dataset's pooled F1 where it has one
+    # (no micro-F1 dataset of the registry has option permutations).
+    groups: dict[tuple[str, str], list[float]] = {}
+    dimension_of: dict[str, str] = {}
+    for dataset, members in permuted.items():
+        dimension_of[dataset] = members[0].dimension
+        scores = pooled_scores([m.score for m in members], [m.pooled for m in members])
+        for member, score in zip(members, scores, strict=True):
+            groups.setdefault((dataset, member.group_id), []).append(score)
+    for (dataset, _), scores in sorted(groups.items()):
+        units.append(Unit(dataset, dimension_of[dataset], min(scores)))
     return units
 
 
@@ -180,13 +220,17 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
                 pairs[0][1] if len(pairs) == 1 else merge([c for _, c in pairs], found.merge_rule)
             )
             panel = found.judge_scores if len(found.judge_scores) > 1 else ()
-            item = ScoredItem(item_id, found.dataset, found.dimension, found.group_id, score)
+            pooled = _pooling(pairs, found.counts, found.merge_rule)
+            item = ScoredItem(
+                item_id, found.dataset, found.dimension, found.group_id, score, pooled
+            )
             out.append((item, panel))
             continue
         parts = sorted(found, key=lambda e: e.component)
         first = parts[0]
         scored = [p for p in parts if not p.unscored]
-        components = [c for p in scored for _, c in p.components]
+        named = [pair for p in scored for pair in p.components]
+        components = [c for _, c in named]
         if not components:
             continue
         rule = first.merge_rule
@@ -195,9 +239,26 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
         if len(judged) == 1:
             others = [c for p in scored if p is not judged[0] for _, c in p.components]
             panel = tuple(merge([*others, j], rule) for j in judged[0].judge_scores)
-        item = ScoredItem(item_id, first.dataset, first.dimension, first.group_id, score)
+        counts = next((p.counts for p in scored if p.component == "metric"), (0, 0, 0))
+        item = ScoredItem(
+            item_id,
+            first.dataset,
+            first.dimension,
+            first.group_id,
+            score,
+            _pooling(named, counts, rule),
+        )
         out.append((item, panel))
     return out
+
+
+def _pooling(
+    components: Sequence[tuple[str, float]], counts: tuple[int, int, int], rule: str
+) -> Pooled | None:
+    # The common case (one component, not micro_f1) decided without a call.
+    if len(components) == 1 and components[0][0] != POOLED_COMPONENT:
+        return None
+    return pooling_of(components, counts, rule)
 
 
 def judge_lineage(parts: Iterable[Entry]) -> dict[str, list[str]]:

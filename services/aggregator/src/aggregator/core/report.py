@@ -8,12 +8,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aggregator.core.pooling import Pooled, dataset_f1, pooled_scores
+
 
 class DatasetRule(StrEnum):
     """How a dataset's item scores become its score."""
 
     MEAN = "mean"
-    """Mean of the item scores."""
+    """Mean of the item scores (in a micro-F1 dataset, with its pooled F1 in place of each
+    item's own: core/pooling.py)."""
     ALL_PERMUTATIONS = "all_permutations"
     """Items grouped by group_id; a group scores its lowest item, so with 0/1 items a question
     counts only when every option-order permutation was answered correctly; mean over groups."""
@@ -34,7 +37,10 @@ class ScoredItem:
     dimension: str
     group_id: str
     score: float
-    """In [0, 1]."""
+    """In [0, 1]; for an item of a pooled micro-F1 dataset, with the item's own F1."""
+    pooled: Pooled | None = None
+    """Set for items of a micro-F1 dataset: their counts and how the pooled F1 replaces their
+    own (core/pooling.py)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:
@@ -51,7 +57,10 @@ class DatasetScore:
     n_units: int
     """Scoring units: items under "mean", permutation groups under "all_permutations"."""
     item_mean: float = 0.0
-    """0-100 mean over items: for shuffled-option sets, the per-permutation accuracy."""
+    """0-100 mean over items: for shuffled-option sets, the per-permutation accuracy; for
+    micro-F1 datasets, the mean with each item's own F1 (the score pools the counts)."""
+    pooled_f1: float | None = None
+    """0-100 pooled micro-F1 of a micro-F1 dataset (its tp, fp, fn summed over its items)."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +97,15 @@ def _dataset_score(dataset: str, items: Sequence[ScoredItem], rule: DatasetRule)
     dimensions = sorted({item.dimension for item in items})
     if len(dimensions) != 1:
         raise ValueError(f"dataset {dataset!r} has items in several dimensions: {dimensions}")
+    scores = pooled_scores([item.score for item in items], [item.pooled for item in items])
     if rule is DatasetRule.MEAN:
-        units = [item.score for item in items]
+        units = scores
     else:
         groups: dict[str, list[float]] = defaultdict(list)
-        for item in items:
-            groups[item.group_id].append(item.score)
-        units = [min(scores) for _, scores in sorted(groups.items())]
+        for item, score in zip(items, scores, strict=True):
+            groups[item.group_id].append(score)
+        units = [min(group) for _, group in sorted(groups.items())]
+    f1 = dataset_f1([item.pooled for item in items])
     return DatasetScore(
         dataset=dataset,
         dimension=dimensions[0],
@@ -102,6 +113,7 @@ def _dataset_score(dataset: str, items: Sequence[ScoredItem], rule: DatasetRule)
         n_items=len(items),
         n_units=len(units),
         item_mean=100.0 * _mean([item.score for item in items]),
+        pooled_f1=None if f1 is None else 100.0 * f1,
     )
 
 

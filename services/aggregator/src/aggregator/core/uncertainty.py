@@ -3,7 +3,9 @@
 The point estimates are the leaderboard arithmetic of ``report.py`` (dataset = 100 x mean of its
 scoring units, dimension = unweighted mean of its datasets, overall = unweighted mean of the
 dimensions); the intervals come from a stratified bootstrap that also propagates the
-disagreement of judge panels.
+disagreement of judge panels. In a micro-F1 dataset (``pooling.py``) each resample pools the
+counts of the items it drew, so its statistic is the pooled F1 of the resample, as the point
+estimate is the pooled F1 of the dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from aggregator.core.pooling import Pooled, pooled_scores
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -34,6 +38,9 @@ class Unit:
     """When the score came from a judge panel: the unit score each single judge of the panel
     would have given (already merged with the item's other components), each in [0, 1].
     Empty: no judge disagreement to propagate."""
+    pooled: Pooled | None = None
+    """Set for items of a micro-F1 dataset: ``score`` and ``panel`` hold the item's own F1,
+    which each resample replaces with its pooled F1 (``Pooled.at``)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:
@@ -71,7 +78,8 @@ class DatasetDraws:
     """The random draws of one dataset's bootstrap, exposed so that they can be replayed.
 
     In resample ``r``, position ``p`` holds unit ``units[indices[r, p]]``, which contributes
-    ``units[indices[r, p]].panel[judges[r, p]]`` when it has a panel and its score otherwise.
+    ``units[indices[r, p]].panel[judges[r, p]]`` when it has a panel and its score otherwise;
+    a pooled unit contributes that value with the resample's pooled F1 in place of its own.
     """
 
     dataset: str
@@ -151,8 +159,29 @@ def _resampled_means(draws: DatasetDraws) -> FloatArray:
         values = table[:, 0][draws.indices]
     else:
         values = table.ravel()[draws.indices * width + draws.judges]
+    if any(unit.pooled is not None for unit in draws.units):
+        values = _pooled_values(draws.units, draws.indices, values)
     means: FloatArray = values.sum(axis=1) / size
     return means
+
+
+def _pooled_values(units: Sequence[Unit], indices: IndexArray, values: FloatArray) -> FloatArray:
+    """The drawn values with each resample's pooled F1 (over the counts it drew) in place of
+    the pooled units' own F1: ``Pooled.at``, vectorised."""
+    pooled = [unit.pooled for unit in units]
+    counts = np.array([(p.tp, p.fp, p.fn) if p else (0, 0, 0) for p in pooled], dtype=np.int64)
+    tp, fp, fn = (counts[:, k][indices].sum(axis=1) for k in range(3))
+    denominator = 2 * tp + fp + fn
+    f1 = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))[:, None]
+    is_pooled = np.array([p is not None for p in pooled])[indices]
+    own = np.array([p.own if p else 0.0 for p in pooled])[indices]
+    share = np.array([p.share if p else 0.0 for p in pooled])[indices]
+    has_cap = np.array([p is not None and p.cap is not None for p in pooled])[indices]
+    cap = np.array([p.cap if p and p.cap is not None else 1.0 for p in pooled])[indices]
+    shifted = np.clip(values + share * (f1 - own), 0.0, 1.0)
+    adjusted = np.where(has_cap, np.minimum(f1, cap), shifted)
+    out: FloatArray = np.where(is_pooled, adjusted, values)
+    return out
 
 
 EXACT_LIMIT = 2000
@@ -223,16 +252,24 @@ def bootstrap_report(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     groups = _group_by_dataset(units)
-    small = [u for _, _, members in groups if len(members) <= EXACT_LIMIT for u in members]
+    # Pooled datasets go unit by unit whatever their size: the pooled F1 of a resample depends
+    # on which items it drew, not only on how many of each value.
+    exact = {
+        name
+        for name, _, members in groups
+        if len(members) <= EXACT_LIMIT or any(u.pooled is not None for u in members)
+    }
+    small = [u for name, _, members in groups if name in exact for u in members]
     draws = resample_draws(small, n_resamples=n_resamples, seed=seed) if small else ()
     large_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
 
     dataset_scores = {
-        name: 100.0 * _fmean([u.score for u in members]) for name, _, members in groups
+        name: 100.0 * _fmean(pooled_scores([u.score for u in members], [u.pooled for u in members]))
+        for name, _, members in groups
     }
     dataset_samples = {d.dataset: 100.0 * _resampled_means(d) for d in draws}
     for name, _, members in groups:
-        if len(members) > EXACT_LIMIT:
+        if name not in exact:
             dataset_samples[name] = 100.0 * _large_resampled_means(members, n_resamples, large_rng)
     dataset_samples = {name: dataset_samples[name] for name, _, _ in groups}
     datasets_of: dict[str, list[str]] = {}

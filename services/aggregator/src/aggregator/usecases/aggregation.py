@@ -13,6 +13,7 @@ from aggregator.core.parts import (
     Entry,
     ScoredBatch,
     bootstrap_units,
+    dataset_metrics,
     judge_lineage,
     merge_entries,
     rules_from_progress,
@@ -82,6 +83,7 @@ class Aggregation:
             return
         rules = rules_from_progress(progress.get("rules", []))
         merged = merge_entries(items.values())
+        metrics = dataset_metrics(items.values())
         report = build_report([item for item, _ in merged], rules)
         intervals = bootstrap_report(bootstrap_units(merged, rules))
         digest = scores_digest([(i, c, e.score) for (i, c), e in items.items()])
@@ -111,6 +113,7 @@ class Aggregation:
                     "items": d.n_items,
                     "units": d.n_units,
                     "rule": rules.get(d.dataset, "mean"),
+                    "metric": metrics.get(d.dataset, ""),
                     "item_mean": d.item_mean,
                     "low": intervals.datasets[d.dataset].low,
                     "high": intervals.datasets[d.dataset].high,

@@ -1,9 +1,26 @@
-"""Box and mask overlap (IoU), optimal box matching, and MedDetect's box score (pure)."""
+"""Box and mask overlap (IoU), optimal box matching, and MedDetect's two components (pure).
+
+MedDetect's spec is ``box_iou+label_accuracy``. Both components read the answer and the key
+the same way (``parse_detections`` over the JSON value ``extract_json`` finds), so key order,
+white space, JSON layout and number formats (1, 1.0, "1") never change a score:
+
+- ``box_iou``: class-gated IoU of optimally matched lesions, summed and divided by
+  max(#answer lesions, #key lesions) (``detection_score``): where the lesions are.
+- ``label_accuracy`` on a box item (``label_agreement``): the multiset of the lesions' class
+  sets, compared without their boxes: the size of the multiset intersection divided by the
+  same max(#answer lesions, #key lesions). It is the "class match" half of the metric, so it
+  deliberately ignores location: matching labels per IoU-matched box would repeat box_iou's
+  localisation (box_iou is already class-gated) and give a right class on a badly placed box
+  nothing on either component. Counting a multiset rather than a set makes a missed or extra
+  lesion cost the same share on both components. "无病变" (no lesion) is the empty multiset,
+  so a clean image answered as clean scores 1 on both.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +200,16 @@ def detection_score(pred: Sequence[Detection], gold: Sequence[Detection]) -> flo
     return min(1.0, total / max(len(pred), len(gold)))
 
 
+def label_agreement(pred: Sequence[Detection], gold: Sequence[Detection]) -> float:
+    """Share of lesions whose class set the other side also claims, boxes ignored: the size of
+    the multiset intersection of the class sets divided by max(len(pred), len(gold)); 1.0 when
+    both are empty (see the module docstring for why location is left out)."""
+    if not pred and not gold:
+        return 1.0
+    common = Counter(p.labels for p in pred) & Counter(g.labels for g in gold)
+    return sum(common.values()) / max(len(pred), len(gold))
+
+
 def _is_detection_value(value: Any) -> bool:
     if isinstance(value, dict):
         return CLASS_FIELD in value or BOX_FIELD in value
@@ -203,6 +230,36 @@ def box_iou_metric(answer: str, key: ItemKey) -> ItemResult:
     if found is None:
         return item_result(key, 0.0, "")
     return item_result(key, detection_score(parse_detections(found), gold), canonical_json(found))
+
+
+def box_label_metric(answer: str, key: ItemKey) -> ItemResult:
+    """MedDetect's label component: label_agreement of the answer's lesions with the key's,
+    both parsed as box_iou_metric parses them (an answer without lesion JSON scores 0).
+
+    Raises:
+        ValueError: the key is not a JSON array of lesions with valid boxes.
+    """
+    gold = _gold(key)
+    found = extract_json(answer, accept=_is_detection_value)
+    if found is None:
+        return item_result(key, 0.0, "")
+    pred = parse_detections(found)
+    parsed = "|".join(sorted(",".join(sorted(p.labels)) for p in pred)) or NO_LESION
+    return item_result(key, label_agreement(pred, gold), parsed)
+
+
+def is_detection_reference(reference: Sequence[str]) -> bool:
+    """Whether a sealed reference is one MedDetect lesion array (as box_iou reads it), not a
+    closed label set: one JSON array whose entries are all objects naming 类别 or 边界框."""
+    if len(reference) != 1:
+        return False
+    try:
+        value = json.loads(reference[0])
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, list) and all(
+        isinstance(entry, dict) and (CLASS_FIELD in entry or BOX_FIELD in entry) for entry in value
+    )
 
 
 METRICS: dict[str, Metric] = {"box_iou": box_iou_metric}

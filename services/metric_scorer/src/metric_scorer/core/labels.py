@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 
+from metric_scorer.core.boxes import box_label_metric, is_detection_reference
 from metric_scorer.core.f1 import first_json, item_counts
 from metric_scorer.core.structured import final_answer
 from metric_scorer.core.types import ItemKey, ItemResult, Metric
@@ -230,9 +231,16 @@ def parse_label(answer: str, labels: tuple[str, ...]) -> str | None:
 
 def _label_accuracy(answer: str, key: ItemKey) -> ItemResult:
     """reference[0] is the gold label; the whole reference is the closed label set (the
-    remaining entries are the other candidates, e.g. 治愈/好转/未愈/死亡)."""
+    remaining entries are the other candidates, e.g. 治愈/好转/未愈/死亡).
+
+    A box item (MedDetect, ``box_iou+label_accuracy``) seals one JSON lesion array instead:
+    its labels are the lesions' classes, read from the parsed boxes (boxes.box_label_metric),
+    never the reference text itself.
+    """
     if not key.reference:
         raise ValueError(f"item {key.item_id!r}: label_accuracy needs a gold label")
+    if is_detection_reference(key.reference):
+        return box_label_metric(answer, key)
     predicted = parse_label(final_answer(answer), key.reference)
     correct = predicted is not None and _label_key(predicted) == _label_key(key.reference[0])
     return ItemResult(

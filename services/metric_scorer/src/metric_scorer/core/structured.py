@@ -134,7 +134,12 @@ def field_correct(answer: Any, reference: Any, *, tolerance: float = DEFAULT_TOL
 
     A reference that reads as a number is compared numerically within tolerance; its unit and
     the answer's must agree unless either is absent ("37" matches "37℃", "3天" does not match
-    "3周"). Any other reference is compared as text after normalise_text.
+    "3周"). A JSON object or array reference is compared by structure, each value by these
+    same rules (so key order, white space and 1 vs 1.0 never matter): an object needs the same
+    keys (matched as find_field matches them); an array needs the same length, in order when
+    every element is a number (a pair such as [120, 80] means something in order), in any
+    order otherwise (a list of findings or diagnoses is a collection). Any other reference is
+    compared as text after normalise_text.
     """
     ref_number = parse_number(reference)
     if ref_number is not None:
@@ -145,7 +150,33 @@ def field_correct(answer: Any, reference: Any, *, tolerance: float = DEFAULT_TOL
         # The epsilon absorbs binary rounding, so 0.01 apart counts as within 0.01.
         close = abs(value - ref_value) <= tolerance + 1e-9
         return close and (not ref_unit or not unit or ref_unit == unit)
+    if isinstance(reference, dict) and isinstance(answer, dict):
+        return len(answer) == len(reference) and all(
+            field_scores(answer, reference, tolerance=tolerance).values()
+        )
+    if isinstance(reference, list) and isinstance(answer, list):
+        return _lists_match(answer, reference, tolerance)
     return normalise_text(value_text(answer)) == normalise_text(value_text(reference))
+
+
+def _lists_match(answer: list[Any], reference: list[Any], tolerance: float) -> bool:
+    if len(answer) != len(reference):
+        return False
+    if all(parse_number(r) is not None for r in reference):
+        return all(
+            field_correct(a, r, tolerance=tolerance) for a, r in zip(answer, reference, strict=True)
+        )
+    # Greedy pairing suffices for strings and objects of strings, whose matching is equality of
+    # normalised forms: no choice of partner can then block a later element.
+    left = list(answer)
+    for r in reference:
+        partner = next(
+            (i for i, a in enumerate(left) if field_correct(a, r, tolerance=tolerance)), None
+        )
+        if partner is None:
+            return False
+        del left[partner]
+    return True
 
 
 def find_field(answer: Mapping[str, Any], name: str) -> tuple[bool, Any]:

@@ -130,7 +130,7 @@ class PoolRotation:
                 previous_pool=None if previous is None else previous.pool_id,
             ),
         )
-        await self._store(pool_id, track, entries, meta)
+        await self._store(pool_id, track, entries, meta, request.datasets)
         await self._pools.count_exposures(pool_id, chosen)
         log.info(
             "rotated %s: %d bank items streamed in %.1f s, %d groups fetched in %.1f s, "
@@ -157,7 +157,7 @@ class PoolRotation:
             meta = PoolMeta(
                 board=board, method="whole-bank", registry_version=self._catalog.version
             )
-            await self._store(pool_id, track, entries, meta)
+            await self._store(pool_id, track, entries, meta, datasets)
             existing = await self._stored(pool_id)
         elif existing.track != track or existing.board != board:
             raise AlreadyExists(
@@ -167,8 +167,15 @@ class PoolRotation:
         return existing
 
     async def _store(
-        self, pool_id: str, track: str, entries: list[BankEntry], meta: PoolMeta
+        self,
+        pool_id: str,
+        track: str,
+        entries: list[BankEntry],
+        meta: PoolMeta,
+        datasets: Sequence[str],
     ) -> None:
+        if not entries:
+            await self._no_keyed_items(pool_id, track, datasets)
         frozen = freeze_pool(
             pool_id,
             track,
@@ -180,6 +187,19 @@ class PoolRotation:
         await self._pools.store_pool(
             frozen, meta, {t.item_id: images for t, _, _, images in entries}
         )
+
+    async def _no_keyed_items(self, pool_id: str, track: str, datasets: Sequence[str]) -> None:
+        """Says why nothing could be pooled when the track has items but none with a key
+        (only keyed items are pooled); else freeze_pool says the bank has none."""
+        counts = await self._tasks.dataset_counts(track)
+        wanted = [n for name, n in counts.items() if not datasets or name in datasets]
+        unkeyed = sum(items - keyed for items, keyed in wanted)
+        if unkeyed and not any(keyed for _, keyed in wanted):
+            which = "" if not datasets else f" (datasets {', '.join(sorted(datasets))})"
+            raise InvalidArgument(
+                f"pool {pool_id}: {unkeyed} items of track {track}{which} have no key; "
+                "import keys to pool them"
+            )
 
     async def _stored(self, pool_id: str) -> PoolRecord:
         stored = await self._pools.find_pool(pool_id)
