@@ -158,6 +158,40 @@ def test_reads_never_crash(gateway: dict[str, Any], submission_id: str, method: 
 
 @FUZZ
 @given(
+    page_size=enum_value,
+    token=st.one_of(text, st.from_regex(r"[A-Za-z0-9_-]{1,80}", fullmatch=True)),
+    states=st.lists(enum_value, max_size=4),
+    track=enum_value,
+    mode=enum_value,
+    seconds=st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    nanos=enum_value,
+)
+def test_list_submissions_never_crashes(
+    gateway: dict[str, Any],
+    page_size: int,
+    token: str,
+    states: list[int],
+    track: int,
+    mode: int,
+    seconds: int | None,
+    nanos: int,
+) -> None:
+    request = submission_service_pb2.ListSubmissionsRequest(
+        page_size=page_size, page_token=token, states=states, track=track, mode=mode
+    )
+    if seconds is not None:
+        request.created_after.seconds, request.created_after.nanos = seconds, nanos
+        request.created_before.seconds = seconds // 2
+    code = outcome(
+        lambda: gateway["submissions"].ListSubmissions(
+            request, metadata=gateway["partner"], timeout=30
+        )
+    )
+    assert code in {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@FUZZ
+@given(
     tenant_id=ids,
     display_name=text,
     per_day=st.integers(min_value=-(2**63), max_value=2**63 - 1),

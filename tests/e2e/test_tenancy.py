@@ -59,6 +59,7 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.submission.v1.SubmissionService/ResumeSubmission": {S},
     "medbench.submission.v1.SubmissionService/PublishSubmission": {S},
     "medbench.submission.v1.SubmissionService/GetItemResults": {S, V},
+    "medbench.submission.v1.SubmissionService/ListSubmissions": {S, V},
     "medbench.identity.v1.IdentityService/WhoAmI": EVERYONE,
     "medbench.identity.v1.IdentityService/CreateTenant": {M},
     "medbench.identity.v1.IdentityService/UpdateTenant": {M},

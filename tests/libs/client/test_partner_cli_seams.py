@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,7 @@ MINIMAL = {
     "watch": (["sub_1"], submissions),
     "publish": (["sub_1"], submissions),
     "resume": (["sub_1"], submissions),
+    "list": ([], submissions),
     "download": (["sub_1", "--out", "p.jsonl"], transfer),
     "upload": (["sub_1", "a.jsonl"], transfer),
     "report": (["sub_1"], results),
@@ -156,3 +158,23 @@ def test_the_package_keeps_the_names_other_code_imports() -> None:
     for name in ("main", "board_lines", "build_parser", "run", "document", "with_retries"):
         assert callable(getattr(partner_cli, name))
     assert partner_cli.board_lines is results.board_lines
+
+
+def test_list_dates_are_utc_days_or_iso_times_and_until_a_day_includes_it() -> None:
+    assert submissions.list_time("--since", "2026-12-06") == datetime(2026, 12, 6, tzinfo=UTC)
+    assert submissions.list_time("--until", "2026-12-06", end_of_day=True) == datetime(
+        2026, 12, 7, tzinfo=UTC
+    )
+    assert submissions.list_time("--since", "2026-12-06T08:00:00+08:00") == datetime(
+        2026, 12, 6, tzinfo=UTC
+    )
+    assert submissions.list_time("--since", "2026-12-06T08:30:00Z") == datetime(
+        2026, 12, 6, 8, 30, tzinfo=UTC
+    )
+    assert submissions.list_time("--since", "2026-12-06 08:30") == datetime(
+        2026, 12, 6, 8, 30, tzinfo=UTC
+    )
+    for bad in ("yesterday", "2026-13-01", ""):
+        with pytest.raises(CliError) as refused:
+            submissions.list_time("--since", bad)
+        assert refused.value.exit_code == EXIT_USAGE

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from gateway.core.listing import ListQuery, newest_first, selects
 from gateway.core.ports import (
     Assignment,
     DuplicateSubmission,
@@ -63,6 +64,15 @@ class InMemorySubmissionStore:
             raise DuplicateSubmission(record["_id"])
         self.writes += 1
         self.records[(tenant_id, record["_id"])] = {**copy.deepcopy(record), "tenant_id": tenant_id}
+
+    async def page(self, query: ListQuery, limit: int) -> list[Record]:
+        self.reads += 1
+        found = [r for (t, _), r in self.records.items() if t == query.tenant_id]
+        found = sorted((r for r in found if selects(query, r)), key=newest_first, reverse=True)
+        return [
+            {k: v for k, v in copy.deepcopy(r).items() if k != "answered_bits"}
+            for r in found[:limit]
+        ]
 
     async def update(
         self,

@@ -4,6 +4,7 @@ APIs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -107,6 +108,31 @@ class PartnerClient:
             metadata=self._metadata,
         )
         return response.submission
+
+    async def list_submissions(
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        states: Sequence[submission_pb2.SubmissionState] = (),
+        track: common_pb2.Track = common_pb2.TRACK_UNSPECIFIED,
+        mode: common_pb2.SubmissionMode = common_pb2.SUBMISSION_MODE_UNSPECIFIED,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> submission_service_pb2.ListSubmissionsResponse:
+        """One page of this tenant's own submissions, newest first (ListSubmissions); pass its
+        next_page_token back for the next page ("" on the last). Unset filters select all;
+        created_after is inclusive, created_before exclusive (aware datetimes)."""
+        request = submission_service_pb2.ListSubmissionsRequest(
+            page_size=page_size, page_token=page_token, states=states, track=track, mode=mode
+        )
+        if created_after is not None:
+            request.created_after.FromDatetime(created_after)
+        if created_before is not None:
+            request.created_before.FromDatetime(created_before)
+        response: submission_service_pb2.ListSubmissionsResponse = await self._stub.ListSubmissions(
+            request, metadata=self._metadata
+        )
+        return response
 
     async def prompts(self, submission_id: str) -> list[submission_pb2.Prompt]:
         out: list[submission_pb2.Prompt] = []

@@ -28,7 +28,7 @@ FAILED or was CANCELLED, 5 gateway unreachable, 6 unauthenticated or permission 
 
 Layout (module -> concern): `errors` exit codes, `session` the gateway connection and retries,
 `output` what is printed, `account` configure/whoami/usage, `submissions` submit/status/watch/
-publish/resume, `transfer` download/upload, `results` report/leaderboard, `parser` the command
+publish/resume/list, `transfer` download/upload, `results` report/leaderboard, `parser` the command
 line, `main` the entry point.
 """
 

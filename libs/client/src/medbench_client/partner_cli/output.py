@@ -30,6 +30,12 @@ RULES = {
     "latest": leaderboard_service_pb2.SELECTION_RULE_LATEST,
     "best": leaderboard_service_pb2.SELECTION_RULE_BEST,
 }
+# The states a submission can be listed by (`list --state`).
+STATES = [
+    n.removeprefix("SUBMISSION_STATE_")
+    for n, _ in submission_pb2.SubmissionState.items()
+    if n != "SUBMISSION_STATE_UNSPECIFIED"
+]
 AWAITING = submission_pb2.SUBMISSION_STATE_AWAITING_ANSWERS
 COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
 FAILED_STATES = {submission_pb2.SUBMISSION_STATE_FAILED, submission_pb2.SUBMISSION_STATE_CANCELLED}

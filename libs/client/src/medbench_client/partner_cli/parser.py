@@ -11,10 +11,17 @@ from typing import Any, NoReturn
 from medbench_client.cli_files import MAX_BATCH
 from medbench_client.partner_cli.account import usage, whoami
 from medbench_client.partner_cli.errors import EXIT_USAGE
-from medbench_client.partner_cli.output import BOARDS, MODES, RULES, TRACKS
+from medbench_client.partner_cli.output import BOARDS, MODES, RULES, STATES, TRACKS
 from medbench_client.partner_cli.results import leaderboard, report
 from medbench_client.partner_cli.session import Session
-from medbench_client.partner_cli.submissions import publish, resume, status, submit, watch
+from medbench_client.partner_cli.submissions import (
+    list_submissions,
+    publish,
+    resume,
+    status,
+    submit,
+    watch,
+)
 from medbench_client.partner_cli.transfer import download, upload
 
 DESCRIPTION = "`medbench`: the partner command line, over the public gRPC API of the gateway only."
@@ -26,6 +33,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Session], Awaitable[int]]] = {
     "upload": upload,
     "watch": watch,
     "status": status,
+    "list": list_submissions,
     "report": report,
     "publish": publish,
     "resume": resume,
@@ -161,6 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = command("status", "show a submission's state and counters")
     st.add_argument("submission")
+
+    ls = command("list", "list the tenant's own submissions, newest first")
+    ls.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=STATES,
+        metavar="STATE",
+        help=f"only this state (repeat for several): {', '.join(STATES)}",
+    )
+    ls.add_argument("--track", choices=sorted(TRACKS), help="only this track (default: all)")
+    ls.add_argument(
+        "--board", choices=sorted(MODES), help="only the api or the upload board (default: both)"
+    )
+    ls.add_argument(
+        "--since",
+        metavar="DATE",
+        help="created at or after: YYYY-MM-DD (UTC) or an ISO 8601 time",
+    )
+    ls.add_argument(
+        "--until",
+        metavar="DATE",
+        help="created before: an ISO 8601 time, or YYYY-MM-DD (that day included)",
+    )
+    ls.add_argument("--limit", type=int, default=50, help="submissions at most (default 50)")
 
     rep = command("report", "write a submission's report (JSON, CSV, MD, HTML)")
     rep.add_argument("submission")

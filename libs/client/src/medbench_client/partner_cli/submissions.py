@@ -1,4 +1,5 @@
-"""Commands on one submission's life: `submit`, `status`, `watch`, `publish` and `resume`."""
+"""Commands on one submission's life: `submit`, `status`, `watch`, `publish` and `resume`; and
+`list`, the tenant's own submissions."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import argparse
 import asyncio
 import os
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import grpc
 
+from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench_client.partner_cli.errors import (
     EXIT_NOT_READY,
@@ -24,11 +27,15 @@ from medbench_client.partner_cli.output import (
     MODES,
     TRACKS,
     emit,
+    iso,
+    mode_name,
     note,
     progress_text,
     state_name,
     submission_dict,
     submission_lines,
+    table,
+    track_name,
 )
 from medbench_client.partner_cli.session import RETRYABLE, Session, backoff_s
 
@@ -219,3 +226,88 @@ async def resume(args: argparse.Namespace, s: Session) -> int:
         f"{state_name(sub.state)}, {progress_text(sub)}",
     )
     return EXIT_OK
+
+
+LIST_MAX = 10_000
+LIST_PAGE = 500
+
+
+def list_time(flag: str, text: str, end_of_day: bool = False) -> datetime:
+    """--since/--until: YYYY-MM-DD (UTC; with end_of_day the day after, so that --until DAY
+    includes DAY) or an ISO 8601 time (UTC unless it names its offset)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end_of_day else start
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise usage_error(
+            f"{flag} {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _list_row(sub: submission_pb2.Submission) -> list[str]:
+    p = sub.progress
+    model = " ".join(x for x in (sub.model.name, sub.model.version) if x)
+    created = (iso(sub, "created_at") or "")[:19].replace("T", " ")
+    return [
+        sub.submission_id,
+        created,
+        track_name(sub.track),
+        mode_name(sub.mode),
+        state_name(sub.state),
+        f"{p.answered_items}/{p.expected_items}",
+        str(p.scored_items),
+        model,
+    ]
+
+
+async def list_submissions(args: argparse.Namespace, s: Session) -> int:
+    """`list`: the tenant's own submissions, newest first, at most --limit, every page read."""
+    if not 1 <= args.limit <= LIST_MAX:
+        raise usage_error(f"--limit must be within 1-{LIST_MAX}")
+    since = list_time("--since", args.since) if args.since else None
+    until = list_time("--until", args.until, end_of_day=True) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise usage_error("--since must be before --until")
+    states = [submission_pb2.SubmissionState.Value(f"SUBMISSION_STATE_{x}") for x in args.state]
+    subs: list[submission_pb2.Submission] = []
+    token, more = "", False
+    while True:
+        page = await s.partner.list_submissions(
+            page_size=min(LIST_PAGE, args.limit - len(subs)),
+            page_token=token,
+            states=states,
+            track=TRACKS[args.track] if args.track else common_pb2.TRACK_UNSPECIFIED,
+            mode=MODES[args.board] if args.board else common_pb2.SUBMISSION_MODE_UNSPECIFIED,
+            created_after=since,
+            created_before=until,
+        )
+        subs.extend(page.submissions)
+        token = page.next_page_token
+        if not token:
+            break
+        if len(subs) >= args.limit:
+            more = True
+            break
+    data: dict[str, Any] = {
+        "submissions": [submission_dict(x) for x in subs],
+        "count": len(subs),
+        "more": more,
+    }
+    if not subs:
+        lines = ["no submissions" + (" match these filters" if _filtered(args) else "")]
+    else:
+        header = ["submission", "created (UTC)", "track", "board", "state", "answered"]
+        header += ["scored", "model"]
+        lines = table(header, [_list_row(x) for x in subs], right={5, 6})
+        if more:
+            lines.append(f"(first {len(subs)}; --limit shows more)")
+    emit(args, data, lines)
+    return EXIT_OK
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.state or args.track or args.board or args.since or args.until)

@@ -6,10 +6,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from gateway.core.listing import ListQuery
 from gateway.core.ports import DuplicateSubmission, Expect
 from medbench_runtime.errors import NotFound
 from medbench_storage.endpoint_keys import EndpointKeys
@@ -21,6 +23,11 @@ INDEXES = (
     IndexSpec("submissions", asc("tenant_id", "request_id"), unique=True),
     IndexSpec("submissions", asc("state", "updated_at")),
     IndexSpec("uploads", asc("submission_id")),
+    # ListSubmissions: one tenant's submissions, newest first, a page after (created_at, _id).
+    IndexSpec(
+        "submissions",
+        (*asc("tenant_id"), ("created_at", DESCENDING), ("_id", DESCENDING)),
+    ),
 )
 
 
@@ -76,6 +83,32 @@ class MongoSubmissions:
         if doc is None:
             raise NotFound(f"submission {submission_id} not found")
         return doc
+
+    async def page(self, query: ListQuery, limit: int) -> list[dict[str, Any]]:
+        """At most limit of the tenant's submissions query selects, newest first (created_at,
+        then _id), without the bitmap; served by the (tenant_id, created_at, _id) index."""
+        clauses: list[dict[str, Any]] = [{"tenant_id": _tenant(query.tenant_id)}]
+        if query.states:
+            clauses.append({"state": {"$in": list(query.states)}})
+        if query.track:
+            clauses.append({"track": query.track})
+        if query.mode:
+            clauses.append({"mode": query.mode})
+        if query.created_after is not None:
+            clauses.append({"created_at": {"$gte": query.created_after}})
+        if query.created_before is not None:
+            clauses.append({"created_at": {"$lt": query.created_before}})
+        if query.after is not None:
+            at, sid = query.after.created_at, query.after.submission_id
+            clauses.append(
+                {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": sid}}]}
+            )
+        cursor = (
+            self._db.submissions.find({"$and": clauses}, VIEW_PROJECTION)
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
 
     async def insert(
         self, tenant_id: str, doc: dict[str, Any], session: AsyncClientSession

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from gateway.core.listing import ListQuery
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import Record
 from gateway.core.uploads import Manifest
@@ -44,6 +45,11 @@ class SubmissionStore(Protocol):
 
     async def insert(self, tenant_id: str, record: Record, tx: Any) -> None:
         """DuplicateSubmission when one with the same id exists."""
+
+    async def page(self, query: ListQuery, limit: int) -> list[Record]:
+        """At most limit of query.tenant_id's records that query selects (see
+        core.listing.selects), newest first (created_at, then _id, descending), without what no
+        view shows (the bitmap)."""
 
     async def update(
         self,

@@ -10,6 +10,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from gateway.core.endpoints import Decoding
+from gateway.core.listing import ListRequest
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import (
     CreateRequest,
@@ -69,6 +70,39 @@ def create_request(
         mode=request.mode,
         endpoint=endpoint,
     )
+
+
+def _state_name(value: int) -> str:
+    """A SubmissionState as the core names it; an unknown number as itself (refused there)."""
+    try:
+        return str(submission_pb2.SubmissionState.Name(value)).removeprefix("SUBMISSION_STATE_")
+    except ValueError:
+        return str(value)
+
+
+def list_request(
+    tenant_id: str, request: submission_service_pb2.ListSubmissionsRequest
+) -> ListRequest:
+    return ListRequest(
+        tenant_id=tenant_id,
+        page_size=request.page_size,
+        page_token=request.page_token,
+        states=tuple(_state_name(s) for s in request.states),
+        track=request.track,
+        mode=request.mode,
+        created_after=_time(request, "created_after"),
+        created_before=_time(request, "created_before"),
+    )
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    """The time stamp field name of message (None when unset); INVALID_ARGUMENT out of range."""
+    if not message.HasField(name):
+        return None
+    try:
+        return from_timestamp(getattr(message, name))
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument(f"{name} is not a valid time") from None
 
 
 def view_to_proto(view: View) -> submission_pb2.Submission:

@@ -76,6 +76,18 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         view = await self._submissions.view(tenant_of(context), _require_id(request.submission_id))
         return submission_service_pb2.GetSubmissionResponse(submission=convert.view_to_proto(view))
 
+    async def ListSubmissions(
+        self,
+        request: submission_service_pb2.ListSubmissionsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> submission_service_pb2.ListSubmissionsResponse:
+        views, next_token = await self._submissions.list(
+            convert.list_request(tenant_of(context), request)
+        )
+        return submission_service_pb2.ListSubmissionsResponse(
+            submissions=[convert.view_to_proto(v) for v in views], next_page_token=next_token
+        )
+
     async def ResumeSubmission(
         self,
         request: submission_service_pb2.ResumeSubmissionRequest,

@@ -1,4 +1,4 @@
-"""Submissions: everything the public API does to submissions (create, upload, view, resume,
+"""Submissions: everything the public API does to submissions (create, upload, view, list,
 publish, results, report) and what the gateway learns from the other services (dispatch
 progress, completion). The rules are in core/submission.py; this module orders the calls."""
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core import uploads
+from gateway.core.listing import ListRequest, page_token, validate_list
 from gateway.core.ports import (
     Dispatch,
     DuplicateSubmission,
@@ -418,6 +419,11 @@ class Submissions:
         doc, _ = await self._views.get(
             (tenant_id, submission_id), lambda: self._store.view(tenant_id, submission_id)
         )
+        return await self._view_of(doc)
+
+    async def _view_of(self, doc: Record) -> View:
+        """doc with the aggregator's scoring progress while it is being scored."""
+        submission_id = str(doc["_id"])
         scored = 0
         if shows_scoring_progress(doc):
             try:
@@ -428,6 +434,16 @@ class Submissions:
                 # Progress is informative; an aggregator outage must not fail the call.
                 log.warning("scoring progress of %s unavailable: %s", submission_id, exc)
         return View(doc, scored)
+
+    async def list(self, request: ListRequest) -> tuple[Sequence[View], str]:
+        """One page of the tenant's own submissions, newest first, each as view shows it, and
+        the token of the next page ("" on the last). Rules: core/listing.py."""
+        query = validate_list(request)
+        docs = await self._store.page(query, query.page_size + 1)
+        more = len(docs) > query.page_size
+        docs = docs[: query.page_size]
+        views = [await self._view_of(doc) for doc in docs]
+        return views, page_token(docs[-1]) if more and docs else ""
 
     async def prompts(self, tenant_id: str, submission_id: str) -> AsyncIterator[Any]:
         """The prompts of an upload-mode submission, as the partner downloads them."""
