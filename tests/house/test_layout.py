@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from medbench_messaging import topics
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "src").is_dir())
 MODULES = {"__init__.py", "__main__.py", "app.py", "settings.py"}
@@ -56,3 +58,11 @@ def test_the_readme_links_every_rpc_and_topic_to_its_use_case(service: str) -> N
     rpcs = set(re.findall(r"async def ([A-Z]\w+)\(", servicers))
     missing = {rpc for rpc in rpcs if rpc not in text}
     assert not missing, f"{readme} does not name the RPCs {sorted(missing)}"
+    # Every topic the service consumes (app.py: infra.consumer(topics.X, ...)) appears in a row
+    # of the table that names a use-case module.
+    app = (package(service) / "app.py").read_text()
+    consumed = re.findall(r"infra\.consumer\(\s*topics\.(\w+)", app)
+    rows = [line for line in text.splitlines() if "`usecases/" in line]
+    for constant in consumed:
+        name = getattr(topics, constant).name
+        assert any(name in row for row in rows), f"{readme} links no use case to {name}"
