@@ -544,7 +544,10 @@ async def test_unicode_in_names_is_normalised_or_refused_and_ids_are_kept_exactl
     for lookalike in lookalikes:
         code, details = await refused(client.upload(sid, [("look", [(lookalike, "<B>")], False)]))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
-        assert details == f"unknown item ids for this submission: {lookalike!r}"
+        assert details == (
+            f"1 answers are for items not served in this submission: answers[0] (item "
+            f"{lookalike!r})"
+        )
     code, details = await refused(
         client.upload(sid, [("deep", [(real + "\u0301" * 1000, "<B>")], False)])
     )

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -18,12 +20,22 @@ from medbench.identity.v1 import access_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
 from medbench.leaderboard.v1 import leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2
-from medbench.taskpool.v1 import taskpool_pb2
+from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_client.api import channel
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
 from rotator.core.options import parse_options
-from tests.e2e.harness import Evaluation, eventually, gateway_metric, load_pool, partner_key
+from rotator.registry import DEFAULT_REGISTRY_PATH
+from tests.conftest import Servers
+from tests.e2e.conftest import running_stack
+from tests.e2e.harness import (
+    Evaluation,
+    admin_channel,
+    eventually,
+    gateway_metric,
+    load_pool,
+    partner_key,
+)
 
 VIEWER = access_pb2.ROLE_PARTNER_VIEWER
 
@@ -35,6 +47,45 @@ QUESTIONS = {r["item_id"]: r["question"] for r in ROWS}
 RIGHT = {r["item_id"]: "<" + ", ".join(r["reference"]) + ">" for r in ROWS}
 WRONG = dict.fromkeys(QUESTIONS, "<Z>")
 BASELINE = answers_by_item(read_jsonl(BANK / "baseline_answers.jsonl"))
+
+
+def sample_registry(folder: Path) -> Path:
+    """The bundled registry with the LLM track cut to the sample bank's five datasets (four
+    dimensions), so that a report on the sample bank covers its whole track: complete, and
+    ranked (against the full registry it misses 31 datasets and is partial, unranked)."""
+    doc = json.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
+    kept = {r["dataset"] for r in ROWS}
+    doc["datasets"] = [d for d in doc["datasets"] if d["track"] != "llm" or d["name"] in kept]
+    count = {
+        code: sum(d["dimension"] == code for d in doc["datasets"])
+        for code in {d["code"] for d in doc["dimensions"]}
+    }
+    doc["dimensions"] = [
+        {**d, "dataset_count": count[d["code"]]} for d in doc["dimensions"] if count[d["code"]]
+    ]
+    for track in doc["tracks"]:
+        track["dataset_count"] = sum(d["track"] == track["code"] for d in doc["datasets"])
+        track["dimension_count"] = sum(d["track"] == track["code"] for d in doc["dimensions"])
+    path = folder / "registry-sample-llm.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def sample_track_stack(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[ServiceStack]:
+    """A stack whose registry's LLM track is the sample bank's datasets (see sample_registry)."""
+    registry = sample_registry(tmp_path_factory.mktemp("registry"))
+    env = {"MEDBENCH_REGISTRY_PATH": str(registry)}
+    with running_stack(servers, tmp_path_factory, name, env) as services:
+        yield services
+
+
+@pytest.fixture(scope="module")
+def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    with sample_track_stack(servers, tmp_path_factory, "board") as services:
+        yield services
 
 
 async def evaluate(stack: ServiceStack, tenant: str, run: str, answers: dict[str, str]) -> str:
@@ -264,3 +315,41 @@ async def test_equating_puts_every_published_entry_on_the_reference_pool(
             )
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_partial_entry_is_listed_after_every_complete_one_marked_and_unranked(
+    stack: ServiceStack,
+) -> None:
+    await load_pool(stack, ROWS, "lb-pool-5")
+    whole = await evaluate(stack, "hospital-whole", "whole", BASELINE)
+    # A pool cut to two of the track's five datasets: all right, and still not ranked.
+    rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(admin_channel(stack, "rotator"))
+    await rotator.PublishPool(
+        taskpool_service_pb2.PublishPoolRequest(
+            pool_id="lb-pool-cut",
+            track=common_pb2.TRACK_LLM,
+            board=taskpool_pb2.BOARD_UPLOAD,
+            datasets=["MedExam", "MedSafety"],
+        )
+    )
+    cut = await evaluate(stack, "hospital-cut", "cut", RIGHT)
+    report = await Evaluation(stack, "hospital-cut", "", {}).partner().report(cut)
+    assert report.partial and report.overall == pytest.approx(100.0)
+    assert list(report.missing_dimensions) == ["complex_reasoning", "language_understanding"]
+    assert list(report.missing_datasets) == ["DDx-advanced", "MedEthics", "MedRxCheck"]
+    assert not (await Evaluation(stack, "hospital-whole", "", {}).partner().report(whole)).partial
+    for tenant, sid in (("hospital-whole", whole), ("hospital-cut", cut)):
+        assert await publish(stack, tenant, sid)
+
+    entries = list((await listing(stack, page_size=500)).entries)
+    complete = [e for e in entries if not e.partial]
+    assert whole in {e.submission_id for e in complete}
+    assert entries[len(complete) :] == [e for e in entries if e.partial]  # complete ones first
+    [shown] = [e for e in entries if e.submission_id == cut]
+    assert (shown.rank, shown.group) == (0, 0) and shown.overall >= max(e.overall for e in complete)
+    assert list(shown.missing_dimensions) == list(report.missing_dimensions)
+    assert list(shown.missing_datasets) == list(report.missing_datasets)
+    # The complete entries' ranks count complete entries only.
+    for e in complete:
+        above = [o for o in complete if o.overall_low > e.overall_high]
+        assert e.rank == 1 + len(above)

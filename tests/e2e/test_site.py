@@ -22,11 +22,21 @@ from medbench.common.v1 import common_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2 as lb
 from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
-from medbench.taskpool.v1 import taskpool_pb2
+from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_devstack.services import ServiceStack
+from tests.conftest import Servers
 from tests.e2e.browser import TAB, Browser
 from tests.e2e.harness import Evaluation, admin_channel, load_pool
-from tests.e2e.test_leaderboard import BASELINE, QUESTIONS, RIGHT, ROWS, WRONG, board, publish
+from tests.e2e.test_leaderboard import (
+    BASELINE,
+    QUESTIONS,
+    RIGHT,
+    ROWS,
+    WRONG,
+    board,
+    publish,
+    sample_track_stack,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -48,6 +58,13 @@ async def evaluate(
         await evaluation.upload_batch(batch)
     await evaluation.wait_completed()
     return evaluation.submission_id
+
+
+@pytest.fixture(scope="module")
+def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """The sample bank is the LLM track of this stack's registry: its reports are complete."""
+    with sample_track_stack(servers, tmp_path_factory, "site") as services:
+        yield services
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +99,27 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
     hidden = await evaluate(stack, "hospital-c", models["hospital-c"], WRONG)
     assert await publish(stack, "hospital-a", best)
     assert await publish(stack, "hospital-b", base)
+    # A partial entry: a pool of two of the track's five datasets (two of its four dimensions),
+    # all answered right.
+    rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(admin_channel(stack, "rotator"))
+    await rotator.PublishPool(
+        taskpool_service_pb2.PublishPoolRequest(
+            pool_id="site-pool-cut",
+            track=common_pb2.TRACK_LLM,
+            board=taskpool_pb2.BOARD_UPLOAD,
+            datasets=["MedExam", "MedSafety"],
+        )
+    )
+    part = await evaluate(
+        stack, "hospital-d", submission_pb2.ModelInfo(name="partial-7b", organisation="D"), RIGHT
+    )
+    assert await publish(stack, "hospital-d", part)
 
     out = tmp_path / "site"
     link, pages, shown = await build(
         out, stack.address("aggregator"), stack.address("rotator"), stack.admin_key
     )
-    assert shown == 2
+    assert shown == 3
     site = link.resolve()
     # Nothing of the unpublished submission in any file of the build.
     for path in site.rglob("*"):
@@ -101,7 +133,8 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
         lb.ListLeaderboardRequest(track=common_pb2.TRACK_LLM, board=taskpool_pb2.BOARD_UPLOAD)
     )
     entries = {e.submission_id: e for e in listing.entries}
-    assert set(entries) == {best, base}
+    assert set(entries) == {best, base, part}
+    assert entries[part].partial and not entries[best].partial
     reports = report_service_pb2_grpc.ReportServiceStub(admin_channel(stack, "aggregator"))
 
     server = SiteServer(out).start()
@@ -112,8 +145,10 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
         assert browser.js("return document.documentElement.lang;") == "zh-CN"
         for sid, e in entries.items():
             row = f'tr[data-sid="{sid}"]'
-            assert browser.text(f'{row} td[data-field="rank"]') == str(e.rank)
-            assert browser.text(f'{row} td[data-field="group"]') == str(e.group)
+            # A partial entry has no rank, no group: a dash.
+            rank, group = ("-", "-") if e.partial else (str(e.rank), str(e.group))
+            assert browser.text(f'{row} td[data-field="rank"]') == rank
+            assert browser.text(f'{row} td[data-field="group"]') == group
             assert browser.text(f'{row} td[data-field="overall"] .v') == fmt(e.overall)
             assert browser.text(f'{row} td[data-field="overall"] .lo') == fmt(e.overall_low)
             assert browser.text(f'{row} td[data-field="overall"] .hi') == fmt(e.overall_high)
@@ -128,8 +163,16 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
         assert browser.text(f'{a_row} td[data-field="released"]') == "2026-09-30"
         assert browser.text(f'{a_row} td[data-field="params"]') == "72B"
         assert browser.text(f'{a_row} td[data-field="source"]') == "开源"
+        # The partial entry: last, with its mark beside its name (2 of the 4 dimensions).
+        mark = browser.text(f'tr[data-sid="{part}"] [data-field="partial"]')
+        assert mark == "不完整：覆盖 2/4 个维度"
+        order = browser.js(
+            "return [...document.querySelectorAll('tbody tr')].map(r => r.dataset.sid);"
+        )
+        assert order[-1] == part and set(order) == {best, base, part}
+        assert entries[part].overall >= entries[best].overall  # and still after it
         # Exactly the published rows.
-        assert browser.js("return document.querySelectorAll('tbody tr').length;") == 2
+        assert browser.js("return document.querySelectorAll('tbody tr').length;") == 3
         source = browser.js("return document.documentElement.outerHTML;")
         assert hidden not in source and "unpublished-model-x9" not in source
 
@@ -143,6 +186,8 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
         assert browser.url == f"{root}/en/{UPLOAD}"
         assert browser.js("return document.documentElement.lang;") == "en"
         assert browser.text(f'tr[data-sid="{best}"] td[data-field="source"]') == "open"
+        mark = browser.text(f'tr[data-sid="{part}"] [data-field="partial"]')
+        assert mark == "partial: 2 of 4 dimensions"
         browser.screenshot(ARTIFACTS / "board-en-desktop.png")
 
         # A submission's page: overall, dataset scores and the radar chart.
@@ -162,6 +207,15 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
         assert report.lineage.pool_id in browser.js("return document.body.textContent;")
         browser.screenshot(ARTIFACTS / "submission-zh-desktop.png")
 
+        # The partial entry's page: unranked, and what it misses, by name.
+        browser.get(f"{root}/en/{submission_page(part)}")
+        block = browser.text('div[data-field="partial"]')
+        assert "partial: 2 of 4 dimensions" in block
+        assert "DDx-advanced, MedEthics, MedRxCheck" in block
+        assert "Complex Medical Reasoning" in block  # a missing dimension, by its name
+        assert "not ranked (partial)" in browser.text("main")
+        browser.screenshot(ARTIFACTS / "submission-partial-en-desktop.png")
+
         # The unpublished submission has no page.
         browser.get(f"{root}/zh/{submission_page(hidden)}")
         assert "404" in browser.js("return document.title + document.body.textContent;")
@@ -173,6 +227,7 @@ async def test_the_website_shows_the_aggregators_numbers_and_nothing_unpublished
             UPLOAD,
             f"{UPLOAD.removesuffix('.html')}-history.html",
             submission_page(best),
+            submission_page(part),
             "methods.html",
         ):
             for lang in ("zh", "en"):

@@ -15,6 +15,7 @@ from medbench_client import partner_cli
 from medbench_client.cli_config import Settings
 from medbench_client.partner_cli import (
     account,
+    images,
     parser,
     results,
     session,
@@ -37,6 +38,7 @@ MINIMAL = {
     "list": ([], submissions),
     "download": (["sub_1", "--out", "p.jsonl"], transfer),
     "upload": (["sub_1", "a.jsonl"], transfer),
+    "images": (["sub_1", "--out", "img"], images),
     "report": (["sub_1"], results),
     "leaderboard": ([], results),
 }

@@ -21,20 +21,18 @@ from medbench.submission.v1 import (
 )
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client import cli_config, partner_cli
+from medbench_client.answer_files import AnswerLine, problems_path
 from medbench_client.api import message_batches
 from medbench_client.cli_config import ConfigError
 from medbench_client.cli_files import (
     MAX_BATCH_BYTES,
-    AnswerLine,
     InputError,
     ProgressLine,
     UploadState,
     batch_id,
     final_marker_id,
-    parse_answers,
     plan_batches,
     prepare_download,
-    read_answers,
     state_path,
 )
 from medbench_client.partner_cli import session
@@ -180,63 +178,21 @@ def test_configure_writes_the_profile_and_never_prints_the_secret(
 # -- answer files ---------------------------------------------------------------------------
 
 
-def test_answer_lines_are_validated_with_their_line_numbers() -> None:
-    lines = [
-        '{"item_id": "a", "answer": "<A>"}',
-        "",
-        "{not json",
-        '{"answer": "<B>"}',
-        '{"item_id": "b", "answer": 3}',
-        '["a", "<A>"]',
-        '{"item_id": "c"}',
-        '{"item_id": "a", "answer": "<C>"}',
-    ]
-    with pytest.raises(InputError) as err:
-        parse_answers(lines, "answers.jsonl")
-    message = str(err.value).splitlines()
-    assert message == [
-        "answers.jsonl:3: not valid JSON (Expecting property name enclosed in double quotes at "
-        "column 2)",
-        "answers.jsonl:4: item_id is missing or not a non-empty string",
-        "answers.jsonl:5: the answer of item 'b' must be a string, not int",
-        'answers.jsonl:6: expected a JSON object {"item_id": ..., "answer": ...}',
-        "answers.jsonl:7: item 'c' has no answer",
-        "answers.jsonl:8: item 'a' is answered twice (first on line 1)",
-    ]
-
-
-def test_valid_answer_files_keep_their_line_numbers(tmp_path: Path) -> None:
-    path = tmp_path / "answers.jsonl"
-    rows = [{"item_id": "x1", "answer": "<A>", "dataset": "kept apart"}, {}, {"item_id": "x2"}]
-    path.write_text(
-        "\ufeff"
-        + json.dumps(rows[0])
-        + "\n\n"
-        + json.dumps({"item_id": "x2", "answer": "多行\n答案"}, ensure_ascii=False)
-        + "\n",
-        encoding="utf-8",
-    )
-    assert read_answers(path) == [AnswerLine(1, "x1", "<A>"), AnswerLine(3, "x2", "多行\n答案")]
-    with pytest.raises(InputError, match="no such file"):
-        read_answers(tmp_path / "missing.jsonl")
-    (tmp_path / "empty.jsonl").write_text("\n\n")
-    with pytest.raises(InputError, match="no answers"):
-        read_answers(tmp_path / "empty.jsonl")
-    (tmp_path / "latin1.jsonl").write_bytes(b'{"item_id": "\xe9", "answer": "x"}\n')
-    with pytest.raises(InputError, match="not UTF-8"):
-        read_answers(tmp_path / "latin1.jsonl")
-
-
 def test_upload_reports_an_invalid_file_before_calling_the_gateway(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "answers.jsonl"
     path.write_text('{"item_id": "a", "answer": "<A>"}\n{"item_id": "a", "answer": "<B>"}\n')
     # Port 1 is closed: reaching the gateway would be exit code 5, not 2.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"item_id": "a", "dataset": "MedExam", "answer_format": "choice_single"}\n')
     argv = ["--gateway", "127.0.0.1:1", "--key", KEY_A, "upload", "sub_x", str(path)]
-    assert partner_cli.main(argv) == 2
+    assert partner_cli.main([*argv, "--manifest", str(prompts)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("medbench: INVALID_ARGUMENT: ") and f"{path}:2: item 'a'" in err
+    assert "1 valid, 1 invalid: 1 answered twice" in err
+    assert err.splitlines()[-1].startswith("medbench: INVALID_ARGUMENT: 1 lines cannot be sent")
+    problems = (tmp_path / "answers.jsonl.medbench-problems.txt").read_text(encoding="utf-8")
+    assert f"{path}:2: item_id: item 'a' is answered twice (first at {path}:1)" in problems
     assert not state_path(path).exists()
 
 
@@ -553,8 +509,19 @@ class FakeGateway(submission_service_pb2_grpc.SubmissionServiceServicer):
             if self.state != submission_pb2.SUBMISSION_STATE_AWAITING_ANSWERS:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not awaiting answers")
             ids = {a.item_id for a in m.answers}
-            if ids & self.answered or not ids <= self.known:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answered or unknown")
+            unknown = [
+                f"answers[{n}] (item {a.item_id!r})"
+                for n, a in enumerate(m.answers)
+                if a.item_id not in self.known
+            ]
+            if unknown:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{len(unknown)} answers are for items not served in this submission: "
+                    + ", ".join(unknown),
+                )
+            if ids & self.answered:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answered twice")
             self.batches[m.batch_id] = content
             self.answered |= ids
             accepted += 1
@@ -666,16 +633,44 @@ async def test_an_upload_sent_without_final_is_ended_by_an_empty_final_batch(
     assert fake.messages == sent
 
 
-async def test_a_rejected_batch_stops_the_upload_with_the_gateway_s_reason(
+async def test_an_unserved_line_is_named_before_anything_is_sent(
+    fake_gateway: tuple[FakeGateway, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, address = fake_gateway
+    answers = write_answers(tmp_path / "answers.jsonl", ["item-1", "not-an-item", "item-2"])
+    argv = ["--gateway", address, "--key", KEY_A, "upload", "sub_fake", str(answers)]
+    with pytest.raises(partner_cli.CliError) as err:
+        await partner_cli.run(partner_cli.build_parser().parse_args(argv))
+    assert err.value.exit_code == 2 and fake.messages == 0
+    problems = problems_path([answers]).read_text(encoding="utf-8")  # noqa: ASYNC240 (a test)
+    assert f"{answers}:2: item_id: item 'not-an-item' is not served in this submission" in problems
+    # --skip-invalid sends the other two and says which line was left out.
+    done = await cli_upload(address, answers, "--skip-invalid", "--no-final", capsys=capsys)
+    assert done["accepted_answers"] == 2 and fake.answered == {"item-1", "item-2"}
+    assert done["check"]["invalid_lines"] == 1
+
+
+async def test_a_gateway_refusal_names_the_lines_of_the_file(
     fake_gateway: tuple[FakeGateway, str], tmp_path: Path
 ) -> None:
+    """A line the local check let through (here: a manifest that lists an item the gateway does
+    not know) is refused by the gateway by its place in the batch; the CLI names its line."""
     _, address = fake_gateway
-    answers = write_answers(tmp_path / "answers.jsonl", ["item-1", "not-an-item"])
+    manifest = tmp_path / "prompts.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"item_id": i, "dataset": "MedExam", "answer_format": "free_text"}) + "\n"
+            for i in ["item-1", "ghost", "item-2"]
+        )
+    )
+    answers = write_answers(tmp_path / "answers.jsonl", ["item-1", "ghost", "item-2"])
     argv = ["--gateway", address, "--key", KEY_A, "upload", "sub_fake", str(answers)]
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await partner_cli.run(partner_cli.build_parser().parse_args(argv))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert partner_cli.exit_code_for(err.value.code()) == 2
+    with pytest.raises(partner_cli.CliError) as err:
+        await partner_cli.run(
+            partner_cli.build_parser().parse_args([*argv, "--manifest", str(manifest)])
+        )
+    assert err.value.exit_code == 2
+    assert f"{answers}:2 (answers[1]) (item 'ghost')" in err.value.message
 
 
 async def cli_download(address: str, out: Path, capsys: pytest.CaptureFixture[str]) -> int:
@@ -692,6 +687,7 @@ async def test_a_download_completes_a_partial_file_and_refuses_a_foreign_one(
     assert json.loads(capsys.readouterr().out) == {
         "submission_id": "sub_fake",
         "out": str(out),
+        "format": "jsonl",
         "items": 25,
         "appended": 25,
         "kept": 0,

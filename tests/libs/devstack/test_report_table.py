@@ -63,6 +63,21 @@ def test_a_dimension_without_a_name_shows_its_code() -> None:
     assert lines[-1] == "overall  60.4  (95% interval 48.2-71.0)"
 
 
+def test_a_partial_report_says_what_it_misses_after_its_overall() -> None:
+    partial = report_pb2.Report()
+    partial.CopyFrom(REPORT)
+    partial.partial = True
+    partial.missing_dimensions.append("language_generation")
+    partial.missing_datasets.extend(["MedPopular", "MedTeach"])
+    names = {**NAMES, "language_generation": "language_generation 医学语言生成"}
+    lines = report_table(partial, names).splitlines()
+    assert lines[-2] == "overall  60.4  (95% interval 48.2-71.0)"
+    assert lines[-1] == (
+        "PARTIAL: the mean of the 3 dimensions present; no scored item in dimensions "
+        "language_generation 医学语言生成; 2 datasets missing (MedPopular, MedTeach)"
+    )
+
+
 class _Rotator(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def ListDatasets(
         self, request: taskpool_service_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext

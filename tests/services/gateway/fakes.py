@@ -9,18 +9,27 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from gateway.core.images import ImagesBuilder, SubmissionImages
 from gateway.core.listing import ListQuery, newest_first, selects
 from gateway.core.ports import (
     Assignment,
     DuplicateSubmission,
     Expect,
+    ImageRange,
+    PoolImages,
     PreflightResult,
     Publication,
 )
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import Record
 from gateway.core.uploads import Manifest
-from medbench_runtime.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
+from medbench_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 T = TypeVar("T")
 
@@ -187,6 +196,61 @@ class FakeRotator:
 
     async def download(self, submission_id: str) -> AsyncIterator[Any]:
         yield {"submission_id": submission_id}
+
+
+class FakePoolImages:
+    """The bank's images (content id -> (bytes, media type)) and each submission's served
+    items ([(item_id, [path, ...], [image_id, ...])]); records every range read (reads) and
+    size read (infos). fail_after:
+    reads that succeed before every later one raises Unavailable (None: never); fail_attempts:
+    the numbers (1, 2, ...) of the read attempts that raise Unavailable."""
+
+    def __init__(
+        self,
+        bank: dict[str, tuple[bytes, str]],
+        served: dict[str, list[tuple[str, list[str], list[str]]]],
+    ) -> None:
+        self.bank, self.served = bank, served
+        self.reads: list[tuple[str, int, int]] = []
+        self.infos: list[str] = []
+        self.index_loads = 0
+        self.fail_after: int | None = None
+        self.fail_attempts: set[int] = set()
+        self.attempts = 0
+
+    async def images(self, submission_id: str) -> SubmissionImages:
+        self.index_loads += 1
+        builder = ImagesBuilder()
+        for item_id, paths, ids in self.served.get(submission_id, []):
+            builder.add(item_id, paths, ids)
+        return builder.build()
+
+    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+        self.attempts += 1
+        if self.fail_after is not None and len(self.reads) >= self.fail_after:
+            raise Unavailable("rotator down")
+        if self.attempts in self.fail_attempts:
+            raise Unavailable("rotator blip")
+        self.reads.append((image_id, offset, max_bytes))
+        if image_id not in self.bank:
+            raise NotFound(f"image {image_id} not found")
+        content, media_type = self.bank[image_id]
+        if not 0 <= offset <= len(content):
+            raise InvalidArgument(f"offset {offset} is outside image {image_id}")
+        end = offset + max_bytes if max_bytes else len(content)
+        return ImageRange(content[offset:end], media_type, len(content))
+
+    async def image_info(self, image_id: str) -> ImageRange:
+        self.infos.append(image_id)
+        if image_id not in self.bank:
+            raise NotFound(f"image {image_id} not found")
+        content, media_type = self.bank[image_id]
+        return ImageRange(b"", media_type, len(content))
+
+
+def _typed() -> None:
+    """The fakes satisfy the ports (checked by a type checker, never called)."""
+    _images: PoolImages = FakePoolImages({}, {})
 
 
 class FakeReports:

@@ -75,7 +75,10 @@ def test_check_batch_maps_items_to_ordinals() -> None:
     [
         ([], "at least one answer"),
         ([("item-1", "<A>"), ("item-1", "<B>")], "twice in one message"),
-        ([("item-1", "<A>"), ("nope", "<B>"), ("nah", "")], "'nope', 'nah'"),
+        (
+            [("item-1", "<A>"), ("nope", "<B>"), ("nah", "")],
+            r"2 answers .* answers\[1\] \(item 'nope'\), answers\[2\] \(item 'nah'\)$",
+        ),
         ([("item-1", "x" * (MAX_ANSWER_BYTES + 1))], "bytes"),
         (
             [(f"item-{i % 20}-{i}", "") for i in range(uploads.MAX_ANSWERS_PER_MESSAGE + 1)],
@@ -89,8 +92,13 @@ def test_bad_batches_are_rejected_whole(answers: list[tuple[str, str]], phrase: 
 
 
 def test_many_unknown_ids_are_summarised() -> None:
-    with pytest.raises(InvalidArgument, match="and 5 more"):
-        uploads.check_batch([(f"x{i}", "") for i in range(10)], MANIFEST, MAX_ANSWER_BYTES)
+    many = uploads.UNKNOWN_SHOWN + 5
+    with pytest.raises(InvalidArgument) as err:
+        uploads.check_batch([(f"x{i}", "") for i in range(many)], MANIFEST, MAX_ANSWER_BYTES)
+    message = str(err.value)
+    assert message.startswith(f"{many} answers are for items not served")
+    assert f"answers[{uploads.UNKNOWN_SHOWN - 1}] (item 'x{uploads.UNKNOWN_SHOWN - 1}')" in message
+    assert message.endswith(" and 5 more") and len(message.encode()) < 4096
 
 
 def test_answer_size_counts_utf8_bytes_not_characters() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from medbench_messaging.publisher import Outgoing
@@ -14,13 +14,21 @@ from metric_scorer.core.ports import Orders
 class InMemoryPoolKeys:
     """PoolKeys: the same list object for a pool on every call, as the real cache returns."""
 
-    def __init__(self, pools: dict[str, list[PoolKey]]) -> None:
+    def __init__(
+        self,
+        pools: dict[str, list[PoolKey]],
+        coverage: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.pools = pools
+        self.covered = coverage or {}
         self.reads: list[str] = []
 
     async def keys(self, pool_id: str) -> Sequence[PoolKey]:
         self.reads.append(pool_id)
         return self.pools[pool_id]
+
+    async def coverage(self, pool_id: str) -> Mapping[str, str]:
+        return self.covered.get(pool_id, {})
 
 
 class InMemoryVariants:

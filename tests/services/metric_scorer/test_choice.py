@@ -159,3 +159,27 @@ def test_every_permutation_of_a_multi_answer_scores_correct() -> None:
 def test_score_choice_rejects_malformed_references(reference: frozenset[str], multi: bool) -> None:
     with pytest.raises(ValueError):
         score_choice("<A>", reference, multi=multi)
+
+
+def test_items_with_more_than_ten_options_score_by_their_own_letters() -> None:
+    """Real DDx-advanced items have 12 options (A-L): a key beyond J is a key, and an extra
+    wrong letter beyond J is a wrong letter, not noise."""
+    from metric_scorer.core.choice import METRICS, option_letters
+    from metric_scorer.core.types import ItemKey
+
+    assert option_letters(12, ("C",)) == "ABCDEFGHIJKL"
+    assert option_letters(0, ("C",)) == "ABCDEFGHIJ"
+    assert option_letters(0, ("L",)) == "ABCDEFGHIJKL"
+    multi = METRICS["choice_multi"]
+    key = ItemKey("DDx-1", "DDx-advanced", "choice_multi", ("C", "L"), options=12)
+    assert multi("<C, L>", key).score == 1.0
+    assert multi("<L, C>", key).score == 1.0
+    only_c = ItemKey("DDx-2", "DDx-advanced", "choice_multi", ("C",), options=12)
+    assert multi("<C, L>", only_c).score == 0.0
+    assert multi("<C, L>", only_c).parsed == "C,L"
+    assert (
+        METRICS["choice_single"](
+            "<K>", ItemKey("x", "D", "choice_single", ("K",), options=11)
+        ).score
+        == 1.0
+    )

@@ -205,3 +205,20 @@ async def test_the_expected_score_count_is_read_once_per_pool_key_list() -> None
         await use_case.score_batch(batch(answer(0, "<B>"), batch_id=f"b{n}"))
     totals = {m.context.expected_scores for m in publisher.on(topics.ITEM_SCORED)}
     assert totals == {5} and keys.reads == ["pool-1"] * 3
+
+
+async def test_every_event_carries_what_the_report_must_cover_as_the_pool_records_it() -> None:
+    # The track has a dataset the pool holds no item of (MedRare): it is in the coverage all
+    # the same, for the aggregator to mark a report without it as partial.
+    coverage = {"MedExam": "knowledge", "MedHC": "generation", "MedDoc": "generation",
+                "MedMix": "reasoning", "MedRare": "reasoning"}  # fmt: skip
+    keys = InMemoryPoolKeys({"pool-1": POOL}, coverage={"pool-1": coverage})
+    publisher = InMemoryPublisher()
+    await ItemScoring(keys, InMemoryVariants(), publisher).score_batch(
+        batch(answer(0, "<B>"), answer(1, "低盐饮食"))
+    )
+    scored_events = publisher.on(topics.ITEM_SCORED)
+    judge_requests = publisher.on(topics.JUDGE_REQUESTED)
+    assert scored_events and judge_requests
+    for message in [*scored_events, *judge_requests]:
+        assert dict(message.context.coverage) == coverage

@@ -7,12 +7,20 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from medbench_runtime.errors import AlreadyExists, FailedPrecondition, NotFound
+from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from rotator.core.bank import BankEntry, FrozenPool, ImportCounts, Incoming
 from rotator.core.download import option_count
 from rotator.core.leaktrace import CanaryHit, Variant
 from rotator.core.pools import Assignment, PoolEntry, PoolMeta, PoolRecord
-from rotator.core.ports import AssignmentStore, CurrentPools, ImageStore, PoolStore, TaskStore
+from rotator.core.ports import (
+    AssignmentStore,
+    CurrentPools,
+    ImageStore,
+    PoolStore,
+    RegistryStore,
+    TaskStore,
+)
+from rotator.core.versions import StoredVersion, VersionInfo
 
 PUBLISHED_AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -92,6 +100,9 @@ class InMemoryPoolStore:
         self.exposed: dict[str, set[str]] = {}
         self.current: dict[tuple[str, str], str] = {}
         self.stored: list[str] = []
+        self.metas: dict[str, PoolMeta] = {}
+        self.frozen: dict[str, FrozenPool] = {}
+        """Pools as stored, keys and each item's dataset part (what the sealed keys carry)."""
         """Pool ids in the order store_pool was called."""
 
     async def find_pool(self, pool_id: str) -> PoolRecord | None:
@@ -122,6 +133,8 @@ class InMemoryPoolStore:
         if pool.pool_id in self.pools:
             raise AlreadyExists(f"pool {pool.pool_id} was published concurrently")
         self.stored.append(pool.pool_id)
+        self.metas[pool.pool_id] = meta
+        self.frozen[pool.pool_id] = pool
         groups: dict[str, list[str]] = {}
         for p in pool.items:
             listed = groups.setdefault(p.task.dataset, [])
@@ -238,10 +251,43 @@ class InMemoryImageStore:
         self.images[image_id] = (content, media_type)
         return image_id, True
 
-    async def get(self, image_id: str) -> tuple[bytes, str]:
+    async def get(
+        self, image_id: str, offset: int = 0, max_bytes: int = 0, content: bool = True
+    ) -> tuple[bytes, str, int]:
         if image_id not in self.images:
             raise NotFound(f"image {image_id} not found")
-        return self.images[image_id]
+        data, media_type = self.images[image_id]
+        if not 0 <= offset <= len(data):
+            raise InvalidArgument(f"offset {offset} is outside image {image_id}")
+        end = offset + max_bytes if max_bytes > 0 else len(data)
+        return data[offset:end] if content else b"", media_type, len(data)
+
+
+class InMemoryRegistryStore:
+    """RegistryStore: versions by number, each written once (as the unique _id does in Mongo).
+    `reads` counts latest() calls, to show how often a replica asks."""
+
+    def __init__(self) -> None:
+        self.versions: dict[int, StoredVersion] = {}
+        self.reads = 0
+
+    async def add(self, version: StoredVersion) -> bool:
+        if version.info.number in self.versions:
+            return False
+        self.versions[version.info.number] = version
+        return True
+
+    async def latest(self, known: int = 0) -> int:
+        self.reads += 1
+        assert known == 0 or known in self.versions, f"version {known} was never stored"
+        return max(self.versions, default=0)
+
+    async def get(self, number: int) -> StoredVersion | None:
+        return self.versions.get(number)
+
+    async def infos(self, before: int, limit: int) -> list[VersionInfo]:
+        numbers = sorted((n for n in self.versions if not before or n < before), reverse=True)
+        return [self.versions[n].info for n in numbers[:limit]]
 
 
 def _typed() -> None:
@@ -252,3 +298,4 @@ def _typed() -> None:
     _current: CurrentPools = InMemoryCurrentPools(pools)
     _assignments: AssignmentStore = InMemoryAssignmentStore(pools)
     _images: ImageStore = InMemoryImageStore()
+    _registry: RegistryStore = InMemoryRegistryStore()

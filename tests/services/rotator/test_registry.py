@@ -209,18 +209,24 @@ def test_dimension_of_another_track_is_reported(raw: dict[str, Any]) -> None:
     ("field", "value", "message"),
     [
         ("answer_format", "essay", "unknown answer_format 'essay'"),
-        ("metric", "choice_single+bleu", r"unknown metric component\(s\) \['bleu'\]"),
+        ("metric", "choice_single+sacrebleu", r"unknown metric component\(s\) \['sacrebleu'\]"),
+        ("metric", "choice_single+choice_single", "names a component twice"),
+        ("metric", "choice_single+box_iou", r"scores answers in format \['boxes'\]"),
+        ("metric", "judge", "its metric must hold 'choice_single'"),
         ("dataset_rule", "median", "unknown dataset_rule 'median'"),
         ("dataset_rule", "mean", "does not fit permutations"),
         ("permutations", "5", "field 'permutations' must be int"),
+        ("name", "Med Exam", r"must be 1-64 characters of \[A-Za-z0-9._-\]"),
+        ("track", "vision", "unknown track 'vision'"),
     ],
 )
-def test_malformed_dataset_fields_are_reported(
+def test_malformed_dataset_fields_are_reported_with_the_field(
     raw: dict[str, Any], field: str, value: str, message: str
 ) -> None:
     raw["datasets"][0][field] = value
-    with pytest.raises(RegistryError, match=message):
+    with pytest.raises(RegistryError, match=message) as caught:
         parse_registry(raw)
+    assert caught.value.field == field
 
 
 def test_split_dataset_metric_must_cover_its_parts(raw: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ publication, serving downloads, and leak tracing (no stack)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,20 @@ from rotator.core.leaktrace import LeakedLine
 from rotator.core.options import parse_options
 from rotator.core.rotation import board_of
 from rotator.core.synthetic import synthetic_items
+from rotator.core.versions import seed_version
 from rotator.registry import DEFAULT_REGISTRY_PATH
 from rotator.usecases.bank import BankImport, DatasetListing
 from rotator.usecases.leaks import LeakTracing
 from rotator.usecases.pool import PoolServing
+from rotator.usecases.registry import RegistryVersions
 from rotator.usecases.rotation import PoolRotation, RotationRequest
 from tests.services.rotator.fakes import (
+    PUBLISHED_AT,
     InMemoryAssignmentStore,
     InMemoryCurrentPools,
     InMemoryImageStore,
     InMemoryPoolStore,
+    InMemoryRegistryStore,
     InMemoryTaskStore,
 )
 
@@ -40,16 +45,27 @@ SECRET = b"test-leak-secret"
 class Rotator:
     """The use cases wired to one set of fakes, as app.py wires them to Mongo."""
 
-    def __init__(self, canaries_per_download: int = 3) -> None:
-        self.catalog = DatasetCatalog.load(DEFAULT_REGISTRY_PATH)
+    def __init__(
+        self,
+        canaries_per_download: int = 3,
+        registry_store: InMemoryRegistryStore | None = None,
+        registry_cache_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # The registry store seeded with the bundled file, as app.py seeds it (version 1).
+        seed = seed_version(DEFAULT_REGISTRY_PATH.read_bytes(), "medbench_v4.json", PUBLISHED_AT)
+        self.registry_store = registry_store or InMemoryRegistryStore()
+        self.registry_store.versions.setdefault(1, seed)
+        self.catalog = DatasetCatalog.of_version(seed)
+        self.registry = RegistryVersions(self.registry_store, registry_cache_s, clock)
         self.tasks = InMemoryTaskStore()
         self.pools = InMemoryPoolStore()
         self.current = InMemoryCurrentPools(self.pools)
         self.assignments = InMemoryAssignmentStore(self.pools)
         self.images = InMemoryImageStore()
-        self.bank = BankImport(self.tasks, self.images, self.catalog)
-        self.listing = DatasetListing(self.tasks, self.catalog)
-        self.rotation = PoolRotation(self.tasks, self.pools, self.current, self.catalog)
+        self.bank = BankImport(self.tasks, self.images, self.registry)
+        self.listing = DatasetListing(self.tasks, self.pools, self.registry)
+        self.rotation = PoolRotation(self.tasks, self.pools, self.current, self.registry)
         self.serving = PoolServing(
             self.pools, self.assignments, self.images, SECRET, canaries_per_download
         )

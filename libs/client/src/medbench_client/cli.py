@@ -2,7 +2,10 @@
 
 import-medbench POOL.jsonl... [--gold-dir DIR] [--images-dir DIR]
 import-jsonl FILE --map SPEC        import-csv FILE --map SPEC
-datasets [--track llm]              rotate --track llm --board upload --cycle 2026-11
+datasets [--track llm] [--version N | --pool ID]
+rotate --track llm --board upload --cycle 2026-11
+registry show [--version N] [--dataset NAME | --json]     registry versions [--limit N]
+registry put DATASET.json --revises N [--note TEXT]
 quarantine list [--status held]     quarantine retry ENTRY    quarantine drop ENTRY  (--gateway)
 """
 
@@ -33,6 +36,7 @@ from medbench_client.importers import (
     read_medbench_pool,
     summarise,
 )
+from medbench_client.registry_cli import run_put, run_show, run_versions
 from medbench_runtime.images import FORMATS, image_type
 
 BOARDS = {"api": taskpool_pb2.BOARD_API, "upload": taskpool_pb2.BOARD_UPLOAD}
@@ -201,14 +205,16 @@ async def run_import(
     return 1 if (read.errors or problems or refused or rejected) else 0
 
 
-async def run_datasets(address: str, track: str | None) -> int:
+async def run_datasets(address: str, track: str | None, version: int = 0, pool: str = "") -> int:
     stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
     listing = await stub.ListDatasets(
         taskpool_service_pb2.ListDatasetsRequest(
-            track=TRACKS[track] if track else common_pb2.TRACK_UNSPECIFIED
+            track=TRACKS[track] if track else common_pb2.TRACK_UNSPECIFIED,
+            version=version,
+            pool_id=pool,
         )
     )
-    print(f"registry {listing.registry_version}")
+    print(f"registry version {listing.registry_version}" + (f" (pool {pool})" if pool else ""))
     for d in listing.datasets:
         print(
             f"  {d.dataset:22} {d.dimension:28} {d.metric:34} bank {d.bank_items:7} "
@@ -269,7 +275,8 @@ async def run_rotate(address: str, args: argparse.Namespace) -> int:
     pool = response.pool
     print(
         f"pool {pool.pool_id}: {pool.item_count} items, {pool.group_count} groups, "
-        f"{pool.anchor_groups} anchors, seed {pool.seed}, digest {pool.digest[:16]}"
+        f"{pool.anchor_groups} anchors, seed {pool.seed}, digest {pool.digest[:16]}, "
+        f"registry version {pool.registry_version}"
     )
     for shortfall in response.shortfalls:
         print(f"  short: {shortfall}")
@@ -345,6 +352,28 @@ def main(argv: list[str] | None = None) -> int:
         generic.add_argument("--allow-missing-images", action="store_true")
     datasets = sub.add_parser("datasets", help="registry datasets with bank counts")
     datasets.add_argument("--track", choices=sorted(TRACKS))
+    datasets.add_argument("--version", type=int, default=0, help="registry version (current)")
+    datasets.add_argument("--pool", default="", help="a pool's datasets, under its version")
+    registry = sub.add_parser("registry", help="the dataset registry's versions; put a dataset")
+    registry_actions = registry.add_subparsers(dest="action", required=True)
+    show = registry_actions.add_parser("show", help="a registry version (the current one)")
+    show.add_argument("--version", type=int, default=0)
+    shown = show.add_mutually_exclusive_group()
+    shown.add_argument("--dataset", default="", help="print one dataset as JSON, to edit and put")
+    shown.add_argument("--json", action="store_true", help="the whole version as a registry file")
+    put = registry_actions.add_parser(
+        "put", help="add a dataset or revise one: makes the next version (audited)"
+    )
+    put.add_argument("file", type=Path, help="one dataset as JSON (a registry 'datasets' entry)")
+    put.add_argument(
+        "--revises",
+        type=int,
+        required=True,
+        help="the version you read (ABORTED if the registry has changed since)",
+    )
+    put.add_argument("--note", default="", help="why (kept with the version)")
+    versions = registry_actions.add_parser("versions", help="registry versions, newest first")
+    versions.add_argument("--limit", type=int, default=50)
     rotate = sub.add_parser("rotate", help="rotate the pool of a track's board")
     rotate.add_argument("--track", choices=sorted(TRACKS), required=True)
     rotate.add_argument("--board", choices=sorted(BOARDS), required=True)
@@ -400,7 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "quarantine":
             return asyncio.run(run_quarantine(args.gateway, args))
         if args.command == "datasets":
-            return asyncio.run(run_datasets(args.rotator, args.track))
+            return asyncio.run(run_datasets(args.rotator, args.track, args.version, args.pool))
+        if args.command == "registry":
+            key = os.environ.get("MEDBENCH_API_KEY") or None
+            if args.action == "show":
+                return asyncio.run(
+                    run_show(args.rotator, key, args.version, args.dataset, args.json)
+                )
+            if args.action == "put":
+                return asyncio.run(run_put(args.rotator, key, args.file, args.revises, args.note))
+            return asyncio.run(run_versions(args.rotator, key, args.limit))
         return asyncio.run(run_rotate(args.rotator, args))
     except grpc.aio.AioRpcError as exc:
         print(f"{args.command} failed: {exc.code().name}: {exc.details()}", file=sys.stderr)

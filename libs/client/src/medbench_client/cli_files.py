@@ -1,5 +1,5 @@
-"""Local files of the partner CLI: answer files, upload batches and their state, resumable
-prompt downloads, and a progress line.
+"""Local files of the partner CLI: upload batches and their state, resumable prompt downloads,
+and a progress line (answer files are read and checked in medbench_client.answer_files).
 
 Upload batches are cut from the answers still to send (file order, `size` answers each) and named
 by their content: the batch id is a hash of its (item_id, answer) pairs and final flag, so a
@@ -22,29 +22,23 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from medbench_client.answer_files import AnswerLine
+
 MAX_BATCH = 5000  # answers per UploadAnswers message (the gateway's limit)
 # Answer text per UploadAnswers message (UTF-8 bytes; the gateway's limit): a batch ends before it.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
-MAX_REPORTED_ERRORS = 10
 STATE_SUFFIX = ".medbench-upload.json"
 BATCH_ID_PREFIX = "mb1-"
 
 
 class InputError(Exception):
     """A local file is unusable (exit code 2); the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class AnswerLine:
-    line: int
-    item_id: str
-    answer: str
 
 
 @dataclass(frozen=True)
@@ -57,64 +51,6 @@ class Batch:
     @property
     def item_ids(self) -> list[str]:
         return [item_id for item_id, _ in self.answers]
-
-
-def parse_answers(lines: Iterable[str], name: str = "answers") -> list[AnswerLine]:
-    """Answer lines `{"item_id": ..., "answer": ...}` (other keys ignored, blank lines skipped);
-    InputError listing the first invalid lines as `name:LINE: reason`."""
-    out: list[AnswerLine] = []
-    errors: list[str] = []
-    first_line: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        text = raw.lstrip("\ufeff") if number == 1 else raw
-        text = text.strip()
-        if not text:
-            continue
-        problem = None
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
-        else:
-            if not isinstance(row, dict):
-                problem = 'expected a JSON object {"item_id": ..., "answer": ...}'
-            elif not isinstance(row.get("item_id"), str) or not row["item_id"].strip():
-                problem = "item_id is missing or not a non-empty string"
-            elif "answer" not in row:
-                problem = f"item {row['item_id']!r} has no answer"
-            elif not isinstance(row["answer"], str):
-                problem = (
-                    f"the answer of item {row['item_id']!r} must be a string, not "
-                    f"{type(row['answer']).__name__}"
-                )
-            elif row["item_id"] in first_line:
-                problem = (
-                    f"item {row['item_id']!r} is answered twice (first on line "
-                    f"{first_line[row['item_id']]})"
-                )
-        if problem is not None:
-            errors.append(f"{name}:{number}: {problem}")
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                errors.append(f"{name}: (stopped after {MAX_REPORTED_ERRORS} errors)")
-                break
-            continue
-        first_line[row["item_id"]] = number
-        out.append(AnswerLine(number, row["item_id"], row["answer"]))
-    if errors:
-        raise InputError("\n".join(errors))
-    if not out:
-        raise InputError(f"{name}: no answers (expected JSON lines with item_id and answer)")
-    return out
-
-
-def read_answers(path: Path) -> list[AnswerLine]:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return parse_answers(handle, str(path))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def batch_id(answers: Sequence[tuple[str, str]], final: bool) -> str:

@@ -22,8 +22,8 @@ async def dimension_names(rotator: grpc.aio.Channel) -> dict[str, str]:
 
 
 def report_table(report: report_pb2.Report, names: Mapping[str, str]) -> str:
-    """Datasets, dimensions (named by names, else by code), overall with its 95% interval;
-    columns stay aligned with CJK names."""
+    """Datasets, dimensions (named by names, else by code), overall with its 95% interval (and,
+    for a partial report, what it misses); columns stay aligned with CJK names."""
     dataset_lines = _table(
         ("dataset", "dimension", "n", "units", "score"),
         [
@@ -50,6 +50,13 @@ def report_table(report: report_pb2.Report, names: Mapping[str, str]) -> str:
         f"overall  {report.overall:.1f}  "
         f"(95% interval {report.overall_low:.1f}-{report.overall_high:.1f})"
     )
+    if report.partial:
+        dimensions = ", ".join(names.get(d, d) for d in report.missing_dimensions) or "none"
+        overall += (
+            f"\nPARTIAL: the mean of the {len(report.dimensions)} dimensions present; no scored "
+            f"item in dimensions {dimensions}; {len(report.missing_datasets)} datasets missing "
+            f"({', '.join(report.missing_datasets)})"
+        )
     return "\n".join([*dataset_lines, "", *dimension_lines, "", overall]) + "\n"
 
 

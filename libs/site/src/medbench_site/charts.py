@@ -90,20 +90,21 @@ def radar(
 
 
 def bars(scores: Sequence[tuple[str, Score]], title: str, desc: str, chart_id: str) -> str:
-    """Horizontal bars with interval whiskers (for one or two dimensions)."""
-    left, width, row = 170, WIDTH - 200, 40
-    height = 30 + row * len(scores)
+    """Horizontal bars with interval whiskers (for one or two dimensions, e.g. a partial
+    report's): each label on its own line above its bar, so a long name is never cut, and room
+    on the right for the value of a full bar."""
+    left, width, row = 10, WIDTH - 80, 52
+    height = 20 + row * len(scores)
     parts = [_open(WIDTH, height, scores, title, desc, chart_id)]
     for i, (label, s) in enumerate(scores):
-        y = 15 + i * row
+        y = 10 + i * row
         w = width * max(0.0, min(100.0, s.value)) / 100
         lo, hi = left + width * s.low / 100, left + width * s.high / 100
         parts += [
-            f'<text class="label" x="{left - 8}" y="{y + 17}" text-anchor="end">'
-            f"{escape(label)}</text>",
-            f'<rect class="bar" x="{left}" y="{y + 4}" width="{_f(w)}" height="18"/>',
-            f'<line class="whisker" x1="{_f(lo)}" y1="{y + 13}" x2="{_f(hi)}" y2="{y + 13}"/>',
-            f'<text class="tick" x="{_f(left + w + 6)}" y="{y + 17}">{s.value:.1f}</text>',
+            f'<text class="label" x="{left}" y="{y + 14}">{escape(label)}</text>',
+            f'<rect class="bar" x="{left}" y="{y + 22}" width="{_f(w)}" height="18"/>',
+            f'<line class="whisker" x1="{_f(lo)}" y1="{y + 31}" x2="{_f(hi)}" y2="{y + 31}"/>',
+            f'<text class="tick" x="{_f(left + w + 6)}" y="{y + 35}">{s.value:.1f}</text>',
         ]
     parts.append("</svg>")
     return "".join(parts)

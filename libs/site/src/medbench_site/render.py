@@ -154,6 +154,24 @@ def _table(lang: _Lang, caption: str, head: str, rows: Iterable[str]) -> str:
     )
 
 
+def _partial_text(
+    lang: _Lang, present: int, missing_dimensions: Sequence[str], missing_datasets: Sequence[str]
+) -> str:
+    """The mark of a partial entry or report: how many of its track's dimensions it covers,
+    or, when it has them all, how many datasets it misses."""
+    if missing_dimensions:
+        total = present + len(missing_dimensions)
+        return lang.t("partial.dimensions").format(have=present, all=total)
+    return lang.t("partial.datasets").format(n=len(missing_datasets))
+
+
+def _partial_badge(lang: _Lang, e: Entry) -> str:
+    if not e.partial:
+        return ""
+    text = _partial_text(lang, len(e.dimensions), e.missing_dimensions, e.missing_datasets)
+    return f' <span class="badge" data-field="partial">{escape(text)}</span>'
+
+
 def _dimension_codes(lang: _Lang, track: str, entries: Iterable[Entry]) -> list[str]:
     """The track's dimensions in registry order, then any others the entries carry."""
     codes = [c for c, d in lang.snapshot.dimensions.items() if d.track == track]
@@ -181,11 +199,12 @@ def _leaderboard_table(lang: _Lang, board: Board, entries: Sequence[Entry]) -> s
     rows = []
     for e in entries:
         name = e.model_name + (f" {e.model_version}" if e.model_version else "")
+        # A partial entry is never ranked: no rank, no group, and its mark beside its name.
         cells = [
-            f'<td class="num" data-field="rank">{e.rank}</td>',
-            f'<td class="num" data-field="group">{e.group}</td>',
+            f'<td class="num" data-field="rank">{"-" if e.partial else e.rank}</td>',
+            f'<td class="num" data-field="group">{"-" if e.partial else e.group}</td>',
             f'<th scope="row" data-field="model"><a href="{submission_page(e.submission_id)}">'
-            f"{escape(name)}</a></th>",
+            f"{escape(name)}</a>{_partial_badge(lang, e)}</th>",
             f'<td data-field="organisation">{escape(e.organisation or e.tenant_id)}</td>',
             f'<td data-field="source">{lang.t("open") if e.open_source else lang.t("closed")}</td>',
             f'<td data-field="params">{escape(e.parameter_count) or "-"}</td>',
@@ -202,9 +221,9 @@ def _leaderboard_table(lang: _Lang, board: Board, entries: Sequence[Entry]) -> s
                 if s
                 else f'<td class="num" data-field="dimension" data-dimension="{escape(c)}">-</td>'
             )
-        parity = "g-odd" if e.group % 2 else "g-even"
+        kind = "partial" if e.partial else "g-odd" if e.group % 2 else "g-even"
         rows.append(
-            f'<tr class="{parity}" data-sid="{escape(e.submission_id)}">{"".join(cells)}</tr>'
+            f'<tr class="{kind}" data-sid="{escape(e.submission_id)}">{"".join(cells)}</tr>'
         )
     caption = f"{lang.track(board.track)} · {lang.board(board.board)}"
     return _table(lang, caption, head, rows)
@@ -255,6 +274,8 @@ def _board_body(lang: _Lang, board: Board, cycle: str | None, name: str, part: i
     shown = entries[(part - 1) * PAGE_ROWS : part * PAGE_ROWS]
     parts += [pager, _leaderboard_table(lang, board, shown), pager]
     parts.append(f'<p class="note">{lang.t("groups.note")}</p>')
+    if any(e.partial for e in entries):
+        parts.append(f'<p class="note">{lang.t("partial.note")}</p>')
     return "".join(parts)
 
 
@@ -288,6 +309,7 @@ def _history_body(lang: _Lang, board: Board, part: int = 1) -> str:
                 cells.append('<td class="num">-</td>')
                 continue
             equated = "" if e.equated is None else f" · {lang.t('equated')} {_num(e.equated)}"
+            equated += f" · {lang.t('partial')}" if e.partial else ""
             cells.append(
                 f'<td class="num" data-cycle="{escape(cycle)}"><a href="'
                 f'{submission_page(e.submission_id)}">{_num(e.overall.value)}</a>'
@@ -336,7 +358,9 @@ def _submission_body(lang: _Lang, board: Board, entry: Entry, report: Report) ->
             (lang.t("board_of"), board_link),
             (
                 lang.t("on_board"),
-                f"{lang.t('rank')} {entry.rank} · {lang.t('group')} {entry.group}",
+                lang.t("unranked")
+                if entry.partial
+                else f"{lang.t('rank')} {entry.rank} · {lang.t('group')} {entry.group}",
             ),
             (lang.t("published_at"), escape(_date(entry.published_at))),
             (lang.t("scored_items"), f"{report.scored_items:,}"),
@@ -351,6 +375,23 @@ def _submission_body(lang: _Lang, board: Board, entry: Entry, report: Report) ->
         + (f" · {lang.t('equated')} {_num(report.equated)}" if report.equated is not None else "")
         + "</span></p>"
     )
+    if report.partial:
+        missing = [
+            (
+                lang.t("missing_dimensions"),
+                ", ".join(lang.dim(c) for c in report.missing_dimensions),
+            ),
+            (lang.t("missing_datasets"), ", ".join(report.missing_datasets)),
+        ]
+        mark = _partial_text(
+            lang, len(report.dimensions), report.missing_dimensions, report.missing_datasets
+        )
+        overall += (
+            f'<div class="partial" data-field="partial"><p><span class="badge">{escape(mark)}'
+            f"</span> {escape(lang.t('partial.report').format(have=len(report.dimensions)))}</p>"
+            + _meta([(k, escape(v) or lang.t("none")) for k, v in missing])
+            + "</div>"
+        )
     chart = radar(
         [(lang.dim(c), report.dimensions[c]) for c in codes],
         f"{name}: {lang.t('radar')}",
@@ -424,8 +465,9 @@ def _home_body(lang: _Lang) -> str:
                 if latest is not None
                 else f'<p class="note">{lang.t("empty")}</p>'
             )
-            if entries:
-                top = entries[0]
+            # The top entry is the first ranked one: a partial entry is never at the top.
+            top = next((e for e in entries if not e.partial), None)
+            if top is not None:
                 summary += (
                     f'<p>{lang.t("top")}: <a href="{submission_page(top.submission_id)}">'
                     f"{escape(top.model_name)}</a> {_num(top.overall.value)}</p>"

@@ -57,6 +57,11 @@ class Entry:
     dimensions: Mapping[str, Score]
     published_at: datetime
     equated: float | None = None
+    partial: bool = False
+    """The entry's report misses some dimension or dataset of its track: it is listed after
+    the ranked entries, with rank and group 0."""
+    missing_dimensions: tuple[str, ...] = ()
+    missing_datasets: tuple[str, ...] = ()
 
     @property
     def model_key(self) -> tuple[str, str, str]:
@@ -86,6 +91,11 @@ class Report:
     created_at: datetime
     lineage: Mapping[str, str | tuple[str, ...]]
     equated: float | None = None
+    partial: bool = False
+    """Some dataset of the track has no scored item: the overall averages the dimensions
+    present only."""
+    missing_dimensions: tuple[str, ...] = ()
+    missing_datasets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,9 @@ def _entry(e: lb.LeaderboardEntry) -> Entry:
         dimensions={d.dimension: Score(d.score, d.low, d.high) for d in e.dimensions},
         published_at=e.published_at.ToDatetime(tzinfo=UTC),
         equated=e.equated if e.HasField("equated") else None,
+        partial=e.partial,
+        missing_dimensions=tuple(e.missing_dimensions),
+        missing_datasets=tuple(e.missing_datasets),
     )
 
 
@@ -171,6 +184,9 @@ def _report(r: Any) -> Report:
             "decoding": lineage.decoding,
         },
         equated=r.equated if r.HasField("equated") else None,
+        partial=r.partial,
+        missing_dimensions=tuple(r.missing_dimensions),
+        missing_datasets=tuple(r.missing_datasets),
     )
 
 

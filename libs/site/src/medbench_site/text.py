@@ -77,6 +77,19 @@ TEXT: dict[str, dict[str, str]] = {
         "on_board": "在榜单上的位置",
         "footer": "只显示提交方选择公开的结果；题目与参考答案从不公开。",
         "table.scroll": "可横向滚动的表格",
+        "partial": "不完整",
+        "partial.dimensions": "不完整：覆盖 {have}/{all} 个维度",
+        "partial.datasets": "不完整：缺少 {n} 个数据集",
+        "partial.note": (
+            "标为“不完整”的结果缺少本赛道的部分维度或数据集（没有任何已评分题目）：其综合得分只是"
+            "已有维度的平均，不能与完整结果比较，因此列在所有完整结果之后，不参与排名。"
+        ),
+        "partial.report": (
+            "本报告不完整：综合得分只是已有 {have} 个维度的平均，不能与完整报告比较，也不参与排名。"
+        ),
+        "missing_dimensions": "缺少的维度",
+        "missing_datasets": "缺少的数据集",
+        "unranked": "不参与排名（不完整）",
     },
     "en": {
         "site": "MedBench: evaluating medical AI",
@@ -160,6 +173,21 @@ TEXT: dict[str, dict[str, str]] = {
             "answers are never published."
         ),
         "table.scroll": "Table, scrolls sideways",
+        "partial": "partial",
+        "partial.dimensions": "partial: {have} of {all} dimensions",
+        "partial.datasets": "partial: {n} datasets missing",
+        "partial.note": (
+            "Entries marked partial miss some dimensions or datasets of the track (no scored "
+            "item): their overall averages only the dimensions they have and compares with no "
+            "complete entry, so they are listed after every complete entry, without a rank."
+        ),
+        "partial.report": (
+            "This report is partial: its overall is the mean of the {have} dimensions it has, "
+            "not comparable with a complete report's, and it is not ranked."
+        ),
+        "missing_dimensions": "Missing dimensions",
+        "missing_datasets": "Missing datasets",
+        "unranked": "not ranked (partial)",
     },
 }
 
@@ -187,6 +215,10 @@ METHODS: dict[str, list[tuple[str, list[str]]]] = {
                 "裁判模型按版本化评分细则打分，部分数据集两者合并。",
                 "数据集得分 = 计分单元得分的平均（0-100）；维度得分 = 所含数据集得分的简单平均；"
                 "综合得分 = 各维度得分的简单平均。",
+                "报告应覆盖本赛道（按题池记录的数据集登记版本）的全部数据集。若某数据集没有任何已评分"
+                "题目（题池中没有它的题，或其题目全部无法评分），报告标为“不完整”并列出缺少的维度与"
+                "数据集；各分数仍按已有部分计算，综合得分是已有维度的平均。不完整结果在榜单上排在"
+                "所有完整结果之后，不参与排名。",
             ],
         ),
         (
@@ -248,6 +280,12 @@ METHODS: dict[str, list[tuple[str, list[str]]]] = {
                 "versioned rubrics; some datasets combine both.",
                 "Dataset score = mean over its scoring units (0-100); dimension score = unweighted "
                 "mean of its datasets; overall = unweighted mean of the dimensions.",
+                "A report must cover every dataset of its track (in the registry version its pool "
+                "records). When a dataset has no scored item (the pool held none of its items, or "
+                "none could be scored), the report is marked partial and lists the missing "
+                "dimensions and datasets; its scores are still those of what it has, its overall "
+                "the mean of the dimensions present. On a board, partial entries come after every "
+                "complete entry and are not ranked.",
             ],
         ),
         (

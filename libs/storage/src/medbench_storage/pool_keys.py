@@ -39,19 +39,33 @@ class MongoPoolKeys:
 
     def __init__(self, sealed: AsyncDatabase[dict[str, Any]], cached_pools: int = 4) -> None:
         self._sealed = sealed
-        self._cache: OrderedDict[str, list[PoolKey]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[list[PoolKey], dict[str, str]]] = OrderedDict()
         self._cached_pools = cached_pools
         self._lock = asyncio.Lock()
 
     async def keys(self, pool_id: str) -> list[PoolKey]:
         """Keys indexed by ordinal."""
+        return (await self._pool(pool_id))[0]
+
+    async def coverage(self, pool_id: str) -> dict[str, str]:
+        """Dataset -> dimension of every dataset of the pool's track (in the pool's registry
+        version): what a report on the pool must cover. Empty for a pool frozen before the
+        rotator recorded it."""
+        return (await self._pool(pool_id))[1]
+
+    async def _pool(self, pool_id: str) -> tuple[list[PoolKey], dict[str, str]]:
         async with self._lock:
             found = self._cache.get(pool_id)
             if found is not None:
                 self._cache.move_to_end(pool_id)
                 return found
             keys: list[PoolKey] = []
+            coverage: dict[str, str] = {}
             async for chunk in self._sealed.pool_keys.find({"pool_id": pool_id}).sort("chunk", 1):
+                # The first chunk carries the coverage (pools frozen since it is recorded).
+                coverage.update(
+                    (dataset, dimension) for dataset, dimension in chunk.get("coverage", ())
+                )
                 for k in chunk["keys"]:
                     if k["ordinal"] != len(keys):
                         raise UnknownPool(f"pool {pool_id}: keys are not contiguous at {len(keys)}")
@@ -71,7 +85,7 @@ class MongoPoolKeys:
                     )
             if not keys:
                 raise UnknownPool(f"no sealed keys for pool {pool_id}")
-            self._cache[pool_id] = keys
+            self._cache[pool_id] = (keys, coverage)
             while len(self._cache) > self._cached_pools:
                 self._cache.popitem(last=False)
-            return keys
+            return keys, coverage

@@ -17,6 +17,7 @@ from gateway.entrypoints.leaderboard_proxy import LeaderboardProxy
 from gateway.entrypoints.quarantine_servicer import QuarantineServicer
 from gateway.settings import GatewaySettings
 from gateway.usecases.identity import Identity
+from gateway.usecases.images import Images
 from gateway.usecases.quarantine import QuarantineReview
 from gateway.usecases.submissions import Submissions
 from medbench.identity.v1 import identity_service_pb2_grpc
@@ -55,8 +56,9 @@ async def serve(settings: GatewaySettings) -> None:
         identity = Identity(
             MongoTenants(infra.db), MongoApiKeys(infra.db, auth), quotas, infra.audit_log
         )
+        store = MongoSubmissions(infra.db, EndpointKeys(infra.sealed_db, envelope))
         submissions = Submissions(
-            MongoSubmissions(infra.db, EndpointKeys(infra.sealed_db, envelope)),
+            store,
             MongoTransactions(infra),
             MongoOutbox(infra),
             rotator,
@@ -83,7 +85,9 @@ async def serve(settings: GatewaySettings) -> None:
                 servicers=[
                     Servicer.of(
                         submission_service_pb2_grpc,
-                        SubmissionServicer(submissions, settings.upload_idle_timeout_s),
+                        SubmissionServicer(
+                            submissions, Images(store, rotator), settings.upload_idle_timeout_s
+                        ),
                     ),
                     Servicer.of(leaderboard_service_pb2_grpc, LeaderboardProxy(reports)),
                     Servicer.of(identity_service_pb2_grpc, IdentityServicer(identity)),

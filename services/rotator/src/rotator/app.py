@@ -12,9 +12,9 @@ from rotator.adapters.mongo_assignment_store import MongoAssignmentStore
 from rotator.adapters.mongo_current_pools import MongoCurrentPools
 from rotator.adapters.mongo_pool_store import INDEXES as POOL_INDEXES
 from rotator.adapters.mongo_pool_store import SEALED_INDEXES, MongoPoolStore
+from rotator.adapters.mongo_registry_store import MongoRegistryStore
 from rotator.adapters.mongo_task_store import INDEXES as TASK_INDEXES
 from rotator.adapters.mongo_task_store import MongoTaskStore
-from rotator.core.catalog import DatasetCatalog
 from rotator.entrypoints import convert
 from rotator.entrypoints.grpc_servicer import TaskPoolServicer
 from rotator.registry import DEFAULT_REGISTRY_PATH
@@ -22,12 +22,12 @@ from rotator.settings import RotatorSettings
 from rotator.usecases.bank import BankImport, DatasetListing
 from rotator.usecases.leaks import LeakTracing
 from rotator.usecases.pool import PoolServing
+from rotator.usecases.registry import RegistryVersions
 from rotator.usecases.rotation import PoolRotation
 
 
 async def serve(settings: RotatorSettings) -> None:
     path = Path(settings.registry_path) if settings.registry_path else DEFAULT_REGISTRY_PATH
-    catalog = DatasetCatalog.load(path)
     async with open_infrastructure(
         settings, (*TASK_INDEXES, *POOL_INDEXES), SEALED_INDEXES
     ) as infra:
@@ -35,11 +35,15 @@ async def serve(settings: RotatorSettings) -> None:
         pools = MongoPoolStore(infra.db, infra.sealed_db)
         assignments = MongoAssignmentStore(infra.db, infra.sealed_db, pools)
         images = GridFSImageStore(infra.db)
+        registry = RegistryVersions(MongoRegistryStore(infra.db), settings.registry_cache_s)
+        # The bundled file becomes version 1 of an empty store (a broken file stops start-up).
+        await registry.seed(path.read_bytes(), path.name)
         servicer = TaskPoolServicer(
-            bank=BankImport(tasks, images, catalog),
-            listing=DatasetListing(tasks, catalog),
+            bank=BankImport(tasks, images, registry),
+            listing=DatasetListing(tasks, pools, registry),
+            registry=registry,
             rotation=PoolRotation(
-                tasks, pools, MongoCurrentPools(infra, convert.pool_rotated), catalog
+                tasks, pools, MongoCurrentPools(infra, convert.pool_rotated), registry
             ),
             serving=PoolServing(
                 pools,

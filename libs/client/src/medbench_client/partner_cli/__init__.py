@@ -5,8 +5,11 @@
     medbench submit --model NAME [--request-id ID] [--track llm|multimodal|agent]
                     [--mode upload|api] [--endpoint-url URL --endpoint-model M
                     --endpoint-key-env VAR --max-concurrency N] [--self-test]
-    medbench download SUBMISSION --out prompts.jsonl
-    medbench upload SUBMISSION answers.jsonl [--batch-size N] [--final/--no-final]
+    medbench download SUBMISSION --out prompts.jsonl|DIR [--format jsonl|medbench] [--no-images]
+    medbench images SUBMISSION --out DIR
+    medbench upload SUBMISSION PATH... [--skip-invalid] [--check-only] [--manifest PATH]
+                    [--problems-file FILE] [--batch-size N] [--final/--no-final]
+    medbench images SUBMISSION --out DIR
     medbench watch SUBMISSION
     medbench status SUBMISSION
     medbench report SUBMISSION [--out DIR]
@@ -28,7 +31,8 @@ FAILED or was CANCELLED, 5 gateway unreachable, 6 unauthenticated or permission 
 
 Layout (module -> concern): `errors` exit codes, `session` the gateway connection and retries,
 `output` what is printed, `account` configure/whoami/usage, `submissions` submit/status/watch/
-publish/resume/list, `transfer` download/upload, `results` report/leaderboard, `parser` the command
+publish/resume/list, `transfer` download/upload, `images` the images of multimodal items
+(download_images), `results` report/leaderboard, `parser` the command
 line, `main` the entry point.
 """
 

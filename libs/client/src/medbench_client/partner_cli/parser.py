@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from medbench_client.cli_files import MAX_BATCH
 from medbench_client.partner_cli.account import usage, whoami
 from medbench_client.partner_cli.errors import EXIT_USAGE
+from medbench_client.partner_cli.images import images
 from medbench_client.partner_cli.output import BOARDS, MODES, RULES, STATES, TRACKS
 from medbench_client.partner_cli.results import leaderboard, report
 from medbench_client.partner_cli.session import Session
@@ -30,6 +31,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Session], Awaitable[int]]] = {
     "whoami": whoami,
     "submit": submit,
     "download": download,
+    "images": images,
     "upload": upload,
     "watch": watch,
     "status": status,
@@ -145,13 +147,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--context-window", type=int, help="declared decoding setting")
     sub.add_argument("--top-p", type=float, help="declared decoding setting")
 
-    dl = command("download", "write an upload-mode submission's prompts to a JSONL file")
+    dl = command("download", "write an upload-mode submission's prompts (and images) for answering")
     dl.add_argument("submission")
-    dl.add_argument("--out", required=True, help="JSONL file (a partial one is completed)")
+    dl.add_argument(
+        "--out",
+        required=True,
+        help="jsonl: a JSONL file (a partial one is completed); medbench: a folder",
+    )
+    dl.add_argument(
+        "--format",
+        choices=("jsonl", "medbench"),
+        default="jsonl",
+        help="jsonl: one prompt per line (default); medbench: the platform's own upload files, "
+        "one <Dataset>.jsonl per dataset (other.id = item id, img_path = the images)",
+    )
+    dl.add_argument(
+        "--images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fetch the images of multimodal items into images/ beside the prompts (default)",
+    )
 
-    up = command("upload", "upload answers from a JSONL file of {item_id, answer} lines")
+    up = command(
+        "upload",
+        "check answer files against the download, then upload them (JSONL {item_id, answer}, "
+        "CSV item_id,answer, or the platform's files)",
+    )
     up.add_argument("submission")
-    up.add_argument("answers", help="JSONL file")
+    up.add_argument(
+        "answers",
+        nargs="+",
+        help="answer files, or folders of them (e.g. a --format medbench download)",
+    )
+    up.add_argument(
+        "--manifest",
+        help="the download to check against (its prompts file or folder; default: the download "
+        "folder the answers lie in, else the submission's items as the gateway lists them)",
+    )
+    up.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="send the valid lines and leave the invalid ones out (all named in the problems "
+        "file); without it, one invalid line stops the upload before anything is sent",
+    )
+    up.add_argument(
+        "--check-only", action="store_true", help="check the answer files, send nothing"
+    )
+    up.add_argument(
+        "--problems-file",
+        help="where every problem is listed by file:line (default: beside the first answer "
+        "file, <file>.medbench-problems.txt, or medbench-problems.txt inside a folder)",
+    )
     up.add_argument(
         "--batch-size", type=int, default=500, help=f"answers per batch (1-{MAX_BATCH})"
     )
@@ -225,4 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--limit", type=int, default=100, help="entries at most")
 
     command("usage", "show the tenant's quota usage")
+
+    im = command("images", "fetch the image files of an upload-mode submission's items")
+    im.add_argument("submission")
+    im.add_argument("--out", required=True, help="folder: each image at <out>/<its image path>")
+    im.add_argument("--retries", type=int, default=8, help="attempts in a row without progress")
     return parser

@@ -19,6 +19,7 @@ from medbench_client.render import (
     DimensionRow,
     ItemResult,
     ReportDocument,
+    partial_text,
     write_report,
 )
 
@@ -86,6 +87,9 @@ def document(
             "rubric versions": ", ".join(lineage.rubric_versions),
             "calibrations": ", ".join(lineage.calibration_ids),
         },
+        partial=report.partial,
+        missing_dimensions=tuple(report.missing_dimensions),
+        missing_datasets=tuple(report.missing_datasets),
     )
 
 
@@ -105,12 +109,23 @@ async def report(args: argparse.Namespace, s: Session) -> int:
             "overall_low": doc.overall_low,
             "overall_high": doc.overall_high,
             "equated": doc.equated,
+            "partial": doc.partial,
+            "missing_dimensions": list(doc.missing_dimensions),
+            "missing_datasets": list(doc.missing_datasets),
             "files": {name: str(path) for name, path in files.items()},
         },
         [f"{doc.model}: overall {doc.overall:.1f} {interval}"]
+        + ([partial_text(doc)] if doc.partial else [])
         + [f"  {name:14s} {path}" for name, path in files.items()],
     )
     return EXIT_OK
+
+
+def _missing(e: leaderboard_service_pb2.LeaderboardEntry) -> str:
+    """A partial entry's mark: the dimensions it has of its track's, or the datasets missing."""
+    if e.missing_dimensions:
+        return f"{len(e.dimensions)} of {len(e.dimensions) + len(e.missing_dimensions)} dimensions"
+    return f"{len(e.missing_datasets)} datasets missing"
 
 
 def entry_dict(e: leaderboard_service_pb2.LeaderboardEntry) -> dict[str, Any]:
@@ -131,6 +146,9 @@ def entry_dict(e: leaderboard_service_pb2.LeaderboardEntry) -> dict[str, Any]:
         "overall_low": e.overall_low,
         "overall_high": e.overall_high,
         "equated": e.equated if e.HasField("equated") else None,
+        "partial": e.partial,
+        "missing_dimensions": list(e.missing_dimensions),
+        "missing_datasets": list(e.missing_datasets),
         "dimensions": [
             {"dimension": d.dimension, "score": d.score, "low": d.low, "high": d.high}
             for d in e.dimensions
@@ -186,13 +204,15 @@ def board_lines(
         return [f"{title}: no published submissions"]
     equated = any(e.HasField("equated") for e in entries)
     show_cycle = show_cycle and any(e.cycle for e in entries)
+    partial = any(e.partial for e in entries)
     header = ["rank", "model", "organisation", "overall", "95% interval"]
     header += ["equated"] if equated else []
     header += ["cycle"] if show_cycle else []
+    header += ["partial"] if partial else []
     rows = []
     for e in entries:
         row = [
-            str(e.rank),
+            "-" if e.partial else str(e.rank),  # a partial entry is never ranked
             " ".join(x for x in (e.model_name, e.model_version) if x),
             e.organisation or e.tenant_id,
             f"{e.overall:.1f}",
@@ -202,6 +222,8 @@ def board_lines(
             row.append(f"{e.equated:.1f}" if e.HasField("equated") else "-")
         if show_cycle:
             row.append(e.cycle)
+        if partial:
+            row.append(_missing(e) if e.partial else "")
         rows.append(row)
     more = f" (first {len(entries)} of {total})" if total > len(entries) else ""
     return [f"{title}{more}", *table(header, rows, right={0, 3})]

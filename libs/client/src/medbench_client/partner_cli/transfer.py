@@ -1,16 +1,29 @@
-"""Commands that move items in upload mode: `download` (prompts) and `upload` (answers), both
-resumable after a cut."""
+"""Commands that move items in upload mode: `download` (prompts, images, the platform's layout)
+and `upload` (answers, checked line by line before anything is sent), both resumable after a cut."""
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from medbench.submission.v1 import submission_pb2, submission_service_pb2
-from medbench_client.cli_files import (
+from medbench_client import platform_files
+from medbench_client.answer_files import (
+    AnswerFileError,
     AnswerLine,
+    Checked,
+    Served,
+    ServedItem,
+    check_answer_files,
+    problems_path,
+    write_problems,
+)
+from medbench_client.cli_files import (
     Batch,
     InputError,
     ProgressLine,
@@ -20,10 +33,10 @@ from medbench_client.cli_files import (
     plan_batches,
     prepare_download,
     prompt_line,
-    read_answers,
     state_path,
 )
-from medbench_client.partner_cli.errors import EXIT_OK
+from medbench_client.partner_cli.errors import EXIT_OK, EXIT_USAGE, CliError
+from medbench_client.partner_cli.images import download_images
 from medbench_client.partner_cli.output import (
     AWAITING,
     emit,
@@ -36,21 +49,69 @@ from medbench_client.partner_cli.session import Session, with_retries
 from medbench_runtime.checksums import answers_sha256
 
 UPLOAD_TIMEOUT_S = 300.0
+_ANSWER_INDEX = re.compile(r"answers\[(\d+)\]")
 
 
 async def download(args: argparse.Namespace, s: Session) -> int:
-    """DownloadPrompts into a JSONL file, appending to a kept partial download."""
+    """DownloadPrompts into a JSONL file (or, with --format medbench, a folder in the
+    platform's layout), then the images of the multimodal items beside the prompts."""
+    sid = args.submission
     out = Path(args.out)
+    folder = out if args.format == "medbench" else None
+    if folder is not None:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: --format medbench writes a folder; this is a file")
+        try:
+            platform_files.claim_folder(folder, sid)
+        except AnswerFileError as exc:
+            raise InputError(str(exc)) from None
+    raw = platform_files.prompts_path(folder) if folder is not None else out
+    streamed, appended, kept = await _download_prompts(s, sid, raw)
+    prompts = platform_files.read_prompts(raw)
+    data: dict[str, object] = {
+        "submission_id": sid,
+        "out": str(out),
+        "format": args.format,
+        "items": streamed,
+        "appended": appended,
+        "kept": kept,
+    }
+    kept_text = f" ({kept} kept from an earlier run)" if kept else ""
+    lines = [f"wrote {streamed} prompts to {raw}{kept_text}"]
+    if folder is not None:
+        files = platform_files.write_dataset_files(folder, prompts)
+        data["files"] = files
+        lines = [
+            f"wrote {streamed} items in the platform's format to {folder}/ ({len(files)} dataset "
+            f"files; answers already filled in kept){kept_text}"
+        ]
+    with_images = [p for p in prompts if p.get("image_paths")]
+    if with_images and args.images:
+        dest = (folder or out.parent) / platform_files.IMAGES_DIR
+        fetched = await download_images(s, sid, dest)
+        data["images"] = fetched.as_dict()
+        lines.append(fetched.text(dest))
+    elif with_images:
+        lines.append(f"{len(with_images)} items have images (not fetched: --no-images)")
+    if folder is not None:
+        lines.append(f"answer them, then: medbench upload {sid} {folder}")
+    emit(args, data, lines)
+    return EXIT_OK
+
+
+async def _download_prompts(s: Session, sid: str, out: Path) -> tuple[int, int, int]:
+    """Streams the prompts into out, appending to a kept partial download: (streamed,
+    appended, kept)."""
     partial = prepare_download(out)
     if partial.dropped_bytes:
         note(f"{out}: dropped a cut last line ({partial.dropped_bytes} bytes)")
     have = set(partial.item_ids)
-    sub = await s.partner.get(args.submission)
+    sub = await s.partner.get(sid)
     progress = ProgressLine("download", sub.progress.expected_items or None)
     progress.advance(len(have))
     appended = streamed = 0
     seen: set[str] = set()
-    request = submission_service_pb2.DownloadPromptsRequest(submission_id=args.submission)
+    request = submission_service_pb2.DownloadPromptsRequest(submission_id=sid)
     with PromptWriter(out) as writer:
         async for batch in s.submissions.DownloadPrompts(request):
             for prompt in batch.prompts:
@@ -72,19 +133,10 @@ async def download(args: argparse.Namespace, s: Session) -> int:
     foreign = [i for i in partial.item_ids if i not in seen]
     if foreign:
         raise InputError(
-            f"{out} holds {len(foreign)} items that submission {args.submission} does not have "
+            f"{out} holds {len(foreign)} items that submission {sid} does not have "
             f"(e.g. {foreign[0]!r}); pass another --out or delete it"
         )
-    data = {
-        "submission_id": args.submission,
-        "out": str(out),
-        "items": streamed,
-        "appended": appended,
-        "kept": len(partial.item_ids),
-    }
-    kept = f" ({len(partial.item_ids)} kept from an earlier run)" if partial.item_ids else ""
-    emit(args, data, f"wrote {streamed} prompts to {out}{kept}")
-    return EXIT_OK
+    return streamed, appended, len(partial.item_ids)
 
 
 def _answers_request(
@@ -117,10 +169,32 @@ async def send_batch(
 
 
 async def upload(args: argparse.Namespace, s: Session) -> int:
-    path = Path(args.answers)
-    answers: list[AnswerLine] = read_answers(path)
+    """Checks every line of the answer files against the submission's download, then sends the
+    valid answers in batches (all lines must be valid unless --skip-invalid)."""
     sid = args.submission
-    state = UploadState(state_path(path), sid)
+    paths = [Path(p) for p in args.answers]
+    try:
+        served = await _served(args, s, paths)
+        checked = check_answer_files(paths, served)
+    except AnswerFileError as exc:
+        raise InputError(str(exc)) from None
+    summary = _report_check(args, sid, paths, checked, served)
+    answers: list[AnswerLine] = checked.answers
+    if checked.errors and not args.skip_invalid:
+        raise CliError(
+            "INVALID_ARGUMENT",
+            f"{len({(p.file, p.line) for p in checked.errors})} lines cannot be sent (every one "
+            f"named in {summary.problems_file}); nothing was sent. Fix them, or pass "
+            f"--skip-invalid to send the {len(answers)} valid answers",
+            EXIT_USAGE,
+        )
+    if args.check_only:
+        emit(args, {"submission_id": sid, "check": summary.data}, summary.lines)
+        return EXIT_OK
+    if not answers:
+        raise InputError(f"no answers to send in {', '.join(str(p) for p in paths)}")
+    where = {a.item_id: a.where for a in answers}
+    state = UploadState(_state_file(paths), sid)
     done = state.accepted_items
     todo = [a for a in answers if a.item_id not in done]
     batches = plan_batches(todo, args.batch_size, args.final)
@@ -138,6 +212,8 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
         try:
             response = await send_batch(s, sid, batch, args.retries)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise _refused(exc, batch, where, totals["accepted_batches"]) from None
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
             # Answers are taken only while AWAITING_ANSWERS; a submission whose every shown
@@ -176,7 +252,8 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
     sub = await s.partner.get(sid)
     data = {
         "submission_id": sid,
-        "file": str(path),
+        "files": checked.files,
+        "check": summary.data,
         "state_file": str(state.path),
         "answers": len(answers),
         "skipped_answers": len(answers) - len(todo),
@@ -187,7 +264,12 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
         "state": state_name(sub.state),
         "progress": submission_dict(sub)["progress"],
     }
-    lines = []
+    lines = list(summary.lines)
+    if checked.errors:
+        lines.append(
+            f"left out {len({(p.file, p.line) for p in checked.errors})} invalid lines "
+            f"(--skip-invalid; listed in {summary.problems_file})"
+        )
     if data["skipped_answers"]:
         lines.append(
             f"{data['skipped_answers']} of {len(answers)} answers went in earlier "
@@ -204,3 +286,88 @@ async def upload(args: argparse.Namespace, s: Session) -> int:
     lines.append(f"{sid}: {state_name(sub.state)}, {progress_text(sub)}")
     emit(args, data, lines)
     return EXIT_OK
+
+
+async def _served(args: argparse.Namespace, s: Session, paths: Sequence[Path]) -> Served:
+    """The manifest the answers are checked against: --manifest, else the download folder the
+    answers lie in, else the submission's items as the gateway lists them."""
+    if args.manifest:
+        return platform_files.served_from_file(Path(args.manifest))
+    folder = platform_files.find_download(paths)
+    if folder is not None:
+        held = platform_files.folder_submission(folder)
+        if held not in (None, args.submission):
+            raise InputError(
+                f"{folder} is the download of submission {held}, not {args.submission}"
+            )
+        return platform_files.served_from_file(folder)
+    items: dict[str, ServedItem] = {}
+    request = submission_service_pb2.DownloadPromptsRequest(submission_id=args.submission)
+    async for batch in s.submissions.DownloadPrompts(request):
+        for p in batch.prompts:
+            items[p.item_id] = ServedItem(p.item_id, p.dataset, p.answer_format, p.question)
+    return Served(items, f"the items of {args.submission}")
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What the check of the answer files found, as shown and as --json carries it."""
+
+    lines: list[str]
+    problems_file: Path
+    data: dict[str, object]
+
+
+def _report_check(
+    args: argparse.Namespace,
+    sid: str,
+    paths: Sequence[Path],
+    checked: Checked,
+    served: Served,
+) -> CheckReport:
+    """Writes every problem to the problems file and shows the summary on stderr."""
+    lines = checked.summary(served)
+    report = Path(args.problems_file) if args.problems_file else problems_path(paths)
+    write_problems(report, checked, [f"medbench upload {sid}", *lines])
+    if checked.problems:
+        lines.append(f"every problem, by file:line: {report}")
+    for line in lines:
+        note(line)
+    data: dict[str, object] = {
+        "lines": lines,
+        "read_lines": checked.lines,
+        "valid": len(checked.answers),
+        "invalid_lines": len({(p.file, p.line) for p in checked.errors}),
+        "warnings": len(checked.warnings),
+        "blank": len(checked.blank),
+        "problems_file": str(report),
+    }
+    return CheckReport(lines, report, data)
+
+
+def _state_file(paths: Sequence[Path]) -> Path:
+    first = paths[0]
+    return first / ".medbench-upload.json" if first.is_dir() else state_path(first)
+
+
+def _refused(
+    exc: grpc.aio.AioRpcError, batch: Batch, where: Mapping[str, str], accepted: int
+) -> CliError:
+    """The gateway's refusal of a batch, with every answers[i] it names located in its file."""
+
+    def locate(match: re.Match[str]) -> str:
+        index = int(match[1])
+        if index < len(batch.answers):
+            return f"{where.get(batch.answers[index][0], '?')} (answers[{index}])"
+        return match[0]
+
+    details = _ANSWER_INDEX.sub(locate, exc.details() or "")
+    kept = f"; the {accepted} batches sent before it stay accepted" if accepted else ""
+    if not batch.answers:
+        return CliError("INVALID_ARGUMENT", f"the gateway refused: {details}{kept}", EXIT_USAGE)
+    first = where.get(batch.answers[0][0], "?")
+    return CliError(
+        "INVALID_ARGUMENT",
+        f"the gateway refused the batch that starts at {first}: {details}{kept}",
+        EXIT_USAGE,
+    )

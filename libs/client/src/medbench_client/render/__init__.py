@@ -33,7 +33,7 @@ from medbench_client.render.document import (
 from medbench_client.render.files import write_report
 from medbench_client.render.html_page import to_html
 from medbench_client.render.markdown import to_markdown
-from medbench_client.render.rows import fmt_interval, fmt_item_score, fmt_score
+from medbench_client.render.rows import fmt_interval, fmt_item_score, fmt_score, partial_text
 
 __all__ = [
     "BARS_FILE",
@@ -53,6 +53,7 @@ __all__ = [
     "fmt_item_score",
     "fmt_score",
     "from_json",
+    "partial_text",
     "radar_chart",
     "to_csv",
     "to_html",

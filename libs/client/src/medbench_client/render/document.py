@@ -159,6 +159,13 @@ class ReportDocument:
     lineage: dict[str, str] = field(default_factory=dict)
     interval_level: float = 0.95
     """Coverage of the intervals (low, high), e.g. 0.95."""
+    partial: bool = False
+    """Some dataset of the track has no scored item: the overall is the mean of the dimensions
+    present only, not comparable with a complete report's, and leaderboards do not rank it."""
+    missing_dimensions: tuple[str, ...] = ()
+    """The track's dimensions with no scored item (a partial report only)."""
+    missing_datasets: tuple[str, ...] = ()
+    """The track's datasets with no scored item (at least one in a partial report)."""
 
     def __post_init__(self) -> None:
         for name in ("submission_id", "model", "track", "board", "pool_id"):
@@ -202,6 +209,29 @@ class ReportDocument:
             _text("lineage key", key)
             _text(f"lineage {key}", value, empty=True)
         object.__setattr__(self, "lineage", lineage)
+        self._check_coverage(dimension_codes, dataset_codes)
+
+    def _check_coverage(self, dimension_codes: set[str], dataset_codes: set[str]) -> None:
+        if not isinstance(self.partial, bool):
+            raise TypeError(f"partial must be a bool, got {self.partial!r}")
+        for name, present in (
+            ("missing_dimensions", dimension_codes),
+            ("missing_datasets", dataset_codes),
+        ):
+            raw = getattr(self, name)
+            if isinstance(raw, str):
+                raise TypeError(f"{name} must be a list of codes, not a string")
+            codes = tuple(raw)
+            for code in codes:
+                _text(f"a code in {name}", code)
+                if code in present:
+                    raise ValueError(f"{name}: {code!r} has scores in this report")
+            _unique(name, codes)
+            object.__setattr__(self, name, codes)
+        if self.partial != bool(self.missing_datasets):
+            raise ValueError(
+                "a partial report lists its missing datasets, and only a partial report has any"
+            )
 
 
 def _typed_rows(name: str, rows: Sequence[Any], kind: type) -> tuple[Any, ...]:

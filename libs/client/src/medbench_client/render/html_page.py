@@ -20,6 +20,7 @@ from medbench_client.render.rows import (
     level,
     lineage_table,
     meta,
+    partial_text,
     radar_alt,
 )
 
@@ -32,6 +33,7 @@ dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;margin
 dl.meta dt{font-weight:600}dl.meta dd{margin:0}
 .overall{font-size:1.25rem;margin:1rem 0;padding:.8rem 1rem;background:#f2f6fb;
 border-left:4px solid #1f77b4}
+.partial{margin:1rem 0;padding:.8rem 1rem;background:#fff8e6;border-left:4px solid #9a6700}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.92rem}
 caption{text-align:left;font-weight:600;padding:.3rem 0}
 th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
@@ -108,6 +110,11 @@ def to_html(doc: ReportDocument, chart_files: Mapping[str, Path | bytes]) -> str
         f'<p class="overall"><strong>Overall score: {_e(fmt_score(doc.overall))}</strong> '
         f"({_e(level(doc))} interval {_e(fmt_interval(doc.overall_low, doc.overall_high))}); "
         f"equated score {_e(equated_text(doc))}</p>",
+        *(
+            [f'<p class="partial" id="partial"><strong>{_e(partial_text(doc))}</strong></p>']
+            if doc.partial
+            else []
+        ),
         "<section>",
         "<h2>Dimensions</h2>",
         *_html_table(dimension_table(doc)),

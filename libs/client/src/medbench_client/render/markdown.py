@@ -23,6 +23,7 @@ from medbench_client.render.rows import (
     level,
     lineage_table,
     meta,
+    partial_text,
     radar_alt,
 )
 
@@ -71,6 +72,7 @@ def to_markdown(doc: ReportDocument, chart_dir_rel: str = ".") -> str:
         "",
         f"**Overall score:** {_overall_line(doc)}",
         "",
+        *((f"> **{_md(partial_text(doc))}**", "") if doc.partial else ()),
         "## Dimensions",
         "",
         *_md_table(dimension_table(doc)),

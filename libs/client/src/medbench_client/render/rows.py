@@ -277,6 +277,25 @@ def meta(doc: ReportDocument) -> list[tuple[str, str]]:
     ]
 
 
+def partial_text(doc: ReportDocument) -> str:
+    """The mark of a partial report, with what it misses ("" for a complete report)."""
+    if not doc.partial:
+        return ""
+    present = len(doc.dimensions)
+    covered = (
+        f"{present} of {present + len(doc.missing_dimensions)} dimensions"
+        if doc.missing_dimensions
+        else f"all {present} dimensions, {len(doc.missing_datasets)} datasets missing"
+    )
+    dimensions = ", ".join(doc.missing_dimensions) or "none"
+    return (
+        f"PARTIAL REPORT ({covered}): no scored item in dimensions: {dimensions}; datasets: "
+        f"{', '.join(doc.missing_datasets)}. The overall score is the mean of the {present} "
+        "dimensions present: it is not comparable with a complete report's, and leaderboards "
+        "list this submission after the complete ones, without a rank."
+    )
+
+
 def equated_text(doc: ReportDocument) -> str:
     return fmt_score(doc.equated) if doc.equated is not None else "n/a"
 
@@ -316,7 +335,13 @@ def how_to_read(doc: ReportDocument) -> list[str]:
             else ""
         )
         + "A dimension's score is the unweighted mean of its datasets, and the overall score "
-        "is the unweighted mean of the dimensions, so every dimension weighs the same.",
+        "is the unweighted mean of the dimensions, so every dimension weighs the same."
+        + (
+            " In this partial report, missing datasets are left out of their dimension's mean "
+            "and missing dimensions out of the overall: they are not counted as zeros."
+            if doc.partial
+            else ""
+        ),
         f"The range in brackets is the {level(doc)} interval: the scores this model could "
         "plausibly have got on other samples of items. When the intervals of two scores overlap, "
         "the difference between them may be noise. The equated score places the overall score "

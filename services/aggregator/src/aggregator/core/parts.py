@@ -90,6 +90,9 @@ class ScoredBatch:
     dataset_rules: Mapping[str, str]
     scorer_version: str
     parts: tuple[ItemPart, ...] = field(default=())
+    coverage: Mapping[str, str] = field(default_factory=dict)
+    """Dataset -> dimension of every dataset of the pool's track: what the report must cover
+    (empty: the pool predates it, nothing is checked)."""
 
     @property
     def key(self) -> str:
@@ -281,3 +284,14 @@ def judge_lineage(parts: Iterable[Entry]) -> dict[str, list[str]]:
 def rules_from_progress(entries: Sequence[str]) -> dict[str, str]:
     """The dataset -> rule map stored as "dataset=rule" strings."""
     return dict(e.split("=", 1) for e in entries)
+
+
+def coverage_record(coverage: Mapping[str, str]) -> list[list[str]]:
+    """The coverage as a progress record keeps it: [dataset, dimension] pairs by dataset (a
+    list, since dataset names are data, not field names)."""
+    return [[dataset, coverage[dataset]] for dataset in sorted(coverage)]
+
+
+def coverage_from_progress(pairs: Sequence[Sequence[str]] | None) -> dict[str, str]:
+    """The dataset -> dimension map of ``coverage_record``; empty for a record without one."""
+    return {dataset: dimension for dataset, dimension in pairs or ()}

@@ -76,7 +76,30 @@ class Report:
     datasets: tuple[DatasetScore, ...]
     dimensions: tuple[DimensionScore, ...]
     overall: float
-    """0-100, unweighted mean of the dimension scores (not of the datasets)."""
+    """0-100, unweighted mean of the dimension scores (not of the datasets); in a partial
+    report, of the dimensions it has."""
+    missing_datasets: tuple[str, ...] = ()
+    """Datasets of the coverage with no scored item, sorted."""
+    missing_dimensions: tuple[str, ...] = ()
+    """Dimensions of the coverage with no scored item in any of their datasets, sorted."""
+
+    @property
+    def partial(self) -> bool:
+        """Some dataset the report should cover has no scored item: the scores are those of
+        what is present, and the overall is not comparable with a complete report's."""
+        return bool(self.missing_datasets)
+
+
+def coverage_gaps(
+    present: Iterable[DatasetScore], coverage: Mapping[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(missing datasets, missing dimensions), each sorted: the datasets of ``coverage``
+    (dataset -> dimension) with no score among ``present``, and the dimensions none of whose
+    datasets has one. A present dataset the coverage does not name changes nothing."""
+    scored = list(present)
+    datasets = tuple(sorted(set(coverage) - {d.dataset for d in scored}))
+    dimensions = {coverage[name] for name in datasets} - {d.dimension for d in scored}
+    return datasets, tuple(sorted(dimensions))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -117,12 +140,18 @@ def _dataset_score(dataset: str, items: Sequence[ScoredItem], rule: DatasetRule)
     )
 
 
-def build_report(items: Iterable[ScoredItem], rules: Mapping[str, str] | None = None) -> Report:
+def build_report(
+    items: Iterable[ScoredItem],
+    rules: Mapping[str, str] | None = None,
+    coverage: Mapping[str, str] | None = None,
+) -> Report:
     """Aggregates item scores the way the MedBench leaderboard does.
 
     Args:
         items: scored items; an item_id repeated with identical content counts once.
         rules: dataset name -> DatasetRule value; datasets not named use "mean".
+        coverage: dataset -> dimension of every dataset the report should cover (the track's);
+            those without a scored item make the report partial. None or empty: not checked.
 
     Raises:
         ValueError: no items, an unknown rule, or a dataset spread over several dimensions.
@@ -146,10 +175,13 @@ def build_report(items: Iterable[ScoredItem], rules: Mapping[str, str] | None = 
         DimensionScore(dimension=name, score=_mean(scores), n_datasets=len(scores))
         for name, scores in sorted(by_dimension.items())
     )
+    missing_datasets, missing_dimensions = coverage_gaps(datasets, coverage or {})
     return Report(
         datasets=datasets,
         dimensions=dimensions,
         overall=_mean([dimension.score for dimension in dimensions]),
+        missing_datasets=missing_datasets,
+        missing_dimensions=missing_dimensions,
     )
 
 

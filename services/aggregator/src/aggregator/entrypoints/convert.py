@@ -71,6 +71,7 @@ def batch_from_proto(event: scoring_events_pb2.ItemsScored) -> ScoredBatch:
         dataset_rules=dict(context.dataset_rules),
         scorer_version=event.scorer_version,
         parts=tuple(part_from_proto(s) for s in event.scores),
+        coverage=dict(context.coverage),
     )
 
 
@@ -87,6 +88,10 @@ def report_to_proto(doc: dict[str, Any], equated: float | None = None) -> report
         lineage=common_pb2.Lineage(**doc["lineage"]),
         created_at=timestamp(doc["created_at"]),
         scored_items=doc["scored_items"],
+        # Reports built before coverage was checked have none of these: not partial.
+        partial=doc.get("partial", False),
+        missing_dimensions=doc.get("missing_dimensions", []),
+        missing_datasets=doc.get("missing_datasets", []),
     )
     if equated is not None:
         report.equated = equated
@@ -165,6 +170,9 @@ def entry_to_proto(e: dict[str, Any], rank: int, group: int) -> lb.LeaderboardEn
         published_at=timestamp(e["published_at"]),
         track=e["track"],
         board=e["board"],
+        partial=e.get("partial", False),
+        missing_dimensions=e.get("missing_dimensions", []),
+        missing_datasets=e.get("missing_datasets", []),
     )
     if e.get("equated") is not None:
         entry.equated = e["equated"]

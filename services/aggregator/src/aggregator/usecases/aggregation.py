@@ -13,6 +13,8 @@ from aggregator.core.parts import (
     Entry,
     ScoredBatch,
     bootstrap_units,
+    coverage_from_progress,
+    coverage_record,
     dataset_metrics,
     judge_lineage,
     merge_entries,
@@ -34,6 +36,10 @@ REPLAYED = Counter(
     "medbench_aggregator_replayed_batches_total", "Score batches delivered again and ignored."
 )
 REPORTS = Counter("medbench_aggregator_reports_total", "Reports built.")
+PARTIAL_REPORTS = Counter(
+    "medbench_aggregator_partial_reports_total",
+    "Reports built with some dataset of their track unscored (marked partial).",
+)
 
 
 class Aggregation:
@@ -50,6 +56,8 @@ class Aggregation:
             "pool_id": batch.pool_id,
             "expected": batch.expected_items,
             "expected_scores": batch.expected_scores or batch.expected_items,
+            # Every batch of a submission carries the same (its pool's): the first one's is kept.
+            "coverage": coverage_record(batch.coverage),
         }
         counted = await self._scores.add_batch(batch, progress)
         if counted is None:
@@ -84,7 +92,8 @@ class Aggregation:
         rules = rules_from_progress(progress.get("rules", []))
         merged = merge_entries(items.values())
         metrics = dataset_metrics(items.values())
-        report = build_report([item for item, _ in merged], rules)
+        coverage = coverage_from_progress(progress.get("coverage"))
+        report = build_report([item for item, _ in merged], rules, coverage)
         intervals = bootstrap_report(bootstrap_units(merged, rules))
         digest = scores_digest([(i, c, e.score) for (i, c), e in items.items()])
         now = datetime.now(UTC)
@@ -95,6 +104,10 @@ class Aggregation:
             "overall_low": intervals.overall.low,
             "overall_high": intervals.overall.high,
             "scored_items": len(items),
+            # Partial: the overall is the mean of the dimensions present (README "Reports").
+            "partial": report.partial,
+            "missing_dimensions": list(report.missing_dimensions),
+            "missing_datasets": list(report.missing_datasets),
             "dimensions": [
                 {
                     "dimension": d.dimension,
@@ -145,3 +158,11 @@ class Aggregation:
         log.info(
             "report for %s: overall %.2f over %d items", submission_id, report.overall, len(items)
         )
+        if report.partial:
+            PARTIAL_REPORTS.inc()
+            log.warning(
+                "report for %s is partial: no scored item in dimensions %s, datasets %s",
+                submission_id,
+                ", ".join(report.missing_dimensions) or "(none)",
+                ", ".join(report.missing_datasets),
+            )

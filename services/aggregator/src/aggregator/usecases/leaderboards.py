@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from aggregator.core.board import Publication, select
+from aggregator.core.board import Publication, board_order, select
 from aggregator.core.equating import equated_scores, fit_rasch
 from aggregator.core.parts import merge_entries
 from aggregator.core.ports import LeaderboardStore, Record, ScoresStore
-from aggregator.core.uncertainty import rank_groups
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -83,7 +82,8 @@ class Equated(NamedTuple):
 
 
 class Ranked(NamedTuple):
-    """One page of a board: (entry, rank, rank group) in rank order."""
+    """One page of a board: (entry, rank, rank group) in board order (partial entries last,
+    rank and group 0)."""
 
     page: list[tuple[Record, int, int]]
     next_page_token: str
@@ -130,6 +130,10 @@ class Leaderboards:
                 "overall": report["overall"],
                 "overall_low": report.get("overall_low", report["overall"]),
                 "overall_high": report.get("overall_high", report["overall"]),
+                # A partial report's entry keeps its mark: never ranked beside complete ones.
+                "partial": report.get("partial", False),
+                "missing_dimensions": report.get("missing_dimensions", []),
+                "missing_datasets": report.get("missing_datasets", []),
                 "dimensions": [
                     {
                         "dimension": d["dimension"],
@@ -177,9 +181,11 @@ class Leaderboards:
     async def ranked(
         self, track: int, board: int, cycle: str, best: bool, page_token: str, page_size: int
     ) -> Ranked:
-        """A page of the board: one entry per model (per cycle when no cycle is named), ranked
-        with rank groups (entries whose intervals overlap share a group). ``best``: the best
-        published entry of each model stands for it, else the latest."""
+        """A page of the board: one entry per model (per cycle when no cycle is named); the
+        complete entries ranked with rank groups (entries whose intervals overlap share a
+        group), then the partial ones, unranked (``board_order``). ``best``: the best published
+        entry of each model stands for it (a complete one before any partial), else the
+        latest."""
         check_board(track, board)
         if not 0 <= page_size <= 500:
             raise InvalidArgument("page_size must be between 0 (default 50) and 500")
@@ -188,11 +194,8 @@ class Leaderboards:
             raise InvalidArgument("page_token is not one this service returned")
         offset = int(token)
         entries = select(await self._board.published(track, board, cycle), best, not cycle)
-        by_id = {e["_id"]: e for e in entries}
-        ranked = rank_groups(
-            [(e["_id"], e["overall"], e["overall_low"], e["overall_high"]) for e in entries]
-        )
+        ordered = board_order(entries)
         size = page_size or 50
-        page = [(dict(by_id[r.name]), r.rank, r.group) for r in ranked[offset : offset + size]]
-        more = offset + size < len(ranked)
-        return Ranked(page, str(offset + size) if more else "", len(ranked))
+        page = [(dict(e), rank, group) for e, rank, group in ordered[offset : offset + size]]
+        more = offset + size < len(ordered)
+        return Ranked(page, str(offset + size) if more else "", len(ordered))

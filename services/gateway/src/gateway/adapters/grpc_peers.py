@@ -1,5 +1,6 @@
-"""Clients of the rotator, the aggregator and the dispatcher (the Rotator, Reports and Dispatch
-ports), the per-submission item manifest cache and the short leaderboard cache."""
+"""Clients of the rotator, the aggregator and the dispatcher (the Rotator, PoolImages, Reports
+and Dispatch ports), the per-submission item manifest and image caches and the short
+leaderboard cache."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import AsyncIterator
 import grpc
 from prometheus_client import Counter
 
-from gateway.core.ports import Assignment, PreflightResult, Publication
+from gateway.core.images import ImagesBuilder, SubmissionImages
+from gateway.core.ports import Assignment, ImageRange, PreflightResult, Publication
 from gateway.core.ttl_cache import TtlCache
 from gateway.core.uploads import Manifest
 from medbench.dispatch.v1 import dispatch_service_pb2, dispatch_service_pb2_grpc
@@ -46,13 +48,17 @@ async def _call(coro: object, what: str) -> object:
 
 
 class RotatorClient:
-    """TaskPoolService calls the gateway needs, with a cache of immutable pool manifests."""
+    """TaskPoolService calls the gateway needs, with caches of immutable pool manifests and of
+    the images of submissions' items."""
 
     def __init__(self, channel: grpc.aio.Channel, cached_pools: int = 32) -> None:
         self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel)
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cached_pools = cached_pools
         self._lock = asyncio.Lock()
+        # A submission's items never change once assigned: kept an hour (bounding memory only);
+        # concurrent first calls for one submission share one pass over its prompts.
+        self._images: TtlCache[str, SubmissionImages] = TtlCache(3600.0, cached_pools)
 
     async def assign(
         self, submission_id: str, tenant_id: str, track: int, api: bool = False
@@ -140,6 +146,50 @@ class RotatorClient:
             async with self._lock:
                 if submission_id not in self._manifests:
                     self._keep(submission_id, builder.build(pool_id))
+
+    async def images(self, submission_id: str) -> SubmissionImages:
+        """The images of the submission's served items, from one pass over its prompts
+        (cached)."""
+
+        async def load() -> SubmissionImages:
+            builder = ImagesBuilder()
+            try:
+                async for batch in self.prompts(submission_id, include_prompts=True):
+                    for item in batch.items:
+                        if not item.canary:
+                            builder.add(item.item_id, item.image_paths, item.image_ids)
+            except grpc.aio.AioRpcError as exc:
+                raise Unavailable(f"reading the items' images: {exc.details()}") from exc
+            return builder.build()
+
+        found, _ = await self._images.get(submission_id, load)
+        return found
+
+    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+        """GetImage of a range of the image's bytes (never the whole of a large image in one
+        message)."""
+        response = await _call(
+            self._stub.GetImage(
+                taskpool_service_pb2.GetImageRequest(
+                    image_id=image_id, offset=offset, max_bytes=max_bytes
+                ),
+                timeout=30,
+            ),
+            "reading an image",
+        )
+        assert isinstance(response, taskpool_service_pb2.GetImageResponse)
+        return ImageRange(response.content, response.media_type, response.size)
+
+    async def image_info(self, image_id: str) -> ImageRange:
+        """GetImage without content: the media type and size."""
+        response = await _call(
+            self._stub.GetImage(
+                taskpool_service_pb2.GetImageRequest(image_id=image_id, info_only=True), timeout=10
+            ),
+            "reading an image's size",
+        )
+        assert isinstance(response, taskpool_service_pb2.GetImageResponse)
+        return ImageRange(b"", response.media_type, response.size)
 
     def _keep(self, submission_id: str, manifest: Manifest) -> None:
         self._manifests[submission_id] = manifest

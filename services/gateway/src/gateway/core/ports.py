@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from gateway.core.images import SubmissionImages
 from gateway.core.listing import ListQuery
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import Record
@@ -129,6 +130,29 @@ class Rotator(Protocol):
 
     def download(self, submission_id: str) -> AsyncIterator[Any]:
         """The submission's prompts as the partner downloads them (GetPrompts batches)."""
+
+
+@dataclass(frozen=True)
+class ImageRange:
+    """A run of a stored image's bytes, with what the image is."""
+
+    data: bytes
+    media_type: str
+    size: int  # the whole image's
+
+
+class PoolImages(Protocol):
+    """The task bank's images as the rotator serves them (DownloadImages)."""
+
+    async def images(self, submission_id: str) -> SubmissionImages:
+        """The images of the submission's served items (they never change once assigned)."""
+
+    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+        """Bytes of a stored image from offset, at most max_bytes (0: to the end); NotFound
+        when the bank has no such image, InvalidArgument for an offset past its size."""
+
+    async def image_info(self, image_id: str) -> ImageRange:
+        """A stored image's media type and size, no bytes (none is read); NotFound."""
 
 
 @dataclass(frozen=True)

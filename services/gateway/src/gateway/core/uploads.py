@@ -18,6 +18,8 @@ MAX_ANSWERS_PER_MESSAGE = 5000
 MAX_MESSAGE_ANSWER_BYTES = 8 * 1024 * 1024
 MAX_MODEL_NAME = 200
 MAX_ITEM_ID = 128
+# Unknown items named in one refusal (the message stays well under gRPC's status size).
+UNKNOWN_SHOWN = 50
 # Limits of the other free-text fields of a submission (characters).
 MODEL_FIELDS = {"version": 100, "organisation": 200, "parameter_count": 32}
 
@@ -91,7 +93,7 @@ def check_batch(
             f"answers: {len(answers)} in one message; at most {MAX_ANSWERS_PER_MESSAGE}"
         )
     seen: set[str] = set()
-    unknown: list[str] = []
+    unknown: list[str] = []  # "answers[i] (item X)", so a client can name its file's lines
     out: list[AcceptedAnswer] = []
     total = 0
     for index, (item_id, text) in enumerate(answers):
@@ -116,13 +118,15 @@ def check_batch(
         seen.add(item_id)
         found = manifest.get(item_id)
         if found is None:
-            unknown.append(item_id)
+            unknown.append(f"answers[{index}] (item {item_id!r})")
             continue
         out.append(AcceptedAnswer(item_id, found[0], found[1], text))
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise InvalidArgument(f"unknown item ids for this submission: {shown}{more}")
+        shown = ", ".join(unknown[:UNKNOWN_SHOWN])
+        more = f" and {len(unknown) - UNKNOWN_SHOWN} more" if len(unknown) > UNKNOWN_SHOWN else ""
+        raise InvalidArgument(
+            f"{len(unknown)} answers are for items not served in this submission: {shown}{more}"
+        )
     return out
 
 

@@ -10,6 +10,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from gateway.core.endpoints import Decoding
+from gateway.core.images import ImagesRequest
 from gateway.core.listing import ListRequest
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import (
@@ -19,6 +20,7 @@ from gateway.core.submission import (
     ModelInfo,
     Record,
 )
+from gateway.usecases.images import ImageBytes, ImageHeader
 from gateway.usecases.submissions import View, submission_to_proto
 from medbench.dispatch.v1 import dispatch_events_pb2
 from medbench.identity.v1 import identity_pb2
@@ -130,6 +132,36 @@ def prompts_to_proto(
             )
             for i in batch.items
         ]
+    )
+
+
+def images_request(request: submission_service_pb2.DownloadImagesRequest) -> ImagesRequest:
+    return ImagesRequest(
+        image_ids=tuple(request.image_ids),
+        offset=request.offset,
+        held_image_ids=tuple(request.held_image_ids),
+        info_only=request.info_only,
+    )
+
+
+def image_part_to_proto(
+    part: ImageHeader | ImageBytes,
+) -> submission_service_pb2.DownloadImagesResponse:
+    if isinstance(part, ImageBytes):
+        return submission_service_pb2.DownloadImagesResponse(
+            chunk=submission_service_pb2.ImageChunk(offset=part.offset, data=part.data)
+        )
+    return submission_service_pb2.DownloadImagesResponse(
+        image=submission_service_pb2.ImageInfo(
+            image_id=part.image_id,
+            size=part.size,
+            sha256=part.image_id,  # content-addressed: the id is the sha256 of the bytes
+            media_type=part.media_type,
+            uses=[
+                submission_service_pb2.ImageUse(item_id=u.item_id, path=u.path) for u in part.uses
+            ],
+            offset=part.offset,
+        )
     )
 
 

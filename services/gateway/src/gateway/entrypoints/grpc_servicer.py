@@ -10,6 +10,7 @@ import grpc
 
 from gateway.core.submission import TERMINAL
 from gateway.entrypoints import convert
+from gateway.usecases.images import Images
 from gateway.usecases.submissions import Submissions
 from medbench.submission.v1 import (
     submission_pb2,
@@ -52,9 +53,12 @@ async def until_idle(messages: AsyncIterator[T], idle_s: float) -> AsyncIterator
 class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
     """Public API; every call is scoped to the caller's tenant."""
 
-    def __init__(self, submissions: Submissions, upload_idle_s: float = 300.0) -> None:
+    def __init__(
+        self, submissions: Submissions, images: Images, upload_idle_s: float = 300.0
+    ) -> None:
         self._submissions = submissions
         self._upload_idle_s = upload_idle_s
+        self._images = images
 
     async def CreateSubmission(
         self,
@@ -127,6 +131,15 @@ class SubmissionServicer(submission_service_pb2_grpc.SubmissionServiceServicer):
         tenant, sid = tenant_of(context), _require_id(request.submission_id)
         async for batch in self._submissions.prompts(tenant, sid):
             yield convert.prompts_to_proto(batch)
+
+    async def DownloadImages(
+        self,
+        request: submission_service_pb2.DownloadImagesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[submission_service_pb2.DownloadImagesResponse]:
+        tenant, sid = tenant_of(context), _require_id(request.submission_id)
+        async for part in self._images.download(tenant, sid, convert.images_request(request)):
+            yield convert.image_part_to_proto(part)
 
     async def UploadAnswers(
         self,

@@ -24,6 +24,12 @@ ANSWERS_UPLOADED = Counter(
     ["tenant"],
 )
 
+IMAGE_BYTES = Counter(
+    "medbench_gateway_image_bytes_total",
+    "Image bytes streamed to partners by DownloadImages, by tenant.",
+    ["tenant"],
+)
+
 
 def created(tenant_id: str, track: int, mode: int) -> None:
     SUBMISSIONS_CREATED.labels(

@@ -234,9 +234,21 @@ def score_choice(
     return ChoiceScore(correct=parsed == reference, parsed=canonical_letters(parsed))
 
 
+ALL_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def option_letters(options: int, reference: tuple[str, ...]) -> str:
+    """The letters that name an item's options: A to the options-th letter when the count is
+    known (real DDx-advanced items have 12, A-L), else A-J widened to the reference's highest
+    letter."""
+    highest = max((ALL_LETTERS.find(r) + 1 for r in reference), default=0)
+    return ALL_LETTERS[: max(options or len(DEFAULT_VALID_LETTERS), highest)]
+
+
 def _choice_metric(*, multi: bool) -> Metric:
     def metric(answer: str, key: ItemKey) -> ItemResult:
-        outcome = score_choice(answer, frozenset(key.reference), multi=multi)
+        letters = option_letters(key.options, key.reference)
+        outcome = score_choice(answer, frozenset(key.reference), multi=multi, valid_letters=letters)
         return ItemResult(
             item_id=key.item_id,
             metric=key.metric,
@@ -258,6 +270,5 @@ def shown_reference(reference: tuple[str, ...], order: tuple[int, ...] | None) -
     position i, so original letter L is shown as the letter of the position holding it."""
     if not order:
         return reference
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     position = {original: shown for shown, original in enumerate(order)}
-    return tuple(sorted(letters[position[letters.index(r)]] for r in reference))
+    return tuple(sorted(ALL_LETTERS[position[ALL_LETTERS.index(r)]] for r in reference))

@@ -39,6 +39,11 @@ class PoolKeys(Protocol):
         """The pool's keys in pool order (ordinal = index)."""
         ...
 
+    async def coverage(self, pool_id: str) -> Mapping[str, str]:
+        """Dataset -> dimension of every dataset of the pool's track: what a report on the
+        pool must cover (empty for pools frozen before it was recorded)."""
+        ...
+
 
 class Variants(Protocol):
     """The option orders each submission's download showed."""

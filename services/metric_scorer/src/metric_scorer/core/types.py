@@ -22,6 +22,9 @@ class ItemKey:
     """Reference answer(s): option letters, labels, or one JSON text for structured formats."""
     key_points: tuple[str, ...] = ()
     """Key points of an open-ended reference (key-point recall)."""
+    options: int = 0
+    """Options of a choice item as shown (A up to the options-th letter), when known; 0: not
+    known (A-J, or up to the reference's highest letter)."""
 
 
 @dataclass(frozen=True)

@@ -92,12 +92,16 @@ class ItemScoring:
                 "merge_rule": self._merge_rule,
             }
             if steps.objective:
-                reference = key.reference
+                reference, options = key.reference, 0
                 if key.metric.startswith("choice"):
-                    reference = shown_reference(key.reference, orders.get(key.item_id))
+                    order = orders.get(key.item_id)
+                    reference = shown_reference(key.reference, order)
+                    options = len(order or ())
                 result = score_objective(
                     None if response.missing else response.answer,
-                    ItemKey(key.item_id, key.dataset, key.metric, reference, key.key_points),
+                    ItemKey(
+                        key.item_id, key.dataset, key.metric, reference, key.key_points, options
+                    ),
                     steps.objective,
                 )
                 metric = scoring_events_pb2.ItemScore(
@@ -145,7 +149,9 @@ class ItemScoring:
                     )
                 )
         total = self._totals.total(batch.pool_id, pool)
-        await self._publisher.publish(self._events(batch, total, rules, scores, judged, tasks))
+        coverage = await self._keys.coverage(batch.pool_id)
+        events = self._events(batch, total, rules, coverage, scores, judged, tasks)
+        await self._publisher.publish(events)
         count_items("scored", batch.tenant_id, batch.track, len(scores) + len(judged))
 
     def _events(
@@ -153,6 +159,7 @@ class ItemScoring:
         batch: ResponseBatch,
         total: int,
         rules: Mapping[str, str],
+        coverage: Mapping[str, str],
         scores: list[scoring_events_pb2.ItemScore],
         judged: list[scoring_events_pb2.ItemScore],
         tasks: list[scoring_events_pb2.JudgeTask],
@@ -165,6 +172,7 @@ class ItemScoring:
             expected_items=batch.expected_items,
             expected_scores=total,
             dataset_rules=rules,
+            coverage=coverage,
         )
         scored_at = timestamp(datetime.now(UTC))
         out: list[Outgoing] = []

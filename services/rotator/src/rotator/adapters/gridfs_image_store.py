@@ -11,7 +11,7 @@ from gridfs.errors import FileExists, NoFile
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from medbench_runtime.errors import NotFound
+from medbench_runtime.errors import InvalidArgument, NotFound
 
 
 class GridFSImageStore:
@@ -35,10 +35,20 @@ class GridFSImageStore:
             return image_id, False
         return image_id, True
 
-    async def get(self, image_id: str) -> tuple[bytes, str]:
+    async def get(
+        self, image_id: str, offset: int = 0, max_bytes: int = 0, content: bool = True
+    ) -> tuple[bytes, str, int]:
         try:
             stream = await self._bucket.open_download_stream(image_id)
         except NoFile as exc:
             raise NotFound(f"image {image_id} not found") from exc
-        content = await stream.read()
-        return content, (stream.metadata or {}).get("media_type", "application/octet-stream")
+        size = int(stream.length)
+        if not 0 <= offset <= size:
+            raise InvalidArgument(f"offset {offset} is outside image {image_id} ({size} bytes)")
+        media_type = (stream.metadata or {}).get("media_type", "application/octet-stream")
+        if not content:
+            return b"", media_type, size  # the files document only: no chunk read
+        if offset:
+            await stream.seek(offset)  # reads only the GridFS chunks of the range
+        data = await stream.read(max_bytes if max_bytes > 0 else -1)
+        return data, media_type, size

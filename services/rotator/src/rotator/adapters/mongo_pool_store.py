@@ -178,6 +178,8 @@ class MongoPoolStore:
                         }
                         for p in part
                     ],
+                    # The first chunk carries what a report on the pool must cover.
+                    **({"coverage": [list(c) for c in meta.coverage]} if n == 0 else {}),
                 },
                 upsert=True,
             )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rotator.core.bank import DatasetInfo, ItemRejected
 from rotator.core.registry import Dataset, DatasetPart, Registry, RegistryError, parse_registry
+from rotator.core.versions import StoredVersion, legacy_label
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class DatasetSummary:
     dimension_name_zh: str = ""
 
 
-def _info(dataset: Dataset, part: DatasetPart) -> DatasetInfo:
+def dataset_info(dataset: Dataset, part: DatasetPart) -> DatasetInfo:
+    """What a pool records of an item's dataset part."""
     rule = "all_permutations" if part.permutations > 1 else dataset.dataset_rule
     return DatasetInfo(
         dataset.name, dataset.track, dataset.dimension, part.answer_format, part.metric, rule
@@ -44,11 +45,14 @@ def _info(dataset: Dataset, part: DatasetPart) -> DatasetInfo:
 
 
 class DatasetCatalog:
-    """Wraps the registry loaded at start-up."""
+    """One registry version as the rotator resolves items against it."""
 
-    def __init__(self, registry: Registry, version: str) -> None:
+    def __init__(self, registry: Registry, version: str, number: int = 0) -> None:
         self.registry = registry
         self.version = version
+        """The version's label, as pools record it (Pool.registry_version)."""
+        self.number = number
+        """The stored version's number (0 for a catalog read from a file)."""
         # Items may name a specialty by code, English or Chinese name.
         self._specialty_codes: dict[str, str] = {}
         for s in registry.specialties:
@@ -57,17 +61,35 @@ class DatasetCatalog:
 
     @classmethod
     def from_json(cls, raw: bytes) -> DatasetCatalog:
-        """The catalog of a registry file's bytes; its version names the registry's own version
-        and the file's content, so two files never share one."""
+        """The catalog of a registry file's bytes (tests, tools); its version names the
+        registry's own version and the file's content, so two files never share one."""
         data = json.loads(raw)
-        registry = parse_registry(data)
-        version = f"{data.get('version', '?')}+{hashlib.sha256(raw).hexdigest()[:12]}"
-        return cls(registry, version)
+        return cls(parse_registry(data), legacy_label(raw, data))
 
     @classmethod
     def load(cls, path: Path) -> DatasetCatalog:
-        """Reads a registry file (the one I/O step, at start-up)."""
+        """Reads a registry file."""
         return cls.from_json(path.read_bytes())
+
+    @classmethod
+    def of_version(cls, stored: StoredVersion) -> DatasetCatalog:
+        """The catalog of a stored registry version.
+
+        Raises:
+            RegistryError: the stored document does not pass validation.
+        """
+        return cls(parse_registry(stored.data), stored.info.label, stored.info.number)
+
+    def knows(self, dataset: str, source: str) -> bool:
+        """Whether an item naming this dataset (or, without one, this source tag) resolves."""
+        try:
+            if dataset:
+                self.registry.dataset(dataset)
+            elif source:
+                self.registry.dataset_for_source(source)
+        except RegistryError:
+            return False
+        return True
 
     def resolve(self, item_id: str, dataset: str, source: str, answer_format: str) -> Resolved:
         """Finds the dataset part of an item by dataset name (and answer format) or by the
@@ -98,7 +120,7 @@ class DatasetCatalog:
         except RegistryError as exc:
             field = "task.dataset" if dataset else "task.source"
             raise ItemRejected(field, f"item {item_id}: {exc.args[0]}") from exc
-        return Resolved(_info(found, part), part.answer_format)
+        return Resolved(dataset_info(found, part), part.answer_format)
 
     def primary_specialty(self, item_id: str, codes: tuple[str, ...]) -> str:
         """The primary specialty of an item's first code ("" without codes)."""
@@ -110,13 +132,19 @@ class DatasetCatalog:
         return self.registry.primary_specialty(self._specialty_codes[codes[0]])
 
     def summaries(
-        self, track: str | None, counts: Mapping[str, tuple[int, int]]
+        self,
+        track: str | None,
+        counts: Mapping[str, tuple[int, int]],
+        only: Collection[str] | None = None,
     ) -> list[DatasetSummary]:
-        """The datasets of a track (all when None) in registry order, with their bank counts
-        (dataset -> (items, keyed items); a dataset absent from counts has none)."""
+        """The datasets of a track (all when None; of those named in only, when given) in
+        registry order, with their bank counts (dataset -> (items, keyed items); a dataset
+        absent from counts has none)."""
         names = {d.code: d for d in self.registry.dimensions}
         out = []
         for d in self.datasets_in(track):
+            if only is not None and d.name not in only:
+                continue
             items, keyed = counts.get(d.name, (0, 0))
             dimension = names.get(d.dimension)
             out.append(

@@ -58,6 +58,10 @@ class PoolMeta:
     """"rotation" or "whole-bank"."""
     registry_version: str
     rotation: RotationMeta | None = None
+    coverage: tuple[tuple[str, str], ...] = ()
+    """(dataset, dimension) of every dataset of the pool's track in its registry version,
+    whether the pool holds items of it or not: what a report on the pool must cover (kept
+    with the sealed keys for the scorers, who pass it on to the aggregator)."""
 
 
 @dataclass(frozen=True)

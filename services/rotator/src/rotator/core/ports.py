@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from rotator.core.bank import BankEntry, FrozenPool, ImportCounts, Incoming
+from rotator.core.catalog import DatasetCatalog
 from rotator.core.leaktrace import CanaryHit, Variant
 from rotator.core.pools import Assignment, PoolEntry, PoolMeta, PoolRecord
+from rotator.core.versions import StoredVersion, VersionInfo
 
 
 class TaskStore(Protocol):
@@ -126,6 +128,49 @@ class ImageStore(Protocol):
         """Stores content; returns (image_id, newly stored)."""
         ...
 
-    async def get(self, image_id: str) -> tuple[bytes, str]:
-        """Returns (content, media_type); NotFound when absent."""
+    async def get(
+        self, image_id: str, offset: int = 0, max_bytes: int = 0, content: bool = True
+    ) -> tuple[bytes, str, int]:
+        """(content, media_type, size): the bytes from offset, at most max_bytes of them (0: to
+        the end; none without content), and the whole image's size; NotFound when absent,
+        InvalidArgument for an offset past its size."""
+        ...
+
+
+class RegistryStore(Protocol):
+    """The registry's versions: written once each, never changed."""
+
+    async def add(self, version: StoredVersion) -> bool:
+        """Stores a version under its number; False (nothing written) when a version of that
+        number exists. Two writers adding the same number: exactly one gets True."""
+        ...
+
+    async def latest(self, known: int = 0) -> int:
+        """The highest version number (0 when the store holds none). known: a number known to
+        exist, so that only later ones are looked for (versions are numbered without gaps)."""
+        ...
+
+    async def get(self, number: int) -> StoredVersion | None: ...
+
+    async def infos(self, before: int, limit: int) -> list[VersionInfo]:
+        """At most limit versions numbered below before (all when 0), newest first, without
+        their documents."""
+        ...
+
+
+class Catalogs(Protocol):
+    """The registry versions as the bank and the rotation resolve items against them
+    (usecases/registry.py: RegistryVersions)."""
+
+    async def current(self, fresh: bool = False) -> DatasetCatalog:
+        """The current version (as last read, at most a short while ago; fresh: read now)."""
+        ...
+
+    async def at(self, number: int) -> DatasetCatalog:
+        """A version by number; NotFound."""
+        ...
+
+    async def of_pool(self, pool: PoolRecord) -> DatasetCatalog:
+        """The version a pool was built from; FailedPrecondition for a pool of an unstored
+        registry."""
         ...

@@ -39,8 +39,26 @@ METRIC_COMPONENTS = frozenset(
         "judge",
         "box_iou",
         "edit_similarity",
+        "rouge_l",
+        "bleu",
     }
 )
+"""The components the metric scorer implements (its metric library), plus "judge" (the judge
+scorer); a test holds the two lists equal."""
+
+METRIC_FORMATS: dict[str, frozenset[str]] = {
+    "choice_single": frozenset({"choice_single"}),
+    "choice_multi": frozenset({"choice_multi"}),
+    "box_iou": frozenset({"boxes"}),
+    "department_set_accuracy": frozenset({"departments"}),
+    "label_set_accuracy": frozenset({"label_set"}),
+}
+"""Components that only read answers (and keys) of some formats; the others take any format.
+A choice format's key is option letters, so its metric must hold the matching choice
+component."""
+
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A dataset's (or part's) name: it becomes a pool file tag and a leaderboard column."""
 
 DATASET_RULES = frozenset({"mean", "all_permutations"})
 
@@ -58,7 +76,15 @@ _T = TypeVar("_T")
 
 
 class RegistryError(ValueError):
-    """The registry data is malformed or inconsistent."""
+    """The registry data is malformed or inconsistent.
+
+    field names the offending field of a dataset entry, relative to it ("metric",
+    "parts[1].answer_format"), when the problem is one dataset's; "" otherwise.
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownEntry(RegistryError, KeyError):
@@ -227,13 +253,15 @@ def _lookup(values: tuple[_T, ...], key: str, kind: str, key_of: Callable[[_T], 
     raise UnknownEntry(f"unknown {kind} {key!r}")
 
 
-def _field(raw: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+def _field(raw: Mapping[str, Any], name: str, kind: type, where: str, prefix: str = "") -> Any:
     if name not in raw:
-        raise RegistryError(f"{where}: missing field {name!r}")
+        raise RegistryError(f"{where}: missing field {name!r}", prefix + name)
     value = raw[name]
     # bool is an int subclass; a count of True is a typo, not a number.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RegistryError(f"{where}: field {name!r} must be {kind.__name__}, got {value!r}")
+        raise RegistryError(
+            f"{where}: field {name!r} must be {kind.__name__}, got {value!r}", prefix + name
+        )
     return value
 
 
@@ -312,63 +340,122 @@ def _check_specialties(specialties: tuple[Specialty, ...]) -> None:
         )
 
 
-def _check_format_and_metric(answer_format: str, metric: str, where: str) -> None:
+def _check_format_and_metric(answer_format: str, metric: str, where: str, prefix: str) -> None:
     if answer_format not in ANSWER_FORMATS:
         raise RegistryError(
-            f"{where}: unknown answer_format {answer_format!r}; known: {sorted(ANSWER_FORMATS)}"
+            f"{where}: unknown answer_format {answer_format!r}; known: {sorted(ANSWER_FORMATS)}",
+            prefix + "answer_format",
         )
-    unknown = [c for c in metric.split("+") if c not in METRIC_COMPONENTS]
+    components = metric.split("+")
+    unknown = [c for c in components if c not in METRIC_COMPONENTS]
     if unknown:
         raise RegistryError(
-            f"{where}: unknown metric component(s) {unknown}; known: {sorted(METRIC_COMPONENTS)}"
+            f"{where}: unknown metric component(s) {unknown}; known: {sorted(METRIC_COMPONENTS)}",
+            prefix + "metric",
+        )
+    if len(set(components)) != len(components):
+        raise RegistryError(
+            f"{where}: metric {metric!r} names a component twice", prefix + "metric"
+        )
+    if answer_format == "mixed":
+        return
+    for component in components:
+        formats = METRIC_FORMATS.get(component)
+        if formats is not None and answer_format not in formats:
+            raise RegistryError(
+                f"{where}: metric component {component!r} scores answers in format "
+                f"{sorted(formats)}, not {answer_format!r}",
+                prefix + "metric",
+            )
+    if answer_format.startswith("choice") and answer_format not in components:
+        raise RegistryError(
+            f"{where}: a {answer_format!r} item's key is option letters; its metric must hold "
+            f"{answer_format!r}",
+            prefix + "metric",
         )
 
 
-def _aliases(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+def _aliases(raw: Mapping[str, Any], where: str, prefix: str) -> tuple[str, ...]:
     aliases = raw.get("source_aliases", [])
-    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise RegistryError(f"{where}: source_aliases must be a list of strings")
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise RegistryError(
+            f"{where}: source_aliases must be a list of non-empty strings",
+            prefix + "source_aliases",
+        )
     return tuple(aliases)
 
 
-def _parse_part(raw: Mapping[str, Any], where: str) -> DatasetPart:
-    name = _field(raw, "name", str, where)
+def _name(raw: Mapping[str, Any], where: str, prefix: str) -> str:
+    name: str = _field(raw, "name", str, where, prefix)
+    if not DATASET_NAME.fullmatch(name):
+        raise RegistryError(
+            f"{where}: name {name!r} must be 1-64 characters of [A-Za-z0-9._-], starting with "
+            "a letter or digit",
+            prefix + "name",
+        )
+    return name
+
+
+def _parse_part(raw: Mapping[str, Any], where: str, prefix: str) -> DatasetPart:
+    name = _name(raw, where, prefix)
     where = f"{where} part {name!r}"
     part = DatasetPart(
         name=name,
-        answer_format=_field(raw, "answer_format", str, where),
-        metric=_field(raw, "metric", str, where),
-        permutations=_field(raw, "permutations", int, where),
-        pool_lines=_field(raw, "pool_lines", int, where),
-        sources=(name, *_aliases(raw, where)),
+        answer_format=_field(raw, "answer_format", str, where, prefix),
+        metric=_field(raw, "metric", str, where, prefix),
+        permutations=_field(raw, "permutations", int, where, prefix),
+        pool_lines=_field(raw, "pool_lines", int, where, prefix),
+        sources=(name, *_aliases(raw, where, prefix)),
     )
     if part.answer_format == "mixed":
-        raise RegistryError(f"{where}: a part cannot have answer_format 'mixed'")
-    _check_format_and_metric(part.answer_format, part.metric, where)
-    if part.permutations < 1 or part.pool_lines < 1:
-        raise RegistryError(f"{where}: permutations and pool_lines must be positive")
+        raise RegistryError(
+            f"{where}: a part cannot have answer_format 'mixed'", prefix + "answer_format"
+        )
+    _check_format_and_metric(part.answer_format, part.metric, where, prefix)
+    if part.permutations < 1:
+        raise RegistryError(f"{where}: permutations must be positive", prefix + "permutations")
+    if part.pool_lines < 1:
+        raise RegistryError(f"{where}: pool_lines must be positive", prefix + "pool_lines")
     return part
 
 
-def _parse_dataset(raw: Mapping[str, Any]) -> Dataset:
+def parse_dataset(raw: Mapping[str, Any]) -> Dataset:
+    """Builds and validates one dataset entry on its own (parse_registry checks it against the
+    tracks, dimensions and other datasets).
+
+    Raises:
+        RegistryError: with field naming the offending field of the entry.
+    """
+    if not isinstance(raw, Mapping):
+        raise RegistryError("a dataset must be a JSON object")
     where = f"dataset {raw.get('name', '?')!r}"
-    name = _field(raw, "name", str, where)
+    name = _name(raw, where, "")
     answer_format = _field(raw, "answer_format", str, where)
     metric = _field(raw, "metric", str, where)
     permutations = _field(raw, "permutations", int, where)
     pool_lines = _field(raw, "pool_lines", int, where)
     dataset_rule = _field(raw, "dataset_rule", str, where)
-    _check_format_and_metric(answer_format, metric, where)
+    _check_format_and_metric(answer_format, metric, where, "")
     if dataset_rule not in DATASET_RULES:
         raise RegistryError(
-            f"{where}: unknown dataset_rule {dataset_rule!r}; known: {sorted(DATASET_RULES)}"
+            f"{where}: unknown dataset_rule {dataset_rule!r}; known: {sorted(DATASET_RULES)}",
+            "dataset_rule",
         )
     if "parts" in raw:
-        parts = tuple(_parse_part(part, where) for part in _list(raw, "parts", where))
+        if raw.get("source_aliases"):
+            raise RegistryError(
+                f"{where}: a split dataset's source aliases go on its parts", "source_aliases"
+            )
+        parts = tuple(
+            _parse_part(part, where, f"parts[{n}].")
+            for n, part in enumerate(_list(raw, "parts", where))
+        )
         _check_parts(where, parts, answer_format, metric, permutations, pool_lines)
     else:
         if answer_format == "mixed":
-            raise RegistryError(f"{where}: answer_format 'mixed' needs a 'parts' list")
+            raise RegistryError(
+                f"{where}: answer_format 'mixed' needs a 'parts' list", "answer_format"
+            )
         parts = (
             _parse_part(
                 {
@@ -380,6 +467,7 @@ def _parse_dataset(raw: Mapping[str, Any]) -> Dataset:
                     "source_aliases": raw.get("source_aliases", []),
                 },
                 where,
+                "",
             ),
         )
     shuffled = max(part.permutations for part in parts) > 1
@@ -387,8 +475,12 @@ def _parse_dataset(raw: Mapping[str, Any]) -> Dataset:
     if shuffled != (dataset_rule == "all_permutations"):
         raise RegistryError(
             f"{where}: dataset_rule {dataset_rule!r} does not fit permutations "
-            f"{[part.permutations for part in parts]}; shuffled datasets need 'all_permutations'"
+            f"{[part.permutations for part in parts]}; shuffled datasets need 'all_permutations'",
+            "dataset_rule",
         )
+    for name_of in ("description", "note"):
+        if not isinstance(raw.get(name_of, ""), str):
+            raise RegistryError(f"{where}: field {name_of!r} must be str", name_of)
     return Dataset(
         name=name,
         track=_field(raw, "track", str, where),
@@ -413,22 +505,26 @@ def _check_parts(
     pool_lines: int,
 ) -> None:
     if len(parts) < 2:
-        raise RegistryError(f"{where}: 'parts' is for datasets split in two or more parts")
+        raise RegistryError(f"{where}: 'parts' is for datasets split in two or more parts", "parts")
     formats = {part.answer_format for part in parts}
     expected_format = "mixed" if len(formats) > 1 else formats.pop()
     if answer_format != expected_format:
         raise RegistryError(
-            f"{where}: answer_format {answer_format!r} should be {expected_format!r} for its parts"
+            f"{where}: answer_format {answer_format!r} should be {expected_format!r} for its parts",
+            "answer_format",
         )
     components = {c for part in parts for c in part.metric_components}
     if set(metric.split("+")) != components:
         raise RegistryError(
-            f"{where}: metric {metric!r} should list its parts' components {sorted(components)}"
+            f"{where}: metric {metric!r} should list its parts' components {sorted(components)}",
+            "metric",
         )
     if permutations != max(part.permutations for part in parts):
-        raise RegistryError(f"{where}: permutations should be the largest of its parts'")
+        raise RegistryError(
+            f"{where}: permutations should be the largest of its parts'", "permutations"
+        )
     if pool_lines != sum(part.pool_lines for part in parts):
-        raise RegistryError(f"{where}: pool_lines should be the sum of its parts'")
+        raise RegistryError(f"{where}: pool_lines should be the sum of its parts'", "pool_lines")
 
 
 def _duplicates(values: list[str]) -> list[str]:
@@ -449,19 +545,23 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
         raise RegistryError("registry: top level must be a JSON object")
     tracks = tuple(_parse_track(raw) for raw in _list(data, "tracks", "registry"))
     dimensions = tuple(_parse_dimension(raw) for raw in _list(data, "dimensions", "registry"))
-    datasets = tuple(_parse_dataset(raw) for raw in _list(data, "datasets", "registry"))
+    datasets = tuple(parse_dataset(raw) for raw in _list(data, "datasets", "registry"))
     specialties = tuple(_parse_specialty(raw) for raw in _list(data, "specialties", "registry"))
 
-    for kind, names in (
-        ("track", [t.code for t in tracks]),
-        ("dimension", [d.code for d in dimensions]),
-        ("dataset", [d.name for d in datasets]),
-        ("pool source", [s for d in datasets for p in d.parts for s in p.sources]),
-        ("specialty", [s.code for s in specialties]),
+    for kind, names, field in (
+        ("track", [t.code for t in tracks], ""),
+        ("dimension", [d.code for d in dimensions], ""),
+        ("dataset", [d.name for d in datasets], "name"),
+        (
+            "pool source",
+            [s for d in datasets for p in d.parts for s in p.sources],
+            "source_aliases",
+        ),
+        ("specialty", [s.code for s in specialties], ""),
     ):
         duplicated = _duplicates(names)
         if duplicated:
-            raise RegistryError(f"registry: duplicate {kind} {duplicated}")
+            raise RegistryError(f"registry: duplicate {kind} {duplicated}", field)
 
     track_codes = {t.code for t in tracks}
     for dimension in dimensions:
@@ -470,15 +570,23 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
     dimension_track = {d.code: d.track for d in dimensions}
     for dataset in datasets:
         if dataset.track not in track_codes:
-            raise RegistryError(f"dataset {dataset.name!r}: unknown track {dataset.track!r}")
+            raise RegistryError(
+                f"dataset {dataset.name!r}: unknown track {dataset.track!r}; known: "
+                f"{sorted(track_codes)}",
+                "track",
+            )
         if dataset.dimension not in dimension_track:
             raise RegistryError(
-                f"dataset {dataset.name!r}: unknown dimension {dataset.dimension!r}"
+                f"dataset {dataset.name!r}: unknown dimension {dataset.dimension!r}; known in "
+                f"{dataset.track}: "
+                f"{[d.code for d in dimensions if d.track == dataset.track]}",
+                "dimension",
             )
         if dimension_track[dataset.dimension] != dataset.track:
             raise RegistryError(
                 f"dataset {dataset.name!r} (track {dataset.track!r}) is in dimension "
-                f"{dataset.dimension!r} of track {dimension_track[dataset.dimension]!r}"
+                f"{dataset.dimension!r} of track {dimension_track[dataset.dimension]!r}",
+                "dimension",
             )
 
     for track in tracks:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from medbench.common.v1 import common_pb2
@@ -13,9 +17,11 @@ from rotator.core.bank import ImportItem, ImportOutcome, KeyRecord
 from rotator.core.download import ServedItem
 from rotator.core.leaktrace import LeakedLine, Variant
 from rotator.core.pools import DEFAULT_BOARD, PoolRecord
+from rotator.core.versions import VersionInfo
 from rotator.usecases.bank import DatasetList
 from rotator.usecases.leaks import Trace
 from rotator.usecases.pool import PromptBatch
+from rotator.usecases.registry import Put, Shown
 from rotator.usecases.rotation import RotationRequest
 
 TRACKS = {
@@ -211,6 +217,74 @@ def datasets_response(listed: DatasetList) -> taskpool_service_pb2.ListDatasetsR
             )
             for d in listed.datasets
         ],
+    )
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+
+def dataset_entry(dataset: taskpool_pb2.RegistryDataset) -> dict[str, Any]:
+    """A RegistryDataset as a registry file's dataset entry (unset fields left out)."""
+    entry: dict[str, Any] = json_format.MessageToDict(dataset, preserving_proto_field_name=True)
+    return entry
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def version_to_proto(info: VersionInfo, current: int) -> taskpool_pb2.RegistryVersion:
+    return taskpool_pb2.RegistryVersion(
+        version=info.number,
+        created_at=_timestamp(info.created_at),
+        created_by=info.created_by,
+        change=info.change,
+        dataset=info.dataset,
+        note=info.note,
+        digest=info.digest,
+        current=info.number == current,
+    )
+
+
+def put_response(put: Put) -> taskpool_service_pb2.PutDatasetResponse:
+    return taskpool_service_pb2.PutDatasetResponse(
+        version=version_to_proto(put.version, put.current),
+        added=put.added,
+        unchanged=put.unchanged,
+    )
+
+
+def _entries(raw: Any, message: type[Message]) -> list[Any]:
+    """Registry entries (dicts) as messages; fields the message lacks are skipped."""
+    if not isinstance(raw, Sequence):
+        return []
+    return [
+        json_format.ParseDict(entry, message(), ignore_unknown_fields=True)
+        for entry in raw
+        if isinstance(entry, Mapping)
+    ]
+
+
+def registry_response(shown: Shown) -> taskpool_service_pb2.GetRegistryResponse:
+    data = shown.data
+    return taskpool_service_pb2.GetRegistryResponse(
+        version=version_to_proto(shown.info, shown.info.number if shown.current else 0),
+        tracks=_entries(data.get("tracks"), taskpool_pb2.RegistryTrack),
+        dimensions=_entries(data.get("dimensions"), taskpool_pb2.RegistryDimension),
+        datasets=_entries(data.get("datasets"), taskpool_pb2.RegistryDataset),
+        specialties=_entries(data.get("specialties"), taskpool_pb2.RegistrySpecialty),
+        benchmark=str(data.get("benchmark", "")),
+        edition=str(data.get("version", "")),
+    )
+
+
+def versions_response(
+    infos: Sequence[VersionInfo], current: int
+) -> taskpool_service_pb2.ListRegistryVersionsResponse:
+    return taskpool_service_pb2.ListRegistryVersionsResponse(
+        versions=[version_to_proto(info, current) for info in infos], current=current
     )
 
 

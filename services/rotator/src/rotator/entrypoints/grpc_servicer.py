@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench_runtime.auth import current_principal
 from rotator.entrypoints import convert
 from rotator.usecases.bank import BankImport, DatasetListing
 from rotator.usecases.leaks import LeakTracing
 from rotator.usecases.pool import PoolServing
+from rotator.usecases.registry import RegistryVersions
 from rotator.usecases.rotation import PoolRotation
 
 
@@ -21,12 +23,14 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         self,
         bank: BankImport,
         listing: DatasetListing,
+        registry: RegistryVersions,
         rotation: PoolRotation,
         serving: PoolServing,
         leaks: LeakTracing,
     ) -> None:
         self._bank = bank
         self._listing = listing
+        self._registry = registry
         self._rotation = rotation
         self._serving = serving
         self._leaks = leaks
@@ -42,8 +46,34 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def ListDatasets(
         self, request: taskpool_service_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.ListDatasetsResponse:
-        listed = await self._listing.list_datasets(convert.track_filter(request.track))
+        listed = await self._listing.list_datasets(
+            convert.track_filter(request.track), request.version, request.pool_id
+        )
         return convert.datasets_response(listed)
+
+    async def PutDataset(
+        self, request: taskpool_service_pb2.PutDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> taskpool_service_pb2.PutDatasetResponse:
+        put = await self._registry.put_dataset(
+            request.revises,
+            convert.dataset_entry(request.dataset),
+            current_principal().key_id,
+            request.note,
+        )
+        return convert.put_response(put)
+
+    async def GetRegistry(
+        self, request: taskpool_service_pb2.GetRegistryRequest, context: grpc.aio.ServicerContext
+    ) -> taskpool_service_pb2.GetRegistryResponse:
+        return convert.registry_response(await self._registry.show(request.version))
+
+    async def ListRegistryVersions(
+        self,
+        request: taskpool_service_pb2.ListRegistryVersionsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> taskpool_service_pb2.ListRegistryVersionsResponse:
+        infos, current = await self._registry.versions(request.before, request.limit)
+        return convert.versions_response(infos, current)
 
     async def RotatePool(
         self, request: taskpool_service_pb2.RotatePoolRequest, context: grpc.aio.ServicerContext
@@ -103,9 +133,11 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def GetImage(
         self, request: taskpool_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.GetImageResponse:
-        content, media_type = await self._serving.image(request.image_id)
+        content, media_type, size = await self._serving.image(
+            request.image_id, request.offset, request.max_bytes, not request.info_only
+        )
         return taskpool_service_pb2.GetImageResponse(
-            image_id=request.image_id, content=content, media_type=media_type
+            image_id=request.image_id, content=content, media_type=media_type, size=size
         )
 
     async def TraceLeak(

@@ -1,12 +1,12 @@
-"""The task bank: importing items (validated against the registry, images stored), listing
-the registry's datasets with the bank's counts."""
+"""The task bank: importing items (validated against the current registry version, images
+stored), listing a registry version's datasets with the bank's counts."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, replace
 
-from medbench_runtime.errors import InvalidArgument
+from medbench_runtime.errors import InvalidArgument, NotFound
 from medbench_runtime.images import FORMATS as IMAGE_FORMATS
 from medbench_runtime.images import image_type
 from rotator.core.bank import (
@@ -22,17 +22,17 @@ from rotator.core.bank import (
     validate_item,
 )
 from rotator.core.catalog import DatasetCatalog, DatasetSummary
-from rotator.core.ports import ImageStore, TaskStore
+from rotator.core.ports import Catalogs, ImageStore, PoolStore, TaskStore
 
 
 class BankImport:
     """Imports items into the bank: each item is validated on its own (a rejected item is
     reported, the others go on), its images stored once by content, then the batch stored."""
 
-    def __init__(self, tasks: TaskStore, images: ImageStore, catalog: DatasetCatalog) -> None:
+    def __init__(self, tasks: TaskStore, images: ImageStore, catalogs: Catalogs) -> None:
         self._tasks = tasks
         self._images = images
-        self._catalog = catalog
+        self._catalogs = catalogs
 
     async def import_items(self, batches: AsyncIterable[Sequence[ImportItem]]) -> ImportOutcome:
         """Imports the batches of a stream in turn (each batch is stored before the next is
@@ -49,16 +49,21 @@ class BankImport:
         return ImportOutcome(imported, unchanged, new_versions, images_stored, tuple(rejected))
 
     async def import_batch(self, items: Sequence[ImportItem]) -> ImportOutcome:
-        """Validates and stores one batch."""
+        """Validates and stores one batch against the current registry version (read again
+        before refusing an item whose dataset the version read last does not know: a dataset
+        just added on another replica is found)."""
         if len(items) > MAX_IMPORT_BATCH:
             raise InvalidArgument(f"{len(items)} items in one message; at most {MAX_IMPORT_BATCH}")
+        catalog = await self._catalogs.current()
+        if not all(catalog.knows(item.dataset, item.source) for item in items):
+            catalog = await self._catalogs.current(fresh=True)
         batch: list[Incoming] = []
         rejected: list[Rejection] = []
         seen: set[str] = set()
         images_stored = 0
         for item in items:
             try:
-                incoming, stored = await self._incoming(item)
+                incoming, stored = await self._incoming(item, catalog)
                 if incoming.task.item_id in seen:
                     raise ItemRejected(
                         "task.item_id", f"item {incoming.task.item_id} appears twice"
@@ -74,11 +79,9 @@ class BankImport:
             counts.imported, counts.unchanged, counts.new_versions, images_stored, tuple(rejected)
         )
 
-    async def _incoming(self, item: ImportItem) -> tuple[Incoming, int]:
+    async def _incoming(self, item: ImportItem, catalog: DatasetCatalog) -> tuple[Incoming, int]:
         """The item validated, with its images stored; ItemRejected naming the field."""
-        resolved = self._catalog.resolve(
-            item.item_id, item.dataset, item.source, item.answer_format
-        )
+        resolved = catalog.resolve(item.item_id, item.dataset, item.source, item.answer_format)
         task = TaskRecord(
             item_id=item.item_id,
             dataset=resolved.info.name,
@@ -102,7 +105,7 @@ class BankImport:
         else:
             key = None
         validate_item(task, key, resolved.info)
-        primary = self._catalog.primary_specialty(task.item_id, task.specialties)
+        primary = catalog.primary_specialty(task.item_id, task.specialties)
         unknown = sorted(set(item.images) - set(task.image_paths))
         if unknown:
             raise ItemRejected(
@@ -144,13 +147,33 @@ class DatasetList:
 
 
 class DatasetListing:
-    """Lists the registry's datasets with what the bank holds of each."""
+    """Lists a registry version's datasets with what the bank holds of each."""
 
-    def __init__(self, tasks: TaskStore, catalog: DatasetCatalog) -> None:
+    def __init__(self, tasks: TaskStore, pools: PoolStore, catalogs: Catalogs) -> None:
         self._tasks = tasks
-        self._catalog = catalog
+        self._pools = pools
+        self._catalogs = catalogs
 
-    async def list_datasets(self, track: str | None) -> DatasetList:
-        """The datasets of a track (all when None), in registry order."""
+    async def list_datasets(
+        self, track: str | None, version: int = 0, pool_id: str = ""
+    ) -> DatasetList:
+        """The datasets of a track (all when None), in registry order: of the current version,
+        of version `version`, or a pool's datasets under the version it was built from.
+        NotFound for an unknown version or pool."""
+        only: frozenset[str] | None = None
+        if pool_id:
+            if version:
+                raise InvalidArgument("name a version or a pool, not both")
+            pool = await self._pools.find_pool(pool_id)
+            if pool is None:
+                raise NotFound(f"pool {pool_id!r} not found")
+            catalog = await self._catalogs.of_pool(pool)
+            only = frozenset(name for name, _ in pool.datasets)
+        elif version < 0:
+            raise InvalidArgument("version cannot be negative")
+        elif version:
+            catalog = await self._catalogs.at(version)
+        else:
+            catalog = await self._catalogs.current()
         counts = await self._tasks.dataset_counts(track)
-        return DatasetList(self._catalog.version, tuple(self._catalog.summaries(track, counts)))
+        return DatasetList(catalog.version, tuple(catalog.summaries(track, counts, only)))

@@ -113,11 +113,16 @@ class PoolServing:
         if out:
             yield PromptBatch(pool, tuple(out))
 
-    async def image(self, image_id: str) -> tuple[bytes, str]:
-        """(content, media_type) of a task image; NotFound."""
+    async def image(
+        self, image_id: str, offset: int = 0, max_bytes: int = 0, content: bool = True
+    ) -> tuple[bytes, str, int]:
+        """(content, media_type, size) of a task image, or of the range of its bytes from offset
+        (at most max_bytes of them, 0: to the end; none without content); NotFound."""
         if not image_id:
             raise InvalidArgument("image_id is required")
-        return await self._images.get(image_id)
+        if offset < 0 or max_bytes < 0:
+            raise InvalidArgument("offset and max_bytes must not be negative")
+        return await self._images.get(image_id, offset, max_bytes, content)
 
     async def _pool_of(self, pool_id: str) -> PoolRecord:
         pool = await self._pools.find_pool(pool_id)

@@ -8,9 +8,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from medbench_runtime.errors import AlreadyExists, InvalidArgument
-from rotator.core.bank import BankEntry, check_id, freeze_pool
-from rotator.core.catalog import DatasetCatalog
+from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from rotator.core.bank import BankEntry, DatasetInfo, KeyRecord, TaskRecord, check_id, freeze_pool
+from rotator.core.catalog import DatasetCatalog, dataset_info
 from rotator.core.pools import (
     PoolMeta,
     PoolParams,
@@ -19,7 +19,8 @@ from rotator.core.pools import (
     check_rotation,
     pool_id_of,
 )
-from rotator.core.ports import CurrentPools, PoolStore, TaskStore
+from rotator.core.ports import Catalogs, CurrentPools, PoolStore, TaskStore
+from rotator.core.registry import RegistryError
 from rotator.core.rotation import RotationParams, RotationPlan, seed_for_cycle
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,20 @@ class Rotated:
 
 
 class PoolRotation:
-    """Freezes pools from the bank and makes them current."""
+    """Freezes pools from the bank under the current registry version (which the pool records:
+    its items' datasets, metric specs and rules stay that version's) and makes them current."""
 
     def __init__(
         self,
         tasks: TaskStore,
         pools: PoolStore,
         current: CurrentPools,
-        catalog: DatasetCatalog,
+        catalogs: Catalogs,
     ) -> None:
         self._tasks = tasks
         self._pools = pools
         self._current = current
-        self._catalog = catalog
+        self._catalogs = catalogs
 
     async def rotate(self, request: RotationRequest) -> Rotated:
         """The cycle's pool of the track and board, made current. A cycle is rotated once:
@@ -84,11 +86,18 @@ class PoolRotation:
         params = request.params()
         check_rotation(request.cycle, params)
         track = request.track
-        in_track = [d.name for d in self._catalog.datasets_in(track)]
+        catalog = await self._catalogs.current()
+        if not set(request.datasets) <= {d.name for d in catalog.datasets_in(track)}:
+            # Perhaps added a moment ago, on another replica.
+            catalog = await self._catalogs.current(fresh=True)
+        in_track = [d.name for d in catalog.datasets_in(track)]
         names = list(request.datasets) or in_track
         for name in names:
             if name not in in_track:
-                raise InvalidArgument(f"dataset {name!r} is not a {track} dataset")
+                raise InvalidArgument(
+                    f"dataset {name!r} is not a {track} dataset of registry version "
+                    f"{catalog.version}"
+                )
         pool_id = pool_id_of(track, request.board, request.cycle)
         asked = PoolParams.of(params, names)
         existing = await self._pools.find_pool(pool_id)
@@ -98,12 +107,17 @@ class PoolRotation:
                     f"pool {pool_id} exists with other parameters; a cycle is rotated once"
                 )
         else:
-            existing = await self._freeze_rotation(pool_id, request, params, names)
+            existing = await self._freeze_rotation(pool_id, request, params, names, catalog)
         await self._current.make_current(existing)
         return Rotated(existing, existing.shortfalls)
 
     async def _freeze_rotation(
-        self, pool_id: str, request: RotationRequest, params: RotationParams, names: list[str]
+        self,
+        pool_id: str,
+        request: RotationRequest,
+        params: RotationParams,
+        names: list[str],
+        catalog: DatasetCatalog,
     ) -> PoolRecord:
         track = request.track
         previous = await self._pools.previous_pool(track, request.board)
@@ -120,7 +134,8 @@ class PoolRotation:
         meta = PoolMeta(
             board=request.board,
             method="rotation",
-            registry_version=self._catalog.version,
+            registry_version=catalog.version,
+            coverage=_coverage(catalog, track),
             rotation=RotationMeta(
                 cycle=request.cycle,
                 seed=params.seed,
@@ -130,7 +145,7 @@ class PoolRotation:
                 previous_pool=None if previous is None else previous.pool_id,
             ),
         )
-        await self._store(pool_id, track, entries, meta, request.datasets)
+        await self._store(pool_id, track, entries, meta, request.datasets, catalog)
         await self._pools.count_exposures(pool_id, chosen)
         log.info(
             "rotated %s: %d bank items streamed in %.1f s, %d groups fetched in %.1f s, "
@@ -153,11 +168,17 @@ class PoolRotation:
         check_id("pool_id", pool_id)
         existing = await self._pools.find_pool(pool_id)
         if existing is None:
+            catalog = await self._catalogs.current()
+            if not set(datasets) <= {d.name for d in catalog.datasets_in(track)}:
+                catalog = await self._catalogs.current(fresh=True)
             entries = await self._tasks.bank_entries(track, datasets)
             meta = PoolMeta(
-                board=board, method="whole-bank", registry_version=self._catalog.version
+                board=board,
+                method="whole-bank",
+                registry_version=catalog.version,
+                coverage=_coverage(catalog, track),
             )
-            await self._store(pool_id, track, entries, meta, datasets)
+            await self._store(pool_id, track, entries, meta, datasets, catalog)
             existing = await self._stored(pool_id)
         elif existing.track != track or existing.board != board:
             raise AlreadyExists(
@@ -173,17 +194,11 @@ class PoolRotation:
         entries: list[BankEntry],
         meta: PoolMeta,
         datasets: Sequence[str],
+        catalog: DatasetCatalog,
     ) -> None:
         if not entries:
             await self._no_keyed_items(pool_id, track, datasets)
-        frozen = freeze_pool(
-            pool_id,
-            track,
-            [
-                (t, v, k, self._catalog.resolve(t.item_id, t.dataset, "", t.answer_format).info)
-                for t, v, k, _ in entries
-            ],
-        )
+        frozen = freeze_pool(pool_id, track, _resolved(pool_id, entries, catalog))
         await self._pools.store_pool(
             frozen, meta, {t.item_id: images for t, _, _, images in entries}
         )
@@ -205,3 +220,41 @@ class PoolRotation:
         stored = await self._pools.find_pool(pool_id)
         assert stored is not None, f"pool {pool_id} was just stored"
         return stored
+
+
+def _coverage(catalog: DatasetCatalog, track: str) -> tuple[tuple[str, str], ...]:
+    """Every dataset of the track with its dimension (in the pool's registry version): a pool's
+    report must cover them all, whichever datasets the pool was asked for or could fill."""
+    return tuple((d.name, d.dimension) for d in catalog.datasets_in(track))
+
+
+def _resolved(
+    pool_id: str, entries: list[BankEntry], catalog: DatasetCatalog
+) -> list[tuple[TaskRecord, int, KeyRecord, DatasetInfo]]:
+    """Each entry with its dataset part under the pool's registry version. Bank items that
+    version does not fit (their dataset revised to another answer format, say) make the pool
+    fail with each such dataset named, never a pool that silently lacks them."""
+    out = []
+    misfits: dict[tuple[str, str], int] = {}
+    for task, version, key, _ in entries:
+        try:
+            dataset = catalog.registry.dataset(task.dataset)
+            part = dataset.part_for_format(task.answer_format)
+        except RegistryError:
+            part = None
+        if part is None or dataset.track != task.track:
+            fit = (task.dataset, task.answer_format)
+            misfits[fit] = misfits.get(fit, 0) + 1
+            continue
+        out.append((task, version, key, dataset_info(dataset, part)))
+    if misfits:
+        named = "; ".join(
+            f"{n} items of {name} in answer format {answer_format}"
+            for (name, answer_format), n in sorted(misfits.items())
+        )
+        raise FailedPrecondition(
+            f"pool {pool_id}: registry version {catalog.version} does not fit {named}; "
+            "re-import them in a format the version gives their dataset, or leave the dataset "
+            "out of the pool"
+        )
+    return out
