@@ -119,6 +119,7 @@ bench: setup load-tools ## Every benchmark, then one table (BENCHMARKS.md and th
 	$(PY) -m tests.bench.bench_bank
 	$(PY) -m tests.bench.bench_auth
 	$(PY) -m tests.bench.bench_load
+	$(PY) -m tests.bench.bench_key_recovery
 	$(PY) -m tests.bench.results --readme README.md
 
 .PHONY: help setup protos lint test run demo-llm stop bench browser chaos soak load-tools

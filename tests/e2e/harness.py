@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from medbench.identity.v1 import access_pb2
-from medbench.report.v1 import report_pb2
+from medbench.identity.v1 import access_pb2, identity_pb2, identity_service_pb2
+from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
-from medbench_client.api import AdminClient, PartnerClient, channel, provision_key
+from medbench_client.api import AdminClient, IdentityAdmin, PartnerClient, channel, provision_key
 from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
 from medbench_devstack.services import ServiceStack
@@ -48,6 +48,23 @@ def partner_key(
 ) -> str:
     """An API key of role for tenant on this stack (tenant created when absent)."""
     return provision_key(stack.address("gateway"), stack.admin_key, tenant, role)
+
+
+async def lift_caps(stack: ServiceStack, tenant: str) -> None:
+    """Raises tenant's caps per pool (README "Caps per pool") in its quota record, creating the
+    tenant when absent: for tests that run one pool more often than a partner may. The
+    platform's defaults stay as they are."""
+    admin = IdentityAdmin(admin_channel(stack, "gateway"))
+    await admin.ensure_tenant(tenant)
+    many = 1_000_000
+    await admin.stub.UpdateTenant(
+        identity_service_pb2.UpdateTenantRequest(
+            tenant_id=tenant,
+            quotas=identity_pb2.Quotas(
+                official_per_cycle=many, hidden_per_day=many, hidden_per_cycle=many
+            ),
+        )
+    )
 
 
 def partner_client(
@@ -108,8 +125,7 @@ class Evaluation:
             (
                 p.item_id,
                 translate(self.answers[p.item_id], self.questions.get(p.item_id, ""), p.question)
-                # Items the answer set does not know are this download's canaries: a model
-                # answers them like any other question.
+                # Items the answer set does not know get an answer as a model would give one.
                 if p.item_id in self.answers
                 else "<A>",
             )
@@ -143,6 +159,29 @@ class Evaluation:
 
         await eventually(completed, timeout_s, f"{self.submission_id} to complete")
         return await self.partner().report(self.submission_id)
+
+
+async def withheld_item_results(
+    stack: ServiceStack, tenant: str, submission_id: str
+) -> list[report_pb2.ItemResult]:
+    """The item results of a submission on a live pool: refused to their owner
+    (FAILED_PRECONDITION until maintainers disclose the pool; checked here), and returned as
+    the owner will get them once it is disclosed: the aggregator's stream, which the gateway's
+    GetItemResults forwards unchanged (read with the maintainer key)."""
+    try:
+        await partner_client(stack, tenant).item_results(submission_id)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
+        assert f"per-item results of submission {submission_id} are withheld" in (
+            exc.details() or ""
+        ), exc.details()
+    else:
+        raise AssertionError(f"item results of {submission_id} (a live pool) were served")
+    stub = report_service_pb2_grpc.ReportServiceStub(admin_channel(stack, "aggregator"))
+    request = report_service_pb2.StreamItemResultsRequest(
+        submission_id=submission_id, tenant_id=tenant
+    )
+    return [item async for batch in stub.StreamItemResults(request) for item in batch.items]
 
 
 def comparable(report: report_pb2.Report) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def smart(question: str) -> str:
             texts = {canonical.texts[canonical.letters.index(r)] for r in row["reference"]}
             letters = sorted(shown.letters[i] for i, t in enumerate(shown.texts) if t in texts)
             return "<" + ", ".join(letters) + ">"
-    return "<A>"  # a canary or an unknown question
+    return "<A>"  # an unknown question
 
 
 def expected_overall() -> float:
@@ -141,7 +141,8 @@ async def test_api_mode_evaluation_with_throttling_and_errors_completes_exactly_
     assert report.overall == pytest.approx(expected_overall(), abs=1e-9)
     assert (sub.progress.answered_items, sub.progress.scored_items) == (len(ROWS), len(ROWS))
     # Every question answered exactly once, although about 3 in 8 first calls failed.
-    # One successful call per item (+ the preflight's tiny prompt); canaries are never sent.
+    # One successful call per item (+ the preflight's tiny prompt), canaries included: they
+    # are pool items, shown altered.
     assert sum(fake.script.answered.values()) == len(ROWS) + 1
     assert sum(fake.script.calls.values()) > len(ROWS) * 1.2
     assert sub.endpoint.api_key == "" and sub.endpoint.model == "test-model"

@@ -88,7 +88,7 @@ async def test_the_largest_valid_upload_is_scored_end_to_end(
     pairs = [pair for _, batch, _ in evaluation.batches(prompts) for pair in batch]
     largest = [p for p in pairs if len(p[1].encode()) == MAX_ANSWER_BYTES]
     crash = [p for p in pairs if len(p[1].encode()) == 30_000]
-    rest = [p for p in pairs if p not in largest and p not in crash]  # with the canaries
+    rest = [p for p in pairs if p not in largest and p not in crash]
     assert len(crash) == 63 and len(largest) == PER_MESSAGE
     assert sum(len(a.encode()) for _, a in largest) == 8 * 1024 * 1024
     assert all(len(a.encode()) == MAX_ANSWER_BYTES for _, a in largest)

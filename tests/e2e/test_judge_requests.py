@@ -78,6 +78,7 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     dead = await eventually(dead_lettered, 60, "the judge request in the dead-letter topic")
     assert b"no judge model is configured" in dict(dead[0].headers)["dlq-reason"]
     sub = await evaluation.partner().get(evaluation.submission_id)
-    # Two pool items were scored; the download also showed three canaries (never scored).
-    assert sub.progress.scored_items == 2 and sub.progress.expected_items == 2 + 3
+    # Both items were scored (the MedExam one is this download's canary: options reordered
+    # for the tenant, scored like the other); the judge component is outstanding.
+    assert sub.progress.scored_items == 2 and sub.progress.expected_items == 2
     assert sub.state != 6, "not COMPLETED while a judge component is outstanding"

@@ -21,7 +21,7 @@ from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
 from tests.e2e.fake_judge import judge
-from tests.e2e.harness import Evaluation, eventually, load_pool
+from tests.e2e.harness import Evaluation, eventually, load_pool, withheld_item_results
 
 pytestmark = [pytest.mark.e2e]
 
@@ -150,7 +150,8 @@ async def test_calibrated_judging_caching_review_and_drift(
     expected = [(2 / 3 + 0.7) / 2, (1 + 0.7) / 2, (1 / 3 + 0.2) / 2, 1.0]
     [medhc] = [d for d in report.datasets if d.dataset == "MedHC"]
     assert medhc.score == pytest.approx(100 * sum(expected) / 4)
-    items = {i.item_id: i for i in await first.partner().item_results(first.submission_id)}
+    withheld = await withheld_item_results(stack, first.tenant, first.submission_id)
+    items = {i.item_id: i for i in withheld}
     judge_parts = {k: next(p for p in i.parts if p.component == "judge") for k, i in items.items()}
     assert judge_parts["hc-4"].unscored and items["hc-4"].score == pytest.approx(1.0)
     assert judge_parts["hc-3"].injection_flags

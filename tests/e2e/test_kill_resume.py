@@ -9,7 +9,14 @@ from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_answers, synthetic_items
-from tests.e2e.harness import Evaluation, admin_channel, comparable, eventually, load_pool
+from tests.e2e.harness import (
+    Evaluation,
+    admin_channel,
+    comparable,
+    eventually,
+    lift_caps,
+    load_pool,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -21,6 +28,7 @@ SERVICES = ["gateway", "rotator", "dispatcher", "metric_scorer", "judge_scorer",
 async def answers(stack: ServiceStack) -> dict[str, str]:
     rows = list(synthetic_items(N_ITEMS, seed=11))
     await load_pool(stack, rows, "kill-pool")
+    await lift_caps(stack, "hospital-k")  # seven runs on one pool
     return {a["item_id"]: a["answer"] for a in synthetic_answers(rows, 0.6, seed=5)}
 
 

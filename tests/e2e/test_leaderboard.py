@@ -35,6 +35,7 @@ from tests.e2e.harness import (
     gateway_metric,
     load_pool,
     partner_key,
+    withheld_item_results,
 )
 
 VIEWER = access_pb2.ROLE_PARTNER_VIEWER
@@ -244,11 +245,13 @@ async def test_the_partner_cli_writes_the_report_files(stack: ServiceStack, tmp_
     assert {"report.json", "report.html", "report.md", "radar.png", "datasets.csv"} <= names
     assert doc["overall"] == pytest.approx(report.overall)
     assert f"{report.overall:.1f}" in html
-    items = await Evaluation(stack, "hospital-cli", "", {}).partner().item_results(sid)
+    # The pool is live: its item results are withheld (the CLI writes aggregates only; its
+    # items.csv once the pool is disclosed: tests/e2e/test_disclosure.py).
+    items = await withheld_item_results(stack, "hospital-cli", sid)
     assert sorted(i.item_id for i in items) == sorted(QUESTIONS)
     assert all(i.HasField("score") and i.parts[0].component == "metric" for i in items)
-    item_rows = (tmp_path / "items.csv").read_text(encoding="utf-8-sig").splitlines()
-    assert len(item_rows) == 1 + len(items)
+    assert "items.csv" not in names and doc["items"] == []
+    assert "is a live hidden pool" in doc["items_withheld"]
     # Another tenant's submission is not found (exit code 3), and nothing is written.
     elsewhere = tmp_path / "other"
     other = await asyncio.to_thread(
@@ -279,7 +282,7 @@ async def test_equating_puts_every_published_entry_on_the_reference_pool(
     # differs between the two runs only where the shown prompt can (items with options).
     shown = []
     for tenant, sid in zip(("eq-a", "eq-b"), mine, strict=True):
-        results = await Evaluation(stack, tenant, "", {}).partner().item_results(sid)
+        results = await withheld_item_results(stack, tenant, sid)
         shown.append({i.item_id: i.prompt_hash for i in results})
     assert all(len(h) == 32 for h in shown[0].values()) and shown[0].keys() == shown[1].keys()
     differ = {i for i in shown[0] if shown[0][i] != shown[1][i]}

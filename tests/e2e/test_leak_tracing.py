@@ -1,4 +1,5 @@
-"""Leak tracing: each tenant's download differs traceably; a leaked file names its tenant."""
+"""Leak tracing: each tenant's download differs traceably (its option orders, its canaries:
+pool items altered for it in place); a leaked file names its tenant."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from medbench_client.bank_files import read_jsonl
 from medbench_devstack.services import ServiceStack
+from tests.conftest import Servers
 from tests.e2e.harness import Evaluation, load_pool
 
 pytestmark = [pytest.mark.e2e]
@@ -33,6 +36,18 @@ async def downloads(stack: ServiceStack) -> dict[str, tuple[str, list[dict[str, 
             [{"item_id": p.item_id, "question": p.question} for p in await evaluation.prompts()],
         )
     return out
+
+
+async def canary_ids(servers: Servers, stack: ServiceStack, sid: str) -> set[str]:
+    """The download's canaries, as the sealed database keeps them (a partner cannot tell)."""
+    db_name = stack.env("rotator")["MEDBENCH_MONGO__DATABASE"]
+    client: AsyncMongoClient = AsyncMongoClient(servers.mongo_uri)
+    try:
+        variant = await client[f"{db_name}_sealed"].variants.find_one({"_id": sid})
+    finally:
+        await client.close()
+    assert variant is not None
+    return {c["item_id"] for c in variant["canaries"]}
 
 
 def trace(stack: ServiceStack, path: Path) -> subprocess.CompletedProcess[str]:
@@ -64,7 +79,9 @@ def write(path: Path, lines: list[dict[str, object]]) -> Path:
 
 async def test_downloads_differ_between_tenants(downloads: dict[str, tuple[str, list]]) -> None:
     x, y = downloads["hospital-x"][1], downloads["hospital-y"][1]
-    assert {i["item_id"] for i in x} != {i["item_id"] for i in y}, "own canaries"
+    # The same items under the same ids (canaries are pool items), shown differently.
+    assert [i["item_id"] for i in x] == [i["item_id"] for i in y]
+    assert len(x) == len(ROWS)
     same_items = {i["item_id"]: i["question"] for i in y}
     differing = sum(
         1 for i in x if i["item_id"] in same_items and same_items[i["item_id"]] != i["question"]
@@ -73,9 +90,14 @@ async def test_downloads_differ_between_tenants(downloads: dict[str, tuple[str, 
 
 
 async def test_a_leaked_file_names_the_tenant_that_leaked_it(
-    stack: ServiceStack, downloads: dict[str, tuple[str, list]], tmp_path: Path
+    servers: Servers,
+    stack: ServiceStack,
+    downloads: dict[str, tuple[str, list]],
+    tmp_path: Path,
 ) -> None:
     sid, lines = downloads["hospital-y"]
+    canaries = await canary_ids(servers, stack, sid)
+    assert canaries
     # A leak in the MedBench upload format, as a partner's tooling would write it.
     leaked = write(
         tmp_path / "leak.jsonl",
@@ -87,24 +109,30 @@ async def test_a_leaked_file_names_the_tenant_that_leaked_it(
     done = await asyncio.to_thread(trace, stack, leaked)
     assert done.returncode == 0, done.stdout + done.stderr
     first = done.stdout.splitlines()[1]
-    assert "hospital-y" in first and sid in first and "canaries 3" in first, done.stdout
+    assert "hospital-y" in first and sid in first, done.stdout
+    assert f"matched {len(ROWS)}/{len(ROWS)}, canaries {len(canaries)}," in first, done.stdout
     assert "hospital-x" not in first
 
 
 async def test_a_few_reordered_questions_without_ids_are_enough(
-    stack: ServiceStack, downloads: dict[str, tuple[str, list]], tmp_path: Path
+    servers: Servers,
+    stack: ServiceStack,
+    downloads: dict[str, tuple[str, list]],
+    tmp_path: Path,
 ) -> None:
-    _, lines = downloads["hospital-z"]
-    known = {r["item_id"] for r in ROWS}
+    sid, lines = downloads["hospital-z"]
+    canaries = await canary_ids(servers, stack, sid)
     # Five real questions with their ids, no canaries: the option orders alone decide.
-    sample = [i for i in lines if i["item_id"] in known][:5]
+    sample = [i for i in lines if i["item_id"] not in canaries][:5]
     done = await asyncio.to_thread(trace, stack, write(tmp_path / "few.jsonl", sample))
     first = done.stdout.splitlines()[1]
-    assert "hospital-z" in first and "matched 5/5" in first, done.stdout
-    # Canaries alone (ids stripped, options re-sorted by a careful leaker) still decide.
-    canaries = [{"question": i["question"]} for i in lines if i["item_id"] not in known]
-    done = await asyncio.to_thread(trace, stack, write(tmp_path / "canaries.jsonl", canaries))
-    assert "hospital-z" in done.stdout.splitlines()[1], done.stdout
+    assert "hospital-z" in first and "matched 5/5" in first and "canaries 0" in first, done.stdout
+    # Canaries alone, ids stripped (the file says nothing of which items they are), decide.
+    found = [{"question": i["question"]} for i in lines if i["item_id"] in canaries]
+    done = await asyncio.to_thread(trace, stack, write(tmp_path / "canaries.jsonl", found))
+    first = done.stdout.splitlines()[1]
+    assert "hospital-z" in first and sid in first, done.stdout
+    assert f"matched 0/0, canaries {len(found)}," in first, done.stdout
 
 
 async def test_a_file_from_nobody_names_nobody(

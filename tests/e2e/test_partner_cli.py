@@ -73,8 +73,8 @@ def read_json(path: str) -> Any:
 
 
 def answer_lines(prompts_file: Path) -> list[str]:
-    """The right answer for every downloaded prompt (in the order shown to this tenant); the
-    download's canary items get `<A>`, as a model would answer them."""
+    """The right answer for every downloaded prompt (in the order shown to this tenant, which
+    a canary's key follows too); an item the answer set does not know gets `<A>`."""
     out = []
     for line in prompts_file.read_text(encoding="utf-8").splitlines():
         p = json.loads(line)
@@ -113,8 +113,8 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     created = await cli.ok("submit", "--model", "cli-model", "--organisation", "CLI 医院")
     sid, request_id = created["submission_id"], created["request_id"]
     assert created["created"] and created["state"] == "AWAITING_ANSWERS"
-    # Every shown prompt counts, the download's canaries included.
-    assert created["pool_id"] == pool and created["progress"]["expected_items"] > len(ROWS)
+    # Every shown prompt counts: the pool's items (canaries are some of them, shown altered).
+    assert created["pool_id"] == pool and created["progress"]["expected_items"] == len(ROWS)
     again = await cli.ok(
         "submit", "--model", "cli-model", "--organisation", "CLI 医院", "--request-id", request_id
     )
@@ -123,7 +123,7 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     # download, cut midway and resumed: the same file as one download in one go.
     prompts = tmp_path / "prompts.jsonl"
     first = await cli.ok("download", sid, "--out", str(prompts))
-    assert first["items"] == first["appended"] >= len(ROWS)
+    assert first["items"] == first["appended"] == len(ROWS)
     whole = prompts.read_text(encoding="utf-8")
     rows = whole.splitlines()
     assert {json.loads(r)["item_id"] for r in rows} >= set(RIGHT)
@@ -154,7 +154,7 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     batches = -(-len(lines) // BATCH)
     full = await cli.ok("upload", sid, str(answers), *size)
     assert full["replayed_batches"] == 3  # the first half, recognised: not counted twice
-    # Every shown item (canaries too) is taken; the last batch ends the upload.
+    # Every shown item is taken; the last batch ends the upload.
     assert (full["accepted_batches"], full["unneeded_batches"]) == (batches - 3, 0)
     assert full["progress"]["answered_items"] == full["progress"]["expected_items"] == len(lines)
     # Run again: the state file says every batch is in; nothing is sent.
@@ -171,9 +171,15 @@ async def test_a_partner_evaluates_a_model_with_the_cli(
     # report, publish, leaderboard, usage.
     report = await cli.ok("report", sid, "--out", str(tmp_path / "report"))
     assert report["overall"] == pytest.approx(100.0)
-    assert {"report.html", "report.md", "radar.png", "items.csv"} <= set(report["files"])
+    assert {"report.html", "report.md", "radar.png", "datasets.csv"} <= set(report["files"])
+    # The pool is live: aggregates only, no item rows anywhere, and the CLI says why.
+    assert "items.csv" not in report["files"] and not (tmp_path / "report/items.csv").exists()
+    assert "is a live hidden pool" in report["items_withheld"]
     doc = read_json(report["files"]["report.json"])
     assert doc["overall"] == pytest.approx(report["overall"])
+    assert (doc["items"], doc["items_withheld"]) == ([], report["items_withheld"])
+    human = await cli.run("report", sid, "--out", str(tmp_path / "report-text"))
+    assert human.returncode == 0 and "No items.csv: per-item results of submission" in human.stdout
     assert (await cli.ok("status", sid))["state"] == "COMPLETED"
     board = ["--track", "llm", "--board", "upload"]
     assert (await cli.ok("leaderboard", *board))["entries"] == []

@@ -102,7 +102,7 @@ async def sealed_metrics(servers: Servers, stack: ServiceStack, pool_id: str) ->
 
 
 async def submit(stack: ServiceStack, tenant: str) -> tuple[Evaluation, list[str]]:
-    """A submission assigned to the board's current pool, and its items (canaries aside)."""
+    """A submission assigned to the board's current pool, and its items that REFERENCES keys."""
     evaluation = Evaluation(stack, tenant, f"run-{tenant}", dict.fromkeys(REFERENCES, ANSWER))
     await evaluation.create()
     prompts = await evaluation.prompts()

@@ -26,7 +26,7 @@ from medbench.identity.v1 import access_pb2, identity_pb2, identity_service_pb2
 from medbench.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from medbench.judge.v1 import judge_service_pb2  # noqa: E402, F401
 from medbench.leaderboard.v1 import leaderboard_service_pb2  # noqa: E402, F401
-from medbench.ops.v1 import quarantine_service_pb2  # noqa: E402, F401
+from medbench.ops.v1 import probing_service_pb2, quarantine_service_pb2  # noqa: E402, F401
 from medbench.report.v1 import report_service_pb2  # noqa: E402, F401
 from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2  # noqa: E402, F401
@@ -75,6 +75,7 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.ops.v1.QuarantineService/ListQuarantined": {M, O},
     "medbench.ops.v1.QuarantineService/RetryQuarantined": {M, O},
     "medbench.ops.v1.QuarantineService/DropQuarantined": {M, O},
+    "medbench.ops.v1.ProbingService/ListProbingFindings": {M},
     "medbench.leaderboard.v1.LeaderboardService/ListLeaderboard": EVERYONE | {SV},
     "medbench.leaderboard.v1.LeaderboardService/PublishEntry": {SV},
     "medbench.leaderboard.v1.LeaderboardService/EquateBoard": {M},
@@ -88,10 +89,12 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.taskpool.v1.TaskPoolService/ListRegistryVersions": {M, O, SV},
     "medbench.taskpool.v1.TaskPoolService/RotatePool": {M},
     "medbench.taskpool.v1.TaskPoolService/PublishPool": {M},
+    "medbench.taskpool.v1.TaskPoolService/DisclosePool": {M},
     "medbench.taskpool.v1.TaskPoolService/GetPool": {M, O, SV},
     "medbench.taskpool.v1.TaskPoolService/AssignItems": {SV},
     "medbench.taskpool.v1.TaskPoolService/GetPrompts": {SV},
     "medbench.taskpool.v1.TaskPoolService/TraceLeak": {M},
+    "medbench.taskpool.v1.TaskPoolService/ListLeakSignals": {M},
     "medbench.taskpool.v1.TaskPoolService/GetImage": {SV},
     "medbench.dispatch.v1.DispatcherService/Preflight": {SV},
     "medbench.dispatch.v1.DispatcherService/GetDispatch": {SV, M, O},
@@ -110,6 +113,7 @@ SERVED_BY = {
     "medbench.submission.v1.SubmissionService": "gateway",
     "medbench.identity.v1.IdentityService": "gateway",
     "medbench.ops.v1.QuarantineService": "gateway",
+    "medbench.ops.v1.ProbingService": "gateway",
     "medbench.leaderboard.v1.LeaderboardService": "aggregator",
     "medbench.report.v1.ReportService": "aggregator",
     "medbench.taskpool.v1.TaskPoolService": "rotator",
@@ -383,7 +387,10 @@ async def test_quotas_refuse_with_resource_exhausted_and_charge_nothing_twice(
     await admin.CreateTenant(
         identity_service_pb2.CreateTenantRequest(
             tenant_id="quota-t",
-            quotas=identity_pb2.Quotas(submissions_per_day=2, concurrent_submissions=1),
+            # The day's quota, not the cap per pool, is what this tenant runs into.
+            quotas=identity_pb2.Quotas(
+                submissions_per_day=2, concurrent_submissions=1, hidden_per_day=10
+            ),
         )
     )
     partner = partner_client(stack, "quota-t")
@@ -394,7 +401,7 @@ async def test_quotas_refuse_with_resource_exhausted_and_charge_nothing_twice(
         identity_service_pb2.GetUsageRequest()
     )
     assert (usage.submissions_today, usage.active_submissions) == (1, 1)
-    # Charged: the pool's items (the download's canaries are the platform's own).
+    # Charged: the pool's items, every one shown (canaries are pool items, shown altered).
     assert usage.items_this_month == len(ROWS)
     # Concurrent creates against the last slot: none gets through while one is active.
     results = await asyncio.gather(
@@ -417,6 +424,7 @@ async def test_quotas_refuse_with_resource_exhausted_and_charge_nothing_twice(
         await partner.create("q-3", "m")
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "midnight UTC" in (err.value.details() or "")
+    assert "2 submissions" in (err.value.details() or "")
     trailing = dict(err.value.trailing_metadata() or ())
     assert 0 < int(trailing["retry-after"]) <= 86_400
     # The monthly item quota.

@@ -147,8 +147,8 @@ async def bank(stack: ServiceStack) -> Bank:
 
 
 def answered(bank: Bank, line: dict[str, Any]) -> str:
-    """A right answer to a downloaded line (in the option order this tenant was shown); the
-    download's canaries get an answer as a model would give one."""
+    """A right answer to a downloaded line (in the option order this tenant was shown, which a
+    canary's key follows too); an unknown line gets an answer as a model would give one."""
     item_id = line["other"]["id"]
     if item_id not in bank.answer:
         return "<A>"

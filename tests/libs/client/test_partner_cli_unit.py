@@ -453,7 +453,9 @@ def test_plaintext_keys_are_flagged_off_loopback(address: str, loopback: bool) -
 class FakeGateway(submission_service_pb2_grpc.SubmissionServiceServicer):
     """A toy SubmissionService with the gateway's upload rules: batches replayed by id and
     content, answers taken only while AWAITING_ANSWERS, which ends when every counted item is
-    answered or a final batch comes; canaries are accepted but not counted."""
+    answered or a final batch comes; extra items (the fictitious canaries of a download made
+    before canaries were pool items, still served to such submissions) are accepted but not
+    counted."""
 
     def __init__(self, counted: list[str], canaries: list[str]) -> None:
         self.counted = set(counted)

@@ -55,6 +55,7 @@ class InMemoryScores:
         self.progress_records: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.outbox: list[tuple[str, Any]] = []
+        self.key = b"test digest key of the in-memory store"
 
     async def add_batch(
         self, batch: ScoredBatch, progress: Mapping[str, Any]
@@ -94,6 +95,9 @@ class InMemoryScores:
 
     async def report(self, submission_id: str) -> dict[str, Any] | None:
         return self.reports.get(submission_id)
+
+    async def digest_key(self) -> bytes:
+        return self.key
 
 
 class InMemoryLeaderboard:

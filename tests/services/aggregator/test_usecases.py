@@ -96,8 +96,13 @@ async def test_the_report_is_built_and_announced_once_every_item_is_scored(
     ]
     assert report["lineage"]["pool_id"] == "pool-1"
     assert report["lineage"]["scorer_version"] == "metric-scorer/1"
-    digest = scores_digest([("a", "metric", 1.0), ("b", "metric", 0.0)])
+    digest = scores_digest([("a", "metric", 1.0), ("b", "metric", 0.0)], store.key)
     assert report["lineage"]["item_scores_digest"] == digest
+    # Keyed: without the platform's key the same scores give another digest (a partner cannot
+    # test guesses of which items were right against it).
+    assert scores_digest([("a", "metric", 1.0), ("b", "metric", 0.0)], b"guess") != digest
+    with pytest.raises(ValueError, match="digest key"):
+        scores_digest([("a", "metric", 1.0)], b"")
     [(event_id, outgoing)] = store.outbox
     assert event_id == "sub-1:completed" and outgoing.topic is topics.SUBMISSION_COMPLETED
     assert outgoing.key == "sub-1"
@@ -163,7 +168,9 @@ async def test_a_part_of_several_components_is_merged_here_as_it_is_stored(
     await record(store, scored("b1", part, expected_items=1))
     report = store.reports["sub-1"]
     assert report["overall"] == 50.0
-    assert report["lineage"]["item_scores_digest"] == scores_digest([("a", "metric", 0.5)])
+    assert report["lineage"]["item_scores_digest"] == scores_digest(
+        [("a", "metric", 0.5)], store.key
+    )
 
 
 async def test_a_judge_failure_is_not_a_zero(store: InMemoryScores) -> None:

@@ -5,7 +5,7 @@ returns (what a rolled-back transaction would have published is dropped)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,9 +18,22 @@ from gateway.core.ports import (
     ImageRange,
     PoolImages,
     PreflightResult,
+    ProbingStore,
     Publication,
+    QuotaLedger,
+    Rotator,
 )
-from gateway.core.quotas import Quotas, UsageNow
+from gateway.core.probing import Finding, StoredDigest
+from gateway.core.quotas import (
+    BoardPool,
+    PoolRun,
+    PoolUsage,
+    Quotas,
+    UsageNow,
+    cap_refusal,
+    caps_for,
+    spent,
+)
 from gateway.core.submission import Record
 from gateway.core.uploads import Manifest
 from medbench_runtime.errors import (
@@ -98,9 +111,13 @@ class InMemorySubmissionStore:
         record.update(copy.deepcopy(fields), updated_at=datetime.now(UTC))
         return True
 
-    async def apply_dispatch(self, tenant_id: str, submission_id: str, fields: Record) -> bool:
+    async def apply_dispatch(
+        self, tenant_id: str, submission_id: str, fields: Record, state: str
+    ) -> bool:
         record = self.records.get((tenant_id, submission_id))
         if record is None or record.get("dispatch_sequence", 0) >= fields["dispatch_sequence"]:
+            return False
+        if record["state"] != state:
             return False
         self.writes += 1
         record.update(fields, updated_at=datetime.now(UTC))
@@ -120,13 +137,16 @@ class InMemorySubmissionStore:
 
 
 class InMemoryQuotaLedger:
-    """Concurrent slots only (the other limits are the Mongo ledger's, tested against it)."""
+    """Concurrent slots and the caps per pool, by the core's rules (the day and month limits
+    are the Mongo ledger's, tested against it)."""
 
-    def __init__(self, concurrent: int = 5) -> None:
-        self.defaults = Quotas(50, concurrent, 1_000_000)
+    def __init__(self, concurrent: int = 5, **caps: int) -> None:
+        self.defaults = Quotas(50, concurrent, 1_000_000, **caps)
         self.active: dict[str, set[str]] = {}
         self.charged_items: dict[str, int] = {}
         self.refunded: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+        self.run_checks: list[PoolRun] = []
 
     async def quotas(self, tenant_id: str) -> Quotas:
         return self.defaults
@@ -135,9 +155,29 @@ class InMemoryQuotaLedger:
         if len(self.active.get(tenant_id, set())) >= self.defaults.concurrent_submissions:
             raise ResourceExhausted("too many submissions in progress")
 
+    async def check_run(self, tenant_id: str, run: PoolRun, now: datetime) -> None:
+        self.run_checks.append(run)
+        for cap in caps_for(run, self.defaults, now):
+            if spent(cap, self.counters.get(f"{tenant_id}:{cap.counter}", 0)):
+                raise cap_refusal(cap, tenant_id, run, now)
+
     async def charge(
-        self, tenant_id: str, submission_id: str, items: int, tx: Any, now: datetime
+        self,
+        tenant_id: str,
+        submission_id: str,
+        items: int,
+        tx: Any,
+        now: datetime,
+        run: PoolRun | None = None,
     ) -> None:
+        caps = caps_for(run, self.defaults, now) if run is not None else ()
+        for cap in caps:
+            if spent(cap, self.counters.get(f"{tenant_id}:{cap.counter}", 0)):
+                assert run is not None
+                raise cap_refusal(cap, tenant_id, run, now)
+        for cap in caps:
+            key = f"{tenant_id}:{cap.counter}"
+            self.counters[key] = self.counters.get(key, 0) + 1
         self.active.setdefault(tenant_id, set()).add(submission_id)
         self.charged_items[tenant_id] = self.charged_items.get(tenant_id, 0) + items
 
@@ -148,17 +188,38 @@ class InMemoryQuotaLedger:
         created_at: datetime,
         refund_items: int = 0,
         refund_submission: bool = False,
+        run: PoolRun | None = None,
+        refund_run: bool = False,
     ) -> None:
         ids = self.active.get(tenant_id, set())
         if submission_id not in ids:
             return
         ids.discard(submission_id)
         self.refunded[tenant_id] = self.refunded.get(tenant_id, 0) + refund_items
+        if run is not None and (refund_submission or refund_run):
+            for cap in caps_for(run, self.defaults, created_at):
+                key = f"{tenant_id}:{cap.counter}"
+                self.counters[key] = max(0, self.counters.get(key, 0) - 1)
 
-    async def usage(self, tenant_id: str, now: datetime | None = None) -> UsageNow:
+    async def usage(
+        self, tenant_id: str, now: datetime | None = None, pools: Sequence[BoardPool] = ()
+    ) -> UsageNow:
+        now = now or datetime.now(UTC)
+
+        def used(pool: BoardPool, official: bool) -> list[int]:
+            run = PoolRun(pool.pool_id, official)
+            return [
+                self.counters.get(f"{tenant_id}:{c.counter}", 0)
+                for c in caps_for(run, self.defaults, now)
+            ]
+
         return UsageNow(
             self.defaults, 0, len(self.active.get(tenant_id, set())),
             self.charged_items.get(tenant_id, 0),
+            tuple(
+                PoolUsage(p, used(p, True)[0], used(p, False)[1], used(p, False)[0])
+                for p in pools
+            ),
         )  # fmt: skip
 
 
@@ -177,22 +238,35 @@ class FakeRotator:
     def __init__(self, items: int = 4, canaries: int = 0, has_pool: bool = True) -> None:
         self.items, self.canaries, self.has_pool = items, canaries, has_pool
         self.assigned: list[str] = []
+        # The pool each board assigns (by api): a rotation is a new id here.
+        self.pools = {True: "pool-1", False: "pool-1"}
+        # Pools the maintainers disclosed (every other pool is live); calls of disclosed().
+        self.disclosed_pools: set[str] = set()
+        self.disclosure_reads: list[str] = []
 
-    async def require_pool(self, track: int, api: bool) -> None:
+    async def require_pool(self, track: int, api: bool) -> str:
         if not self.has_pool:
             raise FailedPrecondition("no published pool")
+        return self.pools[api]
+
+    async def current_pool(self, track: int, api: bool) -> str:
+        return self.pools[api] if self.has_pool else ""
 
     async def assign(
         self, submission_id: str, tenant_id: str, track: int, api: bool = False
     ) -> Assignment:
         self.assigned.append(submission_id)
-        return Assignment("pool-1", self.items, 0 if api else self.canaries)
+        return Assignment(self.pools[api], self.items, 0 if api else self.canaries)
 
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
         return manifest_of(self.items, self.canaries, pool_id)
 
     async def cycle(self, pool_id: str) -> str:
         return "2026-12"
+
+    async def disclosed(self, pool_id: str) -> bool:
+        self.disclosure_reads.append(pool_id)
+        return pool_id in self.disclosed_pools
 
     async def download(self, submission_id: str) -> AsyncIterator[Any]:
         yield {"submission_id": submission_id}
@@ -251,6 +325,9 @@ class FakePoolImages:
 def _typed() -> None:
     """The fakes satisfy the ports (checked by a type checker, never called)."""
     _images: PoolImages = FakePoolImages({}, {})
+    _quotas: QuotaLedger = InMemoryQuotaLedger()
+    _rotator: Rotator = FakeRotator()
+    _probing: ProbingStore = InMemoryProbingStore(InMemorySubmissionStore())
 
 
 class FakeReports:
@@ -350,3 +427,50 @@ class InMemoryQuarantine:
 
     async def drop(self, entry: str, by: str) -> Record:
         return await self._take(entry, "dropped", by)
+
+
+class InMemoryProbingStore:
+    """Digests and findings in dicts; answers read from a submission store's upload batches."""
+
+    def __init__(self, submissions: InMemorySubmissionStore) -> None:
+        self.submissions = submissions
+        self.stored: dict[str, StoredDigest] = {}
+        self.found: dict[str, Finding] = {}
+
+    async def answers(self, tenant_id: str, submission_id: str) -> AsyncIterator[tuple[str, str]]:
+        for (t, _), batch in self.submissions.uploads.items():
+            if t == tenant_id and batch["submission_id"] == submission_id:
+                for a in batch["answers"]:
+                    yield a["item_id"], a["answer"]
+
+    async def save_digest(self, digest: StoredDigest) -> None:
+        self.stored[digest.submission_id] = digest
+
+    async def digests(self, tenant_id: str, pool_id: str, limit: int) -> list[StoredDigest]:
+        mine = [d for d in self.stored.values() if (d.tenant_id, d.pool_id) == (tenant_id, pool_id)]
+        return sorted(mine, key=lambda d: d.created_at, reverse=True)[:limit]
+
+    async def add_finding(self, finding: Finding) -> bool:
+        if finding.finding_id in self.found:
+            return False
+        self.found[finding.finding_id] = finding
+        return True
+
+    async def findings(
+        self, tenant_id: str, pool_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Finding]:
+        def key(f: Finding) -> tuple[datetime, str]:
+            return f.found_at, f.finding_id
+
+        found = sorted(
+            (
+                f
+                for f in self.found.values()
+                if (not tenant_id or f.tenant_id == tenant_id)
+                and (not pool_id or f.pool_id == pool_id)
+                and (after is None or key(f) < after)
+            ),
+            key=key,
+            reverse=True,
+        )
+        return found[:limit]

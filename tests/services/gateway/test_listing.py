@@ -5,6 +5,7 @@ state, track, board (mode) and creation time; what a list cannot ask is INVALID_
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +63,8 @@ async def ids(world: World, **kw: object) -> list[str]:
 
 async def test_a_tenant_lists_its_own_submissions_only_newest_first_as_get_shows_them() -> None:
     w = World()
+    # Three runs on one pool in a day: above the default cap (the tenant's quota record).
+    w.quotas.defaults = replace(w.quotas.defaults, hidden_per_day=3)
     mine = [await w.upload_mode(f"run-{n}") for n in range(3)]
     # Another tenant's submissions, some newer, one with the same request id.
     for n in range(4):

@@ -3,7 +3,9 @@ uploading, viewing, and applying what the dispatcher and the aggregator report."
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -135,7 +137,10 @@ async def test_a_failed_preflight_creates_and_charges_nothing() -> None:
     assert w.store.records == {} and w.outbox.events == [] and w.quotas.active == {}
 
 
-async def test_an_upload_scores_answers_not_canaries_and_a_replay_changes_nothing() -> None:
+async def test_an_upload_scores_pool_items_not_legacy_extras_and_a_replay_changes_nothing() -> None:
+    # canary-0 stands for an extra item of a download made before canaries were pool items
+    # (AssignItems' canary_items > 0 only for those): accepted and counted as shown, never
+    # scored. A canary of a new download is one of its pool items, scored like the others.
     w = World(items=4, canaries=1)
     sid = await w.upload_mode()
     answers = [("item-0", "<A>"), ("canary-0", "<B>")]
@@ -230,7 +235,7 @@ async def test_an_aggregator_outage_does_not_fail_a_view_nor_is_progress_asked_e
     assert view.scored == 0
     upload = await w.upload_mode("run-2")
     calls = w.reports.progress_calls
-    await w.submissions.view(T, upload)  # AWAITING_ANSWERS: progress would tell the canaries
+    await w.submissions.view(T, upload)  # AWAITING_ANSWERS: no per-batch scoring progress
     assert w.reports.progress_calls == calls
 
 
@@ -262,6 +267,24 @@ async def test_completion_before_the_last_progress_events_keeps_the_final_counts
     await apply(progress(sid, "RUNNING", 3, sequence=2))
     await apply(progress(sid, "DONE", 4, sequence=3))
     assert (stored["state"], stored["answered"], stored["scored"]) == ("COMPLETED", 4, 4)
+
+
+async def test_a_completion_between_reading_and_writing_a_progress_event_stands() -> None:
+    # The handler reads the submission (DISPATCHING), the completion lands, then the handler
+    # writes what it computed: DONE's SCORING must not overwrite COMPLETED (seen under load: a
+    # submission went back to SCORING and never completed again).
+    w = World()
+    sid = await w.api_mode()
+    stale = copy.deepcopy(w.store.records[(T, sid)])
+    await w.submissions.complete(T, sid, 4, datetime(2026, 12, 6, 12, tzinfo=UTC))
+
+    async def read_before_completion(tenant_id: str, submission_id: str) -> Any:
+        return stale
+
+    w.store.find = read_before_completion  # type: ignore[method-assign]
+    await w.submissions.apply_dispatch_progress(progress(sid, "DONE", 4, sequence=3))
+    stored = w.store.records[(T, sid)]
+    assert (stored["state"], stored["scored"]) == ("COMPLETED", 4)
 
 
 async def test_an_older_count_never_lowers_the_answered_items() -> None:

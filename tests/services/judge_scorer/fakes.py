@@ -8,6 +8,7 @@ from typing import Any
 
 from medbench_messaging.publisher import Outgoing
 from medbench_storage.pool_keys import PoolKey
+from medbench_storage.variants import CanaryKey, SubmissionVariant
 
 
 class FakeJudge:
@@ -138,6 +139,16 @@ class InMemoryPoolKeys:
 
     async def keys(self, pool_id: str) -> Sequence[PoolKey]:
         return self.pools[pool_id]
+
+
+class InMemoryVariants:
+    """Variants: per submission, item_id -> the key of a canary of its download."""
+
+    def __init__(self, canaries: dict[str, dict[str, CanaryKey]]) -> None:
+        self.canaries = canaries
+
+    async def variant(self, submission_id: str) -> SubmissionVariant:
+        return SubmissionVariant({}, self.canaries.get(submission_id, {}))
 
 
 class InMemoryPublisher:

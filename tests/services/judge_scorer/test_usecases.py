@@ -17,11 +17,13 @@ from medbench.scoring.v1 import scoring_events_pb2 as ev
 from medbench_messaging import topics
 from medbench_runtime.errors import FailedPrecondition, InvalidArgument
 from medbench_storage.pool_keys import PoolKey
+from medbench_storage.variants import DETAIL, ORDER, CanaryKey
 from tests.services.judge_scorer.fakes import (
     FakeJudge,
     InMemoryJudgeStore,
     InMemoryPoolKeys,
     InMemoryPublisher,
+    InMemoryVariants,
 )
 
 RUBRICS = load_rubrics()
@@ -70,13 +72,22 @@ def request(*answers: str, self_test: bool = True, rule: int = 0) -> ev.JudgeReq
 
 
 def judging(
-    *judges: FakeJudge, rule: str = "median"
+    *judges: FakeJudge,
+    rule: str = "median",
+    canaries: dict[str, CanaryKey] | None = None,
+    pool: list[PoolKey] | None = None,
 ) -> tuple[Judging, InMemoryJudgeStore, InMemoryPublisher]:
     store = InMemoryJudgeStore()
     publisher = InMemoryPublisher()
     panel = Panel(list(judges), store, rule)
     use_case = Judging(
-        panel, RUBRICS, store, InMemoryPoolKeys({"pool-1": POOL}), publisher, review_spread=0.3
+        panel,
+        RUBRICS,
+        store,
+        InMemoryPoolKeys({"pool-1": pool or POOL}),
+        publisher,
+        review_spread=0.3,
+        variants=InMemoryVariants({"sub-1": canaries or {}}),
     )
     return use_case, store, publisher
 
@@ -121,6 +132,47 @@ async def test_a_self_test_request_is_judged_and_published_with_its_context_whol
     assert "高血压患者应注意什么" in json.dumps(judge.calls[0], ensure_ascii=False)
     assert set(store.judgments_) == {"sub-1:MedHC-1", "sub-1:MedHC-2"}
     assert store.judgments_["sub-1:MedHC-1"]["verdicts"][0]["raw_output"] == verdict(8)
+
+
+async def test_a_canary_is_judged_against_its_own_prompt_and_key_like_any_item() -> None:
+    # MedHC-1 was shown to this download with the patient's age moved (a detail canary);
+    # MedHC-2 as an order canary (which keeps the pool key: the order is scored elsewhere).
+    pool = [
+        PoolKey("MedHC-1", "MedHC", "generation", "MedHC-1", "judge", "mean", ("45岁，低盐饮食",),
+                ("45岁", "低盐饮食"), rubric_id="generic", prompt="45岁，高血压？"),
+        POOL[1],
+    ]  # fmt: skip
+    canaries = {
+        "MedHC-1": CanaryKey("MedHC-1", DETAIL, ("45",), age="45", moved="47", moves_key=True),
+        "MedHC-2": CanaryKey("MedHC-2", ORDER, ("A",)),
+    }
+    judge = FakeJudge("qwen", [verdict(9), verdict(6)])
+    use_case, _, publisher = judging(judge, canaries=canaries, pool=pool)
+    await use_case.handle(request("47岁，低盐饮食", "戒烟"))
+    first, second = (json.dumps(call, ensure_ascii=False) for call in judge.calls)
+    assert "47岁，高血压？" in first and "47岁，低盐饮食" in first
+    assert "45" not in first
+    assert "如何预防肺癌" in second and "戒烟" in second
+    # Scored and published like the other item: one judge part each, same context.
+    [message] = published(publisher)
+    assert [(s.item_id, s.component, s.score) for s in message.scores] == [
+        ("MedHC-1", "judge", 0.9),
+        ("MedHC-2", "judge", 0.6),
+    ]
+
+
+async def test_a_canary_that_only_traces_shows_the_judge_its_prompt_and_keeps_its_key() -> None:
+    pool = [
+        PoolKey("MedHC-1", "MedHC", "generation", "MedHC-1", "judge", "mean", ("低盐饮食，62",),
+                ("低盐饮食",), rubric_id="generic", prompt="患者62岁，高血压应注意什么？"),
+        POOL[1],
+    ]  # fmt: skip
+    canaries = {"MedHC-1": CanaryKey("MedHC-1", DETAIL, (), age="62", moved="64")}
+    judge = FakeJudge("qwen", [verdict(9)])
+    use_case, _, _ = judging(judge, canaries=canaries, pool=pool)
+    await use_case.handle(request("低盐饮食"))
+    [call] = (json.dumps(c, ensure_ascii=False) for c in judge.calls)
+    assert "患者64岁，高血压应注意什么？" in call and "低盐饮食，62" in call
 
 
 async def test_a_task_naming_no_merge_rule_is_scored_under_the_mean() -> None:

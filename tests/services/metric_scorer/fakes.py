@@ -8,7 +8,8 @@ from typing import Any
 from medbench_messaging.publisher import Outgoing
 from medbench_messaging.topics import Topic
 from medbench_storage.pool_keys import PoolKey
-from metric_scorer.core.ports import Orders
+from medbench_storage.variants import CanaryKey, SubmissionVariant
+from metric_scorer.core.canary import LeakSignal
 
 
 class InMemoryPoolKeys:
@@ -32,13 +33,32 @@ class InMemoryPoolKeys:
 
 
 class InMemoryVariants:
-    """Variants: item_id -> shown option order, per submission (absent: canonical order)."""
+    """Variants: per submission, item_id -> shown option order (absent: canonical order) and
+    item_id -> canary key."""
 
-    def __init__(self, orders: dict[str, dict[str, tuple[int, ...]]] | None = None) -> None:
+    def __init__(
+        self,
+        orders: dict[str, dict[str, tuple[int, ...]]] | None = None,
+        canaries: dict[str, dict[str, CanaryKey]] | None = None,
+    ) -> None:
         self._orders = orders or {}
+        self._canaries = canaries or {}
 
-    async def orders(self, submission_id: str) -> Orders:
-        return self._orders.get(submission_id, {})
+    async def variant(self, submission_id: str) -> SubmissionVariant:
+        return SubmissionVariant(
+            self._orders.get(submission_id, {}), self._canaries.get(submission_id, {})
+        )
+
+
+class InMemoryLeakSignals:
+    """LeakSignals: keeps one signal per (submission, item), as the sealed collection does."""
+
+    def __init__(self) -> None:
+        self.signals: dict[tuple[str, str], LeakSignal] = {}
+
+    async def record(self, signals: Sequence[LeakSignal]) -> None:
+        for s in signals:
+            self.signals[s.submission_id, s.item_id] = s
 
 
 class InMemoryPublisher:

@@ -7,9 +7,11 @@ import pytest
 from medbench.scoring.v1 import scoring_events_pb2 as ev
 from medbench_messaging import topics
 from medbench_storage.pool_keys import PoolKey
+from medbench_storage.variants import DETAIL, ORDER, CanaryKey
 from metric_scorer.core.batch import MismatchedResponse, Response, ResponseBatch
 from metric_scorer.usecases.item_scoring import ItemScoring, merge_rule_named
 from tests.services.metric_scorer.fakes import (
+    InMemoryLeakSignals,
     InMemoryPoolKeys,
     InMemoryPublisher,
     InMemoryVariants,
@@ -222,3 +224,82 @@ async def test_every_event_carries_what_the_report_must_cover_as_the_pool_record
     assert scored_events and judge_requests
     for message in [*scored_events, *judge_requests]:
         assert dict(message.context.coverage) == coverage
+
+
+# -- canaries: pool items shown altered, scored like any item against their own key ----------
+
+
+def canary_scoring(
+    canaries: dict[str, CanaryKey], orders: dict[str, tuple[int, ...]] | None = None
+) -> tuple[ItemScoring, InMemoryPublisher, InMemoryLeakSignals]:
+    publisher, signals = InMemoryPublisher(), InMemoryLeakSignals()
+    use_case = ItemScoring(
+        InMemoryPoolKeys({"pool-1": POOL_45 + POOL[2:]}),
+        InMemoryVariants({"sub-1": orders or {}}, {"sub-1": canaries}),
+        publisher,
+        signals=signals,
+    )
+    return use_case, publisher, signals
+
+
+# MedExam-1 (key B of A, B, C) shown as C, A, B: right is C; its plain order's key was A, the
+# bank's B: both are answers right for the original only.
+ORDER_CANARY = {"MedExam-1": CanaryKey("MedExam-1", ORDER, ("A", "B"))}
+# MedHC-1 shown with the patient's age moved from 45 to 47 in its prompt and its key points.
+POOL_45 = [
+    POOL[0],
+    PoolKey("MedHC-1", "MedHC", "generation", "MedHC-1", "key_point_recall+judge", "mean", (),
+            ("45岁男性", "低盐饮食", "规律服药"), rubric_id="generic", prompt="45岁，高血压？"),
+]  # fmt: skip
+DETAIL_CANARY = {
+    "MedHC-1": CanaryKey("MedHC-1", DETAIL, ("45",), age="45", moved="47", moves_key=True)
+}
+
+
+async def test_an_order_canary_is_scored_through_its_order_and_its_originals_letters_signal() -> (
+    None
+):
+    right = (answer(0, "<C>"), "C", 1.0, {})
+    plain = (answer(0, "<A>"), "A", 0.0, {("sub-1", "MedExam-1"): "letters A"})
+    bank = (answer(0, "答案是B"), "B", 0.0, {("sub-1", "MedExam-1"): "letters B"})
+    for response, parsed, score, signalled in (right, plain, bank):
+        use_case, publisher, signals = canary_scoring(ORDER_CANARY, {"MedExam-1": (2, 0, 1)})
+        await use_case.score_batch(batch(response))
+        [item] = scored(publisher).values()
+        # The partner's side of it is any choice item's: its score and parsed letters.
+        assert (item.item_id, item.metric, item.parsed, item.score) == (
+            "MedExam-1", "choice_single", parsed, score
+        )  # fmt: skip
+        assert {k: s.matched for k, s in signals.signals.items()} == signalled
+        assert all((s.tenant_id, s.pool_id, s.kind) == ("hospital-a", "pool-1", ORDER)
+                   for s in signals.signals.values())  # fmt: skip
+
+
+async def test_a_detail_canary_is_scored_against_its_own_key_and_the_original_age_signals() -> None:
+    use_case, publisher, signals = canary_scoring(DETAIL_CANARY)
+    await use_case.score_batch(batch(answer(1, "47岁男性，建议低盐饮食，规律服药。")))
+    [recall] = scored(publisher).values()
+    assert recall.score == pytest.approx(1.0)  # every altered key point is covered
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    # The judge reads the canary's key from the sealed variant; nothing of it is on the topic.
+    for task in request.tasks:
+        task.ClearField("answer")
+    assert "47" not in str(request) and "低盐" not in str(request)
+    assert signals.signals == {}
+
+    use_case, publisher, signals = canary_scoring(DETAIL_CANARY)
+    await use_case.score_batch(batch(answer(1, "45岁男性，建议低盐饮食，规律服药。")))
+    [recall] = scored(publisher).values()
+    assert recall.score == pytest.approx(2 / 3)
+    [signal] = signals.signals.values()
+    assert (signal.item_id, signal.dataset, signal.kind, signal.matched) == (
+        "MedHC-1", "MedHC", DETAIL, "value 45"
+    )  # fmt: skip
+
+
+async def test_a_missing_or_unrelated_answer_to_a_canary_signals_nothing() -> None:
+    use_case, _, signals = canary_scoring({**ORDER_CANARY, **DETAIL_CANARY})
+    await use_case.score_batch(
+        batch(answer(0, "", missing=True), answer(1, "445 或 4.5 或 145"), answer(3, "<A>"))
+    )
+    assert signals.signals == {}

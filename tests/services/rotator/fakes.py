@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from rotator.core.bank import BankEntry, FrozenPool, ImportCounts, Incoming
 from rotator.core.download import option_count
-from rotator.core.leaktrace import CanaryHit, Variant
-from rotator.core.pools import Assignment, PoolEntry, PoolMeta, PoolRecord
+from rotator.core.leaktrace import CanaryHit, LeakSignal, Variant
+from rotator.core.pools import Assignment, PoolEntry, PoolKeyEntry, PoolMeta, PoolRecord
 from rotator.core.ports import (
     AssignmentStore,
     CurrentPools,
     ImageStore,
+    LeakSignals,
     PoolStore,
     RegistryStore,
     TaskStore,
@@ -104,6 +111,8 @@ class InMemoryPoolStore:
         self.frozen: dict[str, FrozenPool] = {}
         """Pools as stored, keys and each item's dataset part (what the sealed keys carry)."""
         """Pool ids in the order store_pool was called."""
+        self.retired: dict[str, str] = {}
+        """Retired question group -> the disclosed pool that retired it."""
 
     async def find_pool(self, pool_id: str) -> PoolRecord | None:
         return self.pools.get(pool_id)
@@ -120,6 +129,12 @@ class InMemoryPoolStore:
 
     async def is_current(self, pool: PoolRecord) -> bool:
         return self.current.get((pool.track, pool.board)) == pool.pool_id
+
+    async def current_pools(self) -> list[PoolRecord]:
+        return [self.pools[pool_id] for _, pool_id in sorted(self.current.items())]
+
+    async def retired_groups(self) -> set[str]:
+        return set(self.retired)
 
     async def pool_groups(self, pool_id: str) -> dict[str, list[str]]:
         return {d: list(g) for d, g in self.groups.get(pool_id, {}).items()}
@@ -182,17 +197,59 @@ class InMemoryPoolStore:
         for entry in self.entries.get(pool_id, []):
             yield entry
 
+    async def pool_keys(self, pool_id: str) -> AsyncIterator[PoolKeyEntry]:
+        """As MongoPoolStore reads the sealed keys (the judge's prompt for judged items)."""
+        for p in self.frozen[pool_id].items if pool_id in self.frozen else ():
+            turns = "\n".join(f"{role}: {content}" for role, content in p.task.messages)
+            prompt = "\n".join(t for t in (p.task.question, turns) if t)
+            yield PoolKeyEntry(
+                item_id=p.task.item_id,
+                ordinal=p.ordinal,
+                dataset=p.task.dataset,
+                group_id=p.task.group_id or p.task.item_id,
+                metric=p.dataset.metric,
+                reference=p.key.reference,
+                key_points=p.key.key_points,
+                prompt=prompt if "judge" in p.dataset.metric else "",
+            )
+
 
 class InMemoryCurrentPools:
-    """CurrentPools: moves the pool store's pointer and records each announcement."""
+    """CurrentPools: moves the pool store's pointer and records each announcement; discloses
+    pools and retires their groups in the pool store."""
 
     def __init__(self, pools: InMemoryPoolStore) -> None:
         self._pools = pools
         self.announced: list[PoolRecord] = []
 
-    async def make_current(self, pool: PoolRecord) -> None:
+    async def make_current(self, pool: PoolRecord, groups: Collection[str]) -> None:
+        stored = self._pools.pools.get(pool.pool_id)
+        if stored is not None and stored.disclosed_at is not None:
+            raise FailedPrecondition(f"pool {pool.pool_id} is disclosed")
+        retired = sorted(set(groups) & set(self._pools.retired))
+        if retired:
+            raise FailedPrecondition(f"pool {pool.pool_id} holds retired group {retired[0]}")
         self._pools.current[(pool.track, pool.board)] = pool.pool_id
         self.announced.append(pool)
+
+    async def disclose(
+        self,
+        pool: PoolRecord,
+        groups: Collection[str],
+        current: Mapping[tuple[str, str], str],
+        at: datetime,
+    ) -> datetime:
+        stored = self._pools.pools[pool.pool_id]
+        if stored.disclosed_at is not None:
+            return stored.disclosed_at
+        if dict(current) != self._pools.current:
+            raise Aborted(
+                f"a board's current pool changed while pool {pool.pool_id} was being disclosed"
+            )
+        for group in groups:
+            self._pools.retired.setdefault(group, pool.pool_id)
+        self._pools.pools[pool.pool_id] = replace(stored, disclosed_at=at)
+        return at
 
 
 class InMemoryAssignmentStore:
@@ -225,17 +282,38 @@ class InMemoryAssignmentStore:
 
     async def store_variant(self, variant: Variant) -> None:
         for c in variant.canaries:
-            self.canaries[c.fingerprint] = CanaryHit(
-                variant.tenant_id, variant.submission_id, variant.pool_id
+            self.canaries[f"{c.fingerprint}:{variant.submission_id}"] = CanaryHit(
+                variant.tenant_id,
+                variant.submission_id,
+                variant.pool_id,
+                c.item_id,
+                c.chance,
+                c.fingerprint,
             )
         self.stored_variants[variant.submission_id] = variant
 
     async def canary_hits(self, fingerprints: Sequence[str]) -> list[CanaryHit]:
-        return [self.canaries[f] for f in dict.fromkeys(fingerprints) if f in self.canaries]
+        wanted = set(fingerprints)
+        return [hit for hit in self.canaries.values() if hit.fingerprint in wanted]
 
     async def variants(self) -> AsyncIterator[Variant]:
         for variant in list(self.stored_variants.values()):
             yield variant
+
+
+class InMemoryLeakSignals:
+    """LeakSignals: what the metric scorer recorded, newest first."""
+
+    def __init__(self) -> None:
+        self.recorded: list[LeakSignal] = []
+
+    async def signals(self, tenant_id: str, pool_id: str, limit: int) -> list[LeakSignal]:
+        found = [
+            s
+            for s in self.recorded
+            if (not tenant_id or s.tenant_id == tenant_id) and (not pool_id or s.pool_id == pool_id)
+        ]
+        return sorted(found, key=lambda s: s.recorded_at, reverse=True)[:limit]
 
 
 class InMemoryImageStore:
@@ -298,4 +376,5 @@ def _typed() -> None:
     _current: CurrentPools = InMemoryCurrentPools(pools)
     _assignments: AssignmentStore = InMemoryAssignmentStore(pools)
     _images: ImageStore = InMemoryImageStore()
+    _signals: LeakSignals = InMemoryLeakSignals()
     _registry: RegistryStore = InMemoryRegistryStore()

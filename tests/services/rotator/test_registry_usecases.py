@@ -141,7 +141,7 @@ async def test_an_older_pool_keeps_its_version_when_a_dataset_is_revised() -> No
     first = await rotator.listing.list_datasets("llm", version=1)
     assert first.registry_version == "1" and NEW not in {d.name for d in first.datasets}
     # A submission assigned to the old pool still gets the old pool's items.
-    await rotator.current.make_current(old)
+    await rotator.current.make_current(old, ())
     assigned, _ = await rotator.serving.assign("sub-1", "tenant-a", "llm", "upload")
     assert assigned.pool_id == "llm-old"
 

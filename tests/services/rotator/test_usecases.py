@@ -4,9 +4,11 @@ publication, serving downloads, and leak tracing (no stack)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from medbench_runtime.errors import AlreadyExists, FailedPrecondition, InvalidAr
 from rotator.core.bank import MAX_IMPORT_BATCH, ImportItem, KeyRecord
 from rotator.core.catalog import DatasetCatalog
 from rotator.core.download import STREAM_BATCH, prompt_hash
-from rotator.core.leaktrace import LeakedLine
+from rotator.core.leaktrace import LeakedLine, LeakSignal, LegacyCanary, Variant, fingerprint
 from rotator.core.options import parse_options
 from rotator.core.rotation import board_of
 from rotator.core.synthetic import synthetic_items
@@ -32,6 +34,7 @@ from tests.services.rotator.fakes import (
     InMemoryAssignmentStore,
     InMemoryCurrentPools,
     InMemoryImageStore,
+    InMemoryLeakSignals,
     InMemoryPoolStore,
     InMemoryRegistryStore,
     InMemoryTaskStore,
@@ -47,7 +50,7 @@ class Rotator:
 
     def __init__(
         self,
-        canaries_per_download: int = 3,
+        canaries_per_dataset: int = 1,
         registry_store: InMemoryRegistryStore | None = None,
         registry_cache_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
@@ -67,9 +70,10 @@ class Rotator:
         self.listing = DatasetListing(self.tasks, self.pools, self.registry)
         self.rotation = PoolRotation(self.tasks, self.pools, self.current, self.registry)
         self.serving = PoolServing(
-            self.pools, self.assignments, self.images, SECRET, canaries_per_download
+            self.pools, self.assignments, self.images, SECRET, canaries_per_dataset
         )
-        self.leaks = LeakTracing(self.tasks, self.assignments)
+        self.signals = InMemoryLeakSignals()
+        self.leaks = LeakTracing(self.tasks, self.assignments, self.signals)
 
 
 def import_item(row: Mapping[str, Any], **changes: Any) -> ImportItem:
@@ -319,45 +323,111 @@ async def test_publishing_a_whole_bank_pool_takes_every_keyed_item_and_can_be_re
 # -- serving ----------------------------------------------------------------------------------
 
 
-async def test_a_download_shows_the_tenants_option_order_and_its_canaries() -> None:
+async def test_a_download_shows_the_tenants_option_order_and_its_canaries_in_place() -> None:
     rows = sample_rows()
     rotator = await stocked(rows)
     pool = await rotator.rotation.publish("p1", "llm", "upload")
     assigned, variant = await rotator.serving.assign("sub-a", "tenant-a", "llm", "upload")
-    assert assigned == pool and len(variant.canaries) == 3
     assert (await rotator.serving.assign("sub-a", "tenant-a", "llm", "upload"))[1] == variant
+    assert assigned == pool and variant.legacy == ()
     items = await collect(rotator, "sub-a")
-    assert len(items) == pool.item_count + 3
-    assert [i.ordinal for i in items if not i.canary] == list(range(pool.item_count))
-    assert sorted(i.ordinal for i in items if i.canary) == [pool.item_count + k for k in range(3)]
-    canonical = {r["item_id"]: r["question"] for r in rows}
+    # Nothing is added: the pool's items, in order, some of them canaries (altered in place).
+    assert [(i.item_id, i.ordinal) for i in items] == [
+        (e.item_id, e.ordinal) async for e in rotator.pools.pool_entries("p1")
+    ]
+    assert not any(i.canary for i in items)
+    by_id = {r["item_id"]: r for r in rows}
+    canaries = {c.item_id: c for c in variant.canaries}
+    # One question group of each dataset, whole (a permutation group with its -pN siblings).
+    assert {c.dataset for c in variant.canaries} == {r["dataset"] for r in rows}
+    for dataset in {c.dataset for c in variant.canaries}:
+        groups = {by_id[c.item_id]["group_id"] for c in variant.canaries if c.dataset == dataset}
+        [group] = groups
+        assert {i for i, r in by_id.items() if r["group_id"] == group} == {
+            c.item_id for c in variant.canaries if c.dataset == dataset
+        }
     moved = 0
-    for item in (i for i in items if not i.canary):
-        block, shown = parse_options(canonical[item.item_id]), parse_options(item.question)
+    for item in items:
+        block, shown = parse_options(by_id[item.item_id]["question"]), parse_options(item.question)
         assert block is not None and shown is not None
-        assert sorted(shown.texts) == sorted(block.texts)
+        assert (
+            sorted(shown.texts) == sorted(block.texts)
+            and item.answer_format == by_id[item.item_id]["answer_format"]
+        )
         moved += shown.texts != block.texts
         assert item.prompt_hash == prompt_hash(item.question, item.messages, item.image_ids)
+        if item.item_id in canaries:
+            canary = canaries[item.item_id]
+            assert canary.fingerprint == fingerprint(item.question)
+            assert dict(variant.orders)[item.item_id] == canary.order
     # Every choice item with two options or more is shown in another order.
     assert moved == len(variant.orders) == pool.item_count
 
 
-async def test_two_tenants_see_different_orders_and_hashes_without_prompts_are_the_same() -> None:
+async def test_a_tenants_downloads_of_a_pool_show_the_same_canaries_and_another_tenant_others() -> (
+    None
+):
     rotator = await stocked()
     await rotator.rotation.publish("p1", "llm", "upload")
-    await rotator.serving.assign("sub-a", "tenant-a", "llm", "upload")
-    await rotator.serving.assign("sub-b", "tenant-b", "llm", "upload")
-    a, b = await collect(rotator, "sub-a"), await collect(rotator, "sub-b")
-    bare = await collect(rotator, "sub-a", include_prompts=False)
-    assert [i.prompt_hash for i in bare] == [i.prompt_hash for i in a]
-    assert all(i.question == "" for i in bare)
-    shown_a = {i.item_id: i.question for i in a if not i.canary}
-    shown_b = {i.item_id: i.question for i in b if not i.canary}
-    assert sum(shown_a[k] != shown_b[k] for k in shown_a) > len(shown_a) // 2
+    for sid, tenant in (("sub-a", "tenant-a"), ("sub-a2", "tenant-a"), ("sub-b", "tenant-b")):
+        await rotator.serving.assign(sid, tenant, "llm", "upload")
+    a, again, b = [await collect(rotator, s) for s in ("sub-a", "sub-a2", "sub-b")]
+    assert [(i.item_id, i.question, i.prompt_hash) for i in a] == [
+        (i.item_id, i.question, i.prompt_hash) for i in again
+    ]
+    va, vb = (rotator.assignments.stored_variants[s] for s in ("sub-a", "sub-b"))
+    assert [c.item_id for c in va.canaries] != [c.item_id for c in vb.canaries]
+    assert [(i.item_id, i.ordinal) for i in a] == [(i.item_id, i.ordinal) for i in b]
+
+
+async def test_an_older_downloads_fictitious_canaries_are_still_served_after_their_item() -> None:
+    rotator = await stocked()
+    pool = await rotator.rotation.publish("p1", "llm", "upload")
+    await rotator.assignments.assign("sub-old", "tenant-a", "llm", "upload")
+    extra = LegacyCanary(
+        "MedExam-123456", "MedExam", "旧题\nA. 甲\nB. 乙", "fp", pool.item_count, 2
+    )
+    rotator.assignments.stored_variants["sub-old"] = Variant(
+        "sub-old", "tenant-a", "p1", (), (), (extra,)
+    )
+    items = await collect(rotator, "sub-old")
+    assert [(i.item_id, i.ordinal, i.canary) for i in items[2:4]] == [
+        (items[2].item_id, 2, False),
+        ("MedExam-123456", pool.item_count, True),
+    ]
+    assert len(items) == pool.item_count + 1 and items[3].question == extra.question
+
+
+async def test_a_text_item_quoting_the_patients_age_is_shown_with_another_age() -> None:
+    rows = [
+        {
+            "item_id": f"MedRecordGen-{n}",
+            "dataset": "MedRecordGen",
+            "answer_format": "free_text",
+            "question": f"患者：我今年{40 + n}岁，头痛{n}天。\n请生成门诊病历。",
+            "reference": [f"患者{40 + n}岁，头痛{n}天。"],
+        }
+        for n in range(1, 4)
+    ]
+    rotator = await stocked(rows)
+    await rotator.rotation.publish("p1", "llm", "upload")
+    _, variant = await rotator.serving.assign("sub-a", "tenant-a", "llm", "upload")
+    [canary] = variant.canaries
+    [shown] = [i for i in await collect(rotator, "sub-a") if i.item_id == canary.item_id]
+    original = next(r for r in rows if r["item_id"] == canary.item_id)
+    age, moved = canary.age, canary.moved
+    assert shown.question == original["question"].replace(age, moved) != original["question"]
+    assert canary.originals == (age,) and canary.fingerprint == fingerprint(shown.question)
+    assert canary.moves_key and canary.alter_key(original["reference"][0]) == original["reference"][
+        0
+    ].replace(age, moved)
+    # A leaked copy of it (without its id) names the tenant.
+    trace = await rotator.leaks.trace(batches([LeakedLine("", shown.question)]))
+    assert [(s.tenant_id, s.canary_hits) for s in trace.suspects] == [("tenant-a", 1)]
 
 
 async def test_a_download_comes_in_messages_of_at_most_stream_batch_items() -> None:
-    rotator = await stocked(synthetic(1200), canaries_per_download=0)
+    rotator = await stocked(synthetic(1200), canaries_per_dataset=0)
     pool = await rotator.rotation.publish("big", "llm", "upload")
     await rotator.serving.assign("sub", "t", "llm", "upload")
     sizes = [len(b.items) async for b in rotator.serving.prompts("sub", False)]
@@ -398,8 +468,11 @@ async def test_a_leaked_download_is_traced_to_its_submission_by_option_order() -
     await rotator.rotation.publish("p1", "llm", "upload")
     for sid, tenant in (("sub-a", "tenant-a"), ("sub-b", "tenant-b"), ("sub-c", "tenant-c")):
         await rotator.serving.assign(sid, tenant, "llm", "upload")
+    canaries = {c.item_id for c in rotator.assignments.stored_variants["sub-b"].canaries}
     leaked = [
-        LeakedLine(i.item_id, i.question) for i in await collect(rotator, "sub-b") if not i.canary
+        LeakedLine(i.item_id, i.question)
+        for i in await collect(rotator, "sub-b")
+        if i.item_id not in canaries
     ][:6]
     trace = await rotator.leaks.trace(batches(leaked[:3], leaked[3:]))
     assert trace.lines == 6
@@ -410,16 +483,43 @@ async def test_a_leaked_download_is_traced_to_its_submission_by_option_order() -
     assert all(s.matched_items < 6 for s in trace.suspects[1:])
 
 
-async def test_a_leaked_canary_names_its_download_outright() -> None:
+async def test_leaked_canaries_without_ids_name_their_tenants_downloads() -> None:
     rotator = await stocked()
     await rotator.rotation.publish("p1", "llm", "upload")
-    await rotator.serving.assign("sub-a", "tenant-a", "llm", "upload")
-    await rotator.serving.assign("sub-b", "tenant-b", "llm", "upload")
-    canary = next(i for i in await collect(rotator, "sub-a") if i.canary)
-    trace = await rotator.leaks.trace(batches([LeakedLine("", "  " + canary.question + "\n")]))
-    assert [(s.submission_id, s.canary_hits, s.chance) for s in trace.suspects] == [
-        ("sub-a", 1, 0.0)
+    for sid, tenant in (("sub-a", "tenant-a"), ("sub-a2", "tenant-a"), ("sub-b", "tenant-b")):
+        await rotator.serving.assign(sid, tenant, "llm", "upload")
+    variant = rotator.assignments.stored_variants["sub-a"]
+    shown = {i.item_id: i.question for i in await collect(rotator, "sub-a")}
+    others = {i.question for s in ("sub-b",) for i in await collect(rotator, s)}
+    # Three of tenant-a's canaries no other tenant was shown, ids stripped, spaces changed.
+    mine = [c for c in variant.canaries if shown[c.item_id] not in others][:3]
+    assert len(mine) == 3
+    lines = [LeakedLine("", "  " + shown[c.item_id] + "\n") for c in mine]
+    trace = await rotator.leaks.trace(batches(lines))
+    assert [(s.submission_id, s.canary_hits) for s in trace.suspects] == [
+        ("sub-a", 3),
+        ("sub-a2", 3),
     ]
+    expected = math.prod(c.chance for c in mine)
+    assert all(math.isclose(s.chance, expected) for s in trace.suspects) and expected < 1e-5
+    # Under another item's id, a canary's text is that item's business: no hit.
+    wrong = [LeakedLine("MedExam-1-p1", line.question) for line in lines]
+    assert (await rotator.leaks.trace(batches(wrong))).suspects == ()
+
+
+async def test_leak_signals_are_listed_newest_first_per_tenant_and_pool() -> None:
+    rotator = Rotator()
+    at = [datetime(2026, 12, 6, h, tzinfo=UTC) for h in (9, 10, 11)]
+    rotator.signals.recorded = [
+        LeakSignal("s1", "t1", "p1", "MedExam-1-p1", "MedExam", "order", "letters A", at[0]),
+        LeakSignal("s2", "t2", "p1", "MedHC-4", "MedHC", "detail", "value 45", at[1]),
+        LeakSignal("s3", "t1", "p2", "MedExam-2-p3", "MedExam", "order", "letters C", at[2]),
+    ]
+    assert [s.submission_id for s in await rotator.leaks.signals("", "", 0)] == ["s3", "s2", "s1"]
+    assert [s.submission_id for s in await rotator.leaks.signals("t1", "", 0)] == ["s3", "s1"]
+    assert [s.submission_id for s in await rotator.leaks.signals("", "p1", 1)] == ["s2"]
+    with pytest.raises(InvalidArgument, match="limit"):
+        await rotator.leaks.signals("", "", 1001)
 
 
 async def test_a_file_of_unknown_lines_suspects_nobody_and_oversized_messages_are_invalid() -> None:

@@ -290,11 +290,21 @@ class AdminClient:
         pool_id: str,
         track: common_pb2.Track = common_pb2.TRACK_LLM,
         board: taskpool_pb2.Board = taskpool_pb2.BOARD_UPLOAD,
+        datasets: Sequence[str] = (),
     ) -> taskpool_pb2.Pool:
         response: taskpool_service_pb2.PublishPoolResponse = await self._stub.PublishPool(
-            taskpool_service_pb2.PublishPoolRequest(pool_id=pool_id, track=track, board=board)
+            taskpool_service_pb2.PublishPoolRequest(
+                pool_id=pool_id, track=track, board=board, datasets=datasets
+            )
         )
         return response.pool
+
+    async def disclose(self, pool_id: str) -> taskpool_service_pb2.DisclosePoolResponse:
+        """DisclosePool: per-item results of the pool released, its groups retired."""
+        response: taskpool_service_pb2.DisclosePoolResponse = await self._stub.DisclosePool(
+            taskpool_service_pb2.DisclosePoolRequest(pool_id=pool_id)
+        )
+        return response
 
 
 class JudgeAdmin:

@@ -4,9 +4,11 @@ import-medbench POOL.jsonl... [--gold-dir DIR] [--images-dir DIR]
 import-jsonl FILE --map SPEC        import-csv FILE --map SPEC
 datasets [--track llm] [--version N | --pool ID]
 rotate --track llm --board upload --cycle 2026-11
+disclose POOL_ID      (release its per-item results; retire its question groups for ever)
 registry show [--version N] [--dataset NAME | --json]     registry versions [--limit N]
 registry put DATASET.json --revises N [--note TEXT]
 quarantine list [--status held]     quarantine retry ENTRY    quarantine drop ENTRY  (--gateway)
+probing [--tenant T] [--pool ID]    probing findings: near-identical runs on a pool (--gateway)
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from typing import Any
 import grpc
 
 from medbench.common.v1 import common_pb2
-from medbench.ops.v1 import quarantine_service_pb2, quarantine_service_pb2_grpc
+from medbench.ops.v1 import (
+    probing_service_pb2,
+    probing_service_pb2_grpc,
+    quarantine_service_pb2,
+    quarantine_service_pb2_grpc,
+)
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_client.api import channel, message_batches, service_stub
 from medbench_client.bank_files import TRACKS, read_jsonl
@@ -258,6 +265,22 @@ async def run_trace(address: str, path: Path) -> int:
     return 0
 
 
+async def run_signals(address: str, tenant: str, pool: str, limit: int) -> int:
+    """Prints leak signals (ListLeakSignals), one a line: time, tenant, submission, pool, item,
+    dataset, kind and what the answer gave of the original's."""
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
+    response = await stub.ListLeakSignals(
+        taskpool_service_pb2.ListLeakSignalsRequest(tenant_id=tenant, pool_id=pool, limit=limit)
+    )
+    for s in response.signals:
+        print(
+            f"{s.recorded_at.ToJsonString()} tenant {s.tenant_id} submission {s.submission_id} "
+            f"pool {s.pool_id} item {s.item_id} ({s.dataset}, {s.kind}): {s.matched}"
+        )
+    print(f"{len(response.signals)} leak signals")
+    return 0
+
+
 async def run_rotate(address: str, args: argparse.Namespace) -> int:
     stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
     response = await stub.RotatePool(
@@ -280,6 +303,20 @@ async def run_rotate(address: str, args: argparse.Namespace) -> int:
     )
     for shortfall in response.shortfalls:
         print(f"  short: {shortfall}")
+    return 0
+
+
+async def run_disclose(address: str, pool_id: str) -> int:
+    """DisclosePool: a pool no board serves any more, its per-item results released."""
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
+    response = await stub.DisclosePool(taskpool_service_pb2.DisclosePoolRequest(pool_id=pool_id))
+    pool = response.pool
+    what = "disclosed" if response.newly_disclosed else "already disclosed"
+    print(
+        f"pool {pool.pool_id} {what} at {_when(pool.disclosed_at)} UTC: per-item results of its "
+        f"submissions are released to their owners; {response.retired_groups} question groups "
+        f"retired from rotation for ever"
+    )
     return 0
 
 
@@ -314,6 +351,36 @@ async def run_quarantine(address: str, args: argparse.Namespace) -> int:
             )
         token = page.next_page_token
         if not token or shown >= args.limit:
+            return 0
+
+
+async def run_probing(address: str, args: argparse.Namespace) -> int:
+    """Lists probing findings, newest first: pairs of a tenant's submissions on one pool whose
+    answers differ in at most max(5, 2% of the items)."""
+    stub = service_stub(probing_service_pb2_grpc.ProbingServiceStub, maintainer_channel(address))
+    token, shown = "", 0
+    while True:
+        page = await stub.ListProbingFindings(
+            probing_service_pb2.ListProbingFindingsRequest(
+                tenant_id=args.tenant, pool_id=args.pool, page_size=200, page_token=token
+            )
+        )
+        for f in page.findings:
+            shown += 1
+            track = common_pb2.Track.Name(f.track).removeprefix("TRACK_").lower()
+            differing = ", ".join(
+                f"{d.dataset} {d.differing}/{d.items}" for d in f.datasets if d.differing
+            )
+            print(
+                f"{_when(f.found_at)}  tenant {f.tenant_id}  pool {f.pool_id} ({track})\n"
+                f"    {f.earlier_submission_id} -> {f.later_submission_id}: {f.differing} of "
+                f"{f.items} answers differ (threshold {f.threshold})"
+                + (f": {differing}" if differing else ": identical answers")
+            )
+        token = page.next_page_token
+        if not token or shown >= args.limit:
+            if not shown:
+                print("no probing findings")
             return 0
 
 
@@ -383,8 +450,19 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--exposure-cap", type=int, default=0, help="(3)")
     rotate.add_argument("--anchors", type=int, default=0, help="anchors per dataset (3)")
     rotate.add_argument("--dataset", action="append")
+    disclose = sub.add_parser(
+        "disclose",
+        help="disclose a pool no board serves: release its per-item results, retire its groups",
+    )
+    disclose.add_argument("pool_id")
     leak = sub.add_parser("trace-leak", help="name the download a leaked prompt file comes from")
     leak.add_argument("file", type=Path)
+    signals = sub.add_parser(
+        "leak-signals", help="canaries answered with their original's right answer, newest first"
+    )
+    signals.add_argument("--tenant", default="")
+    signals.add_argument("--pool", default="")
+    signals.add_argument("--limit", type=int, default=100)
     held = sub.add_parser("quarantine", help="events held for a maintainer: list, retry, drop")
     held_actions = held.add_subparsers(dest="action", required=True)
     listing = held_actions.add_parser("list", help="entries, newest first")
@@ -394,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     for action in ("retry", "drop"):
         one = held_actions.add_parser(action, help=f"{action} one held entry (audited)")
         one.add_argument("entry")
+    probing = sub.add_parser(
+        "probing", help="probing findings: a tenant's near-identical runs on one pool"
+    )
+    probing.add_argument("--tenant", default="", help="only this tenant's findings")
+    probing.add_argument("--pool", default="", help="only findings on this pool")
+    probing.add_argument("--limit", type=int, default=200)
     args = parser.parse_args(argv)
     if args.key:
         os.environ["MEDBENCH_API_KEY"] = args.key
@@ -426,8 +510,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "trace-leak":
             return asyncio.run(run_trace(args.rotator, args.file))
+        if args.command == "leak-signals":
+            return asyncio.run(run_signals(args.rotator, args.tenant, args.pool, args.limit))
         if args.command == "quarantine":
             return asyncio.run(run_quarantine(args.gateway, args))
+        if args.command == "probing":
+            return asyncio.run(run_probing(args.gateway, args))
+        if args.command == "disclose":
+            return asyncio.run(run_disclose(args.rotator, args.pool_id))
         if args.command == "datasets":
             return asyncio.run(run_datasets(args.rotator, args.track, args.version, args.pool))
         if args.command == "registry":

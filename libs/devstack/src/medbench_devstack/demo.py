@@ -175,9 +175,30 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
     return stack
 
 
+async def demo_tenant_key(stack: ServiceStack, tenant: str) -> str:
+    """A partner key of the local demo tenant, created when absent. Its quota record raises
+    the caps per pool (README "Caps per pool"), so the demo runs on one pool as often as you
+    like; the platform's defaults stay as they are for every other tenant."""
+    from medbench.identity.v1 import identity_pb2, identity_service_pb2
+    from medbench_client.api import IdentityAdmin, channel, provision_key
+
+    key = provision_key(stack.address("gateway"), stack.admin_key, tenant)
+    admin = IdentityAdmin(channel(stack.address("gateway"), stack.admin_key))
+    many = 1_000_000
+    await admin.stub.UpdateTenant(
+        identity_service_pb2.UpdateTenantRequest(
+            tenant_id=tenant,
+            quotas=identity_pb2.Quotas(
+                official_per_cycle=many, hidden_per_day=many, hidden_per_cycle=many
+            ),
+        )
+    )
+    return key
+
+
 async def evaluate(stack: ServiceStack) -> str:
     from medbench.submission.v1 import submission_pb2
-    from medbench_client.api import AdminClient, PartnerClient, channel, chunked, provision_key
+    from medbench_client.api import AdminClient, PartnerClient, channel, chunked
     from medbench_client.bank_files import answers_by_item, import_item, read_jsonl
     from medbench_devstack.report_table import dimension_names, report_table
 
@@ -192,7 +213,7 @@ async def evaluate(stack: ServiceStack) -> str:
         f"pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"
     )
 
-    partner_key = provision_key(stack.address("gateway"), stack.admin_key, TENANT)
+    partner_key = await demo_tenant_key(stack, TENANT)
     partner = PartnerClient(channel(stack.address("gateway"), partner_key))
     key_file = stack.work_dir.parent / "partner.key"
     key_file.touch(mode=0o600)
@@ -205,7 +226,7 @@ async def evaluate(stack: ServiceStack) -> str:
     canonical = {r["item_id"]: r["question"] for r in rows}
     # The download shows options in this tenant's own order (leak tracing); the canned answers
     # are written for the bank's order, so they are moved to the shown order, as a model
-    # answering the shown question would. Canary items get an answer like any other.
+    # answering the shown question would (a canary's options too: its key follows the texts).
     upload = await partner.upload(
         sid,
         chunked(

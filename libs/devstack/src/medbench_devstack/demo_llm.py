@@ -30,6 +30,7 @@ from medbench_devstack.demo import (
     STACK_DIR,
     TENANT,
     _how_to,
+    demo_tenant_key,
     sample_bank,
     start_infra,
     start_services,
@@ -177,7 +178,7 @@ async def evaluate_api(
     from medbench.common.v1 import common_pb2
     from medbench.submission.v1 import submission_pb2
     from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-    from medbench_client.api import AdminClient, PartnerClient, channel, provision_key
+    from medbench_client.api import AdminClient, PartnerClient, channel
     from medbench_client.bank_files import import_item, read_jsonl
     from medbench_devstack.report_table import dimension_names, report_table
 
@@ -202,7 +203,7 @@ async def evaluate_api(
         f"API-board pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"
     )
 
-    partner_key = provision_key(stack.address("gateway"), stack.admin_key, TENANT)
+    partner_key = await demo_tenant_key(stack, TENANT)
     partner = PartnerClient(channel(stack.address("gateway"), partner_key))
     official = submission_pb2.DecodingSettings(
         temperature=0.7, max_tokens=512, context_window=CONTEXT_WINDOW

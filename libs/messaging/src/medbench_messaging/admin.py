@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,8 @@ from medbench_runtime.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = "max.message.bytes"
+# How long a created topic may take to show a leader for every partition.
+LEADERS_TIMEOUT_S = 60.0
 
 
 class TopicTooSmall(RuntimeError):
@@ -36,6 +39,38 @@ def _admitted(described: Any, name: str) -> int | None:
         return int(described["topic"][name][MAX_MESSAGE_BYTES]["value"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _without_leaders(described: Iterable[Any], partitions: int) -> list[str]:
+    """Topics of a describe_topics answer not yet served whole: an error, fewer partitions than
+    created, or a partition with no leader."""
+    out = []
+    for topic in described:
+        parts = topic.get("partitions") or []
+        if (
+            topic.get("error_code")
+            or len(parts) < partitions
+            or any(p.get("error_code") or p.get("leader_id", -1) < 0 for p in parts)
+        ):
+            out.append(str(topic.get("name") or topic.get("topic")))
+    return out
+
+
+def _await_leaders(admin: Any, names: list[str], partitions: int, timeout_s: float) -> None:
+    """Returns once the broker's metadata shows every topic with a leader per partition, so a
+    consumer started next gets every partition in its first assignment (a topic missing from
+    it would make the group rebalance later, pausing consumption meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = _without_leaders(admin.describe_topics(names), partitions)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"topics without a leader for every partition after {timeout_s:.0f} s: "
+                + ", ".join(sorted(missing))
+            )
+        time.sleep(0.1)
 
 
 def _ensure(settings: KafkaSettings, topics: Iterable[Topic]) -> None:
@@ -61,6 +96,7 @@ def _ensure(settings: KafkaSettings, topics: Iterable[Topic]) -> None:
                 log.info("created topic %s", name)
             except TopicAlreadyExistsError:
                 pass
+        _await_leaders(admin, names, 1, LEADERS_TIMEOUT_S)
         described = admin.describe_configs(
             [
                 ConfigResource(ConfigResourceType.TOPIC, n, configs=[MAX_MESSAGE_BYTES])

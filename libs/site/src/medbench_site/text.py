@@ -62,7 +62,7 @@ TEXT: dict[str, dict[str, str]] = {
         "pool_id": "题池",
         "scorer_version": "评分器版本",
         "aggregator_version": "汇总器版本",
-        "item_scores_digest": "逐题得分摘要（SHA-256）",
+        "item_scores_digest": "逐题得分摘要（HMAC-SHA-256，平台密钥）",
         "judge_models": "裁判模型",
         "rubric_versions": "评分细则版本",
         "calibration_ids": "裁判校准编号",
@@ -155,7 +155,7 @@ TEXT: dict[str, dict[str, str]] = {
         "pool_id": "Pool",
         "scorer_version": "Scorer version",
         "aggregator_version": "Aggregator version",
-        "item_scores_digest": "Item scores digest (SHA-256)",
+        "item_scores_digest": "Item scores digest (HMAC-SHA-256, platform key)",
         "judge_models": "Judge models",
         "rubric_versions": "Rubric versions",
         "calibration_ids": "Judge calibrations",
@@ -198,7 +198,11 @@ METHODS: dict[str, list[tuple[str, list[str]]]] = {
             [
                 "每个评测周期从题库中分层抽取一个新的隐藏题池；相邻周期共享少量锚题，用于跨周期等值。"
                 "题目与参考答案只保存在评分服务中，从不发送给被评测方。",
-                "每个下载者看到的选择题选项顺序不同，并混入少量探针题，用于追踪泄露。",
+                "题池使用期间，提交方只能看到各数据集、各维度的得分及其区间，看不到逐题结果"
+                "（逐题得分会泄露答案）；题池轮换下线并由维护者公开后，提交方才能查看自己的逐题结果，"
+                "该题池的题目也永不再进入任何题池。本网站只展示汇总分数，从不展示逐题结果。",
+                "每个下载者看到的选择题选项顺序不同，其中少量题目按下载者作了改动（探针题），"
+                "照常计分，用于追踪泄露。",
             ],
         ),
         (
@@ -259,8 +263,14 @@ METHODS: dict[str, list[tuple[str, list[str]]]] = {
                 "Each cycle draws a new hidden pool from the task bank by stratified sampling; "
                 "consecutive pools share a few anchor items, which link their scales. Items and "
                 "reference answers stay inside the scorers and are never sent to a submitter.",
-                "Each download shows multiple-choice options in its own order and carries a few "
-                "canary items, so a leaked copy can be traced.",
+                "While a pool is in use, submitters see scores per dataset and per dimension with "
+                "their intervals, never per item (per-item scores would reveal its answers); once "
+                "the pool has been rotated out and the maintainers disclose it, each submitter "
+                "may read its own per-item results, and the pool's questions never serve again. "
+                "This site shows aggregate scores only, never per-item results.",
+                "Each download shows multiple-choice options in its own order, and a few of its "
+                "items altered for its downloader (canaries, scored like the rest), so a leaked "
+                "copy can be traced.",
             ],
         ),
         (

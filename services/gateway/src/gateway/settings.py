@@ -13,6 +13,12 @@ class QuotaSettings(BaseModel):
     submissions_per_day: int = 50
     concurrent_submissions: int = 5
     items_per_month: int = 1_000_000
+    # Caps per pool that bound adaptive probing of a hidden pool (README "Quotas"): official
+    # runs (API mode, official settings) per pool of the API board, i.e. per cycle; hidden-pool
+    # runs (upload mode, API self-test runs) per pool and UTC day, and per pool.
+    official_per_cycle: int = 3
+    hidden_per_day: int = 2
+    hidden_per_cycle: int = 10
 
 
 class GatewaySettings(ServiceSettings):

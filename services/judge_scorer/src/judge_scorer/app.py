@@ -20,6 +20,7 @@ from medbench_runtime.openai_endpoint import OpenAIEndpoint
 from medbench_runtime.service import Servicer, run_service
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
+from medbench_storage.variants import MongoVariants
 
 
 async def serve(settings: JudgeScorerSettings) -> None:
@@ -41,6 +42,7 @@ async def serve(settings: JudgeScorerSettings) -> None:
                 infra.publisher,
                 kappa_threshold=judge.kappa_threshold,
                 review_spread=judge.review_spread,
+                variants=MongoVariants(infra.sealed_db),
             )
             await judging.export_all()
             await judging.release_parked()

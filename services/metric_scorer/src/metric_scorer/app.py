@@ -8,7 +8,8 @@ from medbench_messaging import topics
 from medbench_runtime.service import run_service
 from medbench_storage.infra import open_infrastructure
 from medbench_storage.pool_keys import MongoPoolKeys
-from metric_scorer.adapters.mongo_variants import MongoVariants
+from medbench_storage.variants import MongoVariants
+from metric_scorer.adapters.mongo_leak_signals import SEALED_INDEXES, MongoLeakSignals
 from metric_scorer.core.library import LIBRARY
 from metric_scorer.entrypoints.kafka_handlers import on_responses_recorded
 from metric_scorer.settings import MetricScorerSettings
@@ -21,12 +22,13 @@ async def serve(settings: MetricScorerSettings) -> None:
     # first batch it scores (some metrics load numerical libraries: about 2 s of CPU).
     if not LIBRARY:
         raise RuntimeError("the metric library is empty")
-    async with open_infrastructure(settings) as infra:
+    async with open_infrastructure(settings, sealed_indexes=SEALED_INDEXES) as infra:
         scoring = ItemScoring(
             keys=MongoPoolKeys(infra.sealed_db),
             variants=MongoVariants(infra.sealed_db),
             publisher=infra.publisher,
             merge_rule=settings.merge_rule,
+            signals=MongoLeakSignals(infra.sealed_db),
         )
         responses = infra.consumer(
             topics.RESPONSE_RECORDED,

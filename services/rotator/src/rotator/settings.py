@@ -22,4 +22,6 @@ class RotatorSettings(ServiceSettings):
     # Derives each tenant's option orders and canaries; a leaked file can only be traced with
     # the secret its download was made with. Production sets it from a Kubernetes Secret.
     leak_secret: SecretStr = SecretStr("development-only-leak-secret")
-    canaries_per_download: int = 3
+    # Question groups per dataset that each download shows altered for its tenant (canaries,
+    # core/canaries.py); a dataset without an item that can be altered has none.
+    canaries_per_dataset: int = 1

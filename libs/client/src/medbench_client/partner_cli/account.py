@@ -9,7 +9,7 @@ import sys
 from medbench.identity.v1 import access_pb2, identity_service_pb2
 from medbench_client import cli_config
 from medbench_client.partner_cli.errors import EXIT_OK
-from medbench_client.partner_cli.output import emit, table
+from medbench_client.partner_cli.output import emit, table, track_name
 from medbench_client.partner_cli.session import Session
 
 
@@ -105,16 +105,42 @@ async def usage(args: argparse.Namespace, s: Session) -> int:
             "submissions_per_day": q.submissions_per_day,
             "concurrent_submissions": q.concurrent_submissions,
             "items_per_month": q.items_per_month,
+            "official_per_cycle": q.official_per_cycle,
+            "hidden_per_day": q.hidden_per_day,
+            "hidden_per_cycle": q.hidden_per_cycle,
         },
         "submissions_today": u.submissions_today,
         "active_submissions": u.active_submissions,
         "items_this_month": u.items_this_month,
+        "pools": [
+            {
+                "pool_id": p.pool_id,
+                "track": track_name(p.track),
+                "board": p.board,
+                "official_runs": p.official_runs,
+                "hidden_runs_today": p.hidden_runs_today,
+                "hidden_runs": p.hidden_runs,
+            }
+            for p in u.pools
+        ],
     }
     rows = [
         ["submissions today (UTC)", str(u.submissions_today), str(q.submissions_per_day)],
         ["submissions in progress", str(u.active_submissions), str(q.concurrent_submissions)],
         ["items this month (UTC)", str(u.items_this_month), str(q.items_per_month)],
     ]
+    # The caps per pool, on each board's current pool: official runs on the API board;
+    # upload runs and self-test runs (hidden-pool runs) on either.
+    for p in u.pools:
+        where = f"{track_name(p.track)} {p.board} pool {p.pool_id}"
+        if p.board == "api":
+            rows.append(
+                [f"official runs, {where}", str(p.official_runs), str(q.official_per_cycle)]
+            )
+        rows.append(
+            [f"hidden-pool runs today, {where}", str(p.hidden_runs_today), str(q.hidden_per_day)]
+        )
+        rows.append([f"hidden-pool runs, {where}", str(p.hidden_runs), str(q.hidden_per_cycle)])
     emit(
         args,
         data,

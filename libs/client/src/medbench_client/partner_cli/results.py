@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from medbench.common.v1 import common_pb2
 from medbench.leaderboard.v1 import leaderboard_service_pb2
 from medbench.report.v1 import report_pb2
@@ -33,8 +35,10 @@ def document(
     sub: submission_pb2.Submission,
     report: report_pb2.Report,
     items: Sequence[report_pb2.ItemResult] = (),
+    items_withheld: str = "",
 ) -> ReportDocument:
-    """The report and the owner's item results as a renderable document."""
+    """The report and the owner's item results as a renderable document; items_withheld: why
+    the gateway withheld them (the pool is live), "" when they are shown."""
     lineage = report.lineage
     return ReportDocument(
         submission_id=report.submission_id,
@@ -90,14 +94,30 @@ def document(
         partial=report.partial,
         missing_dimensions=tuple(report.missing_dimensions),
         missing_datasets=tuple(report.missing_datasets),
+        items_withheld=items_withheld,
     )
+
+
+async def item_results(
+    s: Session, submission_id: str
+) -> tuple[Sequence[report_pb2.ItemResult], str]:
+    """The owner's item results, or none and the gateway's reason when it withholds them: a
+    completed submission's (its report was read first) are refused with FAILED_PRECONDITION
+    only while its pool is live, which is not an error of the report."""
+    try:
+        return await s.partner.item_results(submission_id), ""
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        return (), exc.details() or "the submission's pool is live"
 
 
 async def report(args: argparse.Namespace, s: Session) -> int:
     partner = s.partner
     sub = await partner.get(args.submission)
     report_ = await partner.report(args.submission)
-    doc = document(sub, report_, await partner.item_results(args.submission))
+    items, withheld = await item_results(s, args.submission)
+    doc = document(sub, report_, items, withheld)
     files = write_report(doc, Path(args.out))
     interval = f"[{doc.overall_low:.1f}, {doc.overall_high:.1f}]"
     emit(
@@ -112,10 +132,12 @@ async def report(args: argparse.Namespace, s: Session) -> int:
             "partial": doc.partial,
             "missing_dimensions": list(doc.missing_dimensions),
             "missing_datasets": list(doc.missing_datasets),
+            "items_withheld": doc.items_withheld,
             "files": {name: str(path) for name, path in files.items()},
         },
         [f"{doc.model}: overall {doc.overall:.1f} {interval}"]
         + ([partial_text(doc)] if doc.partial else [])
+        + ([f"No items.csv: {doc.items_withheld}"] if doc.items_withheld else [])
         + [f"  {name:14s} {path}" for name, path in files.items()],
     )
     return EXIT_OK

@@ -29,9 +29,13 @@ def table_csv(table: Table) -> str:
 
 
 def to_csv(doc: ReportDocument) -> dict[str, str]:
-    """ "datasets.csv" and "items.csv" as RFC 4180 text (CRLF rows, quoted where needed).
+    """ "datasets.csv" and "items.csv" as RFC 4180 text (CRLF rows, quoted where needed); no
+    "items.csv" when the per-item results are withheld (a live pool: aggregates only).
 
     Scores are written as displayed (0-100 with one decimal; item scores 0-1 with four). Text
     cells that a spreadsheet would run as a formula are prefixed with "'".
     """
-    return {"datasets.csv": table_csv(dataset_table(doc)), "items.csv": table_csv(item_table(doc))}
+    files = {"datasets.csv": table_csv(dataset_table(doc))}
+    if not doc.items_withheld:
+        files["items.csv"] = table_csv(item_table(doc))
+    return files

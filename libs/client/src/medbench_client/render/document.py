@@ -2,7 +2,8 @@
 
 The model is self-contained on purpose: a `ReportDocument` is what a submission's owner may see.
 Per-item results carry the model's parsed answer and its score, never the reference answer; the
-types have no field for one, so no caller can leak it by accident.
+types have no field for one, so no caller can leak it by accident. While the submission's pool is
+live they are withheld (`items_withheld` says why) and the document has aggregates only.
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ class ReportDocument:
     """The track's dimensions with no scored item (a partial report only)."""
     missing_datasets: tuple[str, ...] = ()
     """The track's datasets with no scored item (at least one in a partial report)."""
+    items_withheld: str = ""
+    """Why there are no per-item results (the gateway's reason: the pool is live and per-item
+    scores would reveal its keys); "" when they are shown. A document with a reason has no
+    items."""
 
     def __post_init__(self) -> None:
         for name in ("submission_id", "model", "track", "board", "pool_id"):
@@ -192,6 +197,9 @@ class ReportDocument:
             _unique(name, [row.code for row in rows])
             object.__setattr__(self, name, rows)
         items = _typed_rows("items", self.items, ItemResult)
+        _text("items_withheld", self.items_withheld, empty=True)
+        if self.items_withheld and items:
+            raise ValueError("a report whose per-item results are withheld has no items")
         _unique("items", [item.item_id for item in items])
         object.__setattr__(self, "items", items)
         dimension_codes = {row.code for row in self.dimensions}

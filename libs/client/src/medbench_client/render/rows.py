@@ -347,7 +347,12 @@ def how_to_read(doc: ReportDocument) -> list[str]:
         "the difference between them may be noise. The equated score places the overall score "
         "on the common scale shared by all item pools, so that submissions scored on different "
         "pools can be compared; it is n/a when no calibration was applied.",
-        "Per-item results (your model's parsed answers and their scores) are in items.csv; "
-        "reference answers are not published. The lineage table identifies the item pool, "
-        "prompts, judges and code that produced these numbers.",
+        (
+            f"Per-item results are withheld: {doc.items_withheld.rstrip('.')}. Reference "
+            if doc.items_withheld
+            else "Per-item results (your model's parsed answers and their scores) are in "
+            "items.csv; reference "
+        )
+        + "answers are not published. The lineage table identifies the item pool, prompts, "
+        "judges and code that produced these numbers.",
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,8 @@ from medbench_storage.client import in_transaction
 from medbench_storage.indexes import IndexSpec, asc
 from medbench_storage.infra import Infrastructure
 from medbench_storage.outbox import Outbox, OutboxRelay
+
+DIGEST_KEY_ID = "item_scores_digest"
 
 INDEXES = (
     IndexSpec("score_batches", asc("submission_id")),
@@ -40,10 +44,27 @@ class MongoScores:
         self._client = client
         self._outbox = outbox
         self._relay = relay
+        self._digest_key: bytes | None = None
 
     @classmethod
     def of(cls, infra: Infrastructure) -> MongoScores:
         return cls(infra.db, infra.client, infra.outbox, infra.relay)
+
+    async def digest_key(self) -> bytes:
+        """Made on first use (32 random bytes) and kept in `secrets`; replicas racing to make
+        it all read back the one stored."""
+        if self._digest_key is None:
+            # Another replica's upsert may win the race: its key is read below.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._db.secrets.update_one(
+                    {"_id": DIGEST_KEY_ID},
+                    {"$setOnInsert": {"key": secrets.token_bytes(32)}},
+                    upsert=True,
+                )
+            doc = await self._db.secrets.find_one({"_id": DIGEST_KEY_ID})
+            assert doc is not None
+            self._digest_key = bytes(doc["key"])
+        return self._digest_key
 
     def _writer(self) -> tuple[AsyncMongoClient[dict[str, Any]], Outbox, OutboxRelay]:
         if self._client is None or self._outbox is None or self._relay is None:

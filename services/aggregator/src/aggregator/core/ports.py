@@ -36,6 +36,12 @@ class ScoresStore(Protocol):
 
     async def report(self, submission_id: str) -> Record | None: ...
 
+    async def digest_key(self) -> bytes:
+        """The platform's secret key of item-score digests (made once, the same for every
+        replica): a report's digest can be checked by maintainers, never brute-forced by a
+        partner to read which items were right."""
+        ...
+
 
 class LeaderboardStore(Protocol):
     """Published entries (one per submission)."""

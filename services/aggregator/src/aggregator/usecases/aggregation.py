@@ -95,7 +95,9 @@ class Aggregation:
         coverage = coverage_from_progress(progress.get("coverage"))
         report = build_report([item for item, _ in merged], rules, coverage)
         intervals = bootstrap_report(bootstrap_units(merged, rules))
-        digest = scores_digest([(i, c, e.score) for (i, c), e in items.items()])
+        digest = scores_digest(
+            [(i, c, e.score) for (i, c), e in items.items()], await self._scores.digest_key()
+        )
         now = datetime.now(UTC)
         doc = {
             "_id": submission_id,

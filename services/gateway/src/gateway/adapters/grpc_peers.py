@@ -51,8 +51,14 @@ class RotatorClient:
     """TaskPoolService calls the gateway needs, with caches of immutable pool manifests and of
     the images of submissions' items."""
 
-    def __init__(self, channel: grpc.aio.Channel, cached_pools: int = 32) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, cached_pools: int = 32, disclosure_cache_s: float = 5.0
+    ) -> None:
         self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel)
+        # Disclosure is one-way: a disclosed pool is remembered for good, a live answer is asked
+        # again after disclosure_cache_s (a burst of calls shares one GetPool).
+        self._live: TtlCache[str, bool] = TtlCache(disclosure_cache_s, max_entries=1024)
+        self._disclosed: set[str] = set()
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cached_pools = cached_pools
         self._lock = asyncio.Lock()
@@ -96,9 +102,28 @@ class RotatorClient:
         assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
         return response.pool.cycle
 
-    async def require_pool(self, track: int, api: bool) -> None:
-        """FAILED_PRECONDITION when the track's board has no published pool (nothing assigned)."""
-        await _call(
+    async def disclosed(self, pool_id: str) -> bool:
+        """Whether the pool is disclosed (GetPool's disclosed_at); cached, see __init__."""
+        if pool_id in self._disclosed:
+            return True
+
+        async def load() -> bool:
+            response = await _call(
+                self._stub.GetPool(taskpool_service_pb2.GetPoolRequest(pool_id=pool_id), timeout=5),
+                "reading the pool",
+            )
+            assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
+            return response.pool.HasField("disclosed_at")
+
+        disclosed, _ = await self._live.get(pool_id, load)
+        if disclosed:
+            self._disclosed.add(pool_id)  # pools are few: a handful per cycle
+        return disclosed
+
+    async def require_pool(self, track: int, api: bool) -> str:
+        """The id of the track's board's current pool; FAILED_PRECONDITION when it has no
+        published pool (nothing assigned)."""
+        response = await _call(
             self._stub.GetPool(
                 taskpool_service_pb2.GetPoolRequest(
                     track=track,
@@ -108,6 +133,15 @@ class RotatorClient:
             ),
             "reading the board's current pool",
         )
+        assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
+        return response.pool.pool_id
+
+    async def current_pool(self, track: int, api: bool) -> str:
+        """The id of the track's board's current pool, "" when it has none."""
+        try:
+            return await self.require_pool(track, api)
+        except (FailedPrecondition, NotFound):
+            return ""
 
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
         """The submission's manifest (its pool's items plus its canaries), cached: it never

@@ -7,13 +7,18 @@ the last unit: each limit is one conditional update of one document (`quota_usag
   <tenant>:d:<YYYY-MM-DD>  {count}   submissions created that UTC day
   <tenant>:m:<YYYY-MM>     {items}   items assigned that UTC month
   <tenant>:active          {ids}     submissions not yet terminal
+  <tenant>:p:<pool>:official              {count}  official runs on the pool
+  <tenant>:p:<pool>:hidden                {count}  hidden-pool runs on the pool
+  <tenant>:p:<pool>:hidden:d:<YYYY-MM-DD> {count}  of which that UTC day
 
 A terminal submission leaves `ids`; one that ended by the platform's fault is given back its
-day and month charge; API-mode items that failed for infrastructure reasons are given back.
+day and month charge; API-mode items that failed for infrastructure reasons are given back; a
+run that ended with no score shown (FAILED) is given back its charges on its pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +27,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from gateway.core.quotas import (
+    BoardPool,
+    PoolRun,
+    PoolUsage,
     Quotas,
     UsageNow,
+    cap_refusal,
+    caps_for,
     seconds_to_next_month,
     seconds_to_tomorrow,
+    spent,
 )
 from gateway.core.quotas import day_of as _day
 from gateway.core.quotas import month_of as _month
@@ -58,6 +69,15 @@ class MongoQuotaLedger:
         if len(ids) >= quotas.concurrent_submissions:
             raise self._concurrent_error(quotas, ids)
 
+    async def check_run(self, tenant_id: str, run: PoolRun, now: datetime) -> None:
+        """Before any work on a create: refuse early when a cap on the run's pool is spent
+        (the charge in the transaction is what enforces it)."""
+        quotas = await self.quotas(tenant_id)
+        for cap in caps_for(run, quotas, now):
+            doc = await self._db[USAGE].find_one({"_id": f"{tenant_id}:{cap.counter}"})
+            if spent(cap, int((doc or {}).get("count", 0))):
+                raise cap_refusal(cap, tenant_id, run, now)
+
     async def charge(
         self,
         tenant_id: str,
@@ -65,10 +85,11 @@ class MongoQuotaLedger:
         items: int,
         session: AsyncClientSession,
         now: datetime,
+        run: PoolRun | None = None,
     ) -> None:
-        """Takes one submission of today's, one concurrent slot and items of this month's
-        quota, inside the create's transaction; RESOURCE_EXHAUSTED (and nothing taken) when
-        any is spent."""
+        """Takes one submission of today's, one concurrent slot, the run's caps on its pool and
+        items of this month's quota, inside the create's transaction; RESOURCE_EXHAUSTED (and
+        nothing taken) when any is spent."""
         quotas = await self.quotas(tenant_id)
         usage = self._db[USAGE]
         slot = quotas.concurrent_submissions - 1
@@ -94,6 +115,8 @@ class MongoQuotaLedger:
                 f"for {_day(now)} (UTC); retry after midnight UTC",
                 retry_after_s=seconds_to_tomorrow(now),
             ) from None
+        if run is not None:
+            await self._charge_run(tenant_id, run, quotas, session, now)
         if items > quotas.items_per_month:
             raise ResourceExhausted(
                 f"this evaluation needs {items} items, more than tenant {tenant_id}'s monthly "
@@ -117,6 +140,27 @@ class MongoQuotaLedger:
                 retry_after_s=seconds_to_next_month(now),
             ) from None
 
+    async def _charge_run(
+        self,
+        tenant_id: str,
+        run: PoolRun,
+        quotas: Quotas,
+        session: AsyncClientSession,
+        now: datetime,
+    ) -> None:
+        """One of each cap of the run on its pool (the upsert of a counter at its limit finds no
+        document and collides with it: nothing is taken)."""
+        for cap in caps_for(run, quotas, now):
+            try:
+                await self._db[USAGE].update_one(
+                    {"_id": f"{tenant_id}:{cap.counter}", "count": {"$lt": cap.limit}},
+                    {"$inc": {"count": 1}},
+                    upsert=True,
+                    session=session,
+                )
+            except DuplicateKeyError:
+                raise cap_refusal(cap, tenant_id, run, now) from None
+
     async def release(
         self,
         tenant_id: str,
@@ -124,9 +168,12 @@ class MongoQuotaLedger:
         created_at: datetime,
         refund_items: int = 0,
         refund_submission: bool = False,
+        run: PoolRun | None = None,
+        refund_run: bool = False,
     ) -> None:
-        """A submission became terminal: frees its slot and gives back what the platform owes.
-        Idempotent: the give-back happens only for the call that frees the slot."""
+        """A submission became terminal: frees its slot and gives back what the platform owes
+        (with refund_submission or refund_run, the run's charges on its pool). Idempotent: the
+        give-back happens only for the call that frees the slot."""
         freed = await self._db[USAGE].update_one(
             {"_id": f"{tenant_id}:active", "ids": submission_id},
             {"$pull": {"ids": submission_id}},
@@ -142,8 +189,19 @@ class MongoQuotaLedger:
             await self._db[USAGE].update_one(
                 {"_id": f"{tenant_id}:m:{_month(created)}"}, {"$inc": {"items": -refund_items}}
             )
+        if run is not None and (refund_submission or refund_run):
+            quotas = await self.quotas(tenant_id)
+            for cap in caps_for(run, quotas, created):
+                await self._db[USAGE].update_one(
+                    {"_id": f"{tenant_id}:{cap.counter}", "count": {"$gt": 0}},
+                    {"$inc": {"count": -1}},
+                )
 
-    async def usage(self, tenant_id: str, now: datetime | None = None) -> UsageNow:
+    async def usage(
+        self, tenant_id: str, now: datetime | None = None, pools: Sequence[BoardPool] = ()
+    ) -> UsageNow:
+        """The tenant's usage now, with its runs on each of pools (the boards' current
+        pools)."""
         now = now or datetime.now(UTC)
         quotas = await self.quotas(tenant_id)
         day = await self._db[USAGE].find_one({"_id": f"{tenant_id}:d:{_day(now)}"})
@@ -154,6 +212,24 @@ class MongoQuotaLedger:
             int((day or {}).get("count", 0)),
             len(ids),
             int((month or {}).get("items", 0)),
+            tuple([await self._pool_usage(tenant_id, quotas, pool, now) for pool in pools]),
+        )
+
+    async def _pool_usage(
+        self, tenant_id: str, quotas: Quotas, pool: BoardPool, now: datetime
+    ) -> PoolUsage:
+        counters = {
+            cap.name: f"{tenant_id}:{cap.counter}"
+            for official in (True, False)
+            for cap in caps_for(PoolRun(pool.pool_id, official), quotas, now)
+        }
+        counts = {
+            doc["_id"]: int(doc.get("count", 0))
+            async for doc in self._db[USAGE].find({"_id": {"$in": list(counters.values())}})
+        }
+        used = {name: counts.get(counter, 0) for name, counter in counters.items()}
+        return PoolUsage(
+            pool, used["official_per_cycle"], used["hidden_per_day"], used["hidden_per_cycle"]
         )
 
     async def _active_ids(self, tenant_id: str) -> list[str]:

@@ -164,14 +164,16 @@ class MongoSubmissions:
         return result.matched_count == 1
 
     async def apply_dispatch(
-        self, tenant_id: str, submission_id: str, fields: dict[str, Any]
+        self, tenant_id: str, submission_id: str, fields: dict[str, Any], state: str
     ) -> bool:
-        """Sets fields unless the stored dispatch_sequence is already at or past theirs."""
+        """Sets fields unless the stored dispatch_sequence is already at or past theirs or the
+        submission left state meanwhile (a completion is never overwritten)."""
         sequence = fields["dispatch_sequence"]
         result = await self._db.submissions.update_one(
             {
                 "_id": submission_id,
                 "tenant_id": _tenant(tenant_id),
+                "state": state,
                 "$or": [
                     {"dispatch_sequence": {"$exists": False}},
                     {"dispatch_sequence": {"$lt": sequence}},

@@ -4,14 +4,15 @@ item results or of prompts, a leaderboard) are opaque here (Any)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from gateway.core.images import SubmissionImages
 from gateway.core.listing import ListQuery
-from gateway.core.quotas import Quotas, UsageNow
+from gateway.core.probing import Finding, StoredDigest
+from gateway.core.quotas import BoardPool, PoolRun, Quotas, UsageNow
 from gateway.core.submission import Record
 from gateway.core.uploads import Manifest
 
@@ -62,9 +63,12 @@ class SubmissionStore(Protocol):
     ) -> bool:
         """Sets fields (and updated_at); False when expect did not hold."""
 
-    async def apply_dispatch(self, tenant_id: str, submission_id: str, fields: Record) -> bool:
+    async def apply_dispatch(
+        self, tenant_id: str, submission_id: str, fields: Record, state: str
+    ) -> bool:
         """Sets fields carrying dispatch_sequence unless a record with that sequence or a later
-        one is stored (False then)."""
+        one is stored, or the record is no longer in state (the state fields were computed
+        from: a completion applied meanwhile is never overwritten); False then."""
 
     async def store_key(self, tenant_id: str, submission_id: str, api_key: str, tx: Any) -> None:
         """The endpoint's API key, sealed, apart from the record."""
@@ -91,8 +95,17 @@ class QuotaLedger(Protocol):
     async def check_active(self, tenant_id: str) -> None:
         """RESOURCE_EXHAUSTED early when no concurrent slot is free."""
 
+    async def check_run(self, tenant_id: str, run: PoolRun, now: datetime) -> None:
+        """RESOURCE_EXHAUSTED early when a cap on the run's pool is spent."""
+
     async def charge(
-        self, tenant_id: str, submission_id: str, items: int, tx: Any, now: datetime
+        self,
+        tenant_id: str,
+        submission_id: str,
+        items: int,
+        tx: Any,
+        now: datetime,
+        run: PoolRun | None = None,
     ) -> None: ...
 
     async def release(
@@ -102,9 +115,13 @@ class QuotaLedger(Protocol):
         created_at: datetime,
         refund_items: int = 0,
         refund_submission: bool = False,
+        run: PoolRun | None = None,
+        refund_run: bool = False,
     ) -> None: ...
 
-    async def usage(self, tenant_id: str, now: datetime | None = None) -> UsageNow: ...
+    async def usage(
+        self, tenant_id: str, now: datetime | None = None, pools: Sequence[BoardPool] = ()
+    ) -> UsageNow: ...
 
 
 @dataclass(frozen=True)
@@ -117,8 +134,11 @@ class Assignment:
 class Rotator(Protocol):
     """The rotator's TaskPoolService as the gateway uses it."""
 
-    async def require_pool(self, track: int, api: bool) -> None:
-        """FAILED_PRECONDITION when the track's board has no published pool."""
+    async def require_pool(self, track: int, api: bool) -> str:
+        """The id of the track's board's current pool; FAILED_PRECONDITION when it has none."""
+
+    async def current_pool(self, track: int, api: bool) -> str:
+        """The id of the track's board's current pool, "" when it has none."""
 
     async def assign(
         self, submission_id: str, tenant_id: str, track: int, api: bool = False
@@ -127,6 +147,10 @@ class Rotator(Protocol):
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest: ...
 
     async def cycle(self, pool_id: str) -> str: ...
+
+    async def disclosed(self, pool_id: str) -> bool:
+        """Whether maintainers disclosed the pool (one-way; a live answer may be a few seconds
+        old); NOT_FOUND for an unknown pool."""
 
     def download(self, submission_id: str) -> AsyncIterator[Any]:
         """The submission's prompts as the partner downloads them (GetPrompts batches)."""
@@ -232,6 +256,29 @@ class AuditLog(Protocol):
     async def read(
         self, tenant_id: str, since: datetime | None, after: Any, limit: int
     ) -> list[Record]: ...
+
+
+class ProbingStore(Protocol):
+    """Answer digests of submissions whose answers are final, and probing findings
+    (adapters/mongo_probing.py)."""
+
+    def answers(self, tenant_id: str, submission_id: str) -> AsyncIterator[tuple[str, str]]:
+        """Every (item_id, answer) the submission's accepted upload batches hold."""
+
+    async def save_digest(self, digest: StoredDigest) -> None:
+        """Stores (or replaces) a submission's digest."""
+
+    async def digests(self, tenant_id: str, pool_id: str, limit: int) -> list[StoredDigest]:
+        """The tenant's stored digests on the pool, newest first, at most limit."""
+
+    async def add_finding(self, finding: Finding) -> bool:
+        """Stores a finding; False when one with its id is stored (nothing changes)."""
+
+    async def findings(
+        self, tenant_id: str, pool_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Finding]:
+        """Findings (of one tenant and pool when given), newest first (found_at, then id,
+        descending), after the (found_at, id) of the last one of the previous page."""
 
 
 class Quarantine(Protocol):

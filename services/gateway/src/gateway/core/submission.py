@@ -160,6 +160,8 @@ def new_record(
         "state_reason": "",
         "pool_id": pool_id,
         "expected": item_count,
+        # Extra items beyond the pool's (0: canaries are pool items; more only for a
+        # submission assigned before that, whose download keeps its fictitious extras).
         "canaries": canary_items,
         "answered": 0,
         "answered_shown": 0,
@@ -196,8 +198,9 @@ def require_awaiting(record: Record) -> None:
 @dataclass(frozen=True)
 class UploadPlan:
     """What one accepted upload message changes: the record's fields, the answers to score
-    (canaries are kept with the batch but neither counted nor scored), and on final the
-    ordinals never answered (scored as missing)."""
+    (every pool item's, canaries included: they are pool items; an older download's extra
+    items are kept with the batch but never scored), and on final the ordinals never answered
+    (scored as missing)."""
 
     fields: Record
     scored: list[AcceptedAnswer]
@@ -226,8 +229,8 @@ def plan_upload(
     uploads.set_bits(bits, ordinals)
     expected = current["expected"]
     scored = [a for a in accepted if a.ordinal < expected]
-    # Canaries count as answered items and the upload ends only when every shown item is in (or
-    # on final): otherwise the counters or the state would point them out.
+    # Every shown item counts as answered (an older download's extras too) and the upload ends
+    # only when every shown item is in (or on final).
     before = current["answered_shown"] if "answered_shown" in current else current["answered"]
     shown = int(before) + len(accepted)
     done = shown >= expected + current.get("canaries", 0) or final
@@ -297,6 +300,6 @@ def completion_fields(record: Record, scored_items: int, completed_at: datetime)
 
 
 def shows_scoring_progress(record: Record) -> bool:
-    """Not while answers are still coming: scoring progress per uploaded batch would tell which
-    answers are scored (and so which items are canaries)."""
+    """Not while answers are still coming: scoring progress per uploaded batch would time the
+    scoring of single answers (and, for an older download, tell its unscored extra items)."""
     return record["state"] in (SCORING, DISPATCHING)

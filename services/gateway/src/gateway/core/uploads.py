@@ -58,9 +58,10 @@ def check_request_id(kind: str, value: str) -> None:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A submission's items: id -> (ordinal, dataset), and the reverse by ordinal. Ordinals
-    from item_count on are the download's canaries (accepted and counted as shown items, never
-    scored)."""
+    """A submission's items: id -> (ordinal, dataset), and the reverse by ordinal. A download's
+    canaries are some of its pool items (shown altered for its tenant, scored like the rest).
+    Ordinals from item_count on exist only for a download made before that: its fictitious
+    extra items, accepted and counted as shown items, never scored."""
 
     pool_id: str
     by_id: dict[str, tuple[int, str]]

@@ -12,6 +12,7 @@ from bson.errors import InvalidId
 from gateway.core.endpoints import Decoding
 from gateway.core.images import ImagesRequest
 from gateway.core.listing import ListRequest
+from gateway.core.probing import Finding
 from gateway.core.quotas import Quotas, UsageNow
 from gateway.core.submission import (
     CreateRequest,
@@ -24,7 +25,7 @@ from gateway.usecases.images import ImageBytes, ImageHeader
 from gateway.usecases.submissions import View, submission_to_proto
 from medbench.dispatch.v1 import dispatch_events_pb2
 from medbench.identity.v1 import identity_pb2
-from medbench.ops.v1 import quarantine_service_pb2
+from medbench.ops.v1 import probing_service_pb2, quarantine_service_pb2
 from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2
 from medbench_runtime.errors import InvalidArgument
@@ -202,6 +203,9 @@ def quotas_to_proto(q: Quotas) -> identity_pb2.Quotas:
         submissions_per_day=q.submissions_per_day,
         concurrent_submissions=q.concurrent_submissions,
         items_per_month=q.items_per_month,
+        official_per_cycle=q.official_per_cycle,
+        hidden_per_day=q.hidden_per_day,
+        hidden_per_cycle=q.hidden_per_cycle,
     )
 
 
@@ -223,6 +227,17 @@ def usage_to_proto(tenant_id: str, usage: UsageNow) -> identity_pb2.Usage:
         submissions_today=usage.submissions_today,
         active_submissions=usage.active_submissions,
         items_this_month=usage.items_this_month,
+        pools=[
+            identity_pb2.PoolUsage(
+                pool_id=p.pool.pool_id,
+                track=p.pool.track,  # type: ignore[arg-type]
+                board="api" if p.pool.api else "upload",
+                official_runs=p.official_runs,
+                hidden_runs_today=p.hidden_runs_today,
+                hidden_runs=p.hidden_runs,
+            )
+            for p in usage.pools
+        ],
     )
 
 
@@ -275,4 +290,25 @@ def entry_to_proto(doc: Record) -> quarantine_service_pb2.QuarantinedEvent:
         last_at=timestamp(doc.get("last_at")),
         resolved_by=doc.get("resolved_by", ""),
         resolved_at=timestamp(doc.get("resolved_at")),
+    )
+
+
+def finding_to_proto(f: Finding) -> probing_service_pb2.ProbingFinding:
+    return probing_service_pb2.ProbingFinding(
+        finding_id=f.finding_id,
+        tenant_id=f.tenant_id,
+        pool_id=f.pool_id,
+        track=f.track,  # type: ignore[arg-type]
+        earlier_submission_id=f.earlier_submission_id,
+        later_submission_id=f.later_submission_id,
+        differing=f.differing,
+        items=f.items,
+        threshold=f.threshold,
+        datasets=[
+            probing_service_pb2.DatasetDifference(
+                dataset=d.dataset, differing=d.differing, items=d.items
+            )
+            for d in f.datasets
+        ],
+        found_at=timestamp(f.found_at),
     )

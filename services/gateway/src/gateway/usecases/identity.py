@@ -3,6 +3,7 @@ verified by every service through medbench_runtime.auth over the same collection
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,12 +15,12 @@ from gateway.core.identity import (
     check_tenant_id,
     check_ttl_days,
 )
-from gateway.core.ports import ApiKeys, AuditLog, QuotaLedger, Tenants
-from gateway.core.quotas import Quotas, UsageNow
-from gateway.core.submission import Record
+from gateway.core.ports import ApiKeys, AuditLog, QuotaLedger, Rotator, Tenants
+from gateway.core.quotas import BoardPool, Quotas, UsageNow
+from gateway.core.submission import TRACKS, Record
 from medbench.identity.v1 import access_pb2
 from medbench_runtime.auth import PLATFORM_TENANT, mint_key
-from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from medbench_runtime.timestamps import utc
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,19 @@ class Identity:
     """Tenants and keys (maintainers), usage and the audit log (readers)."""
 
     def __init__(
-        self, tenants: Tenants, keys: ApiKeys, quotas: QuotaLedger, audit: AuditLog
+        self,
+        tenants: Tenants,
+        keys: ApiKeys,
+        quotas: QuotaLedger,
+        audit: AuditLog,
+        rotator: Rotator | None = None,
     ) -> None:
+        """rotator: names the boards' current pools, whose runs usage shows (None: none)."""
         self._tenants = tenants
         self._keys = keys
         self._quotas = quotas
         self._audit = audit
+        self._rotator = rotator
 
     async def create_tenant(
         self,
@@ -167,13 +175,27 @@ class Identity:
         return await self.key(key_id)
 
     async def usage(self, tenant_id: str, caller_tenant: str, caller_is_partner: bool) -> UsageNow:
-        """A tenant's usage; a partner asking about another tenant learns nothing, not even
-        that it exists."""
+        """A tenant's usage, with its runs on the current pool of every board; a partner asking
+        about another tenant learns nothing, not even that it exists."""
         tenant_id = tenant_id or caller_tenant
         if caller_is_partner and tenant_id != caller_tenant:
             raise NotFound(f"tenant {tenant_id[:70]} not found")
         await self.tenant(tenant_id)
-        return await self._quotas.usage(tenant_id)
+        return await self._quotas.usage(tenant_id, pools=await self._current_pools())
+
+    async def _current_pools(self) -> list[BoardPool]:
+        """The current pool of every board that has one: by track, the API board first."""
+        if self._rotator is None:
+            return []
+        boards = [(track, api) for track in sorted(TRACKS) for api in (True, False)]
+        rotator = self._rotator
+        try:
+            found = await asyncio.gather(*(rotator.current_pool(t, api) for t, api in boards))
+        except Unavailable as exc:
+            # The runs per pool are informative; a rotator outage must not fail the call.
+            log.warning("usage without the runs per pool: %s", exc)
+            return []
+        return [BoardPool(p, t, api) for (t, api), p in zip(boards, found, strict=True) if p]
 
     async def audit_events(
         self, tenant_id: str, since: datetime | None, after: Any, limit: int

@@ -41,3 +41,18 @@ def created(tenant_id: str, track: int, mode: int) -> None:
 
 def finished(tenant_id: str, state: str) -> None:
     SUBMISSIONS_FINISHED.labels(tenant_id, state).inc()
+
+
+PROBING_FLAGS = Counter(
+    "medbench_gateway_probing_flags_total",
+    "Probing findings: pairs of one tenant's submissions on one pool whose answers differ in at "
+    "most max(5, 2% of the items) (maintainers read them with ListProbingFindings), by tenant "
+    "and track.",
+    ["tenant", "track"],
+)
+
+
+def probing_flagged(tenant_id: str, track: int) -> None:
+    PROBING_FLAGS.labels(
+        tenant_id, common_pb2.Track.Name(track).removeprefix("TRACK_").lower()
+    ).inc()

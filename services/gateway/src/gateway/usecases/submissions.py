@@ -25,6 +25,7 @@ from gateway.core.ports import (
     SubmissionStore,
     Transactions,
 )
+from gateway.core.quotas import PoolRun, pool_run
 from gateway.core.submission import (
     AWAITING,
     COMPLETED,
@@ -32,6 +33,7 @@ from gateway.core.submission import (
     FAILED,
     MODE_API,
     MODE_UPLOAD,
+    SCORING,
     TERMINAL,
     CreateRequest,
     DispatchProgress,
@@ -48,6 +50,7 @@ from gateway.core.submission import (
 )
 from gateway.core.ttl_cache import TtlCache
 from gateway.usecases import metrics
+from gateway.usecases.probing import Probing
 from medbench.inference.v1 import inference_events_pb2
 from medbench.submission.v1 import submission_events_pb2, submission_pb2
 from medbench_messaging import topics
@@ -105,8 +108,8 @@ def submission_to_proto(
         mode=doc["mode"],
         state=submission_pb2.SubmissionState.Value(f"SUBMISSION_STATE_{doc['state']}"),
         state_reason=doc.get("state_reason", ""),
-        # Counters count what the partner was shown, canaries included, so that no counter
-        # tells a canary from a scored item (see Submissions.upload).
+        # Counters count what the partner was shown: the pool's items (canaries among them,
+        # scored like the rest), and an older download's unscored extras (see core.submission).
         progress=submission_pb2.Progress(
             expected_items=shown,
             answered_items=doc.get("answered_shown", doc["answered"]),
@@ -157,13 +160,15 @@ class Submissions:
         egress: EgressPolicy | None = None,
         progress_cache_s: float = 1.0,
         view_cache_s: float = 1.0,
+        probing: Probing | None = None,
     ) -> None:
         """egress: the partner endpoint policy's static part (None: the production default).
         progress_cache_s: how long the aggregator's scoring progress of a submission is kept
         (reads within it share one call; 0 = off). view_cache_s: how long a submission read
         for a view is kept; every change this process makes to it forgets it at once (a
         partner reads its own writes), a change made by another gateway replica shows within
-        view_cache_s (0 = off)."""
+        view_cache_s (0 = off). probing: compares each upload whose answers are final with
+        the tenant's others on its pool (None: off)."""
         self._store = store
         self._transactions = transactions
         self._outbox = outbox
@@ -172,6 +177,7 @@ class Submissions:
         self._dispatch = dispatch
         self._quotas = quotas
         self._egress = egress or EgressPolicy()
+        self._probing = probing
         self._scored: TtlCache[str, int] = TtlCache(progress_cache_s, max_entries=4096)
         self._views: TtlCache[tuple[str, str], Record] = TtlCache(view_cache_s, max_entries=4096)
 
@@ -192,9 +198,13 @@ class Submissions:
             await self._quotas.check_active(tenant_id)
         if valid.api:
             # Everything else that can refuse the request is asked before the endpoint is
-            # called: a board without a pool, then the preflight (the first byte it gets).
-            await self._rotator.require_pool(request.track, api=True)
+            # called: a board without a pool, a spent cap on it, then the preflight (the first
+            # byte it gets).
+            await self._check_run(valid, await self._rotator.require_pool(request.track, True))
             await self._preflight(valid)
+        elif self._quotas is not None:
+            # A spent cap is refused before the rotator assigns (and seals) anything.
+            await self._check_run(valid, await self._rotator.current_pool(request.track, False))
         assignment = await self._rotator.assign(
             submission_id, tenant_id, request.track, api=valid.api
         )
@@ -209,7 +219,14 @@ class Submissions:
 
         async def commit(tx: Any) -> None:
             if self._quotas is not None:
-                await self._quotas.charge(tenant_id, submission_id, assignment.item_count, tx, now)
+                await self._quotas.charge(
+                    tenant_id,
+                    submission_id,
+                    assignment.item_count,
+                    tx,
+                    now,
+                    run=_run(valid, assignment.pool_id),
+                )
             await self._store.insert(tenant_id, record, tx)
             if valid.api and request.endpoint is not None:
                 # The key lives apart from the submission, which partners and logs can see:
@@ -237,6 +254,14 @@ class Submissions:
             assignment.item_count,
         )
         return record, True
+
+    async def _check_run(self, valid: ValidCreate, pool_id: str) -> None:
+        """RESOURCE_EXHAUSTED early when the run's cap on the board's current pool is spent
+        (the charge in the create's transaction enforces it, on the pool assigned)."""
+        if self._quotas is not None and pool_id:
+            await self._quotas.check_run(
+                valid.request.tenant_id, _run(valid, pool_id), datetime.now(UTC)
+            )
 
     async def _preflight(self, valid: ValidCreate) -> None:
         """The endpoint contract starts here: no run against an endpoint that fails it. The
@@ -318,7 +343,19 @@ class Submissions:
         count_items(
             "answered", tenant_id, doc["track"], sum(a.ordinal < expected for a in accepted)
         )
+        if state == SCORING:
+            await self._answers_final(doc, manifest)
         return UploadOutcome(replayed=False, accepted=len(accepted), state=state)
+
+    async def _answers_final(self, doc: Record, manifest: uploads.Manifest) -> None:
+        """Probing detection of an upload whose answers are final. Never fails the upload,
+        and tells the partner nothing."""
+        if self._probing is None:
+            return
+        try:
+            await self._probing.answers_final(doc, manifest)
+        except Exception:
+            log.exception("probing check of submission %s failed", doc["_id"])
 
     @staticmethod
     def _responses_events(
@@ -458,12 +495,22 @@ class Submissions:
             yield batch
 
     async def item_results(self, tenant_id: str, submission_id: str) -> AsyncIterator[Any]:
-        """The owner's per-item results of a completed submission, in batches."""
+        """The owner's per-item results of a completed submission, in batches, once its pool
+        is disclosed: while the pool is live they would reveal its keys (README, "What
+        partners see")."""
         doc = await self._store.view(tenant_id, submission_id)
         if doc["state"] != COMPLETED:
             raise FailedPrecondition(
                 f"submission {submission_id} is {doc['state']}; item results exist once it is "
                 f"COMPLETED"
+            )
+        if not await self._rotator.disclosed(doc["pool_id"]):
+            raise FailedPrecondition(
+                f"per-item results of submission {submission_id} are withheld: its pool "
+                f"{doc['pool_id']} is a live hidden pool, and per-item scores would reveal its "
+                f"answer keys. They are released when the maintainers disclose the pool, after "
+                f"it has been rotated out; the report (GetReport) has its per-dataset and "
+                f"per-dimension scores with their intervals now"
             )
         async for batch in self._reports.item_results(submission_id, tenant_id):
             yield batch
@@ -502,13 +549,14 @@ class Submissions:
         if fields is None:
             return  # a redelivered or late event
         applied = await self._store.apply_dispatch(
-            progress.tenant_id, progress.submission_id, fields
+            progress.tenant_id, progress.submission_id, fields, doc["state"]
         )
         self._changed(progress.tenant_id, progress.submission_id)
         if applied and fields.get("state") == FAILED:
             metrics.finished(progress.tenant_id, FAILED)
-            # Items the endpoint never answered for infrastructure reasons are not charged.
-            await self._release(doc, refund_items=progress.infra_failed)
+            # Items the endpoint never answered for infrastructure reasons are not charged, nor
+            # is the run on its pool (no score is shown).
+            await self._release(doc, refund_items=progress.infra_failed, refund_run=True)
             # The run is over: its endpoint key is not kept (the dispatcher deletes it too).
             await self._store.forget_key(progress.submission_id)
 
@@ -537,12 +585,29 @@ class Submissions:
             # Every item is answered and scored: the endpoint key is not needed any more.
             await self._store.forget_key(submission_id)
 
-    async def _release(self, doc: Record, refund_items: int = 0) -> None:
+    async def _release(self, doc: Record, refund_items: int = 0, refund_run: bool = False) -> None:
         """Frees the concurrent slot of a submission that became terminal."""
         if self._quotas is not None:
             await self._quotas.release(
-                doc["tenant_id"], doc["_id"], doc["created_at"], refund_items=refund_items
+                doc["tenant_id"],
+                doc["_id"],
+                doc["created_at"],
+                refund_items=refund_items,
+                run=_run_of(doc),
+                refund_run=refund_run,
             )
+
+
+def _run(valid: ValidCreate, pool_id: str) -> PoolRun:
+    """What a create is charged on its pool (core.quotas.PoolRun)."""
+    endpoint = valid.request.endpoint
+    return pool_run(pool_id, valid.api, endpoint is not None and endpoint.self_test)
+
+
+def _run_of(doc: Record) -> PoolRun:
+    return pool_run(
+        doc["pool_id"], doc["mode"] == MODE_API, bool(doc.get("endpoint", {}).get("self_test"))
+    )
 
 
 def _responses_event(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -80,6 +80,31 @@ class PoolKeys(Protocol):
     """The sealed keys of frozen pools."""
 
     async def keys(self, pool_id: str) -> Sequence[SealedKey]: ...
+
+
+class CanaryKey(Protocol):
+    """The sealed alteration of a canary of one download: a pool item shown altered for its
+    tenant (medbench_storage.variants.CanaryKey)."""
+
+    def alter_prompt(self, text: str) -> str:
+        """The judge's prompt as the download showed the item (unchanged but for a canary
+        altered in its prompt)."""
+        ...
+
+    def alter_key(self, text: str) -> str:
+        """A text of the key (reference, key point) as the canary's key reads it."""
+        ...
+
+
+class Variant(Protocol):
+    @property
+    def canaries(self) -> Mapping[str, CanaryKey]: ...
+
+
+class Variants(Protocol):
+    """What each submission's download showed (the rotator's sealed variants)."""
+
+    async def variant(self, submission_id: str) -> Variant: ...
 
 
 class Publisher(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from judge_scorer.core.agreement import bootstrap_kappa_ci, cohen_kappa
-from judge_scorer.core.ports import JudgeStore, PoolKeys, Publisher, SealedKey
+from judge_scorer.core.ports import CanaryKey, JudgeStore, PoolKeys, Publisher, SealedKey, Variants
 from judge_scorer.core.rubric import Rubric, RubricBook, UnknownRubric
 from judge_scorer.usecases.panel import JudgeInput, Panel, PanelResult
 from medbench.scoring.v1 import scoring_events_pb2
@@ -78,11 +78,14 @@ class Judging:
         publisher: Publisher,
         kappa_threshold: float = 0.80,
         review_spread: float = 0.3,
+        variants: Variants | None = None,
     ) -> None:
+        """variants: each download's canaries, judged against their own keys (None: none)."""
         self.panel = panel
         self.rubrics = rubrics
         self._store = store
         self._pool_keys = pool_keys
+        self._variants = variants
         self._publisher = publisher
         self.kappa_threshold = kappa_threshold
         self._review_spread = review_spread
@@ -169,7 +172,15 @@ class Judging:
                     return
         context = event.context
         keys = {k.item_id: k for k in await self._pool_keys.keys(context.pool_id)}
-        inputs = [_input(t, rubrics[t.item_id], keys[t.item_id]) for t in event.tasks]
+        canaries = (
+            {}
+            if self._variants is None
+            else (await self._variants.variant(context.submission_id)).canaries
+        )
+        inputs = [
+            _input(t, rubrics[t.item_id], keys[t.item_id], canaries.get(t.item_id))
+            for t in event.tasks
+        ]
         results = await self.panel.judge(inputs)
         scores: list[scoring_events_pb2.ItemScore] = []
         judgments: list[dict[str, Any]] = []
@@ -381,7 +392,22 @@ def _width(rubric: Rubric) -> float:
     return float(rubric.scale.max - rubric.scale.min)
 
 
-def _input(task: scoring_events_pb2.JudgeTask, rubric: Rubric, key: SealedKey) -> JudgeInput:
+def _input(
+    task: scoring_events_pb2.JudgeTask,
+    rubric: Rubric,
+    key: SealedKey,
+    canary: CanaryKey | None = None,
+) -> JudgeInput:
+    """What the judge reads: the pool key's prompt and reference, or, for a canary, the prompt
+    as its download showed it and its own key (judged like any item)."""
+    if canary is not None:
+        return JudgeInput(
+            rubric,
+            canary.alter_prompt(key.prompt),
+            canary.alter_key("\n".join(key.reference)),
+            tuple(canary.alter_key(k) for k in key.key_points),
+            task.answer,
+        )
     return JudgeInput(rubric, key.prompt, "\n".join(key.reference), key.key_points, task.answer)
 
 

@@ -5,8 +5,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from metric_scorer.core.canary import LeakSignal
+
 Orders = Mapping[str, tuple[int, ...]]
 """item_id -> the option order one download showed (absent: canonical order)."""
+
+
+class CanaryKey(Protocol):
+    """The sealed key of one canary of a download (medbench_storage.variants.CanaryKey)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def originals(self) -> tuple[str, ...]: ...
+    @property
+    def own_key(self) -> bool:
+        """Scored against the pool key altered by `alter_key` (else the pool key's, through the
+        download's order for a choice item)."""
+        ...
+
+    def alter_key(self, text: str) -> str:
+        """A text of the pool key (reference, key point) as this canary's key reads it."""
+        ...
+
+
+class Variant(Protocol):
+    """What one download showed: its option orders and its canaries."""
+
+    @property
+    def orders(self) -> Orders: ...
+    @property
+    def canaries(self) -> Mapping[str, CanaryKey]: ...
 
 
 class SealedKey(Protocol):
@@ -46,9 +75,17 @@ class PoolKeys(Protocol):
 
 
 class Variants(Protocol):
-    """The option orders each submission's download showed."""
+    """What each submission's download showed (the rotator's sealed variants)."""
 
-    async def orders(self, submission_id: str) -> Orders: ...
+    async def variant(self, submission_id: str) -> Variant: ...
+
+
+class LeakSignals(Protocol):
+    """Where answers that are right for a canary's original are recorded (maintainers only)."""
+
+    async def record(self, signals: Sequence[LeakSignal]) -> None:
+        """Stores the signals (idempotent per submission and item)."""
+        ...
 
 
 class Publisher(Protocol):

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
+
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
@@ -13,13 +15,20 @@ from medbench_messaging.sizing import MAX_NOTE_BYTES, clip_utf8
 from medbench_runtime.metrics import count_items
 from medbench_runtime.timestamps import timestamp
 from metric_scorer.core.batch import MismatchedResponse, ResponseBatch
+from metric_scorer.core.canary import LeakSignal, original_answer
 from metric_scorer.core.choice import shown_reference
 from metric_scorer.core.components import PoolTotals, plan, score_objective
-from metric_scorer.core.ports import PoolKeys, Publisher, Variants
+from metric_scorer.core.ports import LeakSignals, PoolKeys, Publisher, Variants
 from metric_scorer.core.types import ItemKey
 
 SCORER_VERSION = "metric-scorer/2"
 _RULE_PREFIX = "MERGE_RULE_"
+LEAK_SIGNALS = Counter(
+    "medbench_canary_original_answers_total",
+    "Canary items answered with their original item's right answer (a leak signal; the "
+    "evidence is in the sealed leak_signals collection).",
+    ["tenant", "dataset"],
+)
 
 
 def merge_rule_named(name: str) -> scoring_events_pb2.MergeRule.ValueType:
@@ -50,10 +59,14 @@ class ItemScoring:
         publisher: Publisher,
         merge_rule: str = "mean",
         totals: PoolTotals | None = None,
+        signals: LeakSignals | None = None,
     ) -> None:
+        """signals: where canaries answered with their original's answer are recorded (None:
+        counted only)."""
         self._keys = keys
         self._variants = variants
         self._publisher = publisher
+        self._signals = signals
         # An unknown rule fails when the service starts, not per message.
         self._merge_rule = merge_rule_named(merge_rule)
         self._totals = totals or PoolTotals()
@@ -64,16 +77,18 @@ class ItemScoring:
         Raises:
             MismatchedResponse: a response's item is not at its ordinal in the pool.
         """
-        # Each download shows choice options in its tenant's order; keys are in canonical
-        # order. Both are cached; read together, a submission's first batch waits for the
-        # slower only.
-        pool, orders = await asyncio.gather(
-            self._keys.keys(batch.pool_id), self._variants.orders(batch.submission_id)
+        # Each download shows choice options in its tenant's order, and a few items altered
+        # (canaries, each with its own key); keys are in canonical order. Both are cached;
+        # read together, a submission's first batch waits for the slower only.
+        pool, variant = await asyncio.gather(
+            self._keys.keys(batch.pool_id), self._variants.variant(batch.submission_id)
         )
+        orders, canaries = variant.orders, variant.canaries
         scores: list[scoring_events_pb2.ItemScore] = []
         judged: list[scoring_events_pb2.ItemScore] = []
         tasks: list[scoring_events_pb2.JudgeTask] = []
         rules: dict[str, str] = {}
+        signals: list[LeakSignal] = []
         for response in batch.responses:
             ordinal = response.ordinal
             if not 0 <= ordinal < len(pool) or pool[ordinal].item_id != response.item_id:
@@ -82,7 +97,16 @@ class ItemScoring:
                 )
             key = pool[ordinal]
             rules[key.dataset] = key.rule
-            steps = plan(key.metric, key.key_points)
+            # A canary is scored like any item, against its own key: the pool key altered as
+            # its prompt was (a detail canary), or through its order (an order canary, like
+            # every choice item).
+            canary = canaries.get(key.item_id)
+            reference, key_points = key.reference, key.key_points
+            if canary is not None and canary.own_key:
+                reference = tuple(canary.alter_key(r) for r in reference)
+                key_points = tuple(canary.alter_key(k) for k in key_points)
+            steps = plan(key.metric, key_points)
+            parsed = ""
             common = {
                 "prompt_hash": response.prompt_hash,
                 "item_id": key.item_id,
@@ -92,18 +116,17 @@ class ItemScoring:
                 "merge_rule": self._merge_rule,
             }
             if steps.objective:
-                reference, options = key.reference, 0
+                options = 0
                 if key.metric.startswith("choice"):
                     order = orders.get(key.item_id)
-                    reference = shown_reference(key.reference, order)
+                    reference = shown_reference(reference, order)
                     options = len(order or ())
                 result = score_objective(
                     None if response.missing else response.answer,
-                    ItemKey(
-                        key.item_id, key.dataset, key.metric, reference, key.key_points, options
-                    ),
+                    ItemKey(key.item_id, key.dataset, key.metric, reference, key_points, options),
                     steps.objective,
                 )
+                parsed = result.parsed
                 metric = scoring_events_pb2.ItemScore(
                     component="metric",
                     metric=key.metric,
@@ -121,6 +144,20 @@ class ItemScoring:
                     counts = result.counts
                     metric.tp, metric.fp, metric.fn = counts.tp, counts.fp, counts.fn
                 scores.append(metric)
+            if canary is not None and not response.missing:
+                matched = original_answer(canary.kind, canary.originals, response.answer, parsed)
+                if matched:
+                    signals.append(
+                        LeakSignal(
+                            batch.submission_id,
+                            batch.tenant_id,
+                            batch.pool_id,
+                            key.item_id,
+                            key.dataset,
+                            canary.kind,
+                            matched,
+                        )
+                    )
             if not steps.judged:
                 continue
             if response.missing:
@@ -151,6 +188,12 @@ class ItemScoring:
         total = self._totals.total(batch.pool_id, pool)
         coverage = await self._keys.coverage(batch.pool_id)
         events = self._events(batch, total, rules, coverage, scores, judged, tasks)
+        if signals:
+            # Recorded before the scores go out: a redelivery records them again, idempotently.
+            if self._signals is not None:
+                await self._signals.record(signals)
+            for signal in signals:
+                LEAK_SIGNALS.labels(signal.tenant_id, signal.dataset).inc()
         await self._publisher.publish(events)
         count_items("scored", batch.tenant_id, batch.track, len(scores) + len(judged))
 

@@ -10,10 +10,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from medbench_runtime.errors import NotFound
+from medbench_storage.indexes import IndexSpec, asc
 from rotator.adapters.mongo_task_store import in_chunks
-from rotator.core.leaktrace import CanaryHit, PlacedCanary, Variant
+from rotator.core.canaries import ORDER, Canary
+from rotator.core.leaktrace import CanaryHit, LegacyCanary, Variant
 from rotator.core.pools import Assignment
 from rotator.core.ports import PoolStore
+
+SEALED_INDEXES = (IndexSpec("canaries", asc("fingerprint")),)
 
 
 def _assignment(doc: Mapping[str, Any]) -> Assignment:
@@ -22,14 +26,43 @@ def _assignment(doc: Mapping[str, Any]) -> Assignment:
     )
 
 
+def _order_text(order: tuple[int, ...]) -> str:
+    return ",".join(map(str, order))
+
+
+def _order(text: str) -> tuple[int, ...]:
+    return tuple(map(int, text.split(","))) if text else ()
+
+
+def canary_doc(c: Canary) -> dict[str, Any]:
+    """One canary as the sealed variant keeps it: its alteration, never its texts (what it
+    shows follows from its pool item: an order canary's order, a detail canary's moved age),
+    which the scorers read too (medbench_storage.variants)."""
+    doc: dict[str, Any] = {
+        "item_id": c.item_id,
+        "ordinal": c.ordinal,
+        "dataset": c.dataset,
+        "kind": c.kind,
+        "fingerprint": c.fingerprint,
+        "chance": c.chance,
+        "originals": list(c.originals),
+    }
+    if c.kind == ORDER:
+        doc["order"] = _order_text(c.order)
+    else:
+        doc |= {"moved": [c.age, c.moved], "moves_key": c.moves_key}
+    return doc
+
+
 def variant_doc(variant: Variant) -> dict[str, Any]:
-    """The sealed `variants` document (the metric scorer reads its orders too)."""
+    """The sealed `variants` document (the scorers read its orders and canaries too)."""
     return {
         "_id": variant.submission_id,
         "tenant_id": variant.tenant_id,
         "pool_id": variant.pool_id,
-        "orders": [[item_id, ",".join(map(str, order))] for item_id, order in variant.orders],
-        "canaries": [
+        "orders": [[item_id, _order_text(order)] for item_id, order in variant.orders],
+        "canaries": [canary_doc(c) for c in variant.canaries]
+        + [
             {
                 "item_id": c.item_id,
                 "dataset": c.dataset,
@@ -38,30 +71,51 @@ def variant_doc(variant: Variant) -> dict[str, Any]:
                 "ordinal": c.ordinal,
                 "after": c.after,
             }
-            for c in variant.canaries
+            for c in variant.legacy
         ],
     }
 
 
 def variant_from_doc(doc: Mapping[str, Any]) -> Variant:
+    """A stored variant; canaries without a kind are an older download's extra items."""
+    orders = tuple((item_id, _order(order)) for item_id, order in doc["orders"])
+    canaries, legacy = [], []
+    for c in doc["canaries"]:
+        if "kind" not in c:
+            legacy.append(
+                LegacyCanary(
+                    c["item_id"],
+                    c["dataset"],
+                    c["question"],
+                    c["fingerprint"],
+                    c["ordinal"],
+                    c["after"],
+                )  # fmt: skip
+            )
+            continue
+        age, moved = c.get("moved", ("", ""))
+        canaries.append(
+            Canary(
+                item_id=c["item_id"],
+                ordinal=c["ordinal"],
+                dataset=c["dataset"],
+                kind=c["kind"],
+                fingerprint=c["fingerprint"],
+                chance=c["chance"],
+                originals=tuple(c["originals"]),
+                order=_order(c.get("order", "")),
+                age=age,
+                moved=moved,
+                moves_key=c.get("moves_key", False),
+            )
+        )
     return Variant(
         submission_id=doc["_id"],
         tenant_id=doc["tenant_id"],
         pool_id=doc["pool_id"],
-        orders=tuple(
-            (item_id, tuple(map(int, order.split(",")))) for item_id, order in doc["orders"]
-        ),
-        canaries=tuple(
-            PlacedCanary(
-                c["item_id"],
-                c["dataset"],
-                c["question"],
-                c["fingerprint"],
-                c["ordinal"],
-                c["after"],
-            )
-            for c in doc["canaries"]
-        ),
+        orders=orders,
+        canaries=tuple(canaries),
+        legacy=tuple(legacy),
     )
 
 
@@ -113,15 +167,18 @@ class MongoAssignmentStore:
         return None if found is None else variant_from_doc(found)
 
     async def store_variant(self, variant: Variant) -> None:
-        """Idempotent: the variant is a pure function of secret, tenant and pool."""
+        """Idempotent: the variant is a pure function of secret, tenant and pool. Each canary
+        is indexed by its question's fingerprint, once per download (`canaries`)."""
         for canary in variant.canaries:
             await self._sealed.canaries.replace_one(
-                {"_id": canary.fingerprint},
+                {"_id": f"{canary.fingerprint}:{variant.submission_id}"},
                 {
+                    "fingerprint": canary.fingerprint,
                     "tenant_id": variant.tenant_id,
                     "submission_id": variant.submission_id,
                     "pool_id": variant.pool_id,
                     "item_id": canary.item_id,
+                    "chance": canary.chance,
                 },
                 upsert=True,
             )
@@ -131,9 +188,29 @@ class MongoAssignmentStore:
 
     async def canary_hits(self, fingerprints: Sequence[str]) -> list[CanaryHit]:
         hits: list[CanaryHit] = []
-        for ids in in_chunks(list(fingerprints)):
+        for ids in in_chunks(sorted(set(fingerprints))):
+            async for doc in self._sealed.canaries.find({"fingerprint": {"$in": ids}}):
+                hits.append(
+                    CanaryHit(
+                        doc["tenant_id"],
+                        doc["submission_id"],
+                        doc["pool_id"],
+                        doc["item_id"],
+                        doc["chance"],
+                        doc["fingerprint"],
+                    )
+                )
+            # An older download's fictitious canaries, indexed by fingerprint alone.
             async for doc in self._sealed.canaries.find({"_id": {"$in": ids}}):
-                hits.append(CanaryHit(doc["tenant_id"], doc["submission_id"], doc["pool_id"]))
+                hits.append(
+                    CanaryHit(
+                        doc["tenant_id"],
+                        doc["submission_id"],
+                        doc["pool_id"],
+                        doc["item_id"],
+                        fingerprint=doc["_id"],
+                    )
+                )
         return hits
 
     async def variants(self) -> AsyncIterator[Variant]:

@@ -13,7 +13,14 @@ from medbench_runtime.errors import AlreadyExists, FailedPrecondition
 from medbench_storage.indexes import IndexSpec, asc
 from rotator.core.bank import FrozenPool, TaskRecord, chunks
 from rotator.core.download import option_count
-from rotator.core.pools import DEFAULT_BOARD, PoolEntry, PoolMeta, PoolParams, PoolRecord
+from rotator.core.pools import (
+    DEFAULT_BOARD,
+    PoolEntry,
+    PoolKeyEntry,
+    PoolMeta,
+    PoolParams,
+    PoolRecord,
+)
 
 INDEXES = (
     IndexSpec("pool_items", asc("pool_id", "chunk")),
@@ -49,6 +56,7 @@ def pool_from_doc(doc: Mapping[str, Any]) -> PoolRecord:
             tuple(params["datasets"]),
         ),
         shortfalls=tuple(doc.get("shortfalls", ())),
+        disclosed_at=doc.get("disclosed_at"),
     )
 
 
@@ -107,6 +115,19 @@ class MongoPoolStore:
     async def is_current(self, pool: PoolRecord) -> bool:
         pointer = await self._db.current_pools.find_one({"_id": f"{pool.track}:{pool.board}"})
         return pointer is not None and pointer["pool_id"] == pool.pool_id
+
+    async def current_pools(self) -> list[PoolRecord]:
+        found = []
+        async for pointer in self._db.current_pools.find({}).sort("_id", 1):
+            pool = await self.find_pool(pointer["pool_id"])
+            if pool is None:
+                raise FailedPrecondition(f"current pool {pointer['pool_id']} is missing")
+            found.append(pool)
+        return found
+
+    async def retired_groups(self) -> set[str]:
+        """The `retired_groups` collection (written by MongoCurrentPools.disclose)."""
+        return {d["_id"] async for d in self._db.retired_groups.find({}, {"_id": 1})}
 
     async def pool_groups(self, pool_id: str) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -221,6 +242,20 @@ class MongoPoolStore:
                     image_ids=tuple(it.get("image_ids", ())),
                     messages=tuple((m["role"], m["content"]) for m in it.get("messages", ())),
                     n_options=it.get("n_options", 0),
+                )
+
+    async def pool_keys(self, pool_id: str) -> AsyncIterator[PoolKeyEntry]:
+        async for chunk in self._sealed.pool_keys.find({"pool_id": pool_id}).sort("chunk", 1):
+            for k in chunk["keys"]:
+                yield PoolKeyEntry(
+                    item_id=k["item_id"],
+                    ordinal=k["ordinal"],
+                    dataset=k["dataset"],
+                    group_id=k.get("group_id") or k["item_id"],
+                    metric=k["metric"],
+                    reference=tuple(k.get("reference", ())),
+                    key_points=tuple(k.get("key_points", ())),
+                    prompt=k.get("prompt", ""),
                 )
 
 

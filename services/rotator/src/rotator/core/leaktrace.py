@@ -1,91 +1,36 @@
-"""Leak tracing (pure): per-download variants, canary items, and matching a leaked file.
+"""Leak tracing (pure): per-download variants and matching a leaked file.
 
 Each download of a pool differs traceably: multiple-choice options come in an order derived
-from a secret and the tenant (options.permutation_for), and a few canary items, fictitious
-questions whose numbers are derived the same way, are mixed in. A leaked file is traced by
-comparing its option orders with every download's, and by looking up its canaries.
+from a secret and the tenant (options.permutation_for), and a few items are canaries, altered
+for the tenant in place (core/canaries.py). A leaked file is traced by comparing its option
+orders with every download's, and by looking up its canaries' questions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from rotator.core.canaries import Canary, fingerprint, normalise
 from rotator.core.options import parse_options, permutation_for
 
-CANARY_STEMS = (
-    "患者，{sex}，{age}岁，发热{days}天，体温最高{temp}℃，血白细胞{wbc}×10^9/L。"
-    "下列处理中最恰当的是",
-    "患者，{sex}，{age}岁，活动后胸闷{days}天，血压{sbp}/{dbp}mmHg，心率{hr}次/分。首选的检查是",
-    "患者，{sex}，{age}岁，口干多饮{days}天，空腹血糖{glu}mmol/L，糖化血红蛋白{a1c}%。"
-    "下一步最合适的是",
-)
-CANARY_OPTIONS = (
-    ("完善相关检查后对症治疗", "立即手术治疗", "仅随访观察，不做处理", "转上级医院进一步诊治"),
-    ("心电图", "头颅CT", "腹部超声", "肺功能检查"),
-    ("生活方式干预并启动降糖治疗", "立即静脉输注胰岛素", "不予处理", "口服抗生素"),
-)
-
-
-@dataclass(frozen=True)
-class Canary:
-    """A fictitious item unique to one download."""
-
-    item_id: str
-    dataset: str
-    question: str
-    fingerprint: str
-
-
-def _numbers(secret: bytes, *parts: str) -> bytes:
-    message = b"\x00".join(p.encode() for p in parts)
-    return hmac.new(secret, message, hashlib.sha256).digest()
-
-
-def normalise(text: str) -> str:
-    """Canonical text for fingerprints: NFKC, no white space."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
-
-
-def fingerprint(text: str) -> str:
-    """What identifies a canary wherever its text turns up."""
-    return hashlib.sha256(normalise(text).encode()).hexdigest()
-
-
-def canaries(
-    secret: bytes, tenant_id: str, submission_id: str, datasets: Sequence[str], count: int
-) -> list[Canary]:
-    """count canaries for one download, in the given choice datasets, in the house format."""
-    out = []
-    for k in range(count if datasets else 0):
-        d = _numbers(secret, "canary", tenant_id, submission_id, str(k))
-        template = d[0] % len(CANARY_STEMS)
-        stem = CANARY_STEMS[template].format(
-            sex="男" if d[1] & 1 else "女",
-            age=18 + d[2] % 70,
-            days=1 + d[3] % 28,
-            temp=f"{38 + (d[4] % 25) / 10:.1f}",
-            wbc=f"{4 + (d[5] % 160) / 10:.1f}",
-            sbp=100 + d[6] % 80,
-            dbp=60 + d[7] % 40,
-            hr=50 + d[8] % 70,
-            glu=f"{7 + (d[9] % 120) / 10:.1f}",
-            a1c=f"{6 + (d[10] % 60) / 10:.1f}",
-        )
-        options = CANARY_OPTIONS[template]
-        question = (
-            "## 任务：请回答单项选择题，从问题选项中选出一个正确回答的序号，填写到<>中。\n\n"
-            f"## 题目：{stem}\n"
-            + "\n".join(f"{'ABCD'[i]}. {text}" for i, text in enumerate(options))
-        )
-        dataset = datasets[d[11] % len(datasets)]
-        item_id = f"{dataset}-{100000 + int.from_bytes(d[12:16], 'big') % 900000}"
-        out.append(Canary(item_id, dataset, question, fingerprint(question)))
-    return out
+__all__ = [
+    "CanaryHit",
+    "LeakEvidence",
+    "LeakedLine",
+    "LeakSignal",
+    "LegacyCanary",
+    "Suspect",
+    "Variant",
+    "chance",
+    "fingerprint",
+    "make_variant",
+    "normalise",
+    "observed_order",
+    "observed_orders",
+]
 
 
 def observed_order(canonical: Sequence[str], leaked_question: str) -> tuple[int, ...] | None:
@@ -112,8 +57,9 @@ def chance(option_counts: Sequence[int]) -> float:
 
 
 @dataclass(frozen=True)
-class PlacedCanary:
-    """A canary of one download and where it stands in the download."""
+class LegacyCanary:
+    """A fictitious extra item of a download made before canaries were altered pool items
+    (stored with its variant; served after the pool item it follows, never scored)."""
 
     item_id: str
     dataset: str
@@ -133,8 +79,12 @@ class Variant:
     tenant_id: str
     pool_id: str
     orders: tuple[tuple[str, tuple[int, ...]], ...]
-    """(item_id, order) of every choice item with two options or more, in pool order."""
-    canaries: tuple[PlacedCanary, ...]
+    """(item_id, order) of every choice item with two options or more, in pool order (an order
+    canary's order is its canary order)."""
+    canaries: tuple[Canary, ...] = ()
+    """Pool items this download shows altered, in pool order."""
+    legacy: tuple[LegacyCanary, ...] = ()
+    """Extra items of a download made before canaries were pool items (never made now)."""
 
 
 def make_variant(
@@ -142,37 +92,23 @@ def make_variant(
     submission_id: str,
     tenant_id: str,
     pool_id: str,
-    item_count: int,
-    choice_items: Iterable[tuple[str, str, int]],
-    canaries_per_download: int,
+    choice_items: Iterable[tuple[str, int]],
+    canaries: Sequence[Canary] = (),
 ) -> Variant:
-    """The variant of one download of a pool of item_count items, from its (item_id, dataset,
-    option count) in pool order: deterministic, so a retry makes the same."""
-    orders: list[tuple[str, tuple[int, ...]]] = []
-    choice_datasets: set[str] = set()
-    for item_id, dataset, n_options in choice_items:
-        if n_options >= 2:
-            orders.append((item_id, permutation_for(secret, tenant_id, item_id, n_options)))
-            choice_datasets.add(dataset)
-    made = canaries(
-        secret, tenant_id, submission_id, sorted(choice_datasets), canaries_per_download
+    """The variant of one download from the (item_id, option count) of the pool's items in pool
+    order and its canaries: deterministic, so a retry makes the same."""
+    canary_orders = {c.item_id: c.order for c in canaries if c.order}
+    orders = tuple(
+        (item_id, canary_orders.get(item_id) or permutation_for(secret, tenant_id, item_id, n))
+        for item_id, n in choice_items
+        if n >= 2
     )
     return Variant(
         submission_id,
         tenant_id,
         pool_id,
-        tuple(orders),
-        tuple(
-            PlacedCanary(
-                c.item_id,
-                c.dataset,
-                c.question,
-                c.fingerprint,
-                ordinal=item_count + k,
-                after=int(c.fingerprint[:8], 16) % max(item_count, 1),
-            )
-            for k, c in enumerate(made)
-        ),
+        orders,
+        tuple(sorted(canaries, key=lambda c: c.ordinal)),
     )
 
 
@@ -186,11 +122,17 @@ class LeakedLine:
 
 @dataclass(frozen=True)
 class CanaryHit:
-    """A leaked line that is a canary, and the download it was made for."""
+    """A leaked line that is a canary's question, and the download that showed it."""
 
     tenant_id: str
     submission_id: str
     pool_id: str
+    item_id: str = ""
+    chance: float = 0.0
+    """Probability that an unrelated download shows the same question (0 for a canary of an
+    older download: a fictitious item that existed in that download only)."""
+    fingerprint: str = ""
+    """Of the canary's question (canaries.fingerprint)."""
 
 
 @dataclass(frozen=True)
@@ -201,13 +143,14 @@ class Suspect:
     submission_id: str
     pool_id: str
     canary_hits: int = 0
+    """This download's canaries whose question is in the file."""
     checked_items: int = 0
     """Leaked choice items this download has an option order for."""
     matched_items: int = 0
     """Of those, the ones in this download's order."""
     chance: float = 1.0
-    """Probability that an unrelated download matches as well (0 with a canary hit: a canary
-    exists in one download only)."""
+    """Probability that an unrelated download matches as well: the product of its canaries'
+    and its other matched items' chances (0 with a canary of an older download)."""
 
 
 def observed_orders(
@@ -228,19 +171,21 @@ def observed_orders(
 
 class LeakEvidence:
     """Collects the evidence against each download: canary hits, then the downloads' option
-    orders compared with the observed ones (variants are offered one at a time)."""
+    orders compared with the observed ones (variants are offered one at a time). A canary
+    whose order also matched counts once."""
 
     def __init__(self, observed: Mapping[str, tuple[int, ...]]) -> None:
         self._observed = observed
         self._suspects: dict[str, Suspect] = {}
+        self._hits: dict[str, dict[str, float]] = {}
+        """submission -> canary item found -> its chance."""
+        self._matched: dict[str, dict[str, int]] = {}
+        """submission -> matched item -> its option count."""
 
     def add_canary_hit(self, hit: CanaryHit) -> None:
-        found = self._suspects.get(hit.submission_id) or Suspect(
-            hit.tenant_id, hit.submission_id, hit.pool_id
-        )
-        self._suspects[hit.submission_id] = replace(
-            found, canary_hits=found.canary_hits + 1, chance=0.0
-        )
+        hits = self._hits.setdefault(hit.submission_id, {})
+        hits.setdefault(hit.item_id or f"#{len(hits)}", hit.chance)
+        self._update(hit.submission_id, hit.tenant_id, hit.pool_id)
 
     def add_variant(self, variant: Variant) -> None:
         orders = dict(variant.orders)
@@ -248,17 +193,26 @@ class LeakEvidence:
         if not checked:
             return
         matched = [i for i in checked if orders[i] == self._observed[i]]
-        found = self._suspects.get(variant.submission_id) or Suspect(
-            variant.tenant_id, variant.submission_id, variant.pool_id
+        self._matched[variant.submission_id] = {i: len(self._observed[i]) for i in matched}
+        self._update(
+            variant.submission_id,
+            variant.tenant_id,
+            variant.pool_id,
+            checked=len(checked),
+            matched=len(matched),
         )
-        if not found.canary_hits:
-            found = replace(
-                found,
-                chance=chance([len(self._observed[i]) for i in matched]) if matched else 1.0,
-            )
-        self._suspects[variant.submission_id] = replace(
-            found, checked_items=len(checked), matched_items=len(matched)
-        )
+
+    def _update(
+        self, submission_id: str, tenant_id: str, pool_id: str, checked: int = -1, matched: int = -1
+    ) -> None:
+        found = self._suspects.get(submission_id) or Suspect(tenant_id, submission_id, pool_id)
+        hits = self._hits.get(submission_id, {})
+        orders = self._matched.get(submission_id, {})
+        p = math.prod(hits.values()) * chance([n for i, n in orders.items() if i not in hits])
+        found = replace(found, canary_hits=len(hits), chance=p)
+        if checked >= 0:
+            found = replace(found, checked_items=checked, matched_items=matched)
+        self._suspects[submission_id] = found
 
     def ranked(self) -> list[Suspect]:
         """Downloads with a canary hit or a matching order: most canaries, then most matched
@@ -267,3 +221,19 @@ class LeakEvidence:
             (s for s in self._suspects.values() if s.canary_hits or s.matched_items),
             key=lambda s: (-s.canary_hits, -s.matched_items, s.chance, s.submission_id),
         )
+
+
+@dataclass(frozen=True)
+class LeakSignal:
+    """A canary answered with its original item's right answer (recorded by the metric scorer;
+    maintainers only)."""
+
+    submission_id: str
+    tenant_id: str
+    pool_id: str
+    item_id: str
+    dataset: str
+    kind: str
+    matched: str
+    """What of the original's right answer the answer gave ("letters A,C", "value 45")."""
+    recorded_at: datetime

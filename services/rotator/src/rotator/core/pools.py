@@ -84,6 +84,9 @@ class PoolRecord:
     group_count: int = 0
     params: PoolParams | None = None
     shortfalls: tuple[str, ...] = ()
+    disclosed_at: datetime | None = None
+    """When maintainers disclosed the pool (None while it is live): its submissions' per-item
+    results are released, and its question groups are retired from rotation for ever."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,21 @@ class PoolEntry:
     messages: tuple[tuple[str, str], ...] = ()
     n_options: int = 0
     """Options a choice item shows (0 when it has none to reorder)."""
+
+
+@dataclass(frozen=True)
+class PoolKeyEntry:
+    """One item's sealed key in a stored pool, as canaries are made from it."""
+
+    item_id: str
+    ordinal: int
+    dataset: str
+    group_id: str
+    metric: str
+    reference: tuple[str, ...] = ()
+    key_points: tuple[str, ...] = ()
+    prompt: str = ""
+    """What the judge reads as the question ("" unless the judge scores the item)."""
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from rotator.core.bank import BankEntry, FrozenPool, ImportCounts, Incoming
 from rotator.core.catalog import DatasetCatalog
-from rotator.core.leaktrace import CanaryHit, Variant
-from rotator.core.pools import Assignment, PoolEntry, PoolMeta, PoolRecord
+from rotator.core.leaktrace import CanaryHit, LeakSignal, Variant
+from rotator.core.pools import Assignment, PoolEntry, PoolKeyEntry, PoolMeta, PoolRecord
 from rotator.core.versions import StoredVersion, VersionInfo
 
 
@@ -59,6 +60,14 @@ class PoolStore(Protocol):
 
     async def is_current(self, pool: PoolRecord) -> bool: ...
 
+    async def current_pools(self) -> list[PoolRecord]:
+        """Every board's current pool (every track's)."""
+        ...
+
+    async def retired_groups(self) -> set[str]:
+        """Question groups retired by disclosures: they never serve in a pool again."""
+        ...
+
     async def pool_groups(self, pool_id: str) -> dict[str, list[str]]:
         """dataset -> group ids of a stored pool, in pool order."""
         ...
@@ -82,13 +91,33 @@ class PoolStore(Protocol):
         """The pool's items in ordinal order."""
         ...
 
+    def pool_keys(self, pool_id: str) -> AsyncIterator[PoolKeyEntry]:
+        """The pool's sealed keys in ordinal order (canaries are made from them)."""
+        ...
+
 
 class CurrentPools(Protocol):
     """Which pool each (track, board) serves."""
 
-    async def make_current(self, pool: PoolRecord) -> None:
+    async def make_current(self, pool: PoolRecord, groups: Collection[str]) -> None:
         """Points the pool's (track, board) at it and announces it (PoolRotated) in one
-        transaction: the pointer and the announcement never disagree. Idempotent."""
+        transaction: the pointer and the announcement never disagree. Idempotent.
+        groups: the pool's question groups. FailedPrecondition (nothing changed) when the pool
+        is disclosed or one of its groups is retired, checked in that transaction (a
+        disclosure committing meanwhile makes one of the two fail, never both succeed)."""
+        ...
+
+    async def disclose(
+        self,
+        pool: PoolRecord,
+        groups: Collection[str],
+        current: Mapping[tuple[str, str], str],
+        at: datetime,
+    ) -> datetime:
+        """Marks the pool disclosed at `at` and retires its question groups, in one
+        transaction that holds only while every board's current pool is still the one in
+        `current` ((track, board) -> pool id, as the caller checked them; Aborted otherwise).
+        A pool disclosed before keeps its time; returns the pool's disclosure time."""
         ...
 
 
@@ -113,11 +142,21 @@ class AssignmentStore(Protocol):
         ...
 
     async def canary_hits(self, fingerprints: Sequence[str]) -> list[CanaryHit]:
-        """One hit per fingerprint that is a stored canary's."""
+        """One hit per (fingerprint, download) of a stored canary: the same question may be a
+        canary of several downloads (one tenant's downloads of a pool show the same)."""
         ...
 
     def variants(self) -> AsyncIterator[Variant]:
         """Every stored variant (one per submission)."""
+        ...
+
+
+class LeakSignals(Protocol):
+    """Canaries answered with their original's right answer, as the metric scorer records
+    them (sealed `leak_signals`)."""
+
+    async def signals(self, tenant_id: str, pool_id: str, limit: int) -> list[LeakSignal]:
+        """At most limit signals, newest first (of the tenant, of the pool, when given)."""
         ...
 
 

@@ -1,7 +1,8 @@
 """Pool rotation: stratified, seeded, exposure-capped selection of question groups (pure).
 
 The bank is streamed once through `RotationPlan.offer`; each (dataset, specialty) bucket keeps
-only its best-ranked groups, so memory grows with the pool, not with the bank.
+only its best-ranked groups, so memory grows with the pool, not with the bank. Groups retired
+by a pool's disclosure are never chosen, not even as anchors.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BOARDS = ("api", "upload")
@@ -84,16 +85,20 @@ class RotationPlan:
         params: RotationParams,
         exposures: Mapping[str, int],
         anchors: Mapping[str, Sequence[str]],
+        retired: Collection[str] = frozenset(),
     ) -> None:
+        """retired: groups of disclosed pools (their keys are public): never chosen."""
         self._params = params
         self._exposures = exposures
+        self._retired = retired
         # Anchors are re-used on purpose (score equating), so they skip the exposure cap.
         # Which previous groups carry over is itself seeded, not an accident of pool order.
+        carried = {d: [g for g in groups if g not in retired] for d, groups in anchors.items()}
         self._anchors = {
             d: tuple(
                 sorted(groups, key=lambda g: rank(params.seed, g))[: params.anchors_per_dataset]
             )
-            for d, groups in anchors.items()
+            for d, groups in carried.items()
         }
         self._anchor_set = {g for groups in self._anchors.values() for g in groups}
         self._buckets: dict[str, dict[str, _Bucket]] = defaultdict(dict)
@@ -103,6 +108,8 @@ class RotationPlan:
         """One bank item (items of a group may be offered several times)."""
         self.offered += 1
         if group_id in self._anchor_set or board_of(group_id) != self._params.board:
+            return
+        if group_id in self._retired:
             return
         if self._exposures.get(group_id, 0) >= self._params.exposure_cap:
             return

@@ -15,7 +15,7 @@ from medbench.taskpool.v1 import taskpool_events_pb2, taskpool_pb2, taskpool_ser
 from medbench_runtime.errors import InvalidArgument
 from rotator.core.bank import ImportItem, ImportOutcome, KeyRecord
 from rotator.core.download import ServedItem
-from rotator.core.leaktrace import LeakedLine, Variant
+from rotator.core.leaktrace import LeakedLine, LeakSignal, Variant
 from rotator.core.pools import DEFAULT_BOARD, PoolRecord
 from rotator.core.versions import VersionInfo
 from rotator.usecases.bank import DatasetList
@@ -68,7 +68,7 @@ def board_or_upload(board: taskpool_pb2.Board) -> str:
 def pool_to_proto(pool: PoolRecord, current: bool = False) -> taskpool_pb2.Pool:
     published = Timestamp()
     published.FromDatetime(pool.published_at)
-    return taskpool_pb2.Pool(
+    out = taskpool_pb2.Pool(
         pool_id=pool.pool_id,
         track=TRACK_ENUMS[pool.track],
         item_count=pool.item_count,
@@ -87,6 +87,9 @@ def pool_to_proto(pool: PoolRecord, current: bool = False) -> taskpool_pb2.Pool:
         current=current,
         method=pool.method,
     )
+    if pool.disclosed_at is not None:
+        out.disclosed_at.FromDatetime(pool.disclosed_at)
+    return out
 
 
 def pool_rotated(pool: PoolRecord) -> taskpool_events_pb2.PoolRotated:
@@ -117,7 +120,9 @@ def assignment_to_proto(
         pool_id=pool.pool_id,
         item_count=pool.item_count,
         datasets=[taskpool_pb2.DatasetCount(dataset=d, items=n) for d, n in pool.datasets],
-        canary_items=len(variant.canaries),
+        # Extra items of a download made before canaries were pool items (0 for every new one:
+        # a canary is one of the pool's items, shown altered).
+        canary_items=len(variant.legacy),
     )
 
 
@@ -314,3 +319,19 @@ def trace_response(trace: Trace) -> taskpool_service_pb2.TraceLeakResponse:
         ],
         lines=trace.lines,
     )
+
+
+def signals_response(signals: list[LeakSignal]) -> taskpool_service_pb2.ListLeakSignalsResponse:
+    out = taskpool_service_pb2.ListLeakSignalsResponse()
+    for s in signals:
+        signal = out.signals.add(
+            submission_id=s.submission_id,
+            tenant_id=s.tenant_id,
+            pool_id=s.pool_id,
+            item_id=s.item_id,
+            dataset=s.dataset,
+            kind=s.kind,
+            matched=s.matched,
+        )
+        signal.recorded_at.FromDatetime(s.recorded_at)
+    return out

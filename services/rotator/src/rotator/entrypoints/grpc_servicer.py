@@ -10,6 +10,7 @@ from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_runtime.auth import current_principal
 from rotator.entrypoints import convert
 from rotator.usecases.bank import BankImport, DatasetListing
+from rotator.usecases.disclosure import PoolDisclosure
 from rotator.usecases.leaks import LeakTracing
 from rotator.usecases.pool import PoolServing
 from rotator.usecases.registry import RegistryVersions
@@ -27,6 +28,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         rotation: PoolRotation,
         serving: PoolServing,
         leaks: LeakTracing,
+        disclosure: PoolDisclosure,
     ) -> None:
         self._bank = bank
         self._listing = listing
@@ -34,6 +36,7 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
         self._rotation = rotation
         self._serving = serving
         self._leaks = leaks
+        self._disclosure = disclosure
 
     async def ImportTasks(
         self,
@@ -96,6 +99,17 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
             pool=convert.pool_to_proto(pool, current=True)
         )
 
+    async def DisclosePool(
+        self, request: taskpool_service_pb2.DisclosePoolRequest, context: grpc.aio.ServicerContext
+    ) -> taskpool_service_pb2.DisclosePoolResponse:
+        disclosed = await self._disclosure.disclose(request.pool_id)
+        return taskpool_service_pb2.DisclosePoolResponse(
+            # A disclosed pool is never a board's current one.
+            pool=convert.pool_to_proto(disclosed.pool, current=False),
+            retired_groups=disclosed.retired_groups,
+            newly_disclosed=disclosed.newly,
+        )
+
     async def GetPool(
         self, request: taskpool_service_pb2.GetPoolRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.GetPoolResponse:
@@ -147,3 +161,11 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     ) -> taskpool_service_pb2.TraceLeakResponse:
         trace = await self._leaks.trace(convert.leaked_batches(request_iterator))
         return convert.trace_response(trace)
+
+    async def ListLeakSignals(
+        self,
+        request: taskpool_service_pb2.ListLeakSignalsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> taskpool_service_pb2.ListLeakSignalsResponse:
+        found = await self._leaks.signals(request.tenant_id, request.pool_id, request.limit)
+        return convert.signals_response(found)

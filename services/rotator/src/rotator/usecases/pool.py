@@ -1,16 +1,18 @@
 """Serving pools: reading them, assigning submissions, each download's prompts (in the tenant's
-option order, with its canaries) and images."""
+option order, its canaries altered in place) and images."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from medbench_runtime.errors import InvalidArgument, NotFound
 from rotator.core.bank import CHUNK_BYTES, check_id
+from rotator.core.canaries import CanarySource, choose, may_alter, rank
 from rotator.core.download import STREAM_BATCH, ServedItem, prompt_hash, shown_question
-from rotator.core.leaktrace import PlacedCanary, Variant, make_variant
-from rotator.core.pools import PoolRecord
+from rotator.core.leaktrace import LegacyCanary, Variant, make_variant
+from rotator.core.pools import PoolEntry, PoolKeyEntry, PoolRecord
 from rotator.core.ports import AssignmentStore, ImageStore, PoolStore
 
 
@@ -31,13 +33,15 @@ class PoolServing:
         assignments: AssignmentStore,
         images: ImageStore,
         leak_secret: bytes,
-        canaries_per_download: int = 3,
+        canaries_per_dataset: int = 1,
     ) -> None:
+        """canaries_per_dataset: question groups of each dataset a download shows altered for
+        its tenant (0: none)."""
         self._pools = pools
         self._assignments = assignments
         self._images = images
         self._secret = leak_secret
-        self._canaries = canaries_per_download
+        self._canaries = canaries_per_dataset
 
     async def pool(self, pool_id: str) -> tuple[PoolRecord, bool]:
         """A pool and whether it is its board's current one; NotFound."""
@@ -63,27 +67,35 @@ class PoolServing:
     async def prompts(
         self, submission_id: str, include_prompts: bool
     ) -> AsyncIterator[PromptBatch]:
-        """The submission's download, pool items and canaries in ordinal order, in batches of
-        at most STREAM_BATCH items or about CHUNK_BYTES of prompts; without include_prompts
-        only the items' identities and prompt hashes. NotFound without an assignment."""
+        """The submission's download in ordinal order, its canaries in their items' places, in
+        batches of at most STREAM_BATCH items or about CHUNK_BYTES of prompts; without
+        include_prompts only the items' identities and prompt hashes. NotFound without an
+        assignment."""
         assignment = await self._assignments.assignment(submission_id)
         pool = await self._pool_of(assignment.pool_id)
         variant = await self._variant(submission_id, assignment.tenant_id, pool)
         orders = dict(variant.orders)
-        canaries_after: dict[int, list[PlacedCanary]] = {}
-        for canary in variant.canaries:
-            canaries_after.setdefault(canary.after, []).append(canary)
+        altered = {c.item_id: c for c in variant.canaries}
+        legacy_after: dict[int, list[LegacyCanary]] = {}
+        for extra in variant.legacy:
+            legacy_after.setdefault(extra.after, []).append(extra)
         out: list[ServedItem] = []
         # (An item's prompt is at most MAX_PROMPT_BYTES: far under gRPC's 16 MiB message.)
         out_bytes = 0
         async for entry in self._pools.pool_entries(pool.pool_id):
-            shown = shown_question(entry.question, orders.get(entry.item_id))
+            canary = altered.get(entry.item_id)
+            if canary is not None:
+                # Shown as the pool item it is, altered: same id, ordinal, format and images.
+                shown, messages = canary.shown(entry.question, entry.messages)
+            else:
+                shown = shown_question(entry.question, orders.get(entry.item_id))
+                messages = entry.messages
             item = ServedItem(
                 item_id=entry.item_id,
                 ordinal=entry.ordinal,
                 dataset=entry.dataset,
                 answer_format=entry.answer_format,
-                prompt_hash=prompt_hash(shown, entry.messages, entry.image_ids),
+                prompt_hash=prompt_hash(shown, messages, entry.image_ids),
             )
             if include_prompts:
                 item = replace(
@@ -91,19 +103,19 @@ class PoolServing:
                     question=shown,
                     image_paths=entry.image_paths,
                     image_ids=entry.image_ids,
-                    messages=entry.messages,
+                    messages=messages,
                 )
             out.append(item)
             out_bytes += item.prompt_bytes()
-            for canary in canaries_after.get(entry.ordinal, ()):
+            for extra in legacy_after.get(entry.ordinal, ()):
                 out.append(
                     ServedItem(
-                        item_id=canary.item_id,
-                        ordinal=canary.ordinal,
-                        dataset=canary.dataset,
+                        item_id=extra.item_id,
+                        ordinal=extra.ordinal,
+                        dataset=extra.dataset,
                         answer_format="choice_single",
-                        prompt_hash=prompt_hash(canary.question, (), ()),
-                        question=canary.question if include_prompts else "",
+                        prompt_hash=prompt_hash(extra.question, (), ()),
+                        question=extra.question if include_prompts else "",
                         canary=True,
                     )
                 )
@@ -133,18 +145,77 @@ class PoolServing:
         found = await self._assignments.variant(submission_id)
         if found is not None:
             return found
-        choice_items = [
-            (entry.item_id, entry.dataset, entry.n_options)
-            async for entry in self._pools.pool_entries(pool.pool_id)
-        ]
+        candidates = await self._candidates(tenant_id, pool.pool_id)
+        choice_items: list[tuple[str, int]] = []
+        sources: dict[str, dict[str, list[CanarySource]]] = {}
+        async for entry in self._pools.pool_entries(pool.pool_id):
+            choice_items.append((entry.item_id, entry.n_options))
+            key = candidates.get(entry.item_id)
+            if key is not None:
+                group = sources.setdefault(entry.dataset, {}).setdefault(key.group_id, [])
+                group.append(_source(entry, key))
         variant = make_variant(
             self._secret,
             submission_id,
             tenant_id,
             pool.pool_id,
-            pool.item_count,
             choice_items,
-            self._canaries,
+            choose(self._secret, tenant_id, sources, self._canaries),
         )
         await self._assignments.store_variant(variant)
         return variant
+
+    async def _candidates(self, tenant_id: str, pool_id: str) -> dict[str, PoolKeyEntry]:
+        """item_id -> sealed key of the items of each dataset's best-ranked question groups
+        for the tenant that may be altered (CANDIDATES_PER_CANARY a canary: memory stays flat
+        however large the pool)."""
+        if self._canaries <= 0:
+            return {}
+        keep = CANDIDATES_PER_CANARY * self._canaries
+        # dataset -> heap of (negated rank, group id): its worst kept group on top.
+        heaps: dict[str, list[tuple[bytes, str]]] = {}
+        members: dict[str, list[PoolKeyEntry]] = {}
+        unfit: set[str] = set()
+        async for key in self._pools.pool_keys(pool_id):
+            if key.group_id in unfit:
+                continue
+            if not may_alter(key.metric, key.reference):
+                unfit.add(key.group_id)
+                members.pop(key.group_id, None)
+                continue
+            if key.group_id not in members:
+                heap = heaps.setdefault(key.dataset, [])
+                negated = bytes(255 - b for b in rank(self._secret, tenant_id, key.group_id))
+                entry = (negated, key.group_id)
+                if len(heap) < keep:
+                    heapq.heappush(heap, entry)
+                elif entry > heap[0]:
+                    members.pop(heapq.heapreplace(heap, entry)[1], None)
+                else:
+                    unfit.add(key.group_id)  # ranked out: its later members are skipped too
+                    continue
+                members[key.group_id] = []
+            members[key.group_id].append(key)
+        return {key.item_id: key for group in members.values() for key in group}
+
+
+CANDIDATES_PER_CANARY = 32
+"""Best-ranked groups per dataset and canary read whole: most may turn out unfit (no age in
+the prompt, two options only), and a group whose key moves is preferred to one that only
+traces a leak."""
+
+
+def _source(entry: PoolEntry, key: PoolKeyEntry) -> CanarySource:
+    return CanarySource(
+        item_id=entry.item_id,
+        ordinal=entry.ordinal,
+        dataset=entry.dataset,
+        group_id=key.group_id,
+        metric=key.metric,
+        question=entry.question,
+        messages=entry.messages,
+        reference=key.reference,
+        key_points=key.key_points,
+        prompt=key.prompt,
+        images=len(entry.image_ids),
+    )

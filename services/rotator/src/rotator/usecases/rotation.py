@@ -1,5 +1,7 @@
 """Making pools: a rotated pool per cycle (stratified, seeded, exposure-capped), or a whole-bank
-pool; either becomes its board's current pool, announced as PoolRotated."""
+pool; either becomes its board's current pool, announced as PoolRotated. Neither ever takes a
+question group retired by a disclosure (usecases/disclosure.py), and a pool holding one is never
+made current again."""
 
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ class PoolRotation:
                 )
         else:
             existing = await self._freeze_rotation(pool_id, request, params, names, catalog)
-        await self._current.make_current(existing)
+        await self._make_current(existing)
         return Rotated(existing, existing.shortfalls)
 
     async def _freeze_rotation(
@@ -123,7 +125,9 @@ class PoolRotation:
         previous = await self._pools.previous_pool(track, request.board)
         anchors = {} if previous is None else await self._pools.pool_groups(previous.pool_id)
         started = time.perf_counter()
-        plan = RotationPlan(params, await self._pools.exposures(), anchors)
+        plan = RotationPlan(
+            params, await self._pools.exposures(), anchors, await self._pools.retired_groups()
+        )
         async for dataset, group_id, specialty in self._tasks.stream_candidates(track, names):
             plan.offer(dataset, group_id, specialty)
         selection = plan.choose(names)
@@ -171,7 +175,9 @@ class PoolRotation:
             catalog = await self._catalogs.current()
             if not set(datasets) <= {d.name for d in catalog.datasets_in(track)}:
                 catalog = await self._catalogs.current(fresh=True)
-            entries = await self._tasks.bank_entries(track, datasets)
+            entries = await self._unretired(
+                pool_id, await self._tasks.bank_entries(track, datasets)
+            )
             meta = PoolMeta(
                 board=board,
                 method="whole-bank",
@@ -184,8 +190,28 @@ class PoolRotation:
             raise AlreadyExists(
                 f"pool {pool_id} exists for track {existing.track}, board {existing.board}"
             )
-        await self._current.make_current(existing)
+        await self._make_current(existing)
         return existing
+
+    async def _make_current(self, pool: PoolRecord) -> None:
+        """The pool made its board's current one; FailedPrecondition for a disclosed pool or
+        one holding a retired group (their keys are public)."""
+        groups = {
+            g for listed in (await self._pools.pool_groups(pool.pool_id)).values() for g in listed
+        }
+        await self._current.make_current(pool, groups)
+
+    async def _unretired(self, pool_id: str, entries: list[BankEntry]) -> list[BankEntry]:
+        """The entries whose question groups no disclosure retired; FailedPrecondition when
+        there were entries and every one is retired."""
+        retired = await self._pools.retired_groups()
+        kept = [e for e in entries if (e[0].group_id or e[0].item_id) not in retired]
+        if entries and not kept:
+            raise FailedPrecondition(
+                f"pool {pool_id}: every keyed item asked for belongs to a question group "
+                f"retired by a pool's disclosure (its keys are public); import new items"
+            )
+        return kept
 
     async def _store(
         self,
