@@ -6,10 +6,10 @@ fresh local stack and rotated into a real pool of the LLM track's upload board (
 groups per dataset). One honest tenant checks the harness's keys against the platform's
 scoring (every bank item right), then the adversaries of tests/security/key_recovery.py play
 the pool side by side, each its own tenant at the platform's default quotas (nothing
-overridden), each until it has learnt all it can, has spent --rounds submissions (default 60:
-more than a day's default quota, so the platform's refusal ends them) or the platform refuses
-a create. The platform's day cannot be moved from outside: a run measures what one day's
-quotas allow.
+overridden but one: a whole cycle is played at once, each adversary's per-day cap raised to
+the per-pool cap, hidden_per_cycle, which stays the default), each until it has learnt all it
+can, has spent --rounds submissions (default 60: more than the per-pool cap, so the platform's
+refusal ends them) or the platform refuses a create.
 
 Prints per adversary and dataset the per-item key accuracy, the best constant answer's
 (chance) and the difference (recovered beyond chance, points), then the worst case per dataset;
@@ -39,6 +39,7 @@ from tests.security.key_recovery import (
     make_adversaries,
     synthetic_pool,
     table,
+    whole_cycle,
     worst,
 )
 
@@ -54,7 +55,7 @@ def record_results(results: Sequence[Result], aggregates_only: bool, rounds: int
     record(
         "key recovery",
         f"keys recovered beyond chance, worst dataset ({len(results)} adversaries, default "
-        f"quotas{suffix})",
+        f"quotas, a whole cycle{suffix})",
         max(figure.beyond, 0.0),
         "points",
         None if aggregates_only else TARGET_POINTS,
@@ -84,7 +85,9 @@ async def main(n_items: int, rounds: int, aggregates_only: bool, seed: int) -> N
             return provision_key(gateway, stack.admin_key, tenant)
 
         honest = await asyncio.to_thread(key, "keyrec-honest")
-        found = await honest_run(gateway, honest, truth)
+        found = await honest_run(
+            gateway, honest, truth, stack.address("aggregator"), stack.admin_key
+        )
         assert all(d.right == d.bank_items for d in found), f"the harness's keys are wrong: {found}"
         print(
             "honest tenant answering the harness's keys, right/bank items (score): "
@@ -95,6 +98,8 @@ async def main(n_items: int, rounds: int, aggregates_only: bool, seed: int) -> N
             "keyrec-adv", rounds, ADVERSARIES, use_item_results=not aggregates_only
         )
         keys = {a.tenant: await asyncio.to_thread(key, a.tenant) for a in adversaries}
+        per_cycle = await whole_cycle(gateway, stack.admin_key, keys)
+        print(f"each adversary may run the pool {per_cycle} times (a whole cycle's cap)")
         started = time.perf_counter()
         results = await attack(truth, gateway, keys, adversaries, timeout_s=300)
         print(table(results))

@@ -42,7 +42,7 @@ from medbench_runtime.settings import KafkaSettings
 from rotator.core.options import parse_options
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
-from tests.e2e.harness import Evaluation, comparable, partner_client
+from tests.e2e.harness import Evaluation, checked_report, comparable, partner_client
 
 SERVICES = ["gateway", "rotator", "dispatcher", "metric_scorer", "judge_scorer", "aggregator"]
 FAULTS = [
@@ -371,7 +371,7 @@ class ChaosRig:
                 if sub.state == COMPLETED or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.25)
-            report = await partner_client(self.services, TENANT).report(sid)
+            report = await checked_report(self.services, TENANT, sid)
         return report, time.monotonic() - started, records
 
     async def mode(self, mode: str, faults: Sequence[str] = FAULTS) -> ModeResult:

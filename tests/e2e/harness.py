@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
 import time
@@ -158,7 +159,46 @@ class Evaluation:
             return sub.state == COMPLETED
 
         await eventually(completed, timeout_s, f"{self.submission_id} to complete")
-        return await self.partner().report(self.submission_id)
+        return await checked_report(self.stack, self.tenant, self.submission_id)
+
+
+async def exact_report(stack: ServiceStack, tenant: str, submission_id: str) -> report_pb2.Report:
+    """The exact report, as maintainers read it from the aggregator (GetReportRequest.exact)."""
+    stub = report_service_pb2_grpc.ReportServiceStub(admin_channel(stack, "aggregator"))
+    response = await stub.GetReport(
+        report_service_pb2.GetReportRequest(
+            submission_id=submission_id, tenant_id=tenant, exact=True
+        )
+    )
+    assert isinstance(response, report_service_pb2.GetReportResponse)
+    return response.report
+
+
+def check_live_view(live: report_pb2.Report, exact: report_pb2.Report) -> None:
+    """The partner's live view of a report agrees with the exact one: the same datasets and
+    counts, each score and item mean within one step of the exact one, on a multiple of it."""
+    assert live.live and not exact.live, (live.live, exact.live)
+    assert live.scored_items == exact.scored_items
+    assert [d.dataset for d in live.datasets] == [d.dataset for d in exact.datasets]
+    for shown, true in zip(live.datasets, exact.datasets, strict=True):
+        assert (shown.items, shown.units, shown.rule) == (true.items, true.units, true.rule)
+        assert shown.step > 0 and shown.low <= shown.score <= shown.high, shown
+        for a, b in ((shown.score, true.score), (shown.item_mean, true.item_mean)):
+            assert abs(a - b) <= shown.step + 1e-6, (shown, true)
+            assert abs(a / shown.step - round(a / shown.step)) < 1e-6, shown
+
+
+async def checked_report(stack: ServiceStack, tenant: str, submission_id: str) -> report_pb2.Report:
+    """A completed submission's report for tests: the partner's (a live view while the pool is
+    live, checked against the exact one) with the exact numbers put in, so that tests can
+    assert scores; the partner's lineage (the gateway adds the model's side) is kept."""
+    seen = await partner_client(stack, tenant).report(submission_id)
+    if not seen.live:
+        return seen
+    exact = await exact_report(stack, tenant, submission_id)
+    check_live_view(seen, exact)
+    exact.lineage.CopyFrom(seen.lineage)
+    return exact
 
 
 async def withheld_item_results(
@@ -273,3 +313,15 @@ def maintainer_cli(stack: ServiceStack, *args: str) -> subprocess.CompletedProce
         timeout=300,
         check=False,
     )
+
+
+def watermarked_copy(bank: bytes, served: bytes) -> bool:
+    """Whether served is a tenant's copy of a bank image: the same size and mode, no pixel value
+    more than 1 away (rotator README, "Image watermarks"; an unmarked image is its bank bytes)."""
+    import PIL.Image
+
+    a, b = PIL.Image.open(io.BytesIO(bank)), PIL.Image.open(io.BytesIO(served))
+    if (a.size, a.mode) != (b.size, b.mode):
+        return False
+    channels = zip(a.tobytes(), b.tobytes(), strict=True)
+    return all(abs(x - y) <= 1 for x, y in channels)

@@ -25,7 +25,7 @@ from rotator.core.options import parse_options
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Reply, Script
-from tests.e2e.harness import eventually, partner_client
+from tests.e2e.harness import eventually, partner_client, watermarked_copy
 from tests.reference_scoring import score_in_process
 
 pytestmark = [pytest.mark.e2e]
@@ -378,17 +378,20 @@ async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: Service
         items.append(item)
     await admin.import_items(items)
     await admin.publish("api-mm-pool", track=common_pb2.TRACK_MULTIMODAL, board=BOARD_API)
-    by_url = {
-        "data:image/png;base64," + base64.b64encode(content).decode(): LABELS[label]
-        for (name, label), content in zip(rows, images.values(), strict=True)
-    }
+    label_of = {name: LABELS[label] for name, label in rows}
     seen: list[str] = []
+
+    def original(url: str) -> str | None:
+        """The bank image a sent image is this tenant's copy of."""
+        sent = base64.b64decode(url.split(",", 1)[1])
+        return next((n for n, c in images.items() if watermarked_copy(c, sent)), None)
 
     def looks(question: str) -> str:
         # A "vision model" that can only answer from the image it was sent.
         urls = fake.script.images.get(question, [])
         seen.extend(urls)
-        return by_url.get(urls[-1], "不确定") if urls else "2"
+        name = original(urls[-1]) if urls else None
+        return label_of[name] if name else ("不确定" if urls else "2")
 
     with FakeEndpoint(Script(answer=looks)) as fake:
         partner = partner_client(stack, "hospital-mm")
@@ -406,7 +409,10 @@ async def test_multimodal_items_reach_the_endpoint_as_image_parts(stack: Service
 
         await eventually(completed, 60, "the multimodal API-mode submission", interval_s=0.3)
         report = await partner.report(sid)
-    assert sorted(set(seen)) == sorted(by_url)
+    # Every bank image reached the endpoint as this tenant's own copy, never the bank's bytes.
+    assert sorted({original(url) for url in seen}) == sorted(images)
+    bank_urls = {"data:image/png;base64," + base64.b64encode(c).decode() for c in images.values()}
+    assert not bank_urls & set(seen)
     assert report.scored_items == 4
     assert report.overall == pytest.approx(100.0)
 

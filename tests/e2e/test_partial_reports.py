@@ -121,7 +121,9 @@ async def test_an_agent_report_missing_five_dimensions_is_marked_everywhere(
     assert entry.partial and (entry.rank, entry.group) == (0, 0)
     assert list(entry.missing_dimensions) == list(report.missing_dimensions)
     assert list(entry.missing_datasets) == missing
-    assert entry.overall == pytest.approx(report.overall)
+    # The entry is public: the live view's numbers, as the partner's own report shows them.
+    shown = await evaluation.partner().report(sid)
+    assert shown.live and entry.overall == pytest.approx(shown.overall)
 
     # The partner CLI: the mark on screen and in report.json.
     env = {
@@ -134,7 +136,9 @@ async def test_an_agent_report_missing_five_dimensions_is_marked_everywhere(
     assert done.returncode == 0, done.stderr
     assert "PARTIAL REPORT (1 of 6 dimensions)" in done.stdout
     doc: dict[str, Any] = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert doc["partial"] is True and doc["overall"] == pytest.approx(75.0)
+    # The pool is live: the CLI shows the live view, and says so with each dataset's step.
+    assert doc["partial"] is True and doc["overall"] == pytest.approx(shown.overall)
+    assert doc["live_steps"] == [[d.dataset, d.step] for d in shown.datasets]
     assert doc["missing_dimensions"] == list(report.missing_dimensions)
     assert doc["missing_datasets"] == missing
     assert "PARTIAL REPORT" in (out / "report.md").read_text(encoding="utf-8")

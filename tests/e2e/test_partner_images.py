@@ -1,12 +1,14 @@
 """Images for partners through the running stack: real SAM-Med2D CT slices and PneumoniaMNIST
 chest X-rays imported into a multimodal upload pool, downloaded with `medbench images` and
-compared byte for byte (sha256) with the originals, resumed after a cut, refused for anything but
+compared byte for byte (sha256) with the tenant's watermarked copies the rotator serves (pixels
+within 1 of the originals), resumed after a cut, refused for anything but
 the caller's own upload-mode submission; and the largest image an import admits, carried through
 every hop (rotator GetImage by ranges, gateway DownloadImages in messages under 1 MiB, the CLI)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from PIL import Image
 
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import (
@@ -196,6 +199,29 @@ def cli_for(stack: ServiceStack, tmp_path: Path, tenant: str) -> Cli:
     )
 
 
+async def tenant_copies(stack: ServiceStack, tenant: str, bank: Bank) -> dict[str, bytes]:
+    """path -> the bytes the rotator serves the tenant for it (its watermarked copy; the
+    largest image is no decodable PNG and is served as in the bank)."""
+    rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(service_channel(stack, "rotator"))
+    out = {bank.largest_path: bank.largest}
+    for path, content in bank.files.items():
+        if path != bank.largest_path:
+            got = await rotator.GetImage(
+                taskpool_service_pb2.GetImageRequest(image_id=sha(content), tenant_id=tenant)
+            )
+            assert got.served_sha256 == sha(got.content) != sha(content), path
+            out[path] = got.content
+    return out
+
+
+def near(copy: bytes, original: bytes) -> bool:
+    """The same picture: mode and size, every channel value within 1."""
+    a, b = Image.open(io.BytesIO(copy)), Image.open(io.BytesIO(original))
+    if (a.mode, a.size) != (b.mode, b.size):
+        return False
+    return max(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True)) <= 1
+
+
 def on_disk(dest: Path) -> dict[str, str]:
     return {
         p.relative_to(dest).as_posix(): sha(p.read_bytes())
@@ -213,14 +239,17 @@ async def test_a_partner_gets_every_image_byte_for_byte_and_a_cut_run_resumes(
     assert named == set(bank.files)  # every served image path, and only those
     cli = cli_for(stack, tmp_path, "img-hospital")
     dest = tmp_path / "images"
-    distinct = {sha(b): len(b) for b in bank.files.values()}
+    copies = await tenant_copies(stack, "img-hospital", bank)
+    distinct = {sha(b): len(b) for b in copies.values()}
 
     first = await cli.ok("images", sid, "--out", str(dest))
     assert (first["images"], first["files"]) == (len(distinct), len(bank.files))
     assert (first["downloaded"], first["kept"], first["problems"]) == (len(distinct), 0, [])
     assert first["bytes"] == sum(distinct.values())
-    # Byte for byte: each file's sha256 is its original's, the largest one included.
-    assert on_disk(dest) == {path: sha(content) for path, content in bank.files.items()}
+    # Byte for byte: each file's sha256 is the tenant's copy's, the largest one included; each
+    # copy is its original to within 1 per channel value.
+    assert on_disk(dest) == {path: sha(content) for path, content in copies.items()}
+    assert all(near(copies[p], c) for p, c in bank.files.items() if p != bank.largest_path)
     assert (dest / bank.largest_path).stat().st_size == len(bank.largest)
 
     # A cut run: the largest image half there (its part file), a slice gone, a copy gone.
@@ -236,8 +265,8 @@ async def test_a_partner_gets_every_image_byte_for_byte_and_a_cut_run_resumes(
     again = await cli.ok("images", sid, "--out", str(dest))
     assert (again["downloaded"], again["resumed"], again["copied"]) == (2, 1, 1)
     assert again["kept"] == len(distinct) - 2
-    assert again["bytes"] == (len(bank.largest) - half) + len(bank.files[lost])
-    assert on_disk(dest) == {path: sha(content) for path, content in bank.files.items()}
+    assert again["bytes"] == (len(bank.largest) - half) + len(copies[lost])
+    assert on_disk(dest) == {path: sha(content) for path, content in copies.items()}
     third = await cli.ok("images", sid, "--out", str(dest))
     assert (third["downloaded"], third["bytes"], third["kept"]) == (0, 0, len(distinct))
 

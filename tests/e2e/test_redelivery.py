@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from medbench_client.bank_files import answers_by_item, read_jsonl
 from medbench_devstack.services import ServiceStack
 from medbench_messaging import topics
-from tests.e2e.harness import Evaluation, load_pool, read_topic, wait_consumed
+from tests.e2e.harness import Evaluation, checked_report, load_pool, read_topic, wait_consumed
 
 pytestmark = [pytest.mark.e2e]
 
@@ -76,7 +76,7 @@ async def test_redelivered_responses_and_scores_change_nothing(
     assert republish(bootstrap, scores) >= 6
     await wait_consumed(bootstrap, f"{prefix}aggregator", scores)
 
-    again = await finished.partner().report(finished.submission_id)
+    again = await checked_report(stack, finished.tenant, finished.submission_id)
     assert again == finished.report, "the report was not rebuilt or changed"
     sub = await finished.partner().get(finished.submission_id)
     assert sub.progress.scored_items == len(ROWS)

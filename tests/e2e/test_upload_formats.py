@@ -23,7 +23,7 @@ from medbench_client.bank_files import import_item
 from medbench_client.importers import read_medbench_pool
 from medbench_devstack.answers import translate
 from medbench_devstack.services import ServiceStack
-from tests.e2e.harness import admin_channel, partner_key
+from tests.e2e.harness import admin_channel, partner_key, watermarked_copy
 from tests.e2e.test_partner_cli import Cli
 from tests.shared_data import shared_path
 
@@ -168,7 +168,8 @@ async def test_a_partner_does_a_track_in_the_platforms_format(
     assert set(got["files"]) == {f"{d}.jsonl" for d in datasets}
     assert sum(got["files"].values()) == got["items"] > 0
 
-    # Images: every img_path of every line is a file beside the dataset files, byte for byte.
+    # Images: every img_path of every line is a file beside the dataset files: the tenant's
+    # watermarked copy of the bank's image.
     lines: dict[str, list[dict[str, Any]]] = {
         name: [json.loads(x) for x in (folder / name).read_text(encoding="utf-8").splitlines()]
         for name in got["files"]
@@ -178,7 +179,7 @@ async def test_a_partner_does_a_track_in_the_platforms_format(
     served_paths = {p for line in with_images for p in line["img_path"]}
     for path in served_paths:
         original = bank.images[path.removeprefix("images/")][0]
-        assert (folder / path).read_bytes() == original, path
+        assert watermarked_copy(original, (folder / path).read_bytes()), path
 
     # Answer every line in the dataset files, as a partner would, and upload the folder with a
     # file of bad lines beside it: nothing is sent while a line is invalid.

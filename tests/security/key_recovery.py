@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import string
 import time
@@ -65,10 +66,18 @@ from typing import Any
 import grpc
 
 from medbench.common.v1 import common_pb2
-from medbench.report.v1 import report_pb2
+from medbench.identity.v1 import identity_pb2, identity_service_pb2
+from medbench.report.v1 import report_pb2, report_service_pb2, report_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_client.api import AdminClient, PartnerClient, channel, chunked, service_stub
+from medbench_client.api import (
+    AdminClient,
+    IdentityAdmin,
+    PartnerClient,
+    channel,
+    chunked,
+    service_stub,
+)
 from medbench_client.bank_files import import_item
 from medbench_devstack.answers import translate
 from rotator.core.synthetic import synthetic_items
@@ -86,6 +95,8 @@ TERMINAL = (
     submission_pb2.SUBMISSION_STATE_CANCELLED,
 )
 
+Range = tuple[int, int]
+"""The least and the most of a count that a report allows (both included)."""
 Key = frozenset[str]
 """Option letters in one option order."""
 Texts = frozenset[str]
@@ -223,9 +234,16 @@ class Observation:
     def dataset(self, name: str) -> report_pb2.DatasetScore | None:
         return next((d for d in self.report.datasets if d.dataset == name), None)
 
-    def right_items(self, name: str) -> int | None:
-        """Items of a dataset scored right: item_mean x items (None when the report has no such
-        dataset or no item mean)."""
+    @property
+    def live(self) -> bool:
+        """The report is a live view: every score rounded (after a dither) to its step."""
+        return self.report.live
+
+    def right_items(self, name: str) -> Range | None:
+        """Items of a dataset scored right, as the least and the most the report allows: from
+        item_mean x items (exact in an exact report; within a step either way in a live view:
+        a dithered rounding is off by less than one step). None when the report has no such
+        dataset or no item mean."""
         d = self.dataset(name)
         if d is None or d.items <= 0:
             return None
@@ -235,17 +253,34 @@ class Observation:
             mean = d.score  # a report without item means: the score is the item mean
         else:
             return None
-        return round(mean * d.items / 100)
+        found = count_range(mean, d.step, d.items)
+        if d.rule == "mean" and d.units == d.items:  # the score reads the same count again
+            other = count_range(d.score, d.step, d.items)
+            found = (max(found[0], other[0]), min(found[1], other[1]))
+        return found
 
-    def right_units(self, name: str) -> int | None:
-        """Questions of an all-permutations dataset with every permutation right."""
+    def right_units(self, name: str) -> Range | None:
+        """Questions of an all-permutations dataset with every permutation right (a range, as
+        right_items)."""
         d = self.dataset(name)
         if d is None or d.units <= 0:
             return None
-        return round(d.score * d.units / 100)
+        return count_range(d.score, d.step, d.units)
 
     def dimension_score(self, dimension: str) -> float | None:
         return next((d.score for d in self.report.dimensions if d.dimension == dimension), None)
+
+
+def count_range(shown: float, step: float, n: int) -> Range:
+    """The counts out of ``n`` a shown percentage allows: exactly round(shown x n / 100) when
+    ``step`` is 0 (an exact report); else every count whose percentage lies within one step of
+    the shown one (a live view's dithered rounding is off by less than a step), ends included."""
+    if step <= 0:
+        exact = round(shown * n / 100)
+        return exact, exact
+    low = math.ceil((shown - step) * n / 100 - 1e-6)
+    high = math.floor((shown + step) * n / 100 + 1e-6)
+    return max(0, low), min(n, high)
 
 
 # -- what an adversary knows -------------------------------------------------------------------
@@ -476,9 +511,10 @@ class ConstantLetters(Adversary):
         super().learn(obs)
         single, multi = self._constants[obs.round]
         for dataset in {s.dataset for s in obs.view if s.item_id in obs.plan}:
-            right = obs.right_items(dataset)
-            if right is None:
+            found = obs.right_items(dataset)
+            if found is None:
                 continue
+            right = sum(found) / 2  # the middle of what the report allows
             prior = self.knowledge.prior.setdefault(dataset, Counter())
             for letters in (frozenset(single) if single else None, multi):
                 if letters:
@@ -489,6 +525,21 @@ class ConstantLetters(Adversary):
         return super().finished() or (single is None and multi is None)
 
 
+def _next_probe(
+    groups: Sequence[Group], inconclusive: set[tuple[Signature, Texts]]
+) -> tuple[Group, Texts] | None:
+    """The first (group, candidate) not yet probed without a conclusion; when every one was,
+    the first candidate of the first group again (a new dither may tell)."""
+    for group in groups:
+        for key in group.candidates:
+            if (group.signature, key) not in inconclusive:
+                return group, key
+    if not groups:
+        return None
+    inconclusive.clear()
+    return groups[0], groups[0].candidates[0]
+
+
 class GroupDifferencing(Adversary):
     """One question group per dataset per round, read from the dataset's right-item count."""
 
@@ -497,16 +548,16 @@ class GroupDifferencing(Adversary):
     def __init__(self, tenant: str, rounds: int, use_item_results: bool = False) -> None:
         super().__init__(tenant, rounds, use_item_results)
         self._probes: dict[int, dict[str, tuple[Group, Texts]]] = {}
+        self._inconclusive: set[tuple[Signature, Texts]] = set()
 
     def plan(self, view: View, round_: int) -> dict[str, Texts]:
         plan: dict[str, Texts] = {}
         probes: dict[str, tuple[Group, Texts]] = {}
         for dataset in self.knowledge.datasets():
-            groups = self.knowledge.live_groups(dataset)
-            if not groups:
+            probe = _next_probe(self.knowledge.live_groups(dataset), self._inconclusive)
+            if probe is None:
                 continue
-            group = groups[0]
-            key = group.candidates[0]
+            group, key = probe
             probes[dataset] = (group, key)
             plan.update({s.item_id: key for s in group.items})
         self._probes[round_] = probes
@@ -515,13 +566,16 @@ class GroupDifferencing(Adversary):
     def learn(self, obs: Observation) -> None:
         super().learn(obs)
         for dataset, (group, key) in self._probes[obs.round].items():
-            right = obs.right_items(dataset)
-            if right is None:
+            items, units = obs.right_items(dataset), obs.right_units(dataset)
+            if items is None:
                 continue
-            if right > 0:
+            # Only the probe can be right: the rest of the dataset named no option.
+            if items[0] > 0 or (units is not None and units[0] > 0):
                 group.confirm(key)
-            else:
+            elif items[1] == 0:
                 group.eliminate([key])
+            else:  # a live view that cannot tell: try another candidate next
+                self._inconclusive.add((group.signature, key))
 
 
 class DimensionDifferencing(Adversary):
@@ -533,6 +587,7 @@ class DimensionDifferencing(Adversary):
         super().__init__(tenant, rounds, use_item_results)
         self._probes: dict[int, list[tuple[Group, Texts]]] = {}
         self._turn: Counter[str] = Counter()
+        self._inconclusive: set[tuple[Signature, Texts]] = set()
 
     def plan(self, view: View, round_: int) -> dict[str, Texts]:
         known = self.knowledge.dimension_of
@@ -550,8 +605,10 @@ class DimensionDifferencing(Adversary):
         for dimension, datasets in by_dimension.items():
             dataset = datasets[self._turn[dimension] % len(datasets)]
             self._turn[dimension] += 1
-            group = self.knowledge.live_groups(dataset)[0]
-            key = group.candidates[0]
+            probe = _next_probe(self.knowledge.live_groups(dataset), self._inconclusive)
+            if probe is None:
+                continue
+            group, key = probe
             probes.append((group, key))
             plan.update({s.item_id: key for s in group.items})
         self._probes[round_] = probes
@@ -563,10 +620,13 @@ class DimensionDifferencing(Adversary):
             score = obs.dimension_score(self.knowledge.dimension_of.get(group.dataset, ""))
             if score is None:
                 continue
+            # A count of 0 shows 0 in a live view too (a dither never lifts it a whole step).
             if score > 1e-9:
                 group.confirm(key)
-            else:
+            elif not obs.live:
                 group.eliminate([key])
+            else:  # a live view's 0 may hide a right probe: try another candidate next
+                self._inconclusive.add((group.signature, key))
 
 
 @dataclass(frozen=True)
@@ -649,25 +709,87 @@ class Combined(Adversary):
             right = obs.right_items(dataset)
             if right is None:
                 continue
-            for test in (t for t in tests if t.whole):
-                # Only the whole group can have every permutation right: its bit is the score's.
-                if (obs.right_units(dataset) or 0) >= 1:
-                    right -= test.weight
-                    test.group.confirm(test.keys[0])
-                else:
-                    test.group.eliminate(test.keys)
-            decoded = []
-            for test in sorted((t for t in tests if not t.whole), key=lambda t: -t.weight):
-                bit = right >= test.weight
-                right -= test.weight if bit else 0
-                decoded.append((test, bit))
-            if right != 0:
-                continue  # the count does not decode: learn nothing from this dataset
-            for test, bit in decoded:
-                if bit:
+            wholes = sum(1 for t in tests if t.whole)
+            units = (obs.right_units(dataset) or (0, 0)) if wholes else (0, 0)
+            # Every outcome of the tests (a bit each: one of its keys is the key) that gives a
+            # count the report allows; a test is learnt when all of them agree on its bit.
+            # Only a whole group can have every permutation right: its bit is the units'.
+            agreed: dict[int, set[bool]] = {}
+            for bits in itertools.product((False, True), repeat=len(tests)):
+                count = sum(t.weight for t, bit in zip(tests, bits, strict=True) if bit)
+                whole = sum(1 for t, bit in zip(tests, bits, strict=True) if bit and t.whole)
+                if right[0] <= count <= right[1] and units[0] <= whole <= units[1]:
+                    for n, bit in enumerate(bits):
+                        agreed.setdefault(n, set()).add(bit)
+            for n, test in enumerate(tests):
+                if agreed.get(n) == {True}:
                     test.group.restrict(test.keys)
-                else:
+                elif agreed.get(n) == {False}:
                     test.group.eliminate(test.keys)
+
+
+class LiveProbing(ConstantLetters):
+    """Against a live view's dithered rounding: constant-letter rounds first (a third of its
+    rounds: which constant each dataset favours), then per dataset and round one question group
+    answered in all its items with its likeliest candidate other than the one it would bet on
+    anyway, the rest with no option. A probe can only show above 0 if it is the key (a count of
+    0 always shows 0); a right probe shows in the item mean or the score with a chance each (a
+    third of a step: about 5 in 9 for both), so a 0 proves nothing and the next round tries the
+    next candidate. Each confirmed key is a gain over the constant."""
+
+    name = "live probing"
+
+    def __init__(self, tenant: str, rounds: int, use_item_results: bool = False) -> None:
+        super().__init__(tenant, rounds, use_item_results)
+        self._constant_rounds = max(1, rounds // 3)
+        self._probes: dict[int, dict[str, tuple[Group, Texts]]] = {}
+        self._inconclusive: set[tuple[Signature, Texts]] = set()
+
+    def plan(self, view: View, round_: int) -> dict[str, Texts]:
+        if round_ < self._constant_rounds:
+            return super().plan(view, round_)
+        plan: dict[str, Texts] = {}
+        probes: dict[str, tuple[Group, Texts]] = {}
+        for dataset in self.knowledge.datasets():
+            probe = self._probe(dataset)
+            if probe is None:
+                continue
+            group, key = probe
+            probes[dataset] = (group, key)
+            plan.update({s.item_id: key for s in group.items})
+        self._probes[round_] = probes
+        return plan
+
+    def _probe(self, dataset: str) -> tuple[Group, Texts] | None:
+        """The first group (in view order) with an untried candidate other than its bet."""
+        for group in self.knowledge.live_groups(dataset):
+            if not group.items or group.items[0].options is None:
+                continue
+            options = group.items[0].options
+            bet = options.texts_of(self.knowledge.guess(group.items[0]))
+            for key in group.candidates:
+                if key != bet and (group.signature, key) not in self._inconclusive:
+                    return group, key
+        return None
+
+    def learn(self, obs: Observation) -> None:
+        if obs.round < self._constant_rounds:
+            super().learn(obs)
+            return
+        Adversary.learn(self, obs)
+        for dataset, (group, key) in self._probes.pop(obs.round, {}).items():
+            items, units = obs.right_items(dataset), obs.right_units(dataset)
+            if items is None:
+                continue
+            if items[0] > 0 or (units is not None and units[0] > 0):
+                group.confirm(key)
+            elif items[1] == 0:
+                group.eliminate([key])
+            else:
+                self._inconclusive.add((group.signature, key))
+
+    def finished(self) -> bool:
+        return Adversary.finished(self)
 
 
 ADVERSARIES: tuple[type[Adversary], ...] = (
@@ -675,6 +797,7 @@ ADVERSARIES: tuple[type[Adversary], ...] = (
     GroupDifferencing,
     DimensionDifferencing,
     Combined,
+    LiveProbing,
 )
 
 
@@ -1055,26 +1178,61 @@ class HonestDataset:
 
 
 async def honest_run(
-    gateway: str, key: str, truth: Truth, timeout_s: float = 180
+    gateway: str, key: str, truth: Truth, aggregator: str, admin_key: str, timeout_s: float = 180
 ) -> list[HonestDataset]:
     """One tenant answers every shown bank item with the key the harness knows (and every other
     item, e.g. a canary, with no option): per dataset, the items the report counts right must
     be exactly the bank items, i.e. the harness's keys are the platform's in this tenant's
-    option order (every dataset scores 100 when no canary is scored)."""
+    option order (every dataset scores 100 when no canary is scored). The tenant sees the live
+    view; the exact count is read as maintainers read it (the aggregator's exact report)."""
     chan = channel(gateway, key)
     client = PartnerClient(chan)
+    admin = channel(aggregator, admin_key)
     try:
         sid = (await client.create("honest", "honest-model")).submission.submission_id
         view = view_of(await client.prompts(sid))
         await client.upload(sid, chunked(right_answers(truth, view), 2000))
         await _completed(client, sid, timeout_s)
-        report = await client.report(sid)
+        seen = await client.report(sid)
+        if not seen.live:
+            raise AssertionError("a live pool's report reached its tenant exact")
+        stub = service_stub(report_service_pb2_grpc.ReportServiceStub, admin)
+        response: report_service_pb2.GetReportResponse = await stub.GetReport(
+            report_service_pb2.GetReportRequest(submission_id=sid, exact=True)
+        )
         known = Counter(s.dataset for s in view if s.choice and truth.key(s) is not None)
         return [
             HonestDataset(
                 d.dataset, round(d.item_mean * d.items / 100), known.get(d.dataset, 0), d.score
             )
-            for d in report.datasets
+            for d in response.report.datasets
         ]
     finally:
         await chan.close()
+        await admin.close()
+
+
+async def whole_cycle(gateway: str, admin_key: str, tenants: Iterable[str]) -> int:
+    """Lets each tenant make a whole cycle's runs on the hidden pool in one day: its per-day
+    cap raised to the platform's per-pool cap (hidden_per_cycle, left as it is), in its quota
+    record. A cycle lasts longer than hidden_per_cycle / hidden_per_day days, so this is what a
+    partner can do over the cycle, played without waiting for the days. Returns the per-pool
+    cap."""
+    chan = channel(gateway, admin_key)
+    admin = IdentityAdmin(chan)
+    per_cycle = 0
+    try:
+        for tenant in tenants:
+            await admin.ensure_tenant(tenant)
+            usage = await admin.stub.GetUsage(
+                identity_service_pb2.GetUsageRequest(tenant_id=tenant)
+            )
+            per_cycle = usage.quotas.hidden_per_cycle  # in effect: the default
+            await admin.stub.UpdateTenant(
+                identity_service_pb2.UpdateTenantRequest(
+                    tenant_id=tenant, quotas=identity_pb2.Quotas(hidden_per_day=per_cycle)
+                )
+            )
+    finally:
+        await chan.close()
+    return per_cycle

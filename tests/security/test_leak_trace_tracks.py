@@ -6,20 +6,26 @@ One pool per track, none with a multiple-choice item: the LLM track's open-ended
 (free text with key points), the multimodal track's MedClass (a label from named candidates,
 with a chest X-ray) and MedVQA (free text on an image), the agent track's MedIntentID (a label)
 and MedDecomp (free text, judged). Two tenants download each pool; one of them posts its whole
-download, in the MedBench upload format with the item ids, or as bare questions. The trace must
-name that tenant first, on conclusive evidence (a canary of its download, or a match no other
-download reaches by chance: <= 1e-6), and no other tenant as well."""
+download, in the MedBench upload format with the item ids, or as bare questions, with the images
+it downloaded (DownloadImages: each tenant gets its own watermarked copies). The trace must name
+that tenant first, on conclusive evidence (a canary of its download, one of its watermarked
+images, or a match no other download reaches by chance: <= 1e-6), and no other tenant as well.
+The bank's own questions and images name nobody."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image, PngImagePlugin
 
 from medbench.common.v1 import common_pb2
+from medbench.submission.v1 import submission_service_pb2, submission_service_pb2_grpc
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_client.api import AdminClient, PartnerClient, channel, service_stub
 from medbench_client.bank_files import import_item
@@ -152,7 +158,8 @@ def _rows() -> list[dict[str, Any]]:
 
 ROWS = _rows()
 TENANTS = ("trk-leaker", "trk-bystander")
-Line = dict[str, str]
+Line = dict[str, Any]
+"""item_id, question, and for an item with an image the bytes its tenant downloaded (image)."""
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +170,8 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 async def downloads(stack: ServiceStack) -> dict[tuple[str, str], tuple[str, list[Line]]]:
-    """(track, tenant) -> (submission id, the download's lines: item id and question)."""
+    """(track, tenant) -> (submission id, the download's lines: item id, question and, for the
+    multimodal track, the item's image as DownloadImages served it to the tenant)."""
     images = {f"trk/{x.name}": x.read_bytes() for x in XRAYS}
     items = []
     for row in ROWS:
@@ -186,9 +194,38 @@ async def downloads(stack: ServiceStack) -> dict[tuple[str, str], tuple[str, lis
             created = await client.create(f"trk-{track}", f"m-{track}", track=enum)
             sid = created.submission.submission_id
             prompts = await client.prompts(sid)
-            lines = [{"item_id": p.item_id, "question": p.question} for p in prompts]
+            lines: list[Line] = [{"item_id": p.item_id, "question": p.question} for p in prompts]
+            if track == "multimodal":
+                images = await downloaded_images(stack, key, sid)
+                for line in lines:
+                    line["image"] = images[line["item_id"]]
             out[track, tenant] = (sid, lines)
     return out
+
+
+async def downloaded_images(stack: ServiceStack, key: str, sid: str) -> dict[str, bytes]:
+    """item id -> its (first) image as the gateway's DownloadImages streams it to the key's
+    tenant, checked against the announced sha256."""
+    stub = submission_service_pb2_grpc.SubmissionServiceStub(channel(stack.address("gateway"), key))
+    request = submission_service_pb2.DownloadImagesRequest(submission_id=sid)
+    by_item: dict[str, bytes] = {}
+    info: Any = None
+    data = b""
+
+    def done() -> None:
+        if info is not None:
+            assert hashlib.sha256(data).hexdigest() == info.sha256 == info.image_id
+            for use in info.uses:
+                by_item.setdefault(use.item_id, data)
+
+    async for message in stub.DownloadImages(request):
+        if message.WhichOneof("part") == "image":
+            done()
+            info, data = message.image, b""
+        else:
+            data += message.chunk.data
+    done()
+    return by_item
 
 
 async def trace(stack: ServiceStack, lines: list[Line]) -> taskpool_service_pb2.TraceLeakResponse:
@@ -199,7 +236,9 @@ async def trace(stack: ServiceStack, lines: list[Line]) -> taskpool_service_pb2.
     async def messages() -> AsyncIterator[taskpool_service_pb2.TraceLeakRequest]:
         yield taskpool_service_pb2.TraceLeakRequest(
             items=[
-                taskpool_pb2.LeakedItem(item_id=x.get("item_id", ""), question=x["question"])
+                taskpool_pb2.LeakedItem(
+                    item_id=x.get("item_id", ""), question=x["question"], image=x.get("image", b"")
+                )
                 for x in lines
             ]
         )
@@ -209,13 +248,14 @@ async def trace(stack: ServiceStack, lines: list[Line]) -> taskpool_service_pb2.
 
 
 def evidence(s: taskpool_pb2.LeakSuspect) -> tuple[int, int]:
-    return (s.canary_hits, s.matched_items)
+    return (s.canary_hits + s.image_hits, s.matched_items)
 
 
 def describe(response: taskpool_service_pb2.TraceLeakResponse) -> str:
     return (
         "; ".join(
-            f"{s.tenant_id} {s.submission_id}: canaries {s.canary_hits}, matched "
+            f"{s.tenant_id} {s.submission_id}: canaries {s.canary_hits}, images "
+            f"{s.image_hits}, matched "
             f"{s.matched_items}/{s.checked_items}, chance {s.chance:.1e}"
             for s in response.suspects
         )
@@ -223,18 +263,14 @@ def describe(response: taskpool_service_pb2.TraceLeakResponse) -> str:
     )
 
 
-# Canaries are altered pool items (choice options reordered; an age in the question moved):
-# these fixtures' multimodal and agent items are labels and free text that state no age, so
-# nothing of theirs can be altered safely yet (issue 22 open).
-_NO_CANARY_YET = pytest.mark.xfail(
-    strict=True, reason="issue 22 open: no canary for label/free-text items without an age"
-)
+# Canaries are altered pool items (choice options reordered; an age moved; a label's candidate
+# list or an enumeration of the question reordered). The multimodal fixtures name two candidates
+# (one other order) and their free-text items have no age and no enumeration: their text alone
+# cannot tell two tenants apart, the watermarked images they downloaded do.
 
 
 @pytest.mark.parametrize("with_ids", [True, False], ids=["with-ids", "questions-only"])
-@pytest.mark.parametrize(
-    "track", [t if t == "llm" else pytest.param(t, marks=_NO_CANARY_YET) for t in sorted(TRACKS)]
-)
+@pytest.mark.parametrize("track", sorted(TRACKS))
 async def test_a_posted_download_names_its_tenant(
     stack: ServiceStack,
     downloads: dict[tuple[str, str], tuple[str, list[Line]]],
@@ -242,14 +278,14 @@ async def test_a_posted_download_names_its_tenant(
     with_ids: bool,
 ) -> None:
     sid, lines = downloads[track, "trk-leaker"]
-    posted = lines if with_ids else [{"question": x["question"]} for x in lines]
+    posted = lines if with_ids else [{k: v for k, v in x.items() if k != "item_id"} for x in lines]
     response = await trace(stack, posted)
     assert response.lines == len(posted)
     told = f"{track}, {len(posted)} lines: {describe(response)}"
     assert response.suspects, f"TraceLeak names nobody for a posted {told}"
     top = response.suspects[0]
     assert top.tenant_id == "trk-leaker" and top.submission_id == sid, told
-    assert top.canary_hits >= 1 or top.chance <= 1e-6, f"inconclusive: {told}"
+    assert top.canary_hits + top.image_hits >= 1 or top.chance <= 1e-6, f"inconclusive: {told}"
     others = [s for s in response.suspects if s.tenant_id != "trk-leaker"]
     assert all(evidence(s) < evidence(top) for s in others), told
 
@@ -261,3 +297,57 @@ async def test_the_banks_own_questions_name_nobody(
     bank = [{"item_id": r["item_id"], "question": r["question"]} for r in ROWS]
     response = await trace(stack, bank)
     assert not response.suspects, describe(response)
+
+
+@pytest.mark.parametrize("resave", [False, True], ids=["as-imported", "resaved"])
+async def test_the_banks_own_images_name_nobody(
+    stack: ServiceStack, downloads: dict[tuple[str, str], tuple[str, list[Line]]], resave: bool
+) -> None:
+    """The bank's images as imported (or re-saved losslessly) with the bank's questions, with
+    and without ids, name no one: only a tenant's watermarked copy is evidence."""
+    images = {f"trk/{x.name}": x.read_bytes() for x in XRAYS}
+    lines: list[Line] = []
+    for r in ROWS:
+        if r["track"] == "multimodal":
+            image = images[r["image_paths"][0]]
+            lines.append(
+                {
+                    "item_id": r["item_id"],
+                    "question": r["question"],
+                    "image": resaved(image) if resave else image,
+                }
+            )
+    for posted in (lines, [{"question": x["question"], "image": x["image"]} for x in lines]):
+        response = await trace(stack, posted)
+        assert not response.suspects, describe(response)
+
+
+async def test_images_resaved_without_their_metadata_still_name_their_tenant(
+    stack: ServiceStack, downloads: dict[tuple[str, str], tuple[str, list[Line]]]
+) -> None:
+    """The leaker's images re-saved losslessly by another tool (metadata dropped, another
+    compression, a tool's own text chunk), posted alone under no id: the watermark in their
+    pixels names the leaker."""
+    sid, lines = downloads["multimodal", "trk-leaker"]
+    posted = [{"question": "", "image": resaved(x["image"])} for x in lines]
+    assert all(p["image"] != x["image"] for p, x in zip(posted, lines, strict=True))
+    response = await trace(stack, posted)
+    told = describe(response)
+    assert response.suspects, told
+    top = response.suspects[0]
+    assert (top.tenant_id, top.submission_id) == ("trk-leaker", sid), told
+    assert top.image_hits == len(XRAYS) and top.chance <= 1e-6, told
+    assert all(s.tenant_id == "trk-leaker" for s in response.suspects), told
+
+
+def resaved(content: bytes) -> bytes:
+    """A lossless re-save by another tool: the same pixels, the original's ancillary chunks
+    dropped and the tool's own added, the highest compression."""
+    image = Image.open(io.BytesIO(content))
+    out = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "another tool")
+    Image.frombytes(image.mode, image.size, image.tobytes()).save(
+        out, format="PNG", compress_level=9, pnginfo=info
+    )
+    return out.getvalue()

@@ -215,7 +215,11 @@ async def test_reports_are_shown_to_their_tenant_only(store: InMemoryScores) -> 
     with pytest.raises(InvalidArgument):
         await reports.report("")
     board.entries["sub-1"] = {"_id": "sub-1", "equated": 61.5}
-    assert (await reports.report("sub-1")).equated == 61.5
+    assert (await reports.report("sub-1", exact=True)).equated == 61.5
+    # The default is the live view: two items are two units, shown at a step of 50 points.
+    live = await reports.report("sub-1")
+    assert live.record["live"] and live.record["datasets"][0]["step"] == 50.0
+    assert live.equated == 50.0 and "live" not in store.reports["sub-1"]
     progress = await reports.progress("sub-1")
     assert progress is not None and (progress["scored"], progress["completed"]) == (2, True)
     assert await reports.progress("sub-9") is None

@@ -190,7 +190,7 @@ class FakePrompts:
 
 
 class NoImages:
-    async def get(self, image_id: str) -> Image:
+    async def get(self, image_id: str, tenant_id: str) -> Image:
         raise ImageNotSendable(image_id)
 
 

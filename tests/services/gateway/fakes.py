@@ -5,6 +5,7 @@ returns (what a rolled-back transaction would have published is dropped)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -223,15 +224,23 @@ class InMemoryQuotaLedger:
         )  # fmt: skip
 
 
-def manifest_of(n: int, canaries: int = 0, pool_id: str = "pool-1") -> Manifest:
-    """Items item-0..item-<n-1>, then canaries canary-0.. (ordinals from n on)."""
+def manifest_of(
+    n: int, canaries: int = 0, pool_id: str = "pool-1", answer_format: str = ""
+) -> Manifest:
+    """Items item-0..item-<n-1>, then canaries canary-0.. (ordinals from n on), every one of
+    answer_format when given."""
     ids = [f"item-{i}" for i in range(n)] + [f"canary-{i}" for i in range(canaries)]
     return Manifest(
         pool_id,
         {item: (o, "D") for o, item in enumerate(ids)},
         {o: (item, "D") for o, item in enumerate(ids)},
         {item: f"h-{item}" for item in ids},
+        {item: answer_format for item in ids} if answer_format else {},
     )
+
+
+# When the fake rotator's disclosed pools were disclosed.
+DISCLOSED_AT = datetime(2026, 12, 20, 8, 30, tzinfo=UTC)
 
 
 class FakeRotator:
@@ -242,7 +251,10 @@ class FakeRotator:
         self.pools = {True: "pool-1", False: "pool-1"}
         # Pools the maintainers disclosed (every other pool is live); calls of disclosed().
         self.disclosed_pools: set[str] = set()
+        self.disclosed_at = DISCLOSED_AT
         self.disclosure_reads: list[str] = []
+        # The answer format of every item ("": none, read as text).
+        self.answer_format = ""
 
     async def require_pool(self, track: int, api: bool) -> str:
         if not self.has_pool:
@@ -259,14 +271,14 @@ class FakeRotator:
         return Assignment(self.pools[api], self.items, 0 if api else self.canaries)
 
     async def manifest(self, submission_id: str, pool_id: str) -> Manifest:
-        return manifest_of(self.items, self.canaries, pool_id)
+        return manifest_of(self.items, self.canaries, pool_id, self.answer_format)
 
     async def cycle(self, pool_id: str) -> str:
         return "2026-12"
 
-    async def disclosed(self, pool_id: str) -> bool:
+    async def disclosed(self, pool_id: str) -> datetime | None:
         self.disclosure_reads.append(pool_id)
-        return pool_id in self.disclosed_pools
+        return self.disclosed_at if pool_id in self.disclosed_pools else None
 
     async def download(self, submission_id: str) -> AsyncIterator[Any]:
         yield {"submission_id": submission_id}
@@ -291,6 +303,7 @@ class FakePoolImages:
         self.fail_after: int | None = None
         self.fail_attempts: set[int] = set()
         self.attempts = 0
+        self.watermark = False
 
     async def images(self, submission_id: str) -> SubmissionImages:
         self.index_loads += 1
@@ -299,7 +312,17 @@ class FakePoolImages:
             builder.add(item_id, paths, ids)
         return builder.build()
 
-    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+    def served_copy(self, image_id: str, tenant_id: str) -> tuple[bytes, str]:
+        """What the rotator serves the tenant: with watermark, a per-tenant copy (the bank's
+        bytes and the tenant's name); else the bank's bytes."""
+        content, media_type = self.bank[image_id]
+        if self.watermark and tenant_id:
+            content = content + b"|" + tenant_id.encode()
+        return content, media_type
+
+    async def image_range(
+        self, image_id: str, offset: int, max_bytes: int, tenant_id: str = ""
+    ) -> ImageRange:
         self.attempts += 1
         if self.fail_after is not None and len(self.reads) >= self.fail_after:
             raise Unavailable("rotator down")
@@ -308,18 +331,27 @@ class FakePoolImages:
         self.reads.append((image_id, offset, max_bytes))
         if image_id not in self.bank:
             raise NotFound(f"image {image_id} not found")
-        content, media_type = self.bank[image_id]
+        content, media_type = self.served_copy(image_id, tenant_id)
         if not 0 <= offset <= len(content):
             raise InvalidArgument(f"offset {offset} is outside image {image_id}")
         end = offset + max_bytes if max_bytes else len(content)
-        return ImageRange(content[offset:end], media_type, len(content))
+        return ImageRange(
+            content[offset:end], media_type, len(content), self._sha(image_id, tenant_id)
+        )
 
-    async def image_info(self, image_id: str) -> ImageRange:
+    async def image_info(self, image_id: str, tenant_id: str = "") -> ImageRange:
         self.infos.append(image_id)
         if image_id not in self.bank:
             raise NotFound(f"image {image_id} not found")
-        content, media_type = self.bank[image_id]
-        return ImageRange(b"", media_type, len(content))
+        content, media_type = self.served_copy(image_id, tenant_id)
+        return ImageRange(b"", media_type, len(content), self._sha(image_id, tenant_id))
+
+    def _sha(self, image_id: str, tenant_id: str) -> str:
+        """As the rotator: the copy's sha256 when watermarked, else the id asked (even when
+        the bank's bytes are damaged)."""
+        if self.watermark and tenant_id:
+            return hashlib.sha256(self.served_copy(image_id, tenant_id)[0]).hexdigest()
+        return image_id
 
 
 def _typed() -> None:
@@ -349,7 +381,7 @@ class FakeReports:
     async def item_results(self, submission_id: str, tenant_id: str) -> AsyncIterator[Any]:
         yield {"submission_id": submission_id}
 
-    async def report(self, submission_id: str, tenant_id: str) -> Any:
+    async def report(self, submission_id: str, tenant_id: str, exact: bool = False) -> Any:
         raise AssertionError("not used")
 
     async def leaderboard(self, request: Any) -> Any:

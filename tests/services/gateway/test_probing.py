@@ -229,3 +229,55 @@ async def test_findings_are_listed_newest_first_in_pages_for_maintainers() -> No
     for bad in (("Bad Tenant", 0, ""), (T, 501, ""), (T, -1, ""), (T, 0, "nope")):
         with pytest.raises(InvalidArgument):
             await probing.findings(bad[0], "", bad[1], bad[2])
+
+
+# -- what is scored, not the raw text (choice items) -------------------------------------------
+
+SINGLE, MULTI = rules.CHOICE_SINGLE, rules.CHOICE_MULTI
+NON_ANSWERS = ["不确定", "无法判断", "信息不足，无法作答", "", "N/A", " a ", "b", "<A, C>"]
+
+
+def test_a_choice_answer_is_digested_as_the_letters_it_names() -> None:
+    same_a = ["A", "答案：A", "<A>", "(A).", "Ａ", " A\n", "**A**", "最终答案是 A", "故选A。"]
+    assert {rules.answer_digest(a, SINGLE) for a in same_a} == {rules.answer_digest("A", SINGLE)}
+    assert rules.answer_digest("A", SINGLE) != rules.answer_digest("B", SINGLE)
+    same_ac = ["A,C", "AC", "<A、C>", "答案：A C", "选A和C", "<A>、<C>", "C,A"]
+    assert {rules.answer_digest(a, MULTI) for a in same_ac} == {rules.answer_digest("AC", MULTI)}
+    assert rules.answer_digest("AC", MULTI) != rules.answer_digest("A", MULTI)
+    # Naming no option, or several for a single-answer item, scores 0 whatever the key: one
+    # value, the digest of an unanswered item. Letters are capitals, as the scorer reads them:
+    # " a " names no option (collapsing it with "A" would let "a"/"b" hide a probe).
+    assert {rules.answer_digest(a, SINGLE) for a in NON_ANSWERS} == {rules.EMPTY}
+    assert rules.answer_digest("B超 待查", SINGLE) == rules.EMPTY  # a term, not option B
+    # Other formats are read as normalised text, as before.
+    text = "free_text"
+    assert rules.answer_digest("不确定", text) != rules.answer_digest("无法判断", text)
+    assert rules.answer_digest("<A>", text) == rules.answer_digest("a") != rules.EMPTY
+    # A single letter's digest is the one an older vector (text-only) holds for "<A>".
+    assert rules.answer_digest("答案：A", SINGLE) == rules.answer_digest("<A>")
+
+
+async def test_a_pair_differing_only_in_worded_non_answers_and_one_probe_is_flagged() -> None:
+    w = ProbedWorld()
+    w.rotator.answer_format = SINGLE
+    # 12 real answers, 8 non-answers worded anew every run, and one probed item (7: A -> B).
+    real = {o: "<A>" for o in range(12)}
+    first = await w.run("r-1", real | {o: "不确定" for o in range(12, 20)})
+    second = await w.run(
+        "r-2",
+        {o: f"答案：{a[1]}" for o, a in real.items()}
+        | {7: "B"}
+        | {o: f"无法判断（{o}）" for o in range(12, 20)},
+    )
+    (finding,) = w.probing_store.found.values()
+    assert (finding.earlier_submission_id, finding.later_submission_id) == (first, second)
+    assert (finding.differing, finding.items) == (1, 20)
+    # Read as raw text, the same two runs differ in 9 answers: not flagged (the evasion).
+    raw = [
+        digest_vector(list(enumerate(answers)), 20)
+        for answers in (
+            ["<A>"] * 12 + ["不确定"] * 8,
+            ["答案：A"] * 7 + ["B"] + ["答案：A"] * 4 + [f"无法判断（{o}）" for o in range(12, 20)],
+        )
+    ]
+    assert rules.differing_ordinals(raw[0], raw[1], rules.threshold(20)) is None

@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rotator.core.canaries import (
     DETAIL,
+    LIST,
     ORDER,
     CanarySource,
     ages,
     alter_group,
     choose,
+    enumerations,
     fingerprint,
     may_alter,
+    names_candidates,
     normalise,
+    plain_lists,
     rank,
+    shown_lists,
 )
 from rotator.core.options import LETTERS, parse_options, permutation_for
 
@@ -263,3 +269,249 @@ def test_ages_that_are_not_safe_to_move_stay() -> None:
     assert ages(item("格式示例：患者80岁，死亡。\n## 问题\n患者56岁。", "56岁")) == {"56": True}
     assert may_alter("key_point_recall+judge", ()) and may_alter("field_accuracy", ("{}",))
     assert may_alter("choice_single", ("A",)) and not may_alter("choice_single", ())
+
+
+# -- list canaries: labels, free text without an age, two-option items -----------------------
+
+INTENTS = ("病情咨询", "用药咨询", "预约挂号", "费用争议投诉")
+LABEL = CanarySource(
+    item_id="MedIntentID-7",
+    ordinal=3,
+    dataset="MedIntentID",
+    group_id="MedIntentID-7",
+    metric="label_accuracy",
+    question="预定义的意图：" + "，".join(INTENTS) + "\n请问下面属于哪个意图？\n患者：我想挂号。",
+    reference=("预约挂号", *(i for i in INTENTS if i != "预约挂号")),
+)
+
+
+def test_a_label_items_candidates_are_reordered_and_its_key_stays() -> None:
+    made = alter_group(SECRET, "hospital-a", [LABEL])
+    assert made is not None
+    (canary,) = made
+    shown, _ = canary.shown(LABEL.question)
+    assert canary.kind == LIST and canary.originals == ()  # a label's text is its key
+    listed = shown.split("\n")[0].removeprefix("预定义的意图：").split("，")
+    assert sorted(listed) == sorted(INTENTS) and tuple(listed) != INTENTS
+    assert shown.split("\n")[1:] == LABEL.question.split("\n")[1:]
+    assert canary.fingerprint == fingerprint(shown) != fingerprint(LABEL.question)
+    assert math.isclose(canary.chance, 1 / (math.factorial(4) - 1))
+    assert alter_group(SECRET, "hospital-a", [LABEL]) == made  # stable per tenant
+    others = {alter_group(SECRET, f"t{n}", [LABEL])[0].fingerprint for n in range(40)}  # type: ignore[index]
+    assert len(others) > 10 and fingerprint(LABEL.question) not in others
+
+
+def test_a_free_text_items_own_enumeration_is_reordered_and_keyed_canaries_come_first() -> None:
+    text = CanarySource(
+        "MedVQA-1",
+        0,
+        "MedVQA",
+        "MedVQA-1",
+        "key_point_recall+judge",
+        "请描述图像表现。\n可见征象：磨玻璃影、实变影、胸腔积液\n请给出诊断。",
+        key_points=("肺炎",),
+    )
+    (canary,) = alter_group(SECRET, "t", [text]) or []
+    assert canary.kind == LIST and math.isclose(canary.chance, 1 / 5)
+    shown = canary.shown(text.question)[0]
+    assert sorted(shown.split("\n")[1].split("：")[1].split("、")) == [
+        "实变影",
+        "磨玻璃影",
+        "胸腔积液",
+    ]
+    assert alter_group(SECRET, "t", [text], keyed_only=True) is None
+    aged = replace(
+        text,
+        item_id="MedVQA-2",
+        group_id="MedVQA-2",
+        question="患者45岁。" + text.question,
+        key_points=("45岁",),
+    )
+    picked = choose(SECRET, "t", {"MedVQA": {"MedVQA-1": [text], "MedVQA-2": [aged]}}, 1)
+    assert [c.kind for c in picked] == [DETAIL]
+
+
+def test_enumerations_that_carry_order_or_meaning_stay() -> None:
+    def found(question: str) -> list[tuple[str, ...]]:
+        return [s.entries for s in enumerations(replace(LABEL, question=question, reference=()))]
+
+    assert found("症状：头痛、发热") == [("头痛", "发热")]
+    assert found("主诉：突发胸痛2小时，伴大汗、恶心。") == []  # not a whole clause
+    assert found("步骤：首先洗手、然后消毒") == []  # a sequence
+    assert found("病史：高血压、糖尿病等") == []  # "等" binds to the last entry
+    assert found("剂量：1片、2片") == []  # numbers
+    assert found("## 任务示例：头痛、发热\n\n症状：咳嗽、咳痰") == [("咳嗽", "咳痰")]
+    assert found("症状：头痛、头痛") == []  # nothing to reorder
+
+
+def test_a_two_option_item_keeps_its_plain_order_and_reorders_its_stem() -> None:
+    two = CanarySource(
+        "Y-1",
+        0,
+        "Y",
+        "Y-1",
+        "choice_single",
+        "已知病史：高血压、糖尿病、冠心病\n是否需要调整用药？\nA. 是\nB. 否",
+        reference=("A",),
+    )
+    (canary,) = alter_group(SECRET, "t", [two]) or []
+    assert canary.kind == LIST and canary.order == permutation_for(SECRET, "t", "Y-1", 2)
+    shown = canary.shown(two.question)[0]
+    assert shown.endswith("A. 否\nB. 是") and not shown.startswith(
+        "已知病史：高血压、糖尿病、冠心病"
+    )
+
+
+def intent(n: int, tenant_list: str = "、".join(INTENTS)) -> CanarySource:
+    """One of a dataset's label items that all list the same intents (MedIntentID-like)."""
+    return replace(
+        LABEL,
+        item_id=f"I-{n}",
+        ordinal=n,
+        group_id=f"I-{n}",
+        question=f"预定义的意图：{tenant_list}\n请问下面属于哪个意图？\n患者：第{n}句话。",
+        reference=(INTENTS[n % 4], *(x for x in INTENTS if x != INTENTS[n % 4])),
+    )
+
+
+def intents_shown(question: str) -> tuple[str, ...]:
+    return tuple(question.split("\n")[0].removeprefix("预定义的意图：").split("、"))
+
+
+def test_a_label_items_candidates_have_an_order_per_tenant_and_item_never_the_banks() -> None:
+    items = [intent(n) for n in range(40)]
+    plain = {
+        t: [shown_lists(i.question, plain_lists(SECRET, t, i)) for i in items] for t in ("a", "b")
+    }
+    for t, shown in plain.items():
+        listed = [intents_shown(q) for q in shown]
+        assert all(sorted(x) == sorted(INTENTS) for x in listed)
+        assert INTENTS not in listed, "never the bank's order"
+        assert len(set(listed)) >= 12, f"{t}: not the same order for every item"
+        # Only the list moves: the rest of the question is the bank's.
+        assert [q.split("\n", 1)[1] for q in shown] == [i.question.split("\n", 1)[1] for i in items]
+    assert plain["a"] == [shown_lists(i.question, plain_lists(SECRET, "a", i)) for i in items], (
+        "stable per tenant"
+    )
+    differ = sum(a != b for a, b in zip(plain["a"], plain["b"], strict=True))
+    assert differ >= 30, "another tenant sees other orders"
+    assert plain_lists(b"another secret", "a", items[0]) != plain_lists(SECRET, "a", items[0]) or (
+        plain_lists(b"another secret", "a", items[1]) != plain_lists(SECRET, "a", items[1])
+    )
+
+
+def test_only_a_key_naming_all_candidates_orders_them_and_two_names_stay_as_listed() -> None:
+    item = intent(1)
+    assert plain_lists(SECRET, "a", item)
+    # A label set's key names the gold labels only: reordering them would single them out.
+    gold = replace(item, metric="label_set_accuracy", reference=INTENTS[:3])
+    assert plain_lists(SECRET, "a", gold) == () and not any(
+        s.candidates for s in enumerations(gold)
+    )
+    sub = replace(item, reference=INTENTS[:3])  # three names inside a list of four
+    assert plain_lists(SECRET, "a", sub) == ()
+    # Two names have one other order, every tenant's: shown as the bank lists them.
+    two = replace(item, question="候选诊断：正常、肺炎\n请判断。", reference=("肺炎", "正常"))
+    assert plain_lists(SECRET, "a", two) == ()
+    assert [s.per_item for s in enumerations(two)] == [False]
+    assert names_candidates("label_accuracy+key_point_recall+judge")
+    assert not names_candidates("label_set_accuracy")
+
+
+def test_a_list_canary_differs_from_its_tenants_plain_order_and_from_the_banks() -> None:
+    for n in range(60):
+        item, tenant = intent(n), f"tenant-{n}"
+        (canary,) = alter_group(SECRET, tenant, [item]) or []
+        ((start, end, plain),) = plain_lists(SECRET, tenant, item)
+        ((c_start, c_end, order),) = canary.lists
+        assert (c_start, c_end) == (start, end)
+        assert order != plain and order != (0, 1, 2, 3), n
+        shown = canary.shown(item.question)[0]
+        assert canary.fingerprint == fingerprint(shown)
+        assert shown != shown_lists(item.question, plain_lists(SECRET, tenant, item))
+        # Any download shows one of the 23 orders but the bank's, whoever the tenant.
+        assert math.isclose(canary.chance, 1 / 23)
+        assert canary.originals == () and canary.alter_key(item.reference[0]) == item.reference[0]
+
+
+def test_a_detail_canary_of_a_label_item_shows_its_candidates_in_the_plain_order() -> None:
+    outcomes = ("治愈", "好转", "未愈", "死亡")
+    item = CanarySource(
+        "MedOutcome-1", 0, "MedOutcome", "MedOutcome-1", "label_accuracy+key_point_recall+judge",
+        "患者男，62岁，肺炎住院。\n可选结局：治愈、好转、未愈、死亡\n请预测结局。",
+        reference=("好转", "治愈", "未愈", "死亡"), prompt="患者男，62岁，肺炎住院。",
+    )  # fmt: skip
+    (canary,) = alter_group(SECRET, "t", [item]) or []
+    assert canary.kind == DETAIL and canary.lists == plain_lists(SECRET, "t", item)
+    shown = canary.shown(item.question)[0]
+    listed = tuple(shown.split("\n")[1].removeprefix("可选结局：").split("、"))
+    assert sorted(listed) == sorted(outcomes) and listed != outcomes
+    assert canary.moved in shown and "62" not in shown
+    assert canary.fingerprint == fingerprint(shown)
+
+
+def test_a_list_canary_never_reorders_a_list_every_download_shows_as_the_bank_does() -> None:
+    two = ("正常", "肺炎")
+    shared = {
+        f"C-{n}": [
+            replace(
+                LABEL,
+                item_id=f"C-{n}",
+                group_id=f"C-{n}",
+                reference=two,
+                question=f"第{n}例：请判断诊断。候选诊断：正常、肺炎",
+            )  # fmt: skip
+        ]
+        for n in range(3)
+    }
+    # Two-name candidate lists (and whole-clause lists) shared by the dataset's items: none of
+    # them ever moves, so such a dataset has no list canary ...
+    for tenant in ("a", "b", "c", "d"):
+        assert choose(SECRET, tenant, {"I": shared}, 1) == [], tenant
+    # ... unless an item has an enumeration of its own, reordered alone.
+    own = replace(
+        shared["C-0"][0], item_id="C-9", group_id="C-9",
+        question="已知病史：高血压、糖尿病\n" + shared["C-0"][0].question,
+    )  # fmt: skip
+    for tenant in ("a", "b", "c", "d"):
+        picked = choose(SECRET, tenant, {"I": shared | {"C-9": [own]}}, 1)
+        assert [c.item_id for c in picked] == ["C-9"], tenant
+        assert picked[0].lists == ((5, 12, (1, 0)),)
+        assert picked[0].chance == 1.0  # the bank's order is its only other one
+    # A shared list of three names or more is shown per item: any of its items may be the
+    # canary, which shows the list in one more order of its own.
+    intents = {f"I-{n}": [intent(n)] for n in range(6)}
+    picked = [c for t in "abcdefgh" for c in choose(SECRET, t, {"I": intents}, 1)]
+    assert len({c.item_id for c in picked}) >= 3
+    assert all(c.kind == LIST and c.lists[0][2] != (0, 1, 2, 3) for c in picked)
+
+
+def test_within_one_download_canaries_and_plain_items_show_alike_orders() -> None:
+    """Items of one dataset all list the same candidates: whichever is the canary, its order is
+    one more of the per-item orders (not the bank's, nor an odd one out), so an adversary who
+    bets on the item whose order is rarest in the download, or on one never in the bank's
+    order, does no better than a blind guess."""
+    n_items, tenants = 30, 300
+    items = {f"I-{n}": [intent(n)] for n in range(n_items)}
+    found = 0
+    for t in range(tenants):
+        tenant = f"tenant-{t}"
+        (canary,) = choose(SECRET, tenant, {"I": items}, 1)
+        shown = {}
+        for group_id, (item,) in items.items():
+            if group_id == canary.item_id:
+                shown[group_id] = intents_shown(canary.shown(item.question)[0])
+            else:
+                question = shown_lists(item.question, plain_lists(SECRET, tenant, item))
+                shown[group_id] = intents_shown(question)
+        assert INTENTS not in shown.values(), "no item shows the bank's order"
+        counts = {order: list(shown.values()).count(order) for order in shown.values()}
+        rarest = min(shown, key=lambda g: (counts[shown[g]], rank(SECRET, "adversary", g)))
+        found += rarest == canary.item_id
+        # A re-download shows the same: nothing differs between two downloads of the tenant.
+        (again,) = choose(SECRET, tenant, {"I": items}, 1)
+        assert again == canary
+    # A blind guess finds the canary 1 time in 30: 10 of 300; the old shared-list canary (the
+    # one item not in the dataset's common order) was found every time.
+    print(f"rarest-order bet found the canary in {found} of {tenants} downloads")
+    assert found <= 3 * tenants // n_items, found

@@ -18,7 +18,7 @@ from metric_scorer.adapters.mongo_leak_signals import MongoLeakSignals as Signal
 from metric_scorer.core.canary import LeakSignal as Recorded
 from rotator.adapters.mongo_assignment_store import MongoAssignmentStore
 from rotator.adapters.mongo_leak_signals import MongoLeakSignals
-from rotator.core.canaries import Canary
+from rotator.core.canaries import LIST, Canary
 from rotator.core.leaktrace import LegacyCanary, Variant
 from tests.conftest import Servers
 from tests.services.rotator.fakes import InMemoryPoolStore
@@ -27,6 +27,11 @@ ORDER_CANARY = Canary("MedExam-3-p1", 4, "MedExam", ORDER, "fp-order", 1 / 119, 
                       order=(4, 0, 1, 2, 3))  # fmt: skip
 DETAIL_CANARY = Canary("SMDoc-2", 9, "SMDoc", DETAIL, "fp-detail", 1 / 4, ("47",), age="47",
                        moved="48", moves_key=True)  # fmt: skip
+# A label item's candidates: a list canary's order, a detail canary's and a plain item's.
+LIST_CANARY = Canary("MedIntentID-4", 11, "MedIntentID", LIST, "fp-list", 1 / 23, (),
+                     lists=((7, 30, (2, 0, 3, 1)),))  # fmt: skip
+AGED_LABEL = Canary("MedOutcome-2", 12, "MedOutcome", DETAIL, "fp-aged", 1 / 4, (), age="62",
+                    moved="63", lists=((40, 51, (1, 2, 0, 3)),))  # fmt: skip
 
 
 def variant(submission_id: str, tenant_id: str) -> Variant:
@@ -35,7 +40,12 @@ def variant(submission_id: str, tenant_id: str) -> Variant:
         tenant_id,
         "pool-1",
         (("MedExam-1-p1", (1, 0, 2, 3, 4)), ("MedExam-3-p1", (4, 0, 1, 2, 3))),
-        (ORDER_CANARY, DETAIL_CANARY),
+        (ORDER_CANARY, DETAIL_CANARY, LIST_CANARY, AGED_LABEL),
+        lists=(
+            ("MedIntentID-1", ((7, 30, (1, 0, 3, 2)),)),
+            ("MedIntentID-4", ((7, 30, (2, 0, 3, 1)),)),
+            ("MedOutcome-2", ((40, 51, (1, 2, 0, 3)),)),
+        ),
     )
 
 
@@ -68,6 +78,13 @@ async def test_a_variant_reads_back_whole_for_the_rotator_and_keyed_for_the_scor
     assert (detail.kind, detail.originals, detail.own_key) == (DETAIL, ("47",), True)
     assert detail.alter_key('{"年龄": "47", "体温": "36.47"}') == '{"年龄": "48", "体温": "36.47"}'
     assert (await MongoVariants(sealed).variant("sub-none")).canaries == {}
+    # A label item's shown candidate order never reaches a scorer's key: not an option order,
+    # and a list canary (or a detail canary whose key does not move) is scored by the pool key.
+    assert not {"MedIntentID-1", "MedIntentID-4", "MedOutcome-2"} & set(seen.orders)
+    listed, aged = seen.canaries["MedIntentID-4"], seen.canaries["MedOutcome-2"]
+    assert (listed.kind, listed.originals, listed.own_key) == (LIST, (), False)
+    assert listed.alter_key("预约挂号") == "预约挂号" and aged.alter_key("好转") == "好转"
+    assert not aged.own_key
 
 
 async def test_canaries_are_found_by_fingerprint_once_per_download_and_old_ones_too(

@@ -54,7 +54,12 @@ async def serve(settings: RotatorSettings) -> None:
                 settings.leak_secret.get_secret_value().encode(),
                 settings.canaries_per_dataset,
             ),
-            leaks=LeakTracing(tasks, assignments, MongoLeakSignals(infra.sealed_db)),
+            leaks=LeakTracing(
+                tasks,
+                assignments,
+                MongoLeakSignals(infra.sealed_db),
+                (pools, images, settings.leak_secret.get_secret_value().encode()),
+            ),
             disclosure=PoolDisclosure(pools, current),
         )
         await run_service(

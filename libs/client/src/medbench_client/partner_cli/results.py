@@ -95,6 +95,7 @@ def document(
         missing_dimensions=tuple(report.missing_dimensions),
         missing_datasets=tuple(report.missing_datasets),
         items_withheld=items_withheld,
+        live_steps=tuple((d.dataset, d.step) for d in report.datasets) if report.live else (),
     )
 
 

@@ -171,6 +171,10 @@ class ReportDocument:
     """Why there are no per-item results (the gateway's reason: the pool is live and per-item
     scores would reveal its keys); "" when they are shown. A document with a reason has no
     items."""
+    live_steps: tuple[tuple[str, float], ...] = ()
+    """(dataset, step in points) of a live view: the pool is live, so each dataset's score is
+    shown rounded to its step, and intervals, dimensions and the overall come from the shown
+    scores (README, "What partners see"); empty for an exact report."""
 
     def __post_init__(self) -> None:
         for name in ("submission_id", "model", "track", "board", "pool_id"):
@@ -196,6 +200,9 @@ class ReportDocument:
                 raise ValueError(f"a report needs at least one entry in {name}")
             _unique(name, [row.code for row in rows])
             object.__setattr__(self, name, rows)
+        object.__setattr__(
+            self, "live_steps", tuple((str(name), float(step)) for name, step in self.live_steps)
+        )
         items = _typed_rows("items", self.items, ItemResult)
         _text("items_withheld", self.items_withheld, empty=True)
         if self.items_withheld and items:

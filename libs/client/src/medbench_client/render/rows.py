@@ -342,6 +342,20 @@ def how_to_read(doc: ReportDocument) -> list[str]:
             if doc.partial
             else ""
         ),
+        *(
+            [
+                "The item pool is live (hidden), so these are its live numbers: each dataset's "
+                "score and item mean are rounded to a step of at least three of its scoring "
+                "units ("
+                + ", ".join(f"{name} {step:g}" for name, step in doc.live_steps)
+                + " points), and its interval is the Wilson interval of the shown score widened "
+                "by half a step; dimensions and the overall are computed from the shown scores. "
+                "Finer numbers would let answers be tuned to the hidden keys. The exact report "
+                "is shown once the pool is disclosed."
+            ]
+            if doc.live_steps
+            else []
+        ),
         f"The range in brackets is the {level(doc)} interval: the scores this model could "
         "plausibly have got on other samples of items. When the intervals of two scores overlap, "
         "the difference between them may be noise. The equated score places the overall score "

@@ -92,6 +92,7 @@ def report_to_proto(doc: dict[str, Any], equated: float | None = None) -> report
         partial=doc.get("partial", False),
         missing_dimensions=doc.get("missing_dimensions", []),
         missing_datasets=doc.get("missing_datasets", []),
+        live=doc.get("live", False),
     )
     if equated is not None:
         report.equated = equated

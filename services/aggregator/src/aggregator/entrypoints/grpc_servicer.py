@@ -22,7 +22,9 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     async def GetReport(
         self, request: report_service_pb2.GetReportRequest, context: grpc.aio.ServicerContext
     ) -> report_service_pb2.GetReportResponse:
-        found = await self._reports.report(request.submission_id, request.tenant_id)
+        found = await self._reports.report(
+            request.submission_id, request.tenant_id, exact=request.exact
+        )
         return report_service_pb2.GetReportResponse(
             report=convert.report_to_proto(found.record, found.equated)
         )

@@ -9,8 +9,10 @@ from typing import Any, NamedTuple
 
 from aggregator.core.board import Publication, board_order, select
 from aggregator.core.equating import equated_scores, fit_rasch
+from aggregator.core.live_view import equated_step, rounded
 from aggregator.core.parts import merge_entries
 from aggregator.core.ports import LeaderboardStore, Record, ScoresStore
+from aggregator.usecases.reports import live_report
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2
 from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -115,6 +117,9 @@ class Leaderboards:
         conflict = impersonated(names, await self._board.names_of_others(p.tenant_id))
         if conflict is not None:
             raise InvalidArgument(conflict)
+        # A published entry is public: it shows the live view's numbers (core/live_view.py),
+        # whatever happens to the pool later.
+        report = await live_report(self._scores, report)
         await self._board.put(
             {
                 "_id": p.submission_id,
@@ -132,6 +137,7 @@ class Leaderboards:
                 "overall_high": report.get("overall_high", report["overall"]),
                 # A partial report's entry keeps its mark: never ranked beside complete ones.
                 "partial": report.get("partial", False),
+                "equated_step": equated_step(report),
                 "missing_dimensions": report.get("missing_dimensions", []),
                 "missing_datasets": report.get("missing_datasets", []),
                 "dimensions": [
@@ -174,7 +180,12 @@ class Leaderboards:
         except ValueError as exc:
             raise FailedPrecondition(f"cannot equate this board: {exc}") from exc
         reference_items = {item for sid, item, _ in results if pool_of[sid] == reference}
-        equated = equated_scores(fit, reference_items)
+        # Public: each at its entry's live resolution (core/live_view.py: equated_step).
+        step_of = {e["_id"]: e.get("equated_step", 1.0) for e in entries}
+        equated = {
+            sid: rounded(score, step_of.get(sid, 1.0))
+            for sid, score in equated_scores(fit, reference_items).items()
+        }
         await self._board.set_equated(equated, reference)
         return Equated(len(equated), len(set(pool_of.values())), len(results), reference)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
+from aggregator.core.live_view import dithers, live_equated, live_view
 from aggregator.core.parts import merged_items
 from aggregator.core.ports import LeaderboardStore, Record, ScoresStore
 from medbench_runtime.errors import InvalidArgument, NotFound
@@ -26,6 +27,12 @@ class ItemResult(NamedTuple):
     score: float | None
 
 
+async def live_report(scores: ScoresStore, doc: Record) -> Record:
+    """A stored report's live view, dithered under the platform's key (core/live_view.py)."""
+    key = await scores.digest_key()
+    return live_view(doc, dithers(key, doc["_id"], (d["dataset"] for d in doc["datasets"])))
+
+
 class Reports:
     """Reads only: a report exists once the aggregation built it."""
 
@@ -41,12 +48,17 @@ class Reports:
             raise NotFound(f"no report for submission {submission_id}")
         return doc
 
-    async def report(self, submission_id: str, tenant_id: str = "") -> Report:
-        """The report of a submission (of tenant_id, when given: else NotFound)."""
+    async def report(self, submission_id: str, tenant_id: str = "", exact: bool = False) -> Report:
+        """The report of a submission (of tenant_id, when given: else NotFound): its live view
+        (core/live_view.py), or the exact report when ``exact`` (a disclosed pool's, or for
+        maintainers: the caller decides, the gateway checks the pool)."""
         doc = await self._record(submission_id, tenant_id)
         entry = None if self._board is None else await self._board.entry(submission_id)
         equated = None if entry is None else entry.get("equated")
-        return Report(doc, equated)
+        if exact:
+            return Report(doc, equated)
+        shown = await live_report(self._scores, doc)
+        return Report(shown, live_equated(equated, shown))
 
     async def item_results(
         self, submission_id: str, tenant_id: str = ""

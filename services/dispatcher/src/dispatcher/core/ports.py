@@ -40,8 +40,9 @@ class Prompts(Protocol):
 
 
 class Images(Protocol):
-    async def get(self, image_id: str) -> Image:
-        """The image; ImageNotSendable when none has that id."""
+    async def get(self, image_id: str, tenant_id: str) -> Image:
+        """The image as served to tenant_id (its own watermarked copy: rotator README, "Image
+        watermarks"); ImageNotSendable when none has that id."""
 
 
 class CallResult(Protocol):

@@ -412,7 +412,8 @@ class Dispatcher:
         """Calls until the contract settles the item, then records it."""
         try:
             messages, truncated = fit_messages(item.messages, job.spec.decoding)
-            images = [await self._images.get(image_id) for image_id in item.image_ids]
+            tenant = job.spec.tenant_id
+            images = [await self._images.get(image_id, tenant) for image_id in item.image_ids]
             check_images(images)
         except (PromptDoesNotFit, ImageNotSendable) as exc:
             # The platform cannot send this item: not the endpoint's fault, not a wrong answer.

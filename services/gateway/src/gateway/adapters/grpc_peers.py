@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 from prometheus_client import Counter
@@ -57,8 +58,8 @@ class RotatorClient:
         self._stub = taskpool_service_pb2_grpc.TaskPoolServiceStub(channel)
         # Disclosure is one-way: a disclosed pool is remembered for good, a live answer is asked
         # again after disclosure_cache_s (a burst of calls shares one GetPool).
-        self._live: TtlCache[str, bool] = TtlCache(disclosure_cache_s, max_entries=1024)
-        self._disclosed: set[str] = set()
+        self._live: TtlCache[str, datetime | None] = TtlCache(disclosure_cache_s, max_entries=1024)
+        self._disclosed: dict[str, datetime] = {}
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cached_pools = cached_pools
         self._lock = asyncio.Lock()
@@ -102,22 +103,26 @@ class RotatorClient:
         assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
         return response.pool.cycle
 
-    async def disclosed(self, pool_id: str) -> bool:
-        """Whether the pool is disclosed (GetPool's disclosed_at); cached, see __init__."""
-        if pool_id in self._disclosed:
-            return True
+    async def disclosed(self, pool_id: str) -> datetime | None:
+        """When the pool was disclosed (GetPool's disclosed_at), None while it is live; cached,
+        see __init__."""
+        found = self._disclosed.get(pool_id)
+        if found is not None:
+            return found
 
-        async def load() -> bool:
+        async def load() -> datetime | None:
             response = await _call(
                 self._stub.GetPool(taskpool_service_pb2.GetPoolRequest(pool_id=pool_id), timeout=5),
                 "reading the pool",
             )
             assert isinstance(response, taskpool_service_pb2.GetPoolResponse)
-            return response.pool.HasField("disclosed_at")
+            if not response.pool.HasField("disclosed_at"):
+                return None
+            return response.pool.disclosed_at.ToDatetime(tzinfo=UTC)
 
         disclosed, _ = await self._live.get(pool_id, load)
-        if disclosed:
-            self._disclosed.add(pool_id)  # pools are few: a handful per cycle
+        if disclosed is not None:
+            self._disclosed[pool_id] = disclosed  # pools are few: a handful per cycle
         return disclosed
 
     async def require_pool(self, track: int, api: bool) -> str:
@@ -199,31 +204,39 @@ class RotatorClient:
         found, _ = await self._images.get(submission_id, load)
         return found
 
-    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+    async def image_range(
+        self, image_id: str, offset: int, max_bytes: int, tenant_id: str = ""
+    ) -> ImageRange:
         """GetImage of a range of the image's bytes (never the whole of a large image in one
-        message)."""
+        message); of the tenant's watermarked copy with tenant_id."""
         response = await _call(
             self._stub.GetImage(
                 taskpool_service_pb2.GetImageRequest(
-                    image_id=image_id, offset=offset, max_bytes=max_bytes
+                    image_id=image_id, offset=offset, max_bytes=max_bytes, tenant_id=tenant_id
                 ),
                 timeout=30,
             ),
             "reading an image",
         )
         assert isinstance(response, taskpool_service_pb2.GetImageResponse)
-        return ImageRange(response.content, response.media_type, response.size)
+        return ImageRange(
+            response.content, response.media_type, response.size, response.served_sha256
+        )
 
-    async def image_info(self, image_id: str) -> ImageRange:
-        """GetImage without content: the media type and size."""
+    async def image_info(self, image_id: str, tenant_id: str = "") -> ImageRange:
+        """GetImage without content: the media type, size and sha256 (of the tenant's
+        watermarked copy with tenant_id: the rotator makes it if it has not yet)."""
         response = await _call(
             self._stub.GetImage(
-                taskpool_service_pb2.GetImageRequest(image_id=image_id, info_only=True), timeout=10
+                taskpool_service_pb2.GetImageRequest(
+                    image_id=image_id, info_only=True, tenant_id=tenant_id
+                ),
+                timeout=30 if tenant_id else 10,
             ),
             "reading an image's size",
         )
         assert isinstance(response, taskpool_service_pb2.GetImageResponse)
-        return ImageRange(b"", response.media_type, response.size)
+        return ImageRange(b"", response.media_type, response.size, response.served_sha256)
 
     def _keep(self, submission_id: str, manifest: Manifest) -> None:
         self._manifests[submission_id] = manifest
@@ -238,15 +251,17 @@ class _ManifestBuilder:
         self.by_id: dict[str, tuple[int, str]] = {}
         self.by_ordinal: dict[int, tuple[str, str]] = {}
         self.hashes: dict[str, str] = {}
+        self.formats: dict[str, str] = {}
 
     def add(self, batch: taskpool_service_pb2.GetPromptsResponse) -> None:
         for item in batch.items:
             self.by_id[item.item_id] = (item.ordinal, item.dataset)
             self.by_ordinal[item.ordinal] = (item.item_id, item.dataset)
             self.hashes[item.item_id] = item.prompt_hash
+            self.formats[item.item_id] = item.answer_format
 
     def build(self, pool_id: str) -> Manifest:
-        return Manifest(pool_id, self.by_id, self.by_ordinal, self.hashes)
+        return Manifest(pool_id, self.by_id, self.by_ordinal, self.hashes, self.formats)
 
 
 class ReportClient:
@@ -331,11 +346,13 @@ class ReportClient:
         assert isinstance(response, report_service_pb2.GetProgressResponse)
         return response.scored_items
 
-    async def report(self, submission_id: str, tenant_id: str) -> report_pb2.Report:
+    async def report(
+        self, submission_id: str, tenant_id: str, exact: bool = False
+    ) -> report_pb2.Report:
         response = await _call(
             self._stub.GetReport(
                 report_service_pb2.GetReportRequest(
-                    submission_id=submission_id, tenant_id=tenant_id
+                    submission_id=submission_id, tenant_id=tenant_id, exact=exact
                 ),
                 timeout=10,
             ),

@@ -148,9 +148,9 @@ class Rotator(Protocol):
 
     async def cycle(self, pool_id: str) -> str: ...
 
-    async def disclosed(self, pool_id: str) -> bool:
-        """Whether maintainers disclosed the pool (one-way; a live answer may be a few seconds
-        old); NOT_FOUND for an unknown pool."""
+    async def disclosed(self, pool_id: str) -> datetime | None:
+        """When maintainers disclosed the pool, None while it is live (one-way; a live answer
+        may be a few seconds old); NOT_FOUND for an unknown pool."""
 
     def download(self, submission_id: str) -> AsyncIterator[Any]:
         """The submission's prompts as the partner downloads them (GetPrompts batches)."""
@@ -163,6 +163,8 @@ class ImageRange:
     data: bytes
     media_type: str
     size: int  # the whole image's
+    sha256: str = ""
+    """Of the whole image served (a tenant's watermarked copy); "" when not told."""
 
 
 class PoolImages(Protocol):
@@ -171,12 +173,16 @@ class PoolImages(Protocol):
     async def images(self, submission_id: str) -> SubmissionImages:
         """The images of the submission's served items (they never change once assigned)."""
 
-    async def image_range(self, image_id: str, offset: int, max_bytes: int) -> ImageRange:
+    async def image_range(
+        self, image_id: str, offset: int, max_bytes: int, tenant_id: str = ""
+    ) -> ImageRange:
         """Bytes of a stored image from offset, at most max_bytes (0: to the end); NotFound
-        when the bank has no such image, InvalidArgument for an offset past its size."""
+        when the bank has no such image, InvalidArgument for an offset past its size. With
+        tenant_id: of that tenant's watermarked copy (offset and size are the copy's)."""
 
-    async def image_info(self, image_id: str) -> ImageRange:
-        """A stored image's media type and size, no bytes (none is read); NotFound."""
+    async def image_info(self, image_id: str, tenant_id: str = "") -> ImageRange:
+        """A stored image's media type and size, no bytes; NotFound. With tenant_id: the
+        tenant's watermarked copy's size and sha256 (its content id for that tenant)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,9 @@ class Reports(Protocol):
 
     def item_results(self, submission_id: str, tenant_id: str) -> AsyncIterator[Any]: ...
 
-    async def report(self, submission_id: str, tenant_id: str) -> Any: ...
+    async def report(self, submission_id: str, tenant_id: str, exact: bool = False) -> Any:
+        """The submission's report: its live view (every score at its dataset's live
+        resolution), or the exact report when ``exact`` (only for a disclosed pool)."""
 
     async def leaderboard(self, request: Any) -> Any: ...
 

@@ -2,11 +2,21 @@
 that comparing their scores would tell the keys of the items they differ in (issue 22).
 
 A submission whose answers are final is kept as a digest vector: one short hash per pool item,
-in pool order (canaries left out: they are the download's own), of the answer normalised for
-what never changes a parsed answer (case, width, spacing, punctuation: "<A>", "a", "(A)." are
-one answer); an unanswered item has the digest of an empty answer. Comparing a submission with
-N earlier ones is then O(N * items), without reading their answers again. A pair differing in
-at most max(5, 2% of the items) answers, identical answers included, is a finding."""
+in pool order (canaries left out: they are the download's own), of the answer as it is scored
+(canonical_answer): for a choice item (choice_single, choice_multi) the option letters it names,
+read as the metric scorer reads them, so that rewording changes nothing ("A", "<A>", "答案：A"
+are one answer; "不确定", "无法判断", an unanswered item and, for a single-answer item, an
+answer naming several letters are all "no option": each scores 0 whatever the key); for any
+other item the text normalised for what never changes a parsed answer (case, width, spacing,
+punctuation). Comparing a submission with N earlier ones is then O(N * items), without reading
+their answers again. A pair differing in at most max(5, 2% of the items) answers, identical
+answers included, is a finding.
+
+Two answers the scorer scores alike must have one digest (else rewording them hides a probe);
+two it scores apart may share one (that only flags more pairs, to maintainers). Hence letters
+are case-sensitive, as the scorer's are (" a " is no option, not A), and the letters read are
+A-J (the scorer's default when an item's option count is not known; the gateway does not know
+it)."""
 
 from __future__ import annotations
 
@@ -14,10 +24,11 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from medbench_runtime.choice_parse import parse_choice
 from medbench_runtime.errors import InvalidArgument
 
 DIGEST_BYTES = 4
@@ -36,20 +47,57 @@ def normalised(answer: str) -> str:
     return _NOT_LETTERS_OR_DIGITS.sub("", answer.casefold())
 
 
-def answer_digest(answer: str) -> bytes:
-    return hashlib.blake2b(normalised(answer).encode(), digest_size=DIGEST_BYTES).digest()
+# -- choice answers, read as the metric scorer reads them (medbench_runtime.choice_parse) -----
+
+CHOICE_SINGLE = "choice_single"
+CHOICE_MULTI = "choice_multi"
+CHOICE_FORMATS = frozenset({CHOICE_SINGLE, CHOICE_MULTI})
+# The canonical answer naming no option: the normalised empty answer, so that it digests as an
+# unanswered item does (both score 0).
+NO_OPTION = ""
+
+
+def choice_letters(answer: str, multi: bool) -> frozenset[str]:
+    """The option letters a choice answer names, read by the metric scorer's own reading
+    (capitals A-J: the gateway does not know an item's option count)."""
+    return parse_choice(answer, multi=multi)
+
+
+def canonical_answer(answer: str, answer_format: str = "") -> str:
+    """What the digest of an answer is taken of: for a choice item its letters, sorted
+    (NO_OPTION when it names none, or several for a single-answer item: scored 0 whatever the
+    key); for any other item (or an unknown format) normalised(answer)."""
+    if answer_format not in CHOICE_FORMATS:
+        return normalised(answer)
+    multi = answer_format == CHOICE_MULTI
+    letters = choice_letters(answer, multi)
+    if not letters or (not multi and len(letters) != 1):
+        return NO_OPTION
+    # Lower case: "A" canonical is "a", its digest the one an older vector holds for "<A>".
+    return "".join(sorted(letters)).lower()
+
+
+def answer_digest(answer: str, answer_format: str = "") -> bytes:
+    """The digest of canonical_answer(answer, answer_format)."""
+    canonical = canonical_answer(answer, answer_format)
+    return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_BYTES).digest()
 
 
 EMPTY = answer_digest("")
 
 
-def digest_vector(answers: Iterable[tuple[int, str]], items: int) -> bytes:
-    """One digest per ordinal 0..items-1 of (ordinal, answer) pairs; ordinals outside (the
-    download's canaries) are left out, unanswered ones hold EMPTY."""
+def digest_vector(
+    answers: Iterable[tuple[int, str]], items: int, formats: Mapping[int, str] | None = None
+) -> bytes:
+    """One digest per ordinal 0..items-1 of (ordinal, answer) pairs, each item's answer read
+    for its answer format (formats: by ordinal; an item without one is read as text); ordinals
+    outside (the download's canaries) are left out, unanswered ones hold EMPTY."""
     out = bytearray(EMPTY * items)
+    shape = formats or {}
     for ordinal, answer in answers:
         if 0 <= ordinal < items:
-            out[ordinal * DIGEST_BYTES : (ordinal + 1) * DIGEST_BYTES] = answer_digest(answer)
+            digest = answer_digest(answer, shape.get(ordinal, ""))
+            out[ordinal * DIGEST_BYTES : (ordinal + 1) * DIGEST_BYTES] = digest
     return bytes(out)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core import uploads
@@ -216,9 +216,11 @@ def plan_upload(
     accepted: Sequence[AcceptedAnswer],
     final: bool,
     item_name: Mapping[int, tuple[str, str]],
+    now: datetime | None = None,
 ) -> UploadPlan:
     """The upload of accepted into current (read in the upload's transaction); INVALID_ARGUMENT
-    for an item answered in an earlier batch, FAILED_PRECONDITION unless AWAITING_ANSWERS."""
+    for an item answered in an earlier batch, FAILED_PRECONDITION unless AWAITING_ANSWERS. The
+    upload that ends the answers stamps answers_final_at (now; see publishable)."""
     require_awaiting(current)
     bits = bytearray(current["answered_bits"])
     ordinals = [a.ordinal for a in accepted]
@@ -234,13 +236,16 @@ def plan_upload(
     before = current["answered_shown"] if "answered_shown" in current else current["answered"]
     shown = int(before) + len(accepted)
     done = shown >= expected + current.get("canaries", 0) or final
+    fields: Record = {
+        "answered_bits": bytes(bits),
+        "answered": current["answered"] + len(scored),
+        "answered_shown": shown,
+        "state": SCORING if done else AWAITING,
+    }
+    if done and now is not None:
+        fields["answers_final_at"] = now
     return UploadPlan(
-        fields={
-            "answered_bits": bytes(bits),
-            "answered": current["answered"] + len(scored),
-            "answered_shown": shown,
-            "state": SCORING if done else AWAITING,
-        },
+        fields=fields,
         scored=scored,
         missing=uploads.unset_ordinals(bits, expected) if final else [],
     )
@@ -285,7 +290,7 @@ def dispatch_fields(record: Record, progress: DispatchProgress, now: datetime) -
     if progress.state == DISPATCH_FAILED:
         return fields | {"state": FAILED, "state_reason": progress.reason, "completed_at": now}
     if progress.state == DISPATCH_DONE:
-        return fields | {"state": SCORING}
+        return fields | {"state": SCORING, "answers_final_at": now}
     return fields | {"state_reason": progress.reason}
 
 
@@ -297,6 +302,67 @@ def completion_fields(record: Record, scored_items: int, completed_at: datetime)
     if record["mode"] == MODE_API:
         fields |= {"answered": scored_items, "answered_shown": scored_items}
     return fields
+
+
+# -- disclosed pools (README, "What partners see") ----------------------------------------------
+# Once maintainers disclose a pool its answer keys are public: a submission on it takes no more
+# answers (it is ended, FAILED, its accepted answers kept) and is published only if its answers
+# were all in before the disclosure.
+
+
+def _utc(at: datetime) -> datetime:
+    """at in UTC (a naive time is UTC, as stored)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def disclosure_day(disclosed_at: datetime) -> str:
+    return _utc(disclosed_at).strftime("%Y-%m-%d")
+
+
+def closed_by_disclosure(record: Record, disclosed_at: datetime, now: datetime) -> Record:
+    """The fields that end a submission still taking answers on a disclosed pool: FAILED with
+    the reason (nothing it holds is deleted: its accepted batches stay stored)."""
+    return {
+        "state": FAILED,
+        "state_reason": (
+            f"pool {record['pool_id']} was disclosed on {disclosure_day(disclosed_at)} (its "
+            f"answer keys are public); answers were no longer accepted"
+        ),
+        "completed_at": now,
+    }
+
+
+def no_more_answers(record: Record, disclosed_at: datetime) -> FailedPrecondition:
+    """The refusal of an upload to a submission whose pool is disclosed."""
+    return FailedPrecondition(
+        f"submission {record['_id']} cannot be completed: its pool {record['pool_id']} was "
+        f"disclosed on {disclosure_day(disclosed_at)} and its answer keys are public, so it "
+        f"takes no more answers; the submission is now {FAILED} (its accepted answers are "
+        f"kept). Create a new submission: it is assigned the board's current pool"
+    )
+
+
+def answers_final_at(record: Record) -> datetime | None:
+    """When the submission's answers were all in: stamped when its upload ended or its
+    dispatch was done; a record from before the stamp (or whose completion came before the
+    dispatcher's last progress) has only completed_at, which is later: None when neither."""
+    at = record.get("answers_final_at") or record.get("completed_at")
+    return at if isinstance(at, datetime) else None
+
+
+def publishable(record: Record, disclosed_at: datetime | None) -> FailedPrecondition | None:
+    """Why a COMPLETED submission cannot be published given its pool's disclosure (None: it
+    can): on a disclosed pool, only when its answers were all in before the disclosure."""
+    if disclosed_at is None:
+        return None
+    final = answers_final_at(record)
+    if final is not None and _utc(final) < _utc(disclosed_at):
+        return None
+    return FailedPrecondition(
+        f"submission {record['_id']} cannot be published: its pool {record['pool_id']} was "
+        f"disclosed on {disclosure_day(disclosed_at)} (its answer keys are public) before "
+        f"its answers were all in"
+    )
 
 
 def shows_scoring_progress(record: Record) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from medbench_runtime.errors import InvalidArgument
@@ -68,6 +68,9 @@ class Manifest:
     by_ordinal: dict[int, tuple[str, str]]
     prompt_hash: dict[str, str]
     """Item id -> hash of the prompt as this download shows it."""
+    answer_format: dict[str, str] = field(default_factory=dict)
+    """Item id -> the answer format it asks for ("choice_single", "free_text", ...; probing
+    reads a choice answer's letters): an item without one is read as text."""
 
 
 @dataclass(frozen=True)

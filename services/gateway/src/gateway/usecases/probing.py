@@ -49,17 +49,20 @@ class Probing:
         items = int(record["expected"])
         datasets = [manifest.by_ordinal.get(o, ("", ""))[1] for o in range(items)]
         answers: list[tuple[int, str]] = []
+        # Each answer is read as it is scored: a choice item's by the letters it names.
+        formats: dict[int, str] = {}
         async for item_id, answer in self._store.answers(tenant_id, submission_id):
             found = manifest.by_id.get(item_id)
             if found is not None:
                 answers.append((found[0], answer))
+                formats[found[0]] = manifest.answer_format.get(item_id, "")
         digest = StoredDigest(
             submission_id,
             tenant_id,
             record["pool_id"],
             int(record["track"]),
             record["created_at"],
-            digest_vector(answers, items),
+            digest_vector(answers, items, formats),
         )
         await self._store.save_digest(digest)
         now = datetime.now(UTC)

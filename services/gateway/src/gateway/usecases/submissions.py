@@ -39,10 +39,13 @@ from gateway.core.submission import (
     DispatchProgress,
     Record,
     ValidCreate,
+    closed_by_disclosure,
     completion_fields,
     dispatch_fields,
     new_record,
+    no_more_answers,
     plan_upload,
+    publishable,
     require_awaiting,
     same_request,
     shows_scoring_progress,
@@ -300,13 +303,14 @@ class Submissions:
         require_awaiting(doc)
         if not answers and not final:
             raise InvalidArgument("an UploadAnswers message must carry answers or final=true")
+        await self._refuse_if_disclosed(doc)
         manifest = await self._rotator.manifest(doc["_id"], doc["pool_id"])
         accepted = uploads.check_batch(answers, manifest.by_id, MAX_ANSWER_BYTES) if answers else []
         now = datetime.now(UTC)
 
         async def commit(tx: Any) -> str:
             current = await self._store.get(tenant_id, submission_id, tx)
-            plan = plan_upload(current, accepted, final, manifest.by_ordinal)
+            plan = plan_upload(current, accepted, final, manifest.by_ordinal, now)
             await self._store.record_upload(
                 tenant_id,
                 {
@@ -346,6 +350,31 @@ class Submissions:
         if state == SCORING:
             await self._answers_final(doc, manifest)
         return UploadOutcome(replayed=False, accepted=len(accepted), state=state)
+
+    async def _refuse_if_disclosed(self, doc: Record) -> None:
+        """An upload to a submission whose pool maintainers disclosed (its keys are public):
+        the submission is ended (FAILED, with the reason; its accepted batches stay) and the
+        upload refused with FAILED_PRECONDITION. A disclosure racing the upload's commit is
+        caught at publication (core.submission.publishable)."""
+        disclosed_at = await self._rotator.disclosed(doc["pool_id"])
+        if disclosed_at is None:
+            return
+        tenant_id, submission_id = doc["tenant_id"], doc["_id"]
+        ended = await self._store.update(
+            tenant_id,
+            submission_id,
+            closed_by_disclosure(doc, disclosed_at, datetime.now(UTC)),
+            expect=Expect(state=AWAITING),
+        )
+        self._changed(tenant_id, submission_id)
+        if ended:
+            metrics.finished(tenant_id, FAILED)
+            log.info(
+                "submission %s ended: its pool %s was disclosed", submission_id, doc["pool_id"]
+            )
+            # Its run on the pool is given back (no score is shown), as for a failed run.
+            await self._release(doc, refund_run=True)
+        raise no_more_answers(doc, disclosed_at)
 
     async def _answers_final(self, doc: Record, manifest: uploads.Manifest) -> None:
         """Probing detection of an upload whose answers are final. Never fails the upload,
@@ -420,7 +449,9 @@ class Submissions:
         return await self.view(tenant_id, submission_id), resumed
 
     async def publish(self, tenant_id: str, submission_id: str, published: bool) -> bool:
-        """Opts a completed submission in to its leaderboard (or out again)."""
+        """Opts a completed submission in to its leaderboard (or out again, always). On a
+        disclosed pool, only a submission whose answers were all in before the disclosure is
+        published (core.submission.publishable)."""
         doc = await self._store.get(tenant_id, submission_id)
         api = doc["mode"] == MODE_API
         if published and doc["state"] != COMPLETED:
@@ -433,6 +464,11 @@ class Submissions:
                 f"submission {submission_id} is a self-test run (declared decoding settings); "
                 f"only runs under the official settings appear on the leaderboard"
             )
+        if published:
+            # A disclosed pool's keys are public: only answers all in before that count.
+            refusal = publishable(doc, await self._rotator.disclosed(doc["pool_id"]))
+            if refusal is not None:
+                raise refusal
         return await self._reports.publish(
             Publication(
                 submission_id=submission_id,
@@ -522,7 +558,12 @@ class Submissions:
                 f"submission {submission_id} is {doc['state']}; its report exists once it is "
                 f"COMPLETED"
             )
-        report = await self._reports.report(submission_id, tenant_id)
+        # A live pool's report is its live view (README, "What partners see"): exact numbers
+        # would let a partner difference the keys out; the exact report once it is disclosed.
+        disclosed_at = await self._rotator.disclosed(doc["pool_id"]) if doc.get("pool_id") else None
+        report = await self._reports.report(
+            submission_id, tenant_id, exact=disclosed_at is not None
+        )
         # What was evaluated, and how: the gateway holds the submission's side of the lineage.
         model = doc["model"]
         report.lineage.model = " ".join(p for p in (model["name"], model.get("version", "")) if p)

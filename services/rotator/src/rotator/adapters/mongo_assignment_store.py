@@ -12,8 +12,8 @@ from pymongo.errors import DuplicateKeyError
 from medbench_runtime.errors import NotFound
 from medbench_storage.indexes import IndexSpec, asc
 from rotator.adapters.mongo_task_store import in_chunks
-from rotator.core.canaries import ORDER, Canary
-from rotator.core.leaktrace import CanaryHit, LegacyCanary, Variant
+from rotator.core.canaries import LIST, ORDER, Canary
+from rotator.core.leaktrace import CanaryHit, LegacyCanary, Lists, Variant
 from rotator.core.pools import Assignment
 from rotator.core.ports import PoolStore
 
@@ -36,8 +36,10 @@ def _order(text: str) -> tuple[int, ...]:
 
 def canary_doc(c: Canary) -> dict[str, Any]:
     """One canary as the sealed variant keeps it: its alteration, never its texts (what it
-    shows follows from its pool item: an order canary's order, a detail canary's moved age),
-    which the scorers read too (medbench_storage.variants)."""
+    shows follows from its pool item: an order canary's order, a detail canary's moved age, a
+    list canary's orders of the question's enumerations),
+    which the scorers read too (medbench_storage.variants; a list canary is scored as its pool
+    item is, its key unchanged)."""
     doc: dict[str, Any] = {
         "item_id": c.item_id,
         "ordinal": c.ordinal,
@@ -49,9 +51,24 @@ def canary_doc(c: Canary) -> dict[str, Any]:
     }
     if c.kind == ORDER:
         doc["order"] = _order_text(c.order)
+    elif c.kind == LIST:
+        # Each enumeration reordered: its span in the pool item's question and its order.
+        doc["lists"] = _lists_doc(c.lists)
+        if c.order:
+            doc["order"] = _order_text(c.order)
     else:
         doc |= {"moved": [c.age, c.moved], "moves_key": c.moves_key}
+        if c.lists:  # a label item's candidates in the tenant's plain order
+            doc["lists"] = _lists_doc(c.lists)
     return doc
+
+
+def _lists_doc(lists: Lists) -> list[list[Any]]:
+    return [[start, end, _order_text(order)] for start, end, order in lists]
+
+
+def _lists(doc: Sequence[Sequence[Any]]) -> Lists:
+    return tuple((start, end, _order(order)) for start, end, order in doc)
 
 
 def variant_doc(variant: Variant) -> dict[str, Any]:
@@ -61,6 +78,8 @@ def variant_doc(variant: Variant) -> dict[str, Any]:
         "tenant_id": variant.tenant_id,
         "pool_id": variant.pool_id,
         "orders": [[item_id, _order_text(order)] for item_id, order in variant.orders],
+        # A label item's candidate lists in the tenant's orders: [item_id, [[start, end, order]]].
+        "lists": [[item_id, _lists_doc(lists)] for item_id, lists in variant.lists],
         "canaries": [canary_doc(c) for c in variant.canaries]
         + [
             {
@@ -107,6 +126,7 @@ def variant_from_doc(doc: Mapping[str, Any]) -> Variant:
                 age=age,
                 moved=moved,
                 moves_key=c.get("moves_key", False),
+                lists=_lists(c.get("lists", ())),
             )
         )
     return Variant(
@@ -116,6 +136,8 @@ def variant_from_doc(doc: Mapping[str, Any]) -> Variant:
         orders=orders,
         canaries=tuple(canaries),
         legacy=tuple(legacy),
+        # Downloads made before candidate lists had per-item orders showed the bank's.
+        lists=tuple((item_id, _lists(lists)) for item_id, lists in doc.get("lists", ())),
     )
 
 

@@ -1,4 +1,5 @@
-"""What one download of a pool shows: the tenant's option orders, canaries, prompt hashes (pure)."""
+"""What one download of a pool shows: the tenant's option and candidate-list orders, canaries,
+prompt hashes (pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rotator.core.bank import TaskRecord
+from rotator.core.canaries import shown_lists
 from rotator.core.options import parse_options, relabel
 
 STREAM_BATCH = 500
@@ -47,8 +49,15 @@ def prompt_hash(
     return h.hexdigest()[:32]
 
 
-def shown_question(question: str, order: tuple[int, ...] | None) -> str:
-    """The question as a download shows it (options in the tenant's order)."""
+def shown_question(
+    question: str,
+    order: tuple[int, ...] | None,
+    lists: Sequence[tuple[int, int, tuple[int, ...]]] = (),
+) -> str:
+    """The question as a download shows it: options in the tenant's order, a label item's
+    candidate lists in the tenant's per-item orders (`canaries.plain_lists`)."""
+    if lists:
+        question = shown_lists(question, lists)
     if order is None:
         return question
     block = parse_options(question)

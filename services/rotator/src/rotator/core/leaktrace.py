@@ -2,8 +2,14 @@
 
 Each download of a pool differs traceably: multiple-choice options come in an order derived
 from a secret and the tenant (options.permutation_for), and a few items are canaries, altered
-for the tenant in place (core/canaries.py). A leaked file is traced by comparing its option
-orders with every download's, and by looking up its canaries' questions.
+for the tenant in place (core/canaries.py: options reordered, an age moved, an enumeration
+reordered: any track and answer format). A leaked file is traced by comparing its option
+orders with every download's, and by looking up its canaries' questions (by fingerprint:
+NFKC, no white space; every alteration survives it). A canary hit weighs with its chance
+(1/(n!-1), or 1/m for an alteration drawn from m alternatives), never as proof by itself.
+A label item's candidate list (three names or more) is shown in an order of its own per tenant
+and item too (canaries.plain_lists), compared like an option order: a match by accident has
+chance 1/(k!-1) for k names (any download shows one of the k!-1 orders but the bank's).
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from rotator.core.canaries import Canary, fingerprint, normalise
+from rotator.core.canaries import Canary, fingerprint, normalise, observed_list
 from rotator.core.options import parse_options, permutation_for
 
 __all__ = [
     "CanaryHit",
+    "ImageHit",
     "LeakEvidence",
     "LeakedLine",
     "LeakSignal",
@@ -26,6 +33,7 @@ __all__ = [
     "Variant",
     "chance",
     "fingerprint",
+    "listed_questions",
     "make_variant",
     "normalise",
     "observed_order",
@@ -70,6 +78,10 @@ class LegacyCanary:
     """The ordinal of the pool item it follows."""
 
 
+Lists = tuple[tuple[int, int, tuple[int, ...]], ...]
+"""(start, end, order) of enumerations of a question: span in the bank's text, order shown."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """What makes one download traceable: its option orders and its canaries. Stored sealed
@@ -85,6 +97,10 @@ class Variant:
     """Pool items this download shows altered, in pool order."""
     legacy: tuple[LegacyCanary, ...] = ()
     """Extra items of a download made before canaries were pool items (never made now)."""
+    lists: tuple[tuple[str, Lists], ...] = ()
+    """(item_id, lists) of every item showing an enumeration in another order than the bank's:
+    a label item's candidate lists in the tenant's per-item orders (canaries.plain_lists), a
+    canary's reordered ones (its `lists`); each (start, end, order) in the bank's question."""
 
 
 def make_variant(
@@ -94,10 +110,16 @@ def make_variant(
     pool_id: str,
     choice_items: Iterable[tuple[str, int]],
     canaries: Sequence[Canary] = (),
+    lists: Iterable[tuple[str, Lists]] = (),
 ) -> Variant:
     """The variant of one download from the (item_id, option count) of the pool's items in pool
-    order and its canaries: deterministic, so a retry makes the same."""
+    order, its canaries and the (item_id, plain_lists) of its label items: deterministic, so a
+    retry makes the same."""
     canary_orders = {c.item_id: c.order for c in canaries if c.order}
+    shown_lists = {item_id: spans for item_id, spans in lists if spans}
+    shown_lists |= {
+        c.item_id: c.lists for c in sorted(canaries, key=lambda c: c.ordinal) if c.lists
+    }
     orders = tuple(
         (item_id, canary_orders.get(item_id) or permutation_for(secret, tenant_id, item_id, n))
         for item_id, n in choice_items
@@ -109,6 +131,7 @@ def make_variant(
         pool_id,
         orders,
         tuple(sorted(canaries, key=lambda c: c.ordinal)),
+        lists=tuple(shown_lists.items()),
     )
 
 
@@ -118,6 +141,24 @@ class LeakedLine:
 
     item_id: str
     question: str
+    image: bytes = b""
+    """An image posted with the line (traced by its watermark: core/watermark.py)."""
+    image_sha256: str = ""
+    """The sha256 of an image posted with the line, when its bytes are not at hand."""
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    """A posted image that is a tenant's watermarked copy of a bank image of a download's pool
+    (counted against that download)."""
+
+    tenant_id: str
+    submission_id: str
+    pool_id: str
+    image_id: str
+    """The bank image."""
+    chance: float
+    """That an image not made from this tenant's copy agrees as well (binomial)."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +186,16 @@ class Suspect:
     canary_hits: int = 0
     """This download's canaries whose question is in the file."""
     checked_items: int = 0
-    """Leaked choice items this download has an option order for."""
+    """Leaked choice items this download has an option order for, and leaked items whose
+    candidate lists (or a canary's enumerations) it shows in an order of its own."""
     matched_items: int = 0
-    """Of those, the ones in this download's order."""
+    """Of those, the ones in this download's orders."""
     chance: float = 1.0
     """Probability that an unrelated download matches as well: the product of its canaries'
     and its other matched items' chances (0 with a canary of an older download)."""
+    image_hits: int = 0
+    """Posted images that are this tenant's watermarked copies of this download's pool's
+    images (their chances are in chance)."""
 
 
 def observed_orders(
@@ -169,13 +214,34 @@ def observed_orders(
     return observed
 
 
+def listed_questions(
+    lines: Iterable[LeakedLine], canonical_questions: Mapping[str, str]
+) -> dict[str, tuple[str, str]]:
+    """item_id -> (the bank's question, the leaked one), for lines naming an item of the bank:
+    where a download's candidate-list orders are read (`LeakEvidence`)."""
+    return {
+        line.item_id: (canonical_questions[line.item_id], line.question)
+        for line in lines
+        if line.item_id in canonical_questions
+    }
+
+
 class LeakEvidence:
     """Collects the evidence against each download: canary hits, then the downloads' option
-    orders compared with the observed ones (variants are offered one at a time). A canary
-    whose order also matched counts once."""
+    orders and candidate-list orders compared with the observed ones (variants are offered one
+    at a time). A canary whose order also matched counts once."""
 
-    def __init__(self, observed: Mapping[str, tuple[int, ...]]) -> None:
+    def __init__(
+        self,
+        observed: Mapping[str, tuple[int, ...]],
+        listed: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """observed: item_id -> option order of the leaked file's choice items
+        (`observed_orders`); listed: item_id -> (bank question, leaked question)
+        (`listed_questions`)."""
         self._observed = observed
+        self._listed = listed or {}
+        self._seen_lists: dict[tuple[str, int, int], tuple[int, ...] | None] = {}
         self._suspects: dict[str, Suspect] = {}
         self._hits: dict[str, dict[str, float]] = {}
         """submission -> canary item found -> its chance."""
@@ -190,17 +256,42 @@ class LeakEvidence:
     def add_variant(self, variant: Variant) -> None:
         orders = dict(variant.orders)
         checked = [i for i in self._observed if i in orders]
-        if not checked:
+        # (A two-option choice item's list canary is compared by its option order only.)
+        listed = {i: n for i, n in self._list_matches(variant).items() if i not in orders}
+        if not checked and not listed:
             return
         matched = [i for i in checked if orders[i] == self._observed[i]]
-        self._matched[variant.submission_id] = {i: len(self._observed[i]) for i in matched}
+        self._matched[variant.submission_id] = {i: len(self._observed[i]) for i in matched} | {
+            i: n for i, n in listed.items() if n
+        }
         self._update(
             variant.submission_id,
             variant.tenant_id,
             variant.pool_id,
-            checked=len(checked),
-            matched=len(matched),
+            checked=len(checked) + len(listed),
+            matched=len(matched) + sum(1 for n in listed.values() if n),
         )
+
+    def _list_matches(self, variant: Variant) -> dict[str, int]:
+        """item_id -> for each leaked item whose lists this download orders: 0 when the file
+        shows them otherwise, else the fewest names of its lists (what a match by accident
+        is weighed with: 1/(k!-1) at most for the whole item)."""
+        out: dict[str, int] = {}
+        for item_id, spans in variant.lists:
+            found = self._listed.get(item_id)
+            if found is None or not spans:
+                continue
+            seen = []
+            for start, end, _ in spans:
+                key = (item_id, start, end)
+                if key not in self._seen_lists:
+                    self._seen_lists[key] = observed_list(found[0], start, end, found[1])
+                seen.append(self._seen_lists[key])
+            if any(s is None for s in seen):
+                continue  # the file does not list them: nothing to compare
+            same = all(s == order for s, (_, _, order) in zip(seen, spans, strict=True))
+            out[item_id] = min(len(order) for _, _, order in spans) if same else 0
+        return out
 
     def _update(
         self, submission_id: str, tenant_id: str, pool_id: str, checked: int = -1, matched: int = -1
@@ -214,13 +305,40 @@ class LeakEvidence:
             found = replace(found, checked_items=checked, matched_items=matched)
         self._suspects[submission_id] = found
 
-    def ranked(self) -> list[Suspect]:
-        """Downloads with a canary hit or a matching order: most canaries, then most matched
-        items, then the least chance first."""
+    def ranked_with_images(self, hits: Iterable[ImageHit]) -> list[Suspect]:
+        """ranked(), with posted images that are a tenant's watermarked copies counted against
+        the downloads they name (each image once per download, its chance in the download's),
+        strongest evidence first (_strongest_first)."""
+        images: dict[str, dict[str, float]] = {}
+        for hit in hits:
+            images.setdefault(hit.submission_id, {}).setdefault(hit.image_id, hit.chance)
+            if hit.submission_id not in self._suspects:
+                self._suspects[hit.submission_id] = Suspect(
+                    hit.tenant_id, hit.submission_id, hit.pool_id
+                )
+        suspects = [
+            replace(
+                s,
+                image_hits=len(images.get(s.submission_id, {})),
+                chance=s.chance * math.prod(images.get(s.submission_id, {}).values()),
+            )
+            for s in self._suspects.values()
+        ]
         return sorted(
-            (s for s in self._suspects.values() if s.canary_hits or s.matched_items),
-            key=lambda s: (-s.canary_hits, -s.matched_items, s.chance, s.submission_id),
+            (s for s in suspects if s.canary_hits or s.matched_items or s.image_hits),
+            key=_strongest_first,
         )
+
+    def ranked(self) -> list[Suspect]:
+        """Downloads with a canary hit or a matching order, strongest evidence first."""
+        return self.ranked_with_images(())
+
+
+def _strongest_first(s: Suspect) -> tuple[float, int, int, str]:
+    """Ranking of suspects: the least chance of the evidence by luck first (a canary hit whose
+    alteration one in 23 downloads shows by chance is weaker than six matching orders at
+    23^-6), then the most canary and image hits, then the most matched items."""
+    return (s.chance, -(s.canary_hits + s.image_hits), -s.matched_items, s.submission_id)
 
 
 @dataclass(frozen=True)

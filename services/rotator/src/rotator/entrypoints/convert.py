@@ -300,7 +300,7 @@ async def leaked_batches(
     requests: AsyncIterable[taskpool_service_pb2.TraceLeakRequest],
 ) -> AsyncIterator[list[LeakedLine]]:
     async for request in requests:
-        yield [LeakedLine(i.item_id, i.question) for i in request.items]
+        yield [LeakedLine(i.item_id, i.question, i.image, i.image_sha256) for i in request.items]
 
 
 def trace_response(trace: Trace) -> taskpool_service_pb2.TraceLeakResponse:
@@ -314,6 +314,7 @@ def trace_response(trace: Trace) -> taskpool_service_pb2.TraceLeakResponse:
                 checked_items=s.checked_items,
                 canary_hits=s.canary_hits,
                 chance=s.chance,
+                image_hits=s.image_hits,
             )
             for s in trace.suspects
         ],

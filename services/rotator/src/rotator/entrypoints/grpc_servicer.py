@@ -147,11 +147,25 @@ class TaskPoolServicer(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def GetImage(
         self, request: taskpool_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
     ) -> taskpool_service_pb2.GetImageResponse:
-        content, media_type, size = await self._serving.image(
-            request.image_id, request.offset, request.max_bytes, not request.info_only
-        )
+        if request.tenant_id:
+            content, media_type, size, served = await self._serving.tenant_image(
+                request.image_id,
+                request.tenant_id,
+                request.offset,
+                request.max_bytes,
+                not request.info_only,
+            )
+        else:
+            content, media_type, size = await self._serving.image(
+                request.image_id, request.offset, request.max_bytes, not request.info_only
+            )
+            served = request.image_id
         return taskpool_service_pb2.GetImageResponse(
-            image_id=request.image_id, content=content, media_type=media_type, size=size
+            image_id=request.image_id,
+            content=content,
+            media_type=media_type,
+            size=size,
+            served_sha256=served,
         )
 
     async def TraceLeak(
