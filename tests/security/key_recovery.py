@@ -59,7 +59,7 @@ import time
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -540,6 +540,45 @@ def _next_probe(
     return groups[0], groups[0].candidates[0]
 
 
+Probes = dict[str, tuple[Group, Texts]]
+"""dataset -> the group probed in it and the candidate its items were answered with."""
+
+
+def _plan_probes(
+    knowledge: Knowledge, pick: Callable[[str], tuple[Group, Texts] | None]
+) -> tuple[dict[str, Texts], Probes]:
+    """One probe per dataset (``pick`` chooses it): the group's items answered with the
+    candidate, everything else with no option."""
+    plan: dict[str, Texts] = {}
+    probes: Probes = {}
+    for dataset in knowledge.datasets():
+        probe = pick(dataset)
+        if probe is None:
+            continue
+        group, key = probe
+        probes[dataset] = (group, key)
+        plan.update({s.item_id: key for s in group.items})
+    return plan, probes
+
+
+def _read_probes(
+    obs: Observation, probes: Probes, inconclusive: set[tuple[Signature, Texts]]
+) -> None:
+    """What a report says of each dataset's probe: only the probe can be right (the rest named
+    no option), so a count above 0 is the key and a count of 0 (exact) rules it out; a live
+    view that cannot tell leaves it inconclusive (another candidate is tried next)."""
+    for dataset, (group, key) in probes.items():
+        items, units = obs.right_items(dataset), obs.right_units(dataset)
+        if items is None:
+            continue
+        if items[0] > 0 or (units is not None and units[0] > 0):
+            group.confirm(key)
+        elif items[1] == 0:
+            group.eliminate([key])
+        else:
+            inconclusive.add((group.signature, key))
+
+
 class GroupDifferencing(Adversary):
     """One question group per dataset per round, read from the dataset's right-item count."""
 
@@ -547,35 +586,19 @@ class GroupDifferencing(Adversary):
 
     def __init__(self, tenant: str, rounds: int, use_item_results: bool = False) -> None:
         super().__init__(tenant, rounds, use_item_results)
-        self._probes: dict[int, dict[str, tuple[Group, Texts]]] = {}
+        self._probes: dict[int, Probes] = {}
         self._inconclusive: set[tuple[Signature, Texts]] = set()
 
     def plan(self, view: View, round_: int) -> dict[str, Texts]:
-        plan: dict[str, Texts] = {}
-        probes: dict[str, tuple[Group, Texts]] = {}
-        for dataset in self.knowledge.datasets():
-            probe = _next_probe(self.knowledge.live_groups(dataset), self._inconclusive)
-            if probe is None:
-                continue
-            group, key = probe
-            probes[dataset] = (group, key)
-            plan.update({s.item_id: key for s in group.items})
-        self._probes[round_] = probes
+        plan, self._probes[round_] = _plan_probes(
+            self.knowledge,
+            lambda dataset: _next_probe(self.knowledge.live_groups(dataset), self._inconclusive),
+        )
         return plan
 
     def learn(self, obs: Observation) -> None:
         super().learn(obs)
-        for dataset, (group, key) in self._probes[obs.round].items():
-            items, units = obs.right_items(dataset), obs.right_units(dataset)
-            if items is None:
-                continue
-            # Only the probe can be right: the rest of the dataset named no option.
-            if items[0] > 0 or (units is not None and units[0] > 0):
-                group.confirm(key)
-            elif items[1] == 0:
-                group.eliminate([key])
-            else:  # a live view that cannot tell: try another candidate next
-                self._inconclusive.add((group.signature, key))
+        _read_probes(obs, self._probes[obs.round], self._inconclusive)
 
 
 class DimensionDifferencing(Adversary):
@@ -742,22 +765,13 @@ class LiveProbing(ConstantLetters):
     def __init__(self, tenant: str, rounds: int, use_item_results: bool = False) -> None:
         super().__init__(tenant, rounds, use_item_results)
         self._constant_rounds = max(1, rounds // 3)
-        self._probes: dict[int, dict[str, tuple[Group, Texts]]] = {}
+        self._probes: dict[int, Probes] = {}
         self._inconclusive: set[tuple[Signature, Texts]] = set()
 
     def plan(self, view: View, round_: int) -> dict[str, Texts]:
         if round_ < self._constant_rounds:
             return super().plan(view, round_)
-        plan: dict[str, Texts] = {}
-        probes: dict[str, tuple[Group, Texts]] = {}
-        for dataset in self.knowledge.datasets():
-            probe = self._probe(dataset)
-            if probe is None:
-                continue
-            group, key = probe
-            probes[dataset] = (group, key)
-            plan.update({s.item_id: key for s in group.items})
-        self._probes[round_] = probes
+        plan, self._probes[round_] = _plan_probes(self.knowledge, self._probe)
         return plan
 
     def _probe(self, dataset: str) -> tuple[Group, Texts] | None:
@@ -777,16 +791,7 @@ class LiveProbing(ConstantLetters):
             super().learn(obs)
             return
         Adversary.learn(self, obs)
-        for dataset, (group, key) in self._probes.pop(obs.round, {}).items():
-            items, units = obs.right_items(dataset), obs.right_units(dataset)
-            if items is None:
-                continue
-            if items[0] > 0 or (units is not None and units[0] > 0):
-                group.confirm(key)
-            elif items[1] == 0:
-                group.eliminate([key])
-            else:
-                self._inconclusive.add((group.signature, key))
+        _read_probes(obs, self._probes.pop(obs.round, {}), self._inconclusive)
 
     def finished(self) -> bool:
         return Adversary.finished(self)
