@@ -303,3 +303,35 @@ async def test_a_missing_or_unrelated_answer_to_a_canary_signals_nothing() -> No
         batch(answer(0, "", missing=True), answer(1, "445 或 4.5 或 145"), answer(3, "<A>"))
     )
     assert signals.signals == {}
+
+
+async def test_an_item_whose_key_cannot_be_applied_is_recorded_unscored_and_its_batch_goes_on() -> (
+    None
+):
+    """A key the scorer cannot apply (no reference letter; a reference that is no letter) is
+    this item's
+    fault, not its batch's: every other item is scored, this one recorded unscored with why
+    (its judge part still requested), and counted for maintainers."""
+    from metric_scorer.usecases.item_scoring import UNSCORABLE
+
+    bad = [
+        POOL[0],
+        PoolKey("MedBad-1", "MedBad", "knowledge", "MedBad-1", "choice_single", "mean", ()),
+        PoolKey("MedBad-2", "MedBad", "generation", "MedBad-2", "choice_single+judge", "mean",
+                ("AB",), rubric_id="generic"),
+    ]  # fmt: skip
+    publisher = InMemoryPublisher()
+    use_case = ItemScoring(InMemoryPoolKeys({"pool-1": bad}), InMemoryVariants(None), publisher)
+    before = UNSCORABLE.labels("MedBad")._value.get()
+    responses = [Response(k.item_id, n, "<B>", False, f"hash-{n}") for n, k in enumerate(bad)]
+    await use_case.score_batch(
+        ResponseBatch("sub-1", "hospital-a", "pool-1", "b1", len(bad), tuple(responses), False, 1)
+    )
+    parts = scored(publisher)
+    assert parts["MedExam-1"].score == 1.0 and not parts["MedExam-1"].unscored
+    for item_id in ("MedBad-1", "MedBad-2"):
+        assert parts[item_id].unscored and parts[item_id].parsed.startswith("not scored: ")
+    assert "at least one option letter" in parts["MedBad-1"].parsed
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    assert [t.item_id for t in request.tasks] == ["MedBad-2"]
+    assert UNSCORABLE.labels("MedBad")._value.get() == before + 2

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -14,11 +16,11 @@ from medbench_messaging.publisher import Outgoing
 from medbench_messaging.sizing import MAX_NOTE_BYTES, clip_utf8
 from medbench_runtime.metrics import count_items
 from medbench_runtime.timestamps import timestamp
-from metric_scorer.core.batch import MismatchedResponse, ResponseBatch
+from metric_scorer.core.batch import MismatchedResponse, Response, ResponseBatch
 from metric_scorer.core.canary import LeakSignal, original_answer
 from metric_scorer.core.choice import shown_reference
-from metric_scorer.core.components import PoolTotals, plan, score_objective
-from metric_scorer.core.ports import LeakSignals, PoolKeys, Publisher, Variants
+from metric_scorer.core.components import Plan, PoolTotals, plan, score_objective
+from metric_scorer.core.ports import LeakSignals, PoolKeys, Publisher, SealedKey, Variants
 from metric_scorer.core.types import ItemKey
 
 SCORER_VERSION = "metric-scorer/2"
@@ -29,6 +31,13 @@ LEAK_SIGNALS = Counter(
     "evidence is in the sealed leak_signals collection).",
     ["tenant", "dataset"],
 )
+UNSCORABLE = Counter(
+    "medbench_metric_scorer_unscorable_items_total",
+    "Items whose key the metric scorer could not apply (a fault of the bank or registry, not of "
+    "the answer): recorded unscored, the rest of their batch scored. Alert on any.",
+    ["dataset"],
+)
+log = logging.getLogger(__name__)
 
 
 def merge_rule_named(name: str) -> scoring_events_pb2.MergeRule.ValueType:
@@ -116,34 +125,11 @@ class ItemScoring:
                 "merge_rule": self._merge_rule,
             }
             if steps.objective:
-                options = 0
-                if key.metric.startswith("choice"):
-                    order = orders.get(key.item_id)
-                    reference = shown_reference(reference, order)
-                    options = len(order or ())
-                result = score_objective(
-                    None if response.missing else response.answer,
-                    ItemKey(key.item_id, key.dataset, key.metric, reference, key_points, options),
-                    steps.objective,
+                part = self._objective(
+                    batch, key, response, orders, reference, key_points, steps, common
                 )
-                parsed = result.parsed
-                metric = scoring_events_pb2.ItemScore(
-                    component="metric",
-                    metric=key.metric,
-                    parsed=clip_utf8(result.parsed, MAX_NOTE_BYTES),
-                    components=[
-                        scoring_events_pb2.ComponentScore(name=n, score=s)
-                        for n, s in result.components
-                    ],
-                    **common,
-                )
-                if len(result.components) == 1:
-                    # Several components are merged by the aggregator, under merge_rule.
-                    metric.score = result.components[0][1]
-                if result.counts is not None:
-                    counts = result.counts
-                    metric.tp, metric.fp, metric.fn = counts.tp, counts.fp, counts.fn
-                scores.append(metric)
+                scores.append(part)
+                parsed = "" if part.unscored else part.parsed
             if canary is not None and not response.missing:
                 matched = original_answer(canary.kind, canary.originals, response.answer, parsed)
                 if matched:
@@ -196,6 +182,59 @@ class ItemScoring:
                 LEAK_SIGNALS.labels(signal.tenant_id, signal.dataset).inc()
         await self._publisher.publish(events)
         count_items("scored", batch.tenant_id, batch.track, len(scores) + len(judged))
+
+    def _objective(
+        self,
+        batch: ResponseBatch,
+        key: SealedKey,
+        response: Response,
+        orders: Mapping[str, tuple[int, ...]],
+        reference: tuple[str, ...],
+        key_points: tuple[str, ...],
+        steps: Plan,
+        common: Mapping[str, Any],
+    ) -> scoring_events_pb2.ItemScore:
+        """The metric part of one item. A key the scorer cannot apply (e.g. a reference
+        letter beyond the item's options) must not stop its batch: the part is recorded
+        unscored with why (counted towards completion, left out of the means, like a judge
+        failure), counted for maintainers; its judge part, if any, is still requested."""
+        options = 0
+        try:
+            if key.metric.startswith("choice"):
+                order = orders.get(key.item_id)
+                reference = shown_reference(reference, order)
+                options = len(order or ())
+            result = score_objective(
+                None if response.missing else response.answer,
+                ItemKey(key.item_id, key.dataset, key.metric, reference, key_points, options),
+                steps.objective,
+            )
+        except (ValueError, KeyError, IndexError) as exc:
+            UNSCORABLE.labels(key.dataset).inc()
+            log.error("item %s of pool %s cannot be scored: %s", key.item_id, batch.pool_id, exc)
+            return scoring_events_pb2.ItemScore(
+                component="metric",
+                metric=key.metric,
+                unscored=True,
+                parsed=clip_utf8(f"not scored: {exc}", MAX_NOTE_BYTES),
+                **common,
+            )
+        metric = scoring_events_pb2.ItemScore(
+            component="metric",
+            metric=key.metric,
+            parsed=clip_utf8(result.parsed, MAX_NOTE_BYTES),
+            components=[
+                scoring_events_pb2.ComponentScore(name=n, score=s) for n, s in result.components
+            ],
+            **common,
+        )
+        if len(result.components) == 1:
+            # Several components are merged by the aggregator, under merge_rule.
+            metric.score = result.components[0][1]
+        if result.counts is not None:
+            counts = result.counts
+            metric.tp, metric.fp, metric.fn = counts.tp, counts.fp, counts.fn
+        return metric
 
     def _events(
         self,
