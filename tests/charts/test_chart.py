@@ -305,6 +305,10 @@ def test_external_judges_take_their_keys_from_secrets(
         var = re.fullmatch(r"\$\((\w+)\)", judge["api_key"]).group(1)
         assert "secretKeyRef" in env[var]["valueFrom"]
     assert env["MEDBENCH_JUDGE__PANEL_RULE"]["value"] == "mean"
+    # Items with images go to the judge declared vision-capable, with the bank's images, which
+    # the judge scorer reads from the rotator.
+    assert [j["vision"] for j in judges] == [False, True]
+    assert env["MEDBENCH_PEERS__ROTATOR"]["value"].endswith("-rotator:50051")
 
 
 def test_judge_disabled_renders_no_judge(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -531,7 +535,9 @@ def test_network_policies_deny_by_default_and_allow_the_flow(
     for name in deployments:
         assert f"medbench-{name}" in policies, f"{name} has no NetworkPolicy"
     site = {SITE} if SITE in deployments else set()
-    assert _grpc_callers(policies["medbench-rotator"]) == {"gateway", "dispatcher"} | site
+    # The judge scorer reads the bank's images (GetImage) for vision judges.
+    judge = {"judge-scorer"} if "judge-scorer" in deployments else set()
+    assert _grpc_callers(policies["medbench-rotator"]) == {"gateway", "dispatcher"} | site | judge
     assert _grpc_callers(policies["medbench-dispatcher"]) == {"gateway"}
     assert _grpc_callers(policies["medbench-aggregator"]) == {"gateway"} | site
     assert _grpc_callers(policies["medbench-metric-scorer"]) == set()

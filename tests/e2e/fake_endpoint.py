@@ -40,6 +40,9 @@ class Script:
     lock: threading.Lock = field(default_factory=threading.Lock)
     reply: Callable[[list[dict[str, Any]]], str] | None = None
     """Maps the whole message list to the reply (for judges, whose repair turns matter)."""
+    keep_bodies: bool = False
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    """Every completion request's JSON body, in arrival order (with keep_bodies only)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,6 +127,8 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 if images:
                     script.images[question] = images
                 script.calls[question] += 1
+                if script.keep_bodies:
+                    script.bodies.append(body)
                 script.times.append(time.monotonic())
                 attempt = script.calls[question]
                 script.inflight += 1

@@ -3,9 +3,12 @@ requested from the judge scorer, which (with no judge model configured) refuses 
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from medbench.judge.v1 import judge_service_pb2
 from medbench.scoring.v1 import scoring_events_pb2
+from medbench_client.api import JudgeAdmin, channel
 from medbench_devstack.services import ServiceStack
 from medbench_messaging import topics
 from tests.e2e.harness import Evaluation, eventually, load_pool, read_topic
@@ -82,3 +85,24 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     # for the tenant, scored like the other); the judge component is outstanding.
     assert sub.progress.scored_items == 2 and sub.progress.expected_items == 2
     assert sub.state != 6, "not COMPLETED while a judge component is outstanding"
+
+
+async def test_the_judge_service_is_served_without_a_judge_and_names_the_missing_setting(
+    stack: ServiceStack,
+) -> None:
+    admin = JudgeAdmin(channel(stack.address("judge_scorer"), stack.admin_key))
+    # Physicians' side works with no judge: ratings are imported, the review queue is read.
+    rating = judge_service_pb2.PhysicianRating(
+        item_id="cal-1", dataset="MedHC", question="问题", answer="回答", score=7, rater_id="dr-1"
+    )
+    assert (await admin.import_ratings([rating])).imported == 1
+    assert await admin.reviews() == []
+    # What needs a judge model says which setting is missing (not "Method not found").
+    request = judge_service_pb2.JudgeAnswerRequest(
+        dataset="MedHC", question="问题", answer="回答", self_test=True
+    )
+    for call in (admin.stub.JudgeAnswer(request), admin.calibrate("generic")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "MEDBENCH_JUDGE__MODELS" in (err.value.details() or "")

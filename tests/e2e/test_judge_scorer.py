@@ -3,7 +3,8 @@
 One scenario, in the order a platform lives it: an official run waits for calibration; physician
 ratings calibrate the judge and the run completes with key-point and judge components merged;
 a second run of the same answers is served from the cache; the panel's disagreement goes to a
-physician, whose rating lowers kappa below the threshold, visibly, and official judging stops.
+physician, whose rating lowers kappa; physicians who disagree with the judge on a hundred more
+answers push kappa's lower bound below the threshold, visibly, and official judging stops.
 """
 
 from __future__ import annotations
@@ -132,16 +133,42 @@ async def test_calibrated_judging_caching_review_and_drift(
     assert calls(judges) == 0
     assert (await first.partner().get(first.submission_id)).state != 6
 
-    # 2. Physicians rate six answers; the panel agrees with them: calibrated, run released.
-    ratings = [rating(i, covered) for i, covered in enumerate([0, 1, 2, 3, 1, 2])]
+    # 2. Physicians rate six answers; the panel agrees with them, but six prove nothing: the
+    #    gate wants 200 rated answers (MEDBENCH_JUDGE__MIN_RATINGS) and says so.
+    ratings = [rating(i, covered) for i, covered in enumerate([0, 1, 2, 3] * 50)]
     bad = judge_service_pb2.PhysicianRating(**{**_fields(ratings[0]), "score": 42})
-    imported = await admin.import_ratings([*ratings, bad])
+    imported = await admin.import_ratings([*ratings[:6], bad])
     assert (imported.imported, imported.replaced) == (6, 0)
     assert [(r.index, r.field) for r in imported.rejected] == [(6, "score")]
+    few = await admin.calibrate("generic")
+    assert few.kappa == pytest.approx(1.0) and not few.calibrated
+    assert few.reason == "n=6 rated answers < 200 required (MEDBENCH_JUDGE__MIN_RATINGS)"
+    assert calls(judges) == 12 and await parked()
+    # 3. The other 194: calibrated, with its report; the parked run is released.
+    assert (await admin.import_ratings(ratings[6:])).imported == 194
     calibration = await admin.calibrate("generic")
     assert calibration.calibrated and calibration.kappa == pytest.approx(1.0)
-    assert (calibration.n, calibration.judge, calibration.threshold) == (6, PANEL, 0.8)
-    assert [(d.dimension, d.n) for d in calibration.dimensions] == [("knowledge_qa", 6)]
+    assert calibration.kappa_low == pytest.approx(1.0)
+    assert (calibration.n, calibration.answers, calibration.min_ratings) == (200, 200, 200)
+    assert (calibration.judge, calibration.threshold, calibration.gated_on) == (
+        PANEL, 0.8, "quadratic",
+    )  # fmt: skip
+    assert calibration.reason == "n=200 rated answers >= 200 and kappa lower bound 1.000 >= 0.80"
+    assert calibration.unweighted.kappa == pytest.approx(1.0)
+    assert "bootstrap over rated answers" in calibration.interval_method
+    bins = list(calibration.score_bins)
+    assert bins == list(range(11)) and len(calibration.confusion) == 11
+    # The physicians gave 0, 3, 7 and 10, fifty each, and the panel agreed every time.
+    assert {
+        (int(bins[row]), int(bins[col])): count
+        for row, r in enumerate(calibration.confusion)
+        for col, count in enumerate(r.counts)
+        if count
+    } == {(0, 0): 50, (3, 3): 50, (7, 7): 50, (10, 10): 50}
+    assert not calibration.HasField("physician_ceiling"), "no answer was rated twice"
+    assert [(d.dimension, d.n, d.answers, d.passed) for d in calibration.dimensions] == [
+        ("knowledge_qa", 200, 200, True)
+    ]
     assert metric(stack, "medbench_judge_kappa", f'judge="{PANEL}",rubric="generic.v1"') == 1.0
     report = await first.wait_completed(90)
 
@@ -172,14 +199,14 @@ async def test_calibrated_judging_caching_review_and_drift(
     judged_calls = calls(judges)
     assert judged_calls > 0
 
-    # 3. The same answers again (another tenant): every readable verdict comes from the cache;
+    # 4. The same answers again (another tenant): every readable verdict comes from the cache;
     #    only the unreadable item is asked again (first try and repair, per judge).
     second = await run(stack, "hospital-b")
     again = await second.wait_completed(90)
     assert again.overall == pytest.approx(report.overall)
     assert calls(judges) == judged_calls + 4
 
-    # 4. The disputed item waits for a physician, blind to who submitted it.
+    # 5. The disputed item waits for a physician, blind to who submitted it.
     [review] = await admin.reviews()
     assert (review.answer, sorted(review.judge_scores)) == (ANSWERS["hc-2"], [4.0, 10.0])
     assert "hospital" not in str(review)
@@ -195,19 +222,31 @@ async def test_calibrated_judging_caching_review_and_drift(
     done = await admin.submit(review.review_id, "dr-wang", 0)
     assert done.state == "done" and await admin.reviews() == []
 
-    # 5. The physician disagrees with the panel (0 vs 7): kappa drops below the threshold,
-    #    on the calibration and on the gauge, and official judging stops again.
-    async def dropped() -> judge_service_pb2.Calibration | None:
+    # 6. The physician disagrees with the panel (0 vs 7): the review recalibrates and kappa
+    #    drops, but one disagreement in 201 answers leaves the judge calibrated.
+    async def recalibrated() -> judge_service_pb2.Calibration | None:
         latest = await admin.calibration("generic")
-        return latest if latest.n == 7 else None
+        return latest if latest.n == 201 else None
 
-    latest = await eventually(dropped, 60, "the recalibration after the review")
-    assert latest.kappa < 0.8 and not latest.calibrated
+    reviewed = await eventually(recalibrated, 60, "the recalibration after the review")
+    assert reviewed.kappa < calibration.kappa and reviewed.calibrated, reviewed.reason
+
+    # 7. Physicians rate a hundred more answers and disagree with the judge on every one (they
+    #    score the answer's coverage reversed): kappa's lower bound falls below the threshold,
+    #    on the calibration and on the gauge, and official judging stops again.
+    drift = [rating(i, covered, "dr-qian") for i, covered in enumerate([0, 1, 2, 3] * 25, 300)]
+    for r in drift:
+        r.score = 10 - r.score
+    assert (await admin.import_ratings(drift)).imported == 100
+    latest = await admin.calibrate("generic")
+    assert (latest.answers, latest.n) == (301, 301)
+    assert latest.kappa_low < 0.8 and not latest.calibrated
+    assert latest.reason.startswith(f"kappa lower bound {latest.kappa_low:.3f} < 0.80")
     assert metric(stack, "medbench_judge_calibrated", f'judge="{PANEL}",rubric="generic.v1"') == 0
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.stub.JudgeAnswer(request)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"kappa {latest.kappa:.3f} < 0.80" in (err.value.details() or "")
+    assert f"kappa lower bound {latest.kappa_low:.3f} < 0.80" in (err.value.details() or "")
 
 
 async def test_self_test_judging_resists_injection_and_records_failures(

@@ -61,7 +61,7 @@ gateway: {name: gateway, module: gateway, calls: [rotator, dispatcher, aggregato
 rotator: {name: rotator, module: rotator, calls: [], maintainers: true}
 dispatcher: {name: dispatcher, module: dispatcher, calls: [rotator], partners: true}
 metricScorer: {name: metric-scorer, module: metric_scorer, calls: []}
-judgeScorer: {name: judge-scorer, module: judge_scorer, calls: [modelServer], maintainers: true}
+judgeScorer: {name: judge-scorer, module: judge_scorer, calls: [modelServer, rotator], maintainers: true}
 aggregator: {name: aggregator, module: aggregator, calls: [], maintainers: true}
 {{- end }}
 

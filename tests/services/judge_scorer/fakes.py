@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from judge_scorer.core.ports import ImageMissing, JudgeReply
+from judge_scorer.core.prompt import JudgeImage
 from medbench_messaging.publisher import Outgoing
 from medbench_storage.pool_keys import PoolKey
 from medbench_storage.variants import CanaryKey, SubmissionVariant
@@ -14,14 +16,38 @@ from medbench_storage.variants import CanaryKey, SubmissionVariant
 class FakeJudge:
     """JudgeModel: replies by a script (a list, used in turn) or a function of the messages."""
 
-    def __init__(self, model: str, replies: Sequence[str] | Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        model: str,
+        replies: Sequence[str] | Callable[[str], str],
+        structured: str = "none",
+        usage: tuple[int, int, float] = (100, 20, 0.5),
+    ) -> None:
+        """usage: (prompt tokens, completion tokens, GPU-seconds) each call reports."""
         self._model = model
         self._replies = replies if callable(replies) else list(replies)
         self.calls: list[list[dict[str, Any]]] = []
+        self.structured = structured
+        self.schemas: list[dict[str, Any] | None] = []
+        self._usage = usage
 
     @property
     def model(self) -> str:
         return self._model
+
+    async def reply(
+        self, messages: list[dict[str, Any]], schema: dict[str, Any] | None = None
+    ) -> JudgeReply:
+        self.schemas.append(schema)
+        prompt, completion, gpu_seconds = self._usage
+        return JudgeReply(
+            await self.complete(messages),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            seconds=gpu_seconds,
+            gpu_seconds=gpu_seconds,
+            structured=schema is not None and self.structured != "none",
+        )
 
     async def complete(self, messages: list[dict[str, Any]]) -> str:
         self.calls.append(messages)
@@ -157,3 +183,21 @@ class InMemoryPublisher:
 
     async def publish(self, batch: Sequence[Any]) -> None:
         self.messages.extend(batch)
+
+
+class InMemoryImages:
+    """ItemImages: the bank's images by content id; `down` makes every fetch fail (an outage)."""
+
+    def __init__(self, images: dict[str, tuple[str, bytes]]) -> None:
+        self.images = images
+        self.down = False
+        self.fetched: list[str] = []
+
+    async def image(self, image_id: str) -> JudgeImage:
+        self.fetched.append(image_id)
+        if self.down:
+            raise ConnectionError("rotator unavailable")
+        if image_id not in self.images:
+            raise ImageMissing(f"image {image_id} is not in the bank")
+        media_type, content = self.images[image_id]
+        return JudgeImage(image_id, media_type, content)

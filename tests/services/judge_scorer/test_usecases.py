@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
 
 from judge_scorer.core.ratings import Rating
 from judge_scorer.core.rubric import load_rubrics
-from judge_scorer.usecases.judging import Judging
+from judge_scorer.usecases.judging import Judging, NotCalibrated
 from judge_scorer.usecases.panel import JudgeInput, Panel
 from judge_scorer.usecases.reviews import Reviews
 from medbench.scoring.v1 import scoring_events_pb2 as ev
@@ -101,8 +102,12 @@ def calibrated(store: InMemoryJudgeStore, judge: str) -> None:
             "rubric_version": RUBRICS.get("generic").version,
             "calibrated": True,
             "kappa": 0.9,
+            "kappa_low": 0.86,
             "threshold": 0.8,
-            "n": 40,
+            "n": 240,
+            "answers": 240,
+            "min_ratings": 200,
+            "reason": "n=240 rated answers >= 200 and kappa lower bound 0.860 >= 0.80",
             "measured_at": datetime.now(UTC),
         }
     )
@@ -300,3 +305,115 @@ async def test_a_review_is_claimed_then_submitted_as_a_rating() -> None:
     assert store.calibrations and store.calibrations[-1]["n"] == 1
     agreement = await reviews.panel_agreement("sub-1")
     assert agreement.judge_models == ["a", "b"] and agreement.overall.items == 1
+
+
+# -- the calibration gate through the use cases --------------------------------------------------
+
+
+def quality_judge(name: str = "qwen") -> FakeJudge:
+    """A judge that reads the answer's stated quality ("质量N") and scores it N."""
+    return FakeJudge(name, lambda content: verdict(int(re.findall(r"质量(\d+)", content)[-1])))
+
+
+async def import_ratings(reviews: Reviews, n: int, rater: str = "dr-1", offset: int = 0) -> None:
+    """n physician ratings of distinct answers, each scored as the answer states it (0-10)."""
+    for i in range(offset, offset + n):
+        score = (i * 7) % 11
+        await reviews.import_rating(
+            Rating(f"cal-{i}", "MedHC", "knowledge_qa", "问题", "参考", (), f"回答{i}：质量{score}",
+                   score, rater)
+        )  # fmt: skip
+
+
+async def test_a_handful_of_perfect_ratings_does_not_calibrate_and_says_why() -> None:
+    use_case, store, publisher = judging(quality_judge())
+    reviews = Reviews(use_case, store)
+    await use_case.handle(request("低盐饮食", self_test=False))
+    await import_ratings(reviews, 6)
+    doc = await use_case.measure(RUBRICS.get("generic"))
+    assert doc["kappa"] == 1.0 and doc["kappa_low"] == 1.0
+    assert not doc["calibrated"]
+    assert doc["reason"] == "n=6 rated answers < 200 required (MEDBENCH_JUDGE__MIN_RATINGS)"
+    assert await use_case.release_parked() == 0 and publisher.messages == []
+    item = JudgeInput(RUBRICS.get("generic"), "问题", "参考", (), "回答")
+    with pytest.raises(FailedPrecondition, match=r"not calibrated: n=6 rated answers < 200"):
+        await use_case.judge_answer(item, self_test=False)
+
+
+async def test_two_hundred_agreeing_ratings_calibrate_and_release_the_parked_run() -> None:
+    use_case, store, publisher = judging(quality_judge())
+    reviews = Reviews(use_case, store)
+    await use_case.handle(request("低盐饮食 质量8", self_test=False))
+    assert len(store.parked_) == 1
+    await import_ratings(reviews, 200)
+    # A second physician rates 30 of the same answers, one point lower: the ceiling.
+    for i in range(30):
+        score = (i * 7) % 11
+        await reviews.import_rating(
+            Rating(f"cal-{i}", "MedHC", "knowledge_qa", "问题", "参考", (), f"回答{i}：质量{score}",
+                   max(0, score - 1), "dr-2")
+        )  # fmt: skip
+    doc = await use_case.measure(RUBRICS.get("generic"))
+    assert doc["calibrated"], doc["reason"]
+    assert (doc["answers"], doc["n"], doc["min_ratings"]) == (200, 230, 200)
+    assert doc["reason"].startswith("n=200 rated answers >= 200 and kappa lower bound")
+    assert sum(map(sum, doc["confusion"])) == 230 and doc["score_bins"] == list(range(11))
+    assert doc["physician_ceiling"]["answers"] == 30 and doc["physician_ceiling"]["pairs"] == 60
+    assert doc["physician_ceiling"]["kappa"] < 1.0
+    assert [(d["dimension"], d["answers"], d["passed"]) for d in doc["dimensions"]] == [
+        ("knowledge_qa", 200, True)
+    ]
+    await asyncio.gather(*use_case._background)  # the release it started
+    assert store.parked_ == {}
+    [message] = published(publisher)
+    assert message.scores[0].judge.calibration_id == doc["_id"]
+
+
+async def test_a_minimum_set_lower_on_purpose_is_honoured_and_recorded() -> None:
+    use_case, store, _ = judging(quality_judge())
+    use_case.min_ratings = 5
+    await import_ratings(Reviews(use_case, store), 6)
+    doc = await use_case.measure(RUBRICS.get("generic"))
+    assert doc["calibrated"] and doc["min_ratings"] == 5
+    # Raising the minimum afterwards: the calibration no longer admits official judging.
+    use_case.min_ratings = 200
+    with pytest.raises(NotCalibrated, match="laxer gate"):
+        await use_case.admitted(RUBRICS.get("generic"))
+
+
+async def test_a_calibration_from_the_old_point_estimate_gate_admits_nothing() -> None:
+    use_case, store, _ = judging(quality_judge())
+    calibrated(store, use_case.panel.name)
+    del store.calibrations[-1]["reason"]
+    with pytest.raises(NotCalibrated, match="old gate .* run Calibrate again"):
+        await use_case.admitted(RUBRICS.get("generic"))
+
+
+async def test_without_a_judge_ratings_and_reviews_work_and_judging_names_the_setting() -> None:
+    store = InMemoryJudgeStore()
+    use_case = Judging(None, RUBRICS, store, InMemoryPoolKeys({}), InMemoryPublisher())
+    reviews = Reviews(use_case, store)
+    await import_ratings(reviews, 3)
+    assert len(store.ratings_) == 3
+    rubric = RUBRICS.get("generic")
+    item = JudgeInput(rubric, "问题", "参考", (), "回答")
+    for call in (
+        use_case.judge_answer(item, self_test=True),
+        use_case.judge_answer(item, self_test=False),
+        use_case.measure(rubric),
+        use_case.calibration(rubric),
+        reviews.panel_agreement("sub-1"),
+    ):
+        with pytest.raises(FailedPrecondition, match="MEDBENCH_JUDGE__MODELS"):
+            await call
+    # A review queued earlier (by a judge since removed) is claimed and rated without one.
+    store.reviews_["r-1"] = {
+        "_id": "r-1", "state": "open", "item_id": "MedHC-1", "dataset": "MedHC",
+        "dimension": "knowledge_qa", "rubric_id": "generic", "rubric_version": rubric.version,
+        "question": "问题", "reference": "参考", "key_points": [], "answer": "回答",
+        "judge_scores": [2, 9],
+    }  # fmt: skip
+    assert [r["_id"] for r in (await reviews.page("", "", 0))[0]] == ["r-1"]
+    await reviews.claim("r-1", "dr-1", 0)
+    assert (await reviews.submit("r-1", "dr-1", 6))["state"] == "done"
+    assert len(store.ratings_) == 4 and reviews._background == set()

@@ -28,6 +28,9 @@ class PoolKey:
     rubric_id: str = ""
     prompt: str = ""
     """The prompt as the judge sees it (judge-scored items only)."""
+    image_ids: tuple[str, ...] | None = None
+    """Content ids (sha256) of the item's bank images, in the item's order (judge-scored items
+    only; () when it has none). None for a pool frozen before the keys recorded them."""
 
 
 class UnknownPool(Exception):
@@ -81,6 +84,7 @@ class MongoPoolKeys:
                             tuple(k.get("key_points", ())),
                             k.get("rubric_id", ""),
                             k.get("prompt", ""),
+                            tuple(k["image_ids"]) if "image_ids" in k else None,
                         )
                     )
             if not keys:

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from judge_scorer.core.prompt import JudgeImage
+
 Record = dict[str, Any]
 """A stored record (cache entry, judgment, rating, calibration, review, parked request)."""
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    """One judge reply and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    """From the server's `usage`; 0 when it reports none."""
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    """Wall time of the HTTP attempts (retries included)."""
+    gpu_seconds: float = 0.0
+    """seconds x the judge's declared GPU count: an estimate (the server is shared)."""
+    structured: bool = False
+    """The request asked for decoding under the verdict schema."""
 
 
 class JudgeModel(Protocol):
@@ -16,8 +35,20 @@ class JudgeModel(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def structured(self) -> str:
+        """How its server takes a verdict schema: "json_schema", "json_object_schema" or
+        "none" (core/structured.py)."""
+        ...
+
+    async def reply(
+        self, messages: list[dict[str, Any]], schema: dict[str, Any] | None = None
+    ) -> JudgeReply:
+        """The judge's reply and its usage; decoded under `schema` when the judge takes one."""
+        ...
+
     async def complete(self, messages: list[dict[str, Any]]) -> str:
-        """The judge's reply text."""
+        """The judge's reply text (no schema)."""
         ...
 
 
@@ -74,6 +105,27 @@ class SealedKey(Protocol):
     def reference(self) -> tuple[str, ...]: ...
     @property
     def key_points(self) -> tuple[str, ...]: ...
+    @property
+    def image_ids(self) -> tuple[str, ...] | None:
+        """The item's bank image ids; None when its pool was frozen before keys recorded them."""
+        ...
+
+
+class ImageMissing(Exception):
+    """The bank holds no image with that content id: the item cannot be judged as shown."""
+
+
+class ItemImages(Protocol):
+    """The bank's own images (never a tenant's watermarked copy), by content id."""
+
+    async def image(self, image_id: str) -> JudgeImage:
+        """The image's bytes and media type.
+
+        Raises:
+            ImageMissing: the bank has no such image.
+            Exception: any other failure is transient (the request is retried later).
+        """
+        ...
 
 
 class PoolKeys(Protocol):

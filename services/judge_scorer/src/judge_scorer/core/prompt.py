@@ -7,14 +7,24 @@ reference, so it cannot compute the nonce), and it is escaped so that it cannot 
 delimiter, a chat-template role tag or a code fence at all: `escape_text` inserts an invisible
 WORD JOINER (U+2060) inside every such sequence, which splits it into harmless tokens while the
 judge still reads the text as written. The escape is reversible (`unescape_text`).
+
+An item's images (a multimodal item's bank images) go with the user message as OpenAI content
+parts: the text part first, then one `image_url` part per image, a base64 data URL of the bank's
+own bytes, in the item's image order. The nonce covers the images' content ids (sha256) and the
+prompt hash covers their bytes, so a verdict is never reused for other images. An item without
+images gets exactly the messages it got before images were sent.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from judge_scorer.core.rubric import Rubric, canonical_json, sha256_hex
 
@@ -22,6 +32,39 @@ ESCAPE = "\u2060"
 """WORD JOINER: invisible, and never part of a delimiter, role tag or fence."""
 
 _NONCE_HEX = 16
+
+
+@dataclass(frozen=True)
+class JudgeImage:
+    """One of an item's images, as the bank stores it."""
+
+    image_id: str
+    """Content id: the sha256 (hex) of `content`."""
+    media_type: str
+    """e.g. "image/png"."""
+    content: bytes
+
+    def data_url(self) -> str:
+        """The image as a data URL (what OpenAI-compatible vision servers take)."""
+        return f"data:{self.media_type};base64,{base64.b64encode(self.content).decode('ascii')}"
+
+
+class ImageMismatch(ValueError):
+    """An image's bytes do not hash to its content id."""
+
+
+def check_image(image: JudgeImage) -> JudgeImage:
+    """The image, once its bytes are checked against its content id.
+
+    Raises:
+        ImageMismatch: the bytes are not the image the id names.
+    """
+    digest = hashlib.sha256(image.content).hexdigest()
+    if digest != image.image_id:
+        raise ImageMismatch(f"image {image.image_id}: its bytes hash to {digest}")
+    return image
+
+
 _BREAKS = re.compile(
     # Between the two characters of: << >> <| |> `` ; inside <s> </s> [INST] [/INST];
     # and before a line that imitates a chat role ("system:", "assistant：", "系统：").
@@ -51,19 +94,26 @@ def unescape_text(text: str) -> str:
 
 
 def answer_nonce(
-    rubric: Rubric, *, question: str, reference: str, key_points: Sequence[str], answer: str
+    rubric: Rubric,
+    *,
+    question: str,
+    reference: str,
+    key_points: Sequence[str],
+    answer: str,
+    image_ids: Sequence[str] = (),
 ) -> str:
-    """Deterministic per-call nonce: hex digits from the rubric, the item and the answer hash."""
-    material = canonical_json(
-        {
-            "rubric": rubric.content_hash,
-            "question": question,
-            "reference": reference,
-            "key_points": list(key_points),
-            "answer_sha256": sha256_hex(answer),
-        }
-    )
-    return sha256_hex(material)[:_NONCE_HEX]
+    """Deterministic per-call nonce: hex digits from the rubric, the item (with its images'
+    content ids, when it has any) and the answer hash."""
+    fields: dict[str, Any] = {
+        "rubric": rubric.content_hash,
+        "question": question,
+        "reference": reference,
+        "key_points": list(key_points),
+        "answer_sha256": sha256_hex(answer),
+    }
+    if image_ids:
+        fields["image_ids"] = list(image_ids)
+    return sha256_hex(canonical_json(fields))[:_NONCE_HEX]
 
 
 def answer_delimiters(nonce: str) -> tuple[str, str]:
@@ -78,20 +128,40 @@ def injection_cap(rubric: Rubric) -> float:
 
 
 def build_messages(
-    rubric: Rubric, *, question: str, reference: str, key_points: Sequence[str], answer: str
-) -> list[dict[str, str]]:
-    """OpenAI-style chat messages asking the judge to score `answer` with `rubric`."""
+    rubric: Rubric,
+    *,
+    question: str,
+    reference: str,
+    key_points: Sequence[str],
+    answer: str,
+    images: Sequence[JudgeImage] = (),
+) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages asking the judge to score `answer` with `rubric`; with
+    `images`, the user message's content is a list of parts: the text, then the images."""
     nonce = answer_nonce(
-        rubric, question=question, reference=reference, key_points=key_points, answer=answer
+        rubric,
+        question=question,
+        reference=reference,
+        key_points=key_points,
+        answer=answer,
+        image_ids=[i.image_id for i in images],
     )
+    text = _user(question, reference, key_points, answer, nonce, len(images))
+    content: str | list[dict[str, Any]] = text
+    if images:
+        content = [
+            {"type": "text", "text": text},
+            *({"type": "image_url", "image_url": {"url": i.data_url()}} for i in images),
+        ]
     return [
         {"role": "system", "content": _system(rubric, nonce)},
-        {"role": "user", "content": _user(question, reference, key_points, answer, nonce)},
+        {"role": "user", "content": content},
     ]
 
 
-def prompt_hash(messages: Sequence[dict[str, str]]) -> str:
-    """sha256 of the canonical JSON of the messages."""
+def prompt_hash(messages: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the canonical JSON of the messages (image parts included: their bytes are in
+    the data URLs)."""
     return sha256_hex(canonical_json(list(messages)))
 
 
@@ -146,8 +216,25 @@ def _system(rubric: Rubric, nonce: str) -> str:
     return "\n".join(lines)
 
 
-def _user(question: str, reference: str, key_points: Sequence[str], answer: str, nonce: str) -> str:
+def _user(
+    question: str,
+    reference: str,
+    key_points: Sequence[str],
+    answer: str,
+    nonce: str,
+    n_images: int = 0,
+) -> str:
     opening, closing = answer_delimiters(nonce)
+    figures = (
+        [
+            "【图像】",
+            f"本题附有 {n_images} 张图像，按题目中的顺序（图 1 至图 {n_images}）附在本消息的"
+            "文字之后。请亲自查看图像，据图像判断回答中的所见与结论。",
+            "",
+        ]
+        if n_images
+        else []
+    )
     if key_points:
         points = [f"{i}. {escape_text(p)}" for i, p in enumerate(key_points, start=1)]
     else:
@@ -156,6 +243,7 @@ def _user(question: str, reference: str, key_points: Sequence[str], answer: str,
         "【题目】",
         escape_text(question) if question.strip() else "（无）",
         "",
+        *figures,
         "【参考答案】",
         escape_text(reference) if reference.strip() else "（无参考答案）",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from judge_scorer.core.cost import JudgingCost
 from judge_scorer.core.ratings import Rating
 from judge_scorer.core.rubric import Rubric
 from judge_scorer.usecases.panel import JudgeInput, PanelResult
@@ -34,6 +35,7 @@ def judged_to_proto(
                 rationale=o.verdict.rationale if o.verdict else o.error,
                 raw_output=o.raw_output,
                 cached=o.cached,
+                structured=o.structured,
             )
             for o in result.outcomes
         ],
@@ -75,9 +77,46 @@ def calibration_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Calibration:
         n=doc["n"],
         threshold=doc["threshold"],
         calibrated=doc["calibrated"],
-        dimensions=[judge_service_pb2.DimensionAgreement(**d) for d in doc["dimensions"]],
+        dimensions=[_dimension_to_proto(d) for d in doc["dimensions"]],
         measured_at=timestamp(doc["measured_at"]),
         judge_failures=doc.get("judge_failures", 0),
+        # The report (absent from calibrations measured before it existed).
+        answers=doc.get("answers", 0),
+        min_ratings=doc.get("min_ratings", 0),
+        quadratic=_interval_to_proto(doc.get("quadratic")),
+        unweighted=_interval_to_proto(doc.get("unweighted")),
+        score_bins=doc.get("score_bins", []),
+        confusion=[judge_service_pb2.ConfusionRow(counts=row) for row in doc.get("confusion", [])],
+        physician_ceiling=_ceiling_to_proto(doc.get("physician_ceiling")),
+        reason=doc.get("reason", ""),
+        interval_method=doc.get("interval_method", ""),
+        gated_on=doc.get("gated_on", ""),
+    )
+
+
+def _interval_to_proto(doc: dict[str, Any] | None) -> judge_service_pb2.KappaInterval | None:
+    if doc is None:
+        return None
+    return judge_service_pb2.KappaInterval(kappa=doc["kappa"], low=doc["low"], high=doc["high"])
+
+
+def _dimension_to_proto(doc: dict[str, Any]) -> judge_service_pb2.DimensionAgreement:
+    return judge_service_pb2.DimensionAgreement(
+        dimension=doc["dimension"],
+        kappa=doc["quadratic"]["kappa"] if "quadratic" in doc else doc["kappa"],
+        n=doc["n"],
+        answers=doc.get("answers", 0),
+        quadratic=_interval_to_proto(doc.get("quadratic")),
+        unweighted=_interval_to_proto(doc.get("unweighted")),
+        passed=doc.get("passed", False),
+    )
+
+
+def _ceiling_to_proto(doc: dict[str, Any] | None) -> judge_service_pb2.PhysicianCeiling | None:
+    if doc is None:
+        return None
+    return judge_service_pb2.PhysicianCeiling(
+        quadratic=_interval_to_proto(doc), answers=doc["answers"], pairs=doc["pairs"]
     )
 
 
@@ -112,5 +151,26 @@ def agreement_to_proto(
         datasets=[
             judge_service_pb2.DatasetPanelAgreement(dataset=name, alpha=a.alpha, items=a.items)
             for name, a in agreement.datasets
+        ],
+    )
+
+
+def cost_to_proto(submission_id: str, rows: list[JudgingCost]) -> judge_service_pb2.JudgingCost:
+    return judge_service_pb2.JudgingCost(
+        submission_id=submission_id,
+        rows=[
+            judge_service_pb2.JudgingCostRow(
+                dataset=r.dataset,
+                judge_model=r.judge_model,
+                items=r.items,
+                calls=r.calls,
+                cache_hits=r.cache_hits,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                gpu_seconds=r.gpu_seconds,
+                structured_verdicts=r.structured,
+                failures=r.failures,
+            )
+            for r in rows
         ],
     )

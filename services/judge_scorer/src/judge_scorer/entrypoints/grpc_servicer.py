@@ -102,3 +102,11 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
     ) -> judge_service_pb2.PanelAgreement:
         agreement = await self._reviews.panel_agreement(request.submission_id)
         return convert.agreement_to_proto(request.submission_id, agreement)
+
+    async def GetJudgingCost(
+        self,
+        request: judge_service_pb2.GetJudgingCostRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> judge_service_pb2.JudgingCost:
+        rows = await self._judging.judging_cost(request.submission_id)
+        return convert.cost_to_proto(request.submission_id, rows)

@@ -17,10 +17,21 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from judge_scorer.core.agreement import bootstrap_kappa_ci, cohen_kappa
-from judge_scorer.core.ports import CanaryKey, JudgeStore, PoolKeys, Publisher, SealedKey, Variants
+from judge_scorer.core.calibration import PhysicianScore, RatedPair, calibration_report
+from judge_scorer.core.cost import JudgingCost, judging_cost
+from judge_scorer.core.ports import (
+    CanaryKey,
+    ImageMissing,
+    ItemImages,
+    JudgeStore,
+    PoolKeys,
+    Publisher,
+    SealedKey,
+    Variants,
+)
+from judge_scorer.core.prompt import ImageMismatch, JudgeImage, check_image
 from judge_scorer.core.rubric import Rubric, RubricBook, UnknownRubric
-from judge_scorer.usecases.panel import JudgeInput, Panel, PanelResult
+from judge_scorer.usecases.panel import JudgeInput, JudgeOutcome, NoVisionJudge, Panel, PanelResult
 from medbench.scoring.v1 import scoring_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.publisher import Outgoing
@@ -38,8 +49,23 @@ KAPPA = Gauge(
 )
 CALIBRATED = Gauge(
     "medbench_judge_calibrated",
-    "1 when the judge and rubric version are calibrated (kappa >= threshold), else 0.",
+    "1 when the judge and rubric version are calibrated (n >= the minimum and kappa's 95% "
+    "lower bound >= threshold), else 0.",
     ["judge", "rubric"],
+)
+KAPPA_LOW = Gauge(
+    "medbench_judge_kappa_lower_bound",
+    "Lower bound of the 95% interval of the judge's kappa against physicians (what gates).",
+    ["judge", "rubric"],
+)
+NO_JUDGE = (
+    "no judge model is configured: set MEDBENCH_JUDGE__MODELS (a JSON list of "
+    '{"model", "base_url", "api_key"}) and restart the judge scorer'
+)
+NO_VISION_JUDGE = (
+    "items with images and no vision-capable judge: declare one in MEDBENCH_JUDGE__MODELS "
+    '(an entry with "vision": true) and restart the judge scorer; image items are never '
+    "judged blind"
 )
 MAX_TEXT_CHARS = 100_000
 """Longest question, reference or answer a request may carry (characters)."""
@@ -60,10 +86,12 @@ def calibration_refusal(judge: str, rubric: Rubric, latest: dict[str, Any] | Non
             f"{name} has no calibration against physicians: import physician ratings "
             f"(ImportRatings) and run Calibrate"
         )
-    return (
-        f"{name} is not calibrated: kappa {latest['kappa']:.3f} < {latest['threshold']:.2f} "
-        f"over {latest['n']} ratings (calibration {latest['_id']})"
-    )
+    if "reason" not in latest:  # measured before the minimum n and the interval gated
+        return (
+            f"{name} was calibrated under the old gate (kappa point estimate, no minimum n; "
+            f"calibration {latest['_id']}): run Calibrate again"
+        )
+    return f"{name} is not calibrated: {latest['reason']} (calibration {latest['_id']})"
 
 
 class Judging:
@@ -71,7 +99,7 @@ class Judging:
 
     def __init__(
         self,
-        panel: Panel,
+        panel: Panel | None,
         rubrics: RubricBook,
         store: JudgeStore,
         pool_keys: PoolKeys,
@@ -79,18 +107,38 @@ class Judging:
         kappa_threshold: float = 0.80,
         review_spread: float = 0.3,
         variants: Variants | None = None,
+        min_ratings: int = 200,
+        images: ItemImages | None = None,
     ) -> None:
-        """variants: each download's canaries, judged against their own keys (None: none)."""
-        self.panel = panel
+        """panel: None when no judge is configured (ratings and reviews still work; what needs
+        a judge answers FAILED_PRECONDITION naming MEDBENCH_JUDGE__MODELS).
+        variants: each download's canaries, judged against their own keys (None: none).
+        min_ratings: rated answers a calibration needs, per rubric and per dimension.
+        images: the bank's images, shown to vision judges with the items they belong to."""
+        self._panel = panel
+        self.min_ratings = min_ratings
         self.rubrics = rubrics
         self._store = store
         self._pool_keys = pool_keys
         self._variants = variants
+        self._images = images
         self._publisher = publisher
         self.kappa_threshold = kappa_threshold
         self._review_spread = review_spread
         self._calibrating: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def has_judge(self) -> bool:
+        """Whether a judge model is configured."""
+        return self._panel is not None
+
+    @property
+    def panel(self) -> Panel:
+        """The configured judge panel; FAILED_PRECONDITION naming the setting when none."""
+        if self._panel is None:
+            raise FailedPrecondition(NO_JUDGE)
+        return self._panel
 
     def rubric_for(self, dataset: str, rubric_id: str = "") -> Rubric:
         return self.rubrics.get(rubric_id) if rubric_id else self.rubrics.for_dataset(dataset)
@@ -130,10 +178,22 @@ class Judging:
         [result] = await self.panel.judge([item])
         return result, calibration_id
 
+    async def judging_cost(self, submission_id: str) -> list[JudgingCost]:
+        """What judging a submission cost, per dataset and judge model, with totals
+        (core/cost.py); NOT_FOUND when nothing of it was judged."""
+        if not submission_id:
+            raise InvalidArgument("submission_id is required")
+        judgments = await self._store.judgments(submission_id)
+        if not judgments:
+            raise NotFound(f"no judged items of submission {submission_id}")
+        return judging_cost(judgments)
+
     async def measure(self, rubric: Rubric, n_resamples: int = 0) -> dict[str, Any]:
         """Calibrate on request: FAILED_PRECONDITION when there is nothing to measure."""
         if not 0 <= n_resamples <= 20_000:
             raise InvalidArgument("n_resamples must be between 0 (default 1,000) and 20,000")
+        if not self.has_judge:
+            raise FailedPrecondition(NO_JUDGE)
         try:
             return await self.calibrate(rubric, n_resamples or 1000)
         except ValueError as exc:
@@ -153,14 +213,22 @@ class Judging:
             NotCalibrated: with the reason.
         """
         latest = await self._store.latest_calibration(self.panel.name, rubric.id, rubric.version)
-        if latest is None or not latest["calibrated"]:
+        if latest is None or not latest["calibrated"] or "reason" not in latest:
             raise NotCalibrated(calibration_refusal(self.panel.name, rubric, latest))
+        if latest["min_ratings"] < self.min_ratings or latest["threshold"] < self.kappa_threshold:
+            raise NotCalibrated(
+                f"judge {self.panel.name} with rubric {rubric.label} was calibrated under a "
+                f"laxer gate (n >= {latest['min_ratings']}, lower bound >= "
+                f"{latest['threshold']:.2f}) than today's (n >= {self.min_ratings}, lower bound "
+                f">= {self.kappa_threshold:.2f}; calibration {latest['_id']}): run Calibrate again"
+            )
         return str(latest["_id"])
 
     # -- judge requests ----------------------------------------------------------------------
 
-    async def handle(self, event: scoring_events_pb2.JudgeRequested) -> None:
-        """Judges a request's items and publishes their scores; parks it when uncalibrated."""
+    async def handle(self, event: scoring_events_pb2.JudgeRequested) -> bool:
+        """Judges a request's items and publishes their scores (True); parks it (False) when
+        uncalibrated, or when it has items with images and no judge sees images."""
         rubrics = {t.item_id: self.rubric_for(t.dataset, t.rubric_id) for t in event.tasks}
         calibrations: dict[tuple[str, int], str] = {}
         if not event.self_test:
@@ -169,7 +237,7 @@ class Judging:
                     calibrations[rubric.id, rubric.version] = await self.admitted(rubric)
                 except NotCalibrated as refusal:
                     await self._park(event, str(refusal))
-                    return
+                    return False
         context = event.context
         keys = {k.item_id: k for k in await self._pool_keys.keys(context.pool_id)}
         canaries = (
@@ -177,11 +245,22 @@ class Judging:
             if self._variants is None
             else (await self._variants.variant(context.submission_id)).canaries
         )
+        try:
+            images, missing = await self._images_of([keys[t.item_id] for t in event.tasks])
+        except NoVisionJudge as refusal:
+            await self._park(event, str(refusal))
+            return False
         inputs = [
-            _input(t, rubrics[t.item_id], keys[t.item_id], canaries.get(t.item_id))
+            _input(
+                t,
+                rubrics[t.item_id],
+                keys[t.item_id],
+                canaries.get(t.item_id),
+                tuple(images[i] for i in keys[t.item_id].image_ids or () if i in images),
+            )
             for t in event.tasks
         ]
-        results = await self.panel.judge(inputs)
+        results = await self._judge_available(inputs, [missing.get(t.item_id) for t in event.tasks])
         scores: list[scoring_events_pb2.ItemScore] = []
         judgments: list[dict[str, Any]] = []
         for task, item, result in zip(event.tasks, inputs, results, strict=True):
@@ -190,7 +269,9 @@ class Judging:
             if review:
                 await self._open_review(task, item, result)
             scores.append(_item_score(task, result, self.panel, calibration_id, review))
-            judgments.append(_judgment(event, task, result, calibration_id))
+            judgments.append(
+                _judgment(event, task, result, calibration_id, keys[task.item_id].image_ids)
+            )
             JUDGED.labels("unscored" if result.score is None else "scored").inc()
         await self._store.record_judgments(judgments)
         count_items(
@@ -208,6 +289,68 @@ class Judging:
         await self._publisher.publish(
             [Outgoing(topics.ITEM_SCORED, message, key=context.submission_id)]
         )
+        return True
+
+    async def _images_of(
+        self, keys: list[SealedKey]
+    ) -> tuple[dict[str, JudgeImage], dict[str, str]]:
+        """The bank images of the items (by content id), and why an item cannot be judged (by
+        item id) when one of its images is missing from the bank or is not what its id names.
+
+        Raises:
+            NoVisionJudge: an item has images and no judge of the panel sees images.
+            Exception: an image could not be fetched (transient: the request is retried).
+        """
+        wanted = sorted({i for k in keys for i in k.image_ids or ()})
+        legacy = sorted(k.item_id for k in keys if k.image_ids is None)
+        if legacy:
+            log.warning(
+                "items %s: their pool was frozen before sealed keys recorded image ids; "
+                "judged from their text only",
+                ", ".join(legacy[:5]) + (" ..." if len(legacy) > 5 else ""),
+            )
+        if not wanted:
+            return {}, {}
+        if not self.panel.sees_images:
+            raise NoVisionJudge(NO_VISION_JUDGE)
+        if self._images is None:
+            raise RuntimeError("items with images, and no image source is configured")
+        source = self._images
+        found: dict[str, JudgeImage] = {}
+        absent: dict[str, str] = {}
+
+        async def fetch(image_id: str) -> None:
+            try:
+                found[image_id] = check_image(await source.image(image_id))
+            except (ImageMissing, ImageMismatch) as exc:
+                absent[image_id] = str(exc)
+
+        await asyncio.gather(*(fetch(i) for i in wanted))
+        missing = {
+            k.item_id: "; ".join(absent[i] for i in k.image_ids or () if i in absent)
+            for k in keys
+            if any(i in absent for i in k.image_ids or ())
+        }
+        return found, missing
+
+    async def _judge_available(
+        self, inputs: list[JudgeInput], missing: list[str | None]
+    ) -> list[PanelResult]:
+        """The panel's results; an item missing an image is recorded unscorable, not judged."""
+        ready = [item for item, reason in zip(inputs, missing, strict=True) if not reason]
+        judged = iter(await self.panel.judge(ready) if ready else [])
+        results = []
+        for item, reason in zip(inputs, missing, strict=True):
+            if not reason:
+                results.append(next(judged))
+                continue
+            log.warning("item not judged: %s", reason)
+            outcomes = tuple(
+                JudgeOutcome(j.model, None, "", error=f"unscorable: {reason}")
+                for j in self.panel.judges_of(item)
+            )
+            results.append(PanelResult(item.rubric, "", outcomes, (), None, 0.0))
+        return results
 
     async def _park(self, event: scoring_events_pb2.JudgeRequested, reason: str) -> None:
         await self._store.park(
@@ -220,9 +363,7 @@ class Judging:
             }
         )
         PARKED.set(await self._store.parked_count())
-        log.warning(
-            "judge request %s parked until calibrated: %s", event.event_id, reason.split(":")[0]
-        )
+        log.warning("judge request %s parked: %s", event.event_id, reason.split(":")[0])
 
     async def release_parked(self) -> int:
         """Judges parked requests whose rubrics are now calibrated; returns how many."""
@@ -231,13 +372,14 @@ class Judging:
             event = scoring_events_pb2.JudgeRequested.FromString(doc["event"])
             rubrics = {self.rubric_for(t.dataset, t.rubric_id) for t in event.tasks}
             try:
-                for rubric in rubrics:
+                for rubric in rubrics if not event.self_test else ():
                     await self.admitted(rubric)
             except NotCalibrated:
                 continue
-            await self.handle(event)
-            await self._store.unpark(doc["_id"])
-            released += 1
+            # A request parked for want of a vision judge stays parked (False) until one is.
+            if await self.handle(event):
+                await self._store.unpark(doc["_id"])
+                released += 1
         PARKED.set(await self._store.parked_count())
         return released
 
@@ -261,6 +403,8 @@ class Judging:
                 "reference": item.reference,
                 "key_points": list(item.key_points),
                 "answer": item.answer,
+                # The bank images the judges saw (GetImage without a tenant returns them).
+                "image_ids": [image.image_id for image in item.images],
                 "judge_scores": result.scores,
                 "created_at": _now(),
             }
@@ -286,7 +430,7 @@ class Judging:
             results = dict(
                 zip(order, await self.panel.judge([cases[c] for c in order]), strict=True)
             )
-            judge, physician, clusters, dimensions = [], [], [], []
+            pairs: list[RatedPair] = []
             failures = 0
             for r in ratings:
                 result = results[r["case"]]
@@ -294,61 +438,52 @@ class Judging:
                     failures += 1
                     continue
                 # Ordinal agreement on the rubric's own integer points.
-                judge.append(round(rubric.scale.min + result.score * _width(rubric)))
-                physician.append(round(r["score"]))
-                clusters.append(r["case"])
-                dimensions.append(r.get("dimension", ""))
-            if not judge:
-                raise ValueError(f"the judge scored none of the {len(ratings)} rated answers")
-            labels = list(range(int(rubric.scale.min), int(rubric.scale.max) + 1))
-            estimate = bootstrap_kappa_ci(
-                physician,
-                judge,
-                weights="quadratic",
-                labels=labels,
-                clusters=clusters,
-                n_resamples=n_resamples,
-                seed=0,
-            )
-            per_dimension = []
-            for dim in sorted(set(dimensions) - {""}):
-                idx = [i for i, d in enumerate(dimensions) if d == dim]
-                kappa = cohen_kappa(
-                    [physician[i] for i in idx],
-                    [judge[i] for i in idx],
-                    weights="quadratic",
-                    labels=labels,
+                pairs.append(
+                    RatedPair(
+                        judge=round(rubric.scale.min + result.score * _width(rubric)),
+                        physician=round(r["score"]),
+                        case=r["case"],
+                        dimension=r.get("dimension", ""),
+                    )
                 )
-                per_dimension.append({"dimension": dim, "kappa": kappa, "n": len(idx)})
+            if not pairs:
+                raise ValueError(f"the judge scored none of the {len(ratings)} rated answers")
+            report = calibration_report(
+                pairs,
+                [PhysicianScore(r["case"], r["rater_id"], round(r["score"])) for r in ratings],
+                list(range(int(rubric.scale.min), int(rubric.scale.max) + 1)),
+                min_ratings=self.min_ratings,
+                threshold=self.kappa_threshold,
+                n_resamples=n_resamples,
+            )
             digest = hashlib.sha256(
                 "\n".join(f"{r['_id']}\t{r['score']!r}" for r in ratings).encode()
             ).hexdigest()[:12]
             doc = {
-                "_id": f"{self.panel.name}:{rubric.id}:v{rubric.version}:{len(judge)}:{digest}",
+                **report,
+                "_id": f"{self.panel.name}:{rubric.id}:v{rubric.version}:{len(pairs)}:{digest}",
                 "judge": self.panel.name,
                 "rubric_id": rubric.id,
                 "rubric_version": rubric.version,
                 "rubric_hash": rubric.content_hash,
-                "kappa": estimate.kappa,
-                "kappa_low": estimate.low,
-                "kappa_high": estimate.high,
-                "n": estimate.n,
-                "threshold": self.kappa_threshold,
-                "calibrated": estimate.kappa >= self.kappa_threshold,
-                "dimensions": per_dimension,
+                # The gating kappa (quadratic) at the top level, as before the report existed.
+                "kappa": report["quadratic"]["kappa"],
+                "kappa_low": report["quadratic"]["low"],
+                "kappa_high": report["quadratic"]["high"],
                 "judge_failures": failures,
                 "measured_at": _now(),
             }
             await self._store.add_calibration(doc)
             self.export(doc)
         log.info(
-            "calibration %s: kappa %.3f [%.3f, %.3f] over %d pairs: %s",
+            "calibration %s: kappa %.3f [%.3f, %.3f] over %d answers: %s (%s)",
             doc["_id"],
             doc["kappa"],
             doc["kappa_low"],
             doc["kappa_high"],
-            doc["n"],
+            doc["answers"],
             "calibrated" if doc["calibrated"] else "NOT calibrated",
+            doc["reason"],
         )
         if doc["calibrated"]:
             # Judging what waited can take long: not on the Calibrate request's path.
@@ -371,6 +506,7 @@ class Judging:
             f"{calibration['rubric_id']}.v{calibration['rubric_version']}",
         )
         KAPPA.labels(*labels).set(calibration["kappa"])
+        KAPPA_LOW.labels(*labels).set(calibration["kappa_low"])
         CALIBRATED.labels(*labels).set(1.0 if calibration["calibrated"] else 0.0)
 
     async def export_all(self) -> None:
@@ -397,9 +533,11 @@ def _input(
     rubric: Rubric,
     key: SealedKey,
     canary: CanaryKey | None = None,
+    images: tuple[JudgeImage, ...] = (),
 ) -> JudgeInput:
     """What the judge reads: the pool key's prompt and reference, or, for a canary, the prompt
-    as its download showed it and its own key (judged like any item)."""
+    as its download showed it and its own key (judged like any item); and the item's bank
+    images (a canary's too: only its text is altered)."""
     if canary is not None:
         return JudgeInput(
             rubric,
@@ -407,8 +545,11 @@ def _input(
             canary.alter_key("\n".join(key.reference)),
             tuple(canary.alter_key(k) for k in key.key_points),
             task.answer,
+            images,
         )
-    return JudgeInput(rubric, key.prompt, "\n".join(key.reference), key.key_points, task.answer)
+    return JudgeInput(
+        rubric, key.prompt, "\n".join(key.reference), key.key_points, task.answer, images
+    )
 
 
 def _item_score(
@@ -433,7 +574,8 @@ def _item_score(
         unscored=result.score is None,
         prompt_hash=task.prompt_hash,
         judge=scoring_events_pb2.JudgeLineage(
-            judge_models=panel.models,
+            # The judges of the item (only the vision-capable ones for an item with images).
+            judge_models=[o.model for o in result.outcomes] or panel.models,
             rubric_id=result.rubric.id,
             rubric_version=result.rubric.version,
             rubric_hash=result.rubric.content_hash,
@@ -459,6 +601,7 @@ def _judgment(
     task: scoring_events_pb2.JudgeTask,
     result: PanelResult,
     calibration_id: str,
+    image_ids: tuple[str, ...] | None = (),
 ) -> dict[str, Any]:
     return {
         "_id": f"{event.context.submission_id}:{task.item_id}",
@@ -469,6 +612,8 @@ def _judgment(
         "rubric": result.rubric.label,
         "rubric_hash": result.rubric.content_hash,
         "prompt_hash": result.prompt_hash,
+        # The item's bank images shown to the judges (None: its pool's keys recorded none).
+        "image_ids": None if image_ids is None else list(image_ids),
         "calibration_id": calibration_id,
         "score": result.score,
         "spread": result.spread,
@@ -482,6 +627,13 @@ def _judgment(
                 "raw_output": o.raw_output,
                 "error": o.error,
                 "cached": o.cached,
+                # Lineage and cost (core/cost.py): schema-decoded or text-parsed verdict, calls
+                # (0 for a cache hit), server-reported tokens, estimated GPU-seconds.
+                "structured": o.structured,
+                "calls": o.calls,
+                "prompt_tokens": o.prompt_tokens,
+                "completion_tokens": o.completion_tokens,
+                "gpu_seconds": o.gpu_seconds,
             }
             for o in result.outcomes
         ],

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+from collections import Counter as Counter_
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +22,23 @@ from prometheus_client import Counter
 
 from judge_scorer.core.agreement import aggregate_panel, panel_spread
 from judge_scorer.core.injection import detect_injection
-from judge_scorer.core.ports import JudgeCache, JudgeModel
-from judge_scorer.core.prompt import build_messages, injection_cap, prompt_hash
+from judge_scorer.core.ports import JudgeCache, JudgeModel, JudgeReply
+from judge_scorer.core.prompt import JudgeImage, build_messages, injection_cap, prompt_hash
 from judge_scorer.core.rubric import Rubric
+from judge_scorer.core.structured import read_structured, verdict_schema
 from judge_scorer.core.verdict import MalformedVerdict, Verdict, parse_verdict
 
-CACHE = Counter("medbench_judge_cache_total", "Judge cache lookups by result.", ["result"])
+CACHE = Counter(
+    "medbench_judge_cache_total",
+    "Judge cache lookups by result and judge model.",
+    ["result", "model"],
+)
+VERDICTS = Counter(
+    "medbench_judge_verdicts_total",
+    "Judge replies by how they were read: structured (valid under the verdict schema), text "
+    "(the tolerant parser: no schema, or a structured reply that did not validate), malformed.",
+    ["reading", "model"],
+)
 REPAIR_PROMPT = (
     "你上一条输出无法按要求解析（{error}）。请重新评分，只输出一个符合要求的 JSON 对象，"
     "不要输出任何其他文字。"
@@ -42,6 +54,12 @@ class JudgeInput:
     reference: str
     key_points: tuple[str, ...]
     answer: str
+    images: tuple[JudgeImage, ...] = ()
+    """The item's bank images, shown to vision judges only."""
+
+
+class NoVisionJudge(ValueError):
+    """An item with images, and no judge of the panel is declared vision-capable."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,14 @@ class JudgeOutcome:
     raw_output: str
     error: str = ""
     cached: bool = False
+    structured: bool = False
+    """The verdict was read as decoded under the verdict schema (False: by the text parser)."""
+    calls: int = 0
+    """Completions asked for it (a repair turn counts; 0 for a cache hit)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    gpu_seconds: float = 0.0
+    """Wall time of its calls x the judge's declared GPUs: an estimate."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,8 @@ def cache_key(model: str, item: JudgeInput) -> str:
         item.reference,
         *item.key_points,
         item.answer,
+        # Only items with images: the keys of text items stay what they were.
+        *(f"image:{image.image_id}" for image in item.images),
     ):
         h.update(part.encode())
         h.update(b"\0")
@@ -115,12 +143,15 @@ class Panel:
         rule: str = "median",
         concurrency: int = 64,
         memory_entries: int = 200_000,
+        vision: Collection[str] = (),
     ) -> None:
+        """vision: the models declared vision-capable, the only ones given items with images."""
         if not clients:
             raise ValueError("a panel needs at least one judge")
         if rule not in ("mean", "median", "majority"):
             raise ValueError(f"panel rule must be mean, median or majority, got {rule!r}")
         self._clients = list(clients)
+        self._vision_clients = [c for c in self._clients if c.model in set(vision)]
         self._store = store
         self.rule = rule
         self._concurrency = asyncio.Semaphore(concurrency)
@@ -133,6 +164,26 @@ class Panel:
         return [c.model for c in self._clients]
 
     @property
+    def sees_images(self) -> bool:
+        """Whether a judge of the panel is vision-capable (items with images need one)."""
+        return bool(self._vision_clients)
+
+    def judges_of(self, item: JudgeInput) -> list[JudgeModel]:
+        """The judges that judge an item: the vision-capable ones when it has images.
+
+        Raises:
+            NoVisionJudge: it has images and no judge sees images.
+        """
+        if not item.images:
+            return self._clients
+        if not self._vision_clients:
+            raise NoVisionJudge(
+                "no judge model is declared vision-capable (MEDBENCH_JUDGE__MODELS entry with "
+                '"vision": true): an item with images is not judged blind'
+            )
+        return self._vision_clients
+
+    @property
     def name(self) -> str:
         """The judge configuration a calibration is about, e.g. "qwen2.5-72b" or "a+b|median"."""
         if len(self._clients) == 1:
@@ -141,12 +192,18 @@ class Panel:
 
     async def judge(self, inputs: Sequence[JudgeInput]) -> list[PanelResult]:
         """Judges every input; cached verdicts are read in one round trip, the rest called."""
-        keys = [[cache_key(c.model, item) for c in self._clients] for item in inputs]
+        keys = [[cache_key(c.model, item) for c in self.judges_of(item)] for item in inputs]
         absent = [k for row in keys for k in row if k not in self._memory]
         if absent:
             for doc in (await self._store.cached(absent)).values():
                 self._remember(doc)
-        CACHE.labels("hit").inc(sum(1 for row in keys for k in row if k in self._memory))
+        hits: Counter_[str] = Counter_()
+        for item, row in zip(inputs, keys, strict=True):
+            for client, key in zip(self.judges_of(item), row, strict=True):
+                if key in self._memory:
+                    hits[client.model] += 1
+        for model, n in hits.items():
+            CACHE.labels("hit", model).inc(n)
         new_entries: list[dict[str, Any]] = []
         results: list[PanelResult | None] = [None] * len(inputs)
         pending = []
@@ -161,7 +218,8 @@ class Panel:
             judged = await asyncio.gather(*(coro for _, coro in pending))
             for (index, _), result in zip(pending, judged, strict=True):
                 results[index] = result
-        CACHE.labels("miss").inc(len(new_entries))
+        for model, n in Counter_(e["model"] for e in new_entries).items():
+            CACHE.labels("miss", model).inc(n)
         await self._store.cache(new_entries)
         for entry in new_entries:
             self._remember(entry)
@@ -169,8 +227,8 @@ class Panel:
 
     def _from_cache(self, item: JudgeInput, hits: list[dict[str, Any]]) -> PanelResult:
         outcomes = [
-            JudgeOutcome(client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True)
-            for client, hit in zip(self._clients, hits, strict=True)
+            _cached(client.model, hit, item.rubric)
+            for client, hit in zip(self.judges_of(item), hits, strict=True)
         ]
         return self._combine(item, str(hits[0]["prompt_hash"]), outcomes)
 
@@ -184,7 +242,7 @@ class Panel:
         self, item: JudgeInput, keys: list[str], new_entries: list[dict[str, Any]]
     ) -> PanelResult:
         hits = [self._memory.get(key) for key in keys]
-        prompt: tuple[list[dict[str, str]], str] | None = None
+        prompt: tuple[list[dict[str, Any]], str] | None = None
         if any(hit is None for hit in hits):
             messages = build_messages(
                 item.rubric,
@@ -192,12 +250,13 @@ class Panel:
                 reference=item.reference,
                 key_points=item.key_points,
                 answer=item.answer,
+                images=item.images,
             )
             prompt = (messages, prompt_hash(messages))
         outcomes = await asyncio.gather(
             *(
                 self._ask(client, item, key, hit, prompt, new_entries)
-                for client, key, hit in zip(self._clients, keys, hits, strict=True)
+                for client, key, hit in zip(self.judges_of(item), keys, hits, strict=True)
             )
         )
         ph = prompt[1] if prompt else str(hits[0]["prompt_hash"])  # type: ignore[index]
@@ -228,33 +287,44 @@ class Panel:
         item: JudgeInput,
         key: str,
         hit: dict[str, Any] | None,
-        prompt: tuple[list[dict[str, str]], str] | None,
+        prompt: tuple[list[dict[str, Any]], str] | None,
         new_entries: list[dict[str, Any]],
     ) -> JudgeOutcome:
         if hit is not None:
-            return JudgeOutcome(
-                client.model, _verdict(hit, item.rubric), hit["raw_output"], cached=True
-            )
+            return _cached(client.model, hit, item.rubric)
         assert prompt is not None
         messages, ph = prompt
+        schema = (
+            verdict_schema(item.rubric, len(item.key_points))
+            if client.structured != "none"
+            else None
+        )
+        replies: list[JudgeReply] = []
         async with self._concurrency:
-            raw = await client.complete(messages)
+            reply = await client.reply(messages, schema)
+            replies.append(reply)
             try:
-                verdict = parse_verdict(raw, item.rubric, answer=item.answer)
+                verdict, structured = _read(client.model, reply, item, schema)
             except MalformedVerdict as first:
                 repair = [
                     *messages,
-                    {"role": "assistant", "content": raw},
+                    {"role": "assistant", "content": reply.text},
                     {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
                 ]
-                raw = await client.complete(repair)
+                reply = await client.reply(repair, schema)
+                replies.append(reply)
                 try:
-                    verdict = parse_verdict(raw, item.rubric, answer=item.answer)
+                    verdict, structured = _read(client.model, reply, item, schema)
                 except MalformedVerdict as second:
                     # A recorded failure, not a zero; not cached, so a later request asks again.
                     return JudgeOutcome(
-                        client.model, None, raw, error=f"malformed verdict twice: {second}"
+                        client.model,
+                        None,
+                        reply.text,
+                        error=f"malformed verdict twice: {second}",
+                        **_cost(replies),
                     )
+        raw = reply.text
         new_entries.append(
             {
                 "_id": key,
@@ -268,10 +338,58 @@ class Panel:
                 "raw_score": verdict.raw_score,
                 "key_points_covered": list(verdict.key_points_covered),
                 "rationale": verdict.rationale,
+                "structured": structured,
                 "created_at": datetime.now(UTC),
             }
         )
-        return JudgeOutcome(client.model, verdict, raw)
+        return JudgeOutcome(client.model, verdict, raw, structured=structured, **_cost(replies))
+
+
+def _read(
+    model: str, reply: JudgeReply, item: JudgeInput, schema: dict[str, Any] | None
+) -> tuple[Verdict, bool]:
+    """The verdict of a reply, and whether it was read as structured: a reply decoded under
+    the schema is read strictly; one that does not validate (or had no schema) by the text
+    parser.
+
+    Raises:
+        MalformedVerdict: neither reading found a verdict.
+    """
+    if reply.structured and schema is not None:
+        try:
+            verdict = read_structured(reply.text, item.rubric, schema, answer=item.answer)
+        except MalformedVerdict:
+            pass
+        else:
+            VERDICTS.labels("structured", model).inc()
+            return verdict, True
+    try:
+        verdict = parse_verdict(reply.text, item.rubric, answer=item.answer)
+    except MalformedVerdict:
+        VERDICTS.labels("malformed", model).inc()
+        raise
+    VERDICTS.labels("text", model).inc()
+    return verdict, False
+
+
+def _cost(replies: Sequence[JudgeReply]) -> dict[str, Any]:
+    return {
+        "calls": len(replies),
+        "prompt_tokens": sum(r.prompt_tokens for r in replies),
+        "completion_tokens": sum(r.completion_tokens for r in replies),
+        "gpu_seconds": sum(r.gpu_seconds for r in replies),
+    }
+
+
+def _cached(model: str, hit: dict[str, Any], rubric: Rubric) -> JudgeOutcome:
+    """A cached verdict: no call, no tokens."""
+    return JudgeOutcome(
+        model,
+        _verdict(hit, rubric),
+        hit["raw_output"],
+        cached=True,
+        structured=bool(hit.get("structured", False)),
+    )
 
 
 def _verdict(entry: dict[str, Any], rubric: Rubric) -> Verdict:

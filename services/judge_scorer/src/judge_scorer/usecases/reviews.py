@@ -143,6 +143,8 @@ class Reviews:
             rubric_id=doc["rubric_id"],
         )
         await self._store.put_rating(self._rating_doc(rating))
+        if not self._judging.has_judge:  # measured once a judge is configured (Calibrate)
+            return doc
         # The new rating moves the rubric's kappa: measure again, off the request path.
         task = asyncio.create_task(self._recalibrate(rubric))
         self._background.add(task)

@@ -191,8 +191,12 @@ class MongoPoolStore:
                             "rubric_id": p.key.rubric_id,
                             # The judge needs the prompt the answer responds to; objective
                             # metrics do not, so MCQ-heavy pools stay small.
+                            # ... and sees the item's images (their bank content ids).
                             **(
-                                {"prompt": _judge_prompt(p.task)}
+                                {
+                                    "prompt": _judge_prompt(p.task),
+                                    "image_ids": list(image_ids.get(p.task.item_id, ())),
+                                }
                                 if "judge" in p.dataset.metric
                                 else {}
                             ),
