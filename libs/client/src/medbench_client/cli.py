@@ -9,6 +9,7 @@ registry show [--version N] [--dataset NAME | --json]     registry versions [--l
 registry put DATASET.json --revises N [--note TEXT]
 quarantine list [--status held]     quarantine retry ENTRY    quarantine drop ENTRY  (--gateway)
 probing [--tenant T] [--pool ID]    probing findings: near-identical runs on a pool (--gateway)
+calibration RUBRIC [--version N] [--measure]   a rubric's calibration report (--judge-scorer)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 
 from medbench.common.v1 import common_pb2
+from medbench.judge.v1 import judge_service_pb2
 from medbench.ops.v1 import (
     probing_service_pb2,
     probing_service_pb2_grpc,
@@ -31,7 +33,7 @@ from medbench.ops.v1 import (
     quarantine_service_pb2_grpc,
 )
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
-from medbench_client.api import channel, message_batches, service_stub
+from medbench_client.api import JudgeAdmin, channel, message_batches, service_stub
 from medbench_client.bank_files import TRACKS, read_jsonl
 from medbench_client.importers import (
     FieldMapping,
@@ -320,6 +322,52 @@ async def run_disclose(address: str, pool_id: str) -> int:
     return 0
 
 
+def calibration_text(c: judge_service_pb2.Calibration) -> str:
+    """A calibration report as a maintainer reads it: the decision and why, n, both kappas
+    with their intervals, per dimension, the confusion matrix and the physicians' ceiling."""
+
+    def kappa(k: judge_service_pb2.KappaInterval) -> str:
+        return f"{k.kappa:.3f} [{k.low:.3f}, {k.high:.3f}]"
+
+    decision = "CALIBRATED" if c.calibrated else "NOT CALIBRATED"
+    lines = [
+        f"{c.judge} on {c.rubric_id} v{c.rubric_version} ({c.rubric_hash[:12]}): {decision}",
+        f"  {c.reason}" if c.reason else "",
+        f"  rated answers {c.answers} (ratings {c.n}; minimum {c.min_ratings}), threshold "
+        f"{c.threshold:.2f} on the lower bound of {c.gated_on or 'quadratic'} kappa",
+        f"  quadratic kappa {kappa(c.quadratic)}   unweighted kappa {kappa(c.unweighted)}"
+        f"   ({c.interval_method})",
+        f"  judge failures {c.judge_failures}; measured {_when(c.measured_at)} UTC",
+    ]
+    for d in c.dimensions:
+        mark = "pass" if d.passed else "FAIL"
+        lines.append(
+            f"  {d.dimension:<28} {mark}  answers {d.answers:>5}  quadratic {kappa(d.quadratic)}"
+            f"  unweighted {kappa(d.unweighted)}"
+        )
+    if c.confusion:
+        bins = [f"{b:g}" for b in c.score_bins]
+        lines.append("  confusion (rows: judge score, columns: physician score)")
+        lines.append("  " + " " * 6 + "".join(f"{b:>6}" for b in bins))
+        for b, row in zip(bins, c.confusion, strict=False):
+            lines.append(f"  {b:>6}" + "".join(f"{n:>6}" for n in row.counts))
+    if c.HasField("physician_ceiling") and c.physician_ceiling.answers:
+        p = c.physician_ceiling
+        lines.append(
+            f"  physician-physician ceiling: quadratic kappa {kappa(p.quadratic)} over "
+            f"{p.answers} double-rated answers ({p.pairs} pairs)"
+        )
+    return "\n".join(line for line in lines if line)
+
+
+async def run_calibration(address: str, rubric: str, version: int, measure: bool) -> int:
+    """GetCalibration (or Calibrate, measuring again) of a rubric version: the report."""
+    admin = JudgeAdmin(maintainer_channel(address))
+    call = admin.calibrate if measure else admin.calibration
+    print(calibration_text(await call(rubric, version)))
+    return 0
+
+
 def _when(ts: object) -> str:
     return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if ts.seconds else "-"  # type: ignore[attr-defined]
 
@@ -392,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rotator", default="127.0.0.1:50052", help="rotator host:port")
     parser.add_argument("--gateway", default="127.0.0.1:50051", help="gateway host:port")
+    parser.add_argument("--judge-scorer", default="127.0.0.1:50055", help="judge scorer host:port")
     parser.add_argument(
         "--key", default="", help="maintainer API key (default: the MEDBENCH_API_KEY variable)"
     )
@@ -478,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     probing.add_argument("--tenant", default="", help="only this tenant's findings")
     probing.add_argument("--pool", default="", help="only findings on this pool")
     probing.add_argument("--limit", type=int, default=200)
+    calibration = sub.add_parser(
+        "calibration", help="a rubric's calibration report: the gate's decision and why"
+    )
+    calibration.add_argument("rubric")
+    calibration.add_argument("--version", type=int, default=0, help="0: the latest")
+    calibration.add_argument("--measure", action="store_true", help="calibrate again first")
     args = parser.parse_args(argv)
     if args.key:
         os.environ["MEDBENCH_API_KEY"] = args.key
@@ -518,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_probing(args.gateway, args))
         if args.command == "disclose":
             return asyncio.run(run_disclose(args.rotator, args.pool_id))
+        if args.command == "calibration":
+            return asyncio.run(
+                run_calibration(args.judge_scorer, args.rubric, args.version, args.measure)
+            )
         if args.command == "datasets":
             return asyncio.run(run_datasets(args.rotator, args.track, args.version, args.pool))
         if args.command == "registry":
