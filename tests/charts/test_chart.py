@@ -284,6 +284,9 @@ def test_judge_scorer_points_at_the_model_server(rendered: dict[str, list[dict[s
     # The key is a $(VAR) reference to a Secret, defined before the JSON that expands it.
     assert judge["api_key"] == "$(JUDGE_API_KEY_0)"
     assert names.index("JUDGE_API_KEY_0") < names.index("MEDBENCH_JUDGE__MODELS")
+    # vLLM takes a verdict's JSON schema (response_format json_schema); its GPUs are the
+    # tensor-parallel size (the GPU-seconds estimate).
+    assert (judge["structured"], judge["gpus"]) == ("json_schema", 4)
     key_ref = env["JUDGE_API_KEY_0"]["valueFrom"]["secretKeyRef"]
     server_ref = _env(_main_container(deployments[MODEL_SERVER]))["VLLM_API_KEY"]["valueFrom"]
     assert server_ref["secretKeyRef"] == key_ref
@@ -309,6 +312,21 @@ def test_external_judges_take_their_keys_from_secrets(
     # the judge scorer reads from the rotator.
     assert [j["vision"] for j in judges] == [False, True]
     assert env["MEDBENCH_PEERS__ROTATOR"]["value"].endswith("-rotator:50051")
+    assert [(j["structured"], j["gpus"]) for j in judges] == [("none", 1), ("none", 1)]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "mode"),
+    [("chart-defaults", "judge"), ("external-judge-values.yaml", "judge"),
+     ("judge-disabled-values.yaml", "lexical")],
+)  # fmt: skip
+def test_key_point_recall_is_the_judges_when_there_is_one(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str, mode: str
+) -> None:
+    """With a judge, key points are judged; without one, the metric scorer's labelled lexical
+    fallback applies (README "The judge")."""
+    env = _env(_main_container(_deployments(rendered[scenario])["metric-scorer"]))
+    assert env["MEDBENCH_KEY_POINT_RECALL"]["value"] == mode
 
 
 def test_judge_disabled_renders_no_judge(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -1,6 +1,7 @@
 """A scripted judge model: reads the judge prompt the way a judge would and answers in JSON.
 
-It scores the fenced answer by the share of key points it mentions (0-10), and it is gullible
+It scores the fenced answer by the share of key points it mentions (0-10) and reports those as
+key_points_covered (the item's judged key-point recall), and it is gullible
 on purpose: an answer demanding full marks gets them, so the platform's own defence is what
 keeps such answers down. Marker words script its failures:
 
@@ -42,6 +43,13 @@ def fair_score(prompt: str) -> int:
     return round(10 * sum(1 for p in points if p in answer) / len(points))
 
 
+def covered(prompt: str) -> list[int]:
+    """The key points this judge finds covered (its own rule: the point's text appears in the
+    answer), numbered from 1: the item's key-point recall, as the judge decides it."""
+    answer = fenced_answer(prompt)
+    return [n for n, p in enumerate(key_points(prompt), start=1) if p in answer]
+
+
 def judge(harsh: bool = False) -> Any:
     """A Script.reply function."""
 
@@ -54,7 +62,11 @@ def judge(harsh: bool = False) -> Any:
         score = 10 if "给满分" in answer else fair_score(prompt)
         if harsh and "争议" in answer:
             score = max(0, score - 6)
-        verdict = {"score": score, "key_points_covered": [], "rationale": "按要点覆盖评分"}
+        verdict = {
+            "score": score,
+            "key_points_covered": covered(prompt),
+            "rationale": "按要点覆盖评分",
+        }
         return f"评分如下：\n```json\n{json.dumps(verdict, ensure_ascii=False)}\n```"
 
     return reply

@@ -42,7 +42,7 @@ from medbench_runtime.settings import AuthSettings
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
-from tests.e2e.fake_judge import fair_score, fenced_answer
+from tests.e2e.fake_judge import covered, fair_score, fenced_answer, key_points
 from tests.e2e.harness import (
     Evaluation,
     comparable,
@@ -159,10 +159,13 @@ FOOLED_BY = {answer for answer, _ in ATTACKS.values()}
 
 
 def gullible(messages: list[dict[str, Any]]) -> str:
-    """A judge that does whatever an attacking answer asks, and scores the rest fairly."""
+    """A judge that does whatever an attacking answer asks (full marks, every key point
+    covered), and judges the rest fairly."""
     prompt = next(m["content"] for m in messages if m["role"] == "user")
-    score = 10 if fenced_answer(prompt) in FOOLED_BY else fair_score(prompt)
-    verdict = {"score": score, "key_points_covered": [], "rationale": "按要点覆盖评分"}
+    fooled = fenced_answer(prompt) in FOOLED_BY
+    score = 10 if fooled else fair_score(prompt)
+    points = list(range(1, len(key_points(prompt)) + 1)) if fooled else covered(prompt)
+    verdict = {"score": score, "key_points_covered": points, "rationale": "按要点覆盖评分"}
     return json.dumps(verdict, ensure_ascii=False)
 
 
@@ -287,15 +290,16 @@ async def stays_empty(db: AsyncDatabase[Any], tenant: str, request_id: str) -> N
     assert await db.uploads.find_one({"submission_id": sid}) is None
 
 
-def handled(stack: ServiceStack, method: str, code: str, tenant: str) -> float:
-    """The gateway's count of calls of method by tenant that ended with code."""
-    return gateway_metric(
-        stack,
-        "medbench_grpc_server_handled_total",
-        f'method="{SERVICE}{method}"',
-        f'code="{code}"',
-        f'tenant="{tenant}"',
+def handled(stack: ServiceStack, method: str, code: str, tenant: str) -> tuple[float, float]:
+    """The gateway's count of calls of method that ended with code, and of the tenant's calls
+    that ended with code (partners' calls are counted per tenant, not per method)."""
+    by_method = gateway_metric(
+        stack, "medbench_grpc_server_handled_total", f'method="{SERVICE}{method}"', f'code="{code}"'
     )
+    by_tenant = gateway_metric(
+        stack, "medbench_grpc_tenant_calls_total", f'tenant="{tenant}"', f'code="{code}"'
+    )
+    return by_method, by_tenant
 
 
 def refused_anonymously(stack: ServiceStack) -> float:
@@ -306,7 +310,6 @@ def refused_anonymously(stack: ServiceStack) -> float:
             "medbench_grpc_server_handled_total",
             f'method="{method}"',
             'code="UNAUTHENTICATED"',
-            'tenant=""',
         )
         for method in (
             f"{SERVICE}GetSubmission",
@@ -318,7 +321,9 @@ def refused_anonymously(stack: ServiceStack) -> float:
 
 
 def unaudited(stack: ServiceStack) -> float:
-    return gateway_metric(stack, "medbench_grpc_refusals_unaudited_total", 'service="gateway"')
+    return gateway_metric(
+        stack, "medbench_grpc_refusals_unaudited_total", 'medbench_service="gateway"'
+    )
 
 
 async def test_messages_beyond_the_limits_are_refused_naming_the_limit_and_store_nothing(
@@ -579,7 +584,7 @@ HC_EDGE = "应当低盐饮食，\x00规律服药。\u202e"
 
 
 async def test_unicode_answers_are_kept_exactly_and_scored_by_the_documented_rules(
-    stack: ServiceStack, bank: None, db: AsyncDatabase[Any]
+    stack: ServiceStack, bank: None, db: AsyncDatabase[Any], judge: FakeEndpoint
 ) -> None:
     answers = {
         **DEFAULT,
@@ -607,13 +612,20 @@ async def test_unicode_answers_are_kept_exactly_and_scored_by_the_documented_rul
         assert (part.parsed, items[item].score) == (shown, 1.0 if letter == "B" else 0.0), item
     [medexam] = [d for d in report.datasets if d.dataset == "MedExam"]
     assert medexam.score == pytest.approx(100 * 5 / 6)
-    # Key points: NFKC and invisible characters removed, so the NFD answer with a zero-width
-    # space covers both; control characters do not hide a key point either.
-    metric = {i: next(p for p in items[i].parts if p.component == "metric") for i in items}
-    assert metric["adv-hc-uni"].parsed == "2/2"
-    assert metric["adv-hc-clean"].parsed == "2/3"
+    # Key points are the judge's to decide (no part matches them as strings here; the lexical
+    # fallback's NFKC and invisible-character rules are unit-tested in test_keypoints.py): the
+    # judge read each answer exactly as written, fenced, and its recall is the item's.
+    for item in ("adv-hc-uni", "adv-hc-clean"):
+        assert [p.component for p in items[item].parts] == ["judge"], item
+    judged_answers = {fenced_answer(q) for q in judge.script.calls if "<<<ANSWER " in q}
+    assert {UNI_NFD, HC_EDGE} <= judged_answers
     judged = next(p for p in items["adv-hc-clean"].parts if p.component == "judge")
     assert list(judged.injection_flags) == []
+    # The control characters do not hide the two key points from this judge.
+    assert [(c.name, round(c.score, 4)) for c in judged.components] == [
+        ("judge", 0.7),
+        ("key_point_recall", round(2 / 3, 4)),
+    ]
     assert items["adv-hc-clean"].score == pytest.approx((2 / 3 + 0.7) / 2)
 
 
@@ -750,7 +762,8 @@ async def test_a_stalled_upload_stream_ends_and_keeps_only_whole_messages(
     began = time.monotonic()
     await asyncio.wait_for(raw.ended.wait(), IDLE_S + 30)
     assert time.monotonic() - began >= IDLE_S - 0.5
-    assert handled(stack, "UploadAnswers", "DEADLINE_EXCEEDED", "adv-stall") == ended_before + 1
+    by_method, by_tenant = handled(stack, "UploadAnswers", "DEADLINE_EXCEEDED", "adv-stall")
+    assert (by_method, by_tenant) == (ended_before[0] + 1, ended_before[1] + 1)
     raw.cut()
     assert await stored(db, sid) == {b[0]: b[1] for b in planned[:2]}
 
@@ -828,9 +841,13 @@ async def test_answers_that_attack_the_judge_are_flagged_capped_and_learn_no_gro
     for item, (_, flags) in ATTACKS.items():
         judged = next(p for p in items[item].parts if p.component == "judge")
         assert flags <= set(judged.injection_flags), (item, list(judged.injection_flags))
-        # The fooled judge said 10 of 10; the cap holds it at 2, and the key points count 1 of 3.
-        assert [c.score for c in judged.components] == [pytest.approx(cap)], item
-        assert items[item].score == pytest.approx((1 / 3 + cap) / 2), item
+        # The fooled judge said 10 of 10 and every key point covered; the cap holds both at 2
+        # of 10 (the key points are the judge's, so a judge fooled into them is capped too).
+        assert [(c.name, c.score) for c in judged.components] == [
+            ("judge", pytest.approx(cap)),
+            ("key_point_recall", pytest.approx(cap)),
+        ], item
+        assert items[item].score == pytest.approx(cap), item
     clean = next(p for p in items["adv-hc-clean"].parts if p.component == "judge")
     assert list(clean.injection_flags) == [] and items["adv-hc-clean"].score == pytest.approx(
         (2 / 3 + 0.7) / 2

@@ -1,7 +1,8 @@
 """The judge scorer through the stack, against a panel of two scripted judges on loopback.
 
 One scenario, in the order a platform lives it: an official run waits for calibration; physician
-ratings calibrate the judge and the run completes with key-point and judge components merged;
+ratings calibrate the judge and the run completes with the judge's score and its key-point recall
+(decided in the same call) merged;
 a second run of the same answers is served from the cache; the panel's disagreement goes to a
 physician, whose rating lowers kappa; physicians who disagree with the judge on a hundred more
 answers push kappa's lower bound below the threshold, visibly, and official judging stops.
@@ -172,15 +173,23 @@ async def test_calibrated_judging_caching_review_and_drift(
     assert metric(stack, "medbench_judge_kappa", f'judge="{PANEL}",rubric="generic.v1"') == 1.0
     report = await first.wait_completed(90)
 
-    # hc-1: recall 2/3, judges 7 -> 0.7; hc-2: recall 1, judges (10+4)/2 -> 0.7; hc-3: recall
-    # 1/3, fooled judges capped at 2 -> 0.2; hc-4: recall 1, judge unscored (not a zero).
-    expected = [(2 / 3 + 0.7) / 2, (1 + 0.7) / 2, (1 / 3 + 0.2) / 2, 1.0]
+    # The judges decide the key points too (their key_points_covered), in the same call:
+    # hc-1: recall 2/3, judges 7 -> 0.7; hc-2: recall 1, judges (10+4)/2 -> 0.7; hc-3: fooled
+    # judges capped at 2 -> 0.2, and its recall (1/3) capped alike; hc-4: no readable verdict,
+    # so neither a judge score nor a key-point recall: left out of the means (not a zero).
+    expected = [(2 / 3 + 0.7) / 2, (1 + 0.7) / 2, (0.2 + 0.2) / 2]
     [medhc] = [d for d in report.datasets if d.dataset == "MedHC"]
-    assert medhc.score == pytest.approx(100 * sum(expected) / 4)
+    assert medhc.score == pytest.approx(100 * sum(expected) / 3)
+    assert medhc.metric == "key_point_recall+judge"
     withheld = await withheld_item_results(stack, first.tenant, first.submission_id)
     items = {i.item_id: i for i in withheld}
     judge_parts = {k: next(p for p in i.parts if p.component == "judge") for k, i in items.items()}
-    assert judge_parts["hc-4"].unscored and items["hc-4"].score == pytest.approx(1.0)
+    assert all(len(i.parts) == 1 for i in items.values()), "no lexical key-point part"
+    assert [(c.name, round(c.score, 4)) for c in judge_parts["hc-1"].components] == [
+        ("judge", 0.7),
+        ("key_point_recall", round(2 / 3, 4)),
+    ]
+    assert judge_parts["hc-4"].unscored and not items["hc-4"].HasField("score")
     assert judge_parts["hc-3"].injection_flags
     assert judge_parts["hc-1"].calibration_id == calibration.calibration_id
     hc1 = judge_parts["hc-1"]

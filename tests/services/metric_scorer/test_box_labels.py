@@ -26,7 +26,9 @@ Box = tuple[float, float, float, float]
 
 def _components(answer: str, reference: list[dict[str, Any]]) -> dict[str, float]:
     key = ItemKey("MedDetect-1", "MedDetect", SPEC, (json.dumps(reference, ensure_ascii=False),))
-    return dict(score_objective(answer, key, plan(SPEC, ()).objective).components)
+    return dict(
+        score_objective(answer, key, plan(SPEC, (), judge_key_points=True).objective).components
+    )
 
 
 def _plain_iou(a: Box, b: Box) -> float:

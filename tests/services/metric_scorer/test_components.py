@@ -8,32 +8,76 @@ import pytest
 from metric_scorer.core.components import Plan, plan, score_objective
 from metric_scorer.core.types import ItemKey
 
+KPR, LEX = "key_point_recall+judge", "key_point_recall_lexical+judge"
+
 
 @pytest.mark.parametrize(
-    ("spec", "key_points", "expected"),
+    ("spec", "key_points", "judge_key_points", "expected"),
     [
-        ("choice_single", (), Plan(("choice_single",), False)),
-        ("key_point_recall+judge", ("要点",), Plan(("key_point_recall",), True)),
+        ("choice_single", (), True, Plan(("choice_single",), False, False, "choice_single")),
+        # The judge decides the key points of an item it judges: nothing objective is left.
+        (KPR, ("要点",), True, Plan((), True, True, KPR)),
+        # With no judge deciding them, they are matched here, and the spec says so.
+        (KPR, ("要点",), False, Plan(("key_point_recall",), True, False, LEX)),
         # No key points: judged on the rest, never scored 0 for a key the bank lacks.
-        ("key_point_recall+judge", (), Plan((), True)),
-        ("judge", (), Plan((), True)),
+        (KPR, (), True, Plan((), True, False, KPR)),
+        (KPR, (), False, Plan((), True, False, KPR)),
+        ("judge", (), True, Plan((), True, False, "judge")),
         (
             "label_accuracy+key_point_recall+judge",
             ("a",),
-            Plan(("label_accuracy", "key_point_recall"), True),
+            True,
+            Plan(("label_accuracy",), True, True, "label_accuracy+key_point_recall+judge"),
+        ),
+        (
+            "label_accuracy+key_point_recall+judge",
+            ("a",),
+            False,
+            Plan(
+                ("label_accuracy", "key_point_recall"),
+                True,
+                False,
+                "label_accuracy+key_point_recall_lexical+judge",
+            ),
+        ),
+        # A spec without the judge: nobody else could decide the key points; labelled lexical.
+        (
+            "choice_single+key_point_recall",
+            ("a",),
+            True,
+            Plan(
+                ("choice_single", "key_point_recall"),
+                False,
+                False,
+                "choice_single+key_point_recall_lexical",
+            ),
         ),
     ],
 )
 def test_plan_splits_objective_and_judge_components(
-    spec: str, key_points: tuple[str, ...], expected: Plan
+    spec: str, key_points: tuple[str, ...], judge_key_points: bool, expected: Plan
 ) -> None:
-    assert plan(spec, key_points) == expected
+    assert plan(spec, key_points, judge_key_points=judge_key_points) == expected
 
 
 def test_records_count_one_per_scorer_involved() -> None:
-    assert plan("choice_single", ()).records == 1
-    assert plan("key_point_recall+judge", ("x",)).records == 2
-    assert plan("judge", ()).records == 1
+    assert plan("choice_single", (), judge_key_points=True).records == 1
+    # Judged key points ride on the judge's part: one record, not two.
+    assert plan(KPR, ("x",), judge_key_points=True).records == 1
+    assert plan(KPR, ("x",), judge_key_points=False).records == 2
+    assert plan("micro_f1+key_point_recall+judge", ("x",), judge_key_points=True).records == 2
+    assert plan("judge", (), judge_key_points=True).records == 1
+
+
+def test_lexical_key_point_recall_is_recorded_under_its_labelled_name() -> None:
+    key = ItemKey("i", "MedHC", KPR, (), ("低盐饮食", "规律服药"))
+    scored = score_objective(
+        "低盐饮食", key, plan(KPR, key.key_points, judge_key_points=False).objective
+    )
+    assert scored.components == (("key_point_recall_lexical", 0.5),)
+    assert score_objective(None, key, ["key_point_recall"]).components == (
+        ("key_point_recall_lexical", 0.0),
+    )
 
 
 def test_missing_answers_score_zero_on_every_objective_component() -> None:

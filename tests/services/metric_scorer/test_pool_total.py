@@ -14,12 +14,14 @@ def key(n: int, metric: str) -> PoolKey:
 
 def test_the_count_is_kept_per_key_list() -> None:
     pool = [key(0, "choice_single"), key(1, "key_point_recall+judge"), key(2, "judge")]
-    assert expected_scores(pool) == 4
+    # Judged key points ride on the judge's part; matched lexically, they are a part of their own.
+    assert expected_scores(pool, judge_key_points=True) == 3
+    assert expected_scores(pool, judge_key_points=False) == 4
     counted: list[int] = []
 
     def counting(keys: Sequence[HasMetric]) -> int:
         counted.append(len(keys))
-        return expected_scores(keys)
+        return expected_scores(keys, judge_key_points=False)
 
     totals = PoolTotals(count=counting)
     assert [totals.total("p1", pool) for _ in range(3)] == [4, 4, 4]

@@ -47,11 +47,17 @@ def answer(ordinal: int, text: str, missing: bool = False) -> Response:
 
 
 def scoring(
-    orders: dict[str, dict[str, tuple[int, ...]]] | None = None, rule: str = "mean"
+    orders: dict[str, dict[str, tuple[int, ...]]] | None = None,
+    rule: str = "mean",
+    judge_key_points: bool = True,
 ) -> tuple[ItemScoring, InMemoryPublisher]:
     publisher = InMemoryPublisher()
     use_case = ItemScoring(
-        InMemoryPoolKeys({"pool-1": POOL}), InMemoryVariants(orders), publisher, merge_rule=rule
+        InMemoryPoolKeys({"pool-1": POOL}),
+        InMemoryVariants(orders),
+        publisher,
+        merge_rule=rule,
+        judge_key_points=judge_key_points,
     )
     return use_case, publisher
 
@@ -70,8 +76,9 @@ async def test_a_choice_answer_is_scored_and_published_with_the_submissions_cont
         tenant_id="hospital-a",
         pool_id="pool-1",
         expected_items=4,
-        # MedHC has two parts (key points + judge); the others one each.
-        expected_scores=5,
+        # One part each: MedHC's key points ride on its judge part (the judge decides them);
+        # MedMix, with no judge, has one part of two components.
+        expected_scores=4,
         dataset_rules={"MedExam": "all_permutations"},
     )
     [item] = message.scores
@@ -106,10 +113,16 @@ async def test_a_missing_answer_scores_zero_without_a_judge_call() -> None:
              for s in m.scores]  # fmt: skip
     assert parts == [
         ("MedExam-1", "metric", 0.0, ""),
-        ("MedHC-1", "metric", 0.0, ""),
         ("MedHC-1", "judge", 0.0, "no answer"),
         ("MedDoc-1", "judge", 0.0, "no answer"),
     ]
+    # The judge would have decided MedHC's key points: its zero part carries both components.
+    medhc = scored(publisher)["MedHC-1"]
+    assert [(c.name, c.score) for c in medhc.components] == [
+        ("judge", 0.0),
+        ("key_point_recall", 0.0),
+    ]
+    assert medhc.metric == "key_point_recall+judge" and not medhc.HasField("score")
     assert publisher.on(topics.JUDGE_REQUESTED) == []
     ids = [m.event_id for m in publisher.on(topics.ITEM_SCORED)]
     assert ids == ["sub-1:b1:metric", "sub-1:b1:judge"]
@@ -121,18 +134,38 @@ async def test_judge_components_are_requested_with_the_same_envelope() -> None:
         batch(answer(1, "建议低盐饮食，并且规律服药。"), answer(2, "病历"), self_test=True)
     )
     [request] = publisher.on(topics.JUDGE_REQUESTED)
-    [metric] = publisher.on(topics.ITEM_SCORED)
-    assert request.context == metric.context
+    # The judge decides MedHC's key points: nothing of it is scored here.
+    assert publisher.on(topics.ITEM_SCORED) == []
+    assert request.context.expected_scores == 4
     assert request.event_id == "sub-1:b1:judge-requested" and request.batch_id == "b1"
     assert request.self_test and request.track == 1
-    assert [(t.item_id, t.rubric_id, t.ordinal, t.answer) for t in request.tasks] == [
-        ("MedHC-1", "generic", 1, "建议低盐饮食，并且规律服药。"),
-        ("MedDoc-1", "generic", 2, "病历"),
+    assert [
+        (t.item_id, t.rubric_id, t.ordinal, t.answer, t.key_point_recall, t.metric)
+        for t in request.tasks
+    ] == [
+        ("MedHC-1", "generic", 1, "建议低盐饮食，并且规律服药。", True, "key_point_recall+judge"),
+        ("MedDoc-1", "generic", 2, "病历", False, "judge"),
     ]
-    # The key points are scored here; the judge scores the rest.
+
+
+async def test_with_no_judge_deciding_key_points_they_are_matched_here_and_labelled_lexical() -> (
+    None
+):
+    use_case, publisher = scoring(judge_key_points=False)
+    await use_case.score_batch(batch(answer(1, "建议低盐饮食，并且规律服药。"), self_test=True))
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    [metric] = publisher.on(topics.ITEM_SCORED)
+    assert request.context == metric.context
+    # MedHC has two parts here (lexical key points + judge): counted so.
+    assert metric.context.expected_scores == 5
+    [task] = request.tasks
+    assert (task.key_point_recall, task.metric) == (False, "key_point_recall_lexical+judge")
+    # The key points are matched here, under a name no judged recall has; the judge scores
+    # the rest.
     [recall] = metric.scores
+    assert recall.metric == "key_point_recall_lexical+judge"
     assert [(c.name, round(c.score, 4)) for c in recall.components] == [
-        ("key_point_recall", round(2 / 3, 4))
+        ("key_point_recall_lexical", round(2 / 3, 4))
     ]
     assert recall.score == pytest.approx(2 / 3)
 
@@ -141,10 +174,12 @@ async def test_a_part_of_several_components_leaves_their_merge_to_the_aggregator
     use_case, publisher = scoring()
     await use_case.score_batch(batch(answer(3, "<B>")))
     [part] = scored(publisher).values()
+    # No judge in MedMix's spec: its key points can only be matched here, labelled so.
     assert [(c.name, c.score) for c in part.components] == [
         ("choice_single", 1.0),
-        ("key_point_recall", 0.0),
+        ("key_point_recall_lexical", 0.0),
     ]
+    assert part.metric == "choice_single+key_point_recall_lexical"
     assert part.score == 0.0, "the merge is the aggregator's arithmetic"
     assert part.merge_rule == ev.MERGE_RULE_MEAN
 
@@ -206,7 +241,7 @@ async def test_the_expected_score_count_is_read_once_per_pool_key_list() -> None
     for n in range(3):
         await use_case.score_batch(batch(answer(0, "<B>"), batch_id=f"b{n}"))
     totals = {m.context.expected_scores for m in publisher.on(topics.ITEM_SCORED)}
-    assert totals == {5} and keys.reads == ["pool-1"] * 3
+    assert totals == {4} and keys.reads == ["pool-1"] * 3
 
 
 async def test_every_event_carries_what_the_report_must_cover_as_the_pool_records_it() -> None:
@@ -230,7 +265,9 @@ async def test_every_event_carries_what_the_report_must_cover_as_the_pool_record
 
 
 def canary_scoring(
-    canaries: dict[str, CanaryKey], orders: dict[str, tuple[int, ...]] | None = None
+    canaries: dict[str, CanaryKey],
+    orders: dict[str, tuple[int, ...]] | None = None,
+    judge_key_points: bool = True,
 ) -> tuple[ItemScoring, InMemoryPublisher, InMemoryLeakSignals]:
     publisher, signals = InMemoryPublisher(), InMemoryLeakSignals()
     use_case = ItemScoring(
@@ -238,6 +275,7 @@ def canary_scoring(
         InMemoryVariants({"sub-1": orders or {}}, {"sub-1": canaries}),
         publisher,
         signals=signals,
+        judge_key_points=judge_key_points,
     )
     return use_case, publisher, signals
 
@@ -276,7 +314,8 @@ async def test_an_order_canary_is_scored_through_its_order_and_its_originals_let
 
 
 async def test_a_detail_canary_is_scored_against_its_own_key_and_the_original_age_signals() -> None:
-    use_case, publisher, signals = canary_scoring(DETAIL_CANARY)
+    # Key points matched here (lexically), against the canary's own key.
+    use_case, publisher, signals = canary_scoring(DETAIL_CANARY, judge_key_points=False)
     await use_case.score_batch(batch(answer(1, "47岁男性，建议低盐饮食，规律服药。")))
     [recall] = scored(publisher).values()
     assert recall.score == pytest.approx(1.0)  # every altered key point is covered
@@ -287,7 +326,7 @@ async def test_a_detail_canary_is_scored_against_its_own_key_and_the_original_ag
     assert "47" not in str(request) and "低盐" not in str(request)
     assert signals.signals == {}
 
-    use_case, publisher, signals = canary_scoring(DETAIL_CANARY)
+    use_case, publisher, signals = canary_scoring(DETAIL_CANARY, judge_key_points=False)
     await use_case.score_batch(batch(answer(1, "45岁男性，建议低盐饮食，规律服药。")))
     [recall] = scored(publisher).values()
     assert recall.score == pytest.approx(2 / 3)
@@ -295,6 +334,15 @@ async def test_a_detail_canary_is_scored_against_its_own_key_and_the_original_ag
     assert (signal.item_id, signal.dataset, signal.kind, signal.matched) == (
         "MedHC-1", "MedHC", DETAIL, "value 45"
     )  # fmt: skip
+    # Key points judged (the judge reads the canary's key from the sealed variant): nothing is
+    # scored here, and the original's age still signals.
+    use_case, publisher, signals = canary_scoring(DETAIL_CANARY)
+    await use_case.score_batch(batch(answer(1, "45岁男性，建议低盐饮食，规律服药。")))
+    assert scored(publisher) == {}
+    [request] = publisher.on(topics.JUDGE_REQUESTED)
+    assert [t.key_point_recall for t in request.tasks] == [True]
+    [signal] = signals.signals.values()
+    assert signal.matched == "value 45"
 
 
 async def test_a_missing_or_unrelated_answer_to_a_canary_signals_nothing() -> None:

@@ -29,6 +29,7 @@ async def serve(settings: MetricScorerSettings) -> None:
             publisher=infra.publisher,
             merge_rule=settings.merge_rule,
             signals=MongoLeakSignals(infra.sealed_db),
+            judge_key_points=settings.key_point_recall == "judge",
         )
         responses = infra.consumer(
             topics.RESPONSE_RECORDED,

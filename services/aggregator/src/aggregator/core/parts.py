@@ -228,7 +228,7 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
             score = (
                 pairs[0][1] if len(pairs) == 1 else merge([c for _, c in pairs], found.merge_rule)
             )
-            panel = found.judge_scores if len(found.judge_scores) > 1 else ()
+            panel = _panel_alternatives(pairs, found, found.merge_rule)
             pooled = _pooling(pairs, found.counts, found.merge_rule)
             item = ScoredItem(
                 item_id, found.dataset, found.dimension, found.group_id, score, pooled
@@ -246,8 +246,7 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
         score = components[0] if len(components) == 1 else merge(components, rule)
         judged = [p for p in scored if len(p.judge_scores) > 1]
         if len(judged) == 1:
-            others = [c for p in scored if p is not judged[0] for _, c in p.components]
-            panel = tuple(merge([*others, j], rule) for j in judged[0].judge_scores)
+            panel = _panel_alternatives(named, judged[0], rule)
         counts = next((p.counts for p in scored if p.component == "metric"), (0, 0, 0))
         item = ScoredItem(
             item_id,
@@ -259,6 +258,20 @@ def merge_entries(entries: Iterable[Entry]) -> Merged:
         )
         out.append((item, panel))
     return out
+
+
+def _panel_alternatives(
+    components: Sequence[tuple[str, float]], judged: Entry, rule: str
+) -> tuple[float, ...]:
+    """The item's score under each single judge of the panel part ``judged``: its "judge"
+    component replaced by that judge's score, every other component (the metric scorer's, and
+    a key-point recall the judge part carries) kept. Empty without a panel."""
+    if len(judged.judge_scores) <= 1:
+        return ()
+    if len(components) == 1:
+        return judged.judge_scores
+    others = [c for name, c in components if name != "judge"]
+    return tuple(merge([*others, j], rule) for j in judged.judge_scores)
 
 
 def _pooling(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,33 @@ def parse_verdict(raw: str, rubric: Rubric, *, answer: str | None = None) -> Ver
         rubric_version=rubric.version,
         rubric_hash=rubric.content_hash,
     )
+
+
+def points_covered(covered: Sequence[int | str], key_points: Sequence[str]) -> tuple[bool, ...]:
+    """Per key point, in order: whether the verdict's key_points_covered names it, by its
+    1-based number or by its text (NFKC, surrounding white space ignored). Numbers outside
+    1..n and texts that are no key point name nothing."""
+    texts = {unicodedata.normalize("NFKC", p).strip(): i for i, p in enumerate(key_points)}
+    named: set[int] = set()
+    for c in covered:
+        if isinstance(c, int):
+            if 1 <= c <= len(key_points):
+                named.add(c - 1)
+        elif (index := texts.get(unicodedata.normalize("NFKC", c).strip())) is not None:
+            named.add(index)
+    return tuple(i in named for i in range(len(key_points)))
+
+
+def key_point_recall(covered: Sequence[int | str], key_points: Sequence[str]) -> float:
+    """The share of the key points the verdict found covered (``points_covered``).
+
+    Raises:
+        ValueError: no key points (such an item has no key-point recall at all).
+    """
+    if not key_points:
+        raise ValueError("no key points: the item has no key-point recall")
+    flags = points_covered(covered, key_points)
+    return sum(flags) / len(flags)
 
 
 def _strip_format_chars(text: str) -> str:

@@ -560,16 +560,23 @@ def _item_score(
     review: bool,
 ) -> scoring_events_pb2.ItemScore:
     score = 0.0 if result.score is None else result.score
-    return scoring_events_pb2.ItemScore(
+    components = [scoring_events_pb2.ComponentScore(name="judge", score=score)]
+    parsed = "" if result.score is None else f"{_panel_points(result):g}"
+    recall = result.key_point_recall if task.key_point_recall else None
+    if recall is not None:
+        # The judge decided the key points too (the metric scorer left them to it): a second
+        # component, merged with the judge's by the item's rule in the aggregator.
+        components.append(scoring_events_pb2.ComponentScore(name="key_point_recall", score=recall))
+        parsed = f"{parsed}; key_point_recall {recall:.4g}"
+    part = scoring_events_pb2.ItemScore(
         item_id=task.item_id,
         dataset=task.dataset,
         dimension=task.dimension,
         group_id=task.group_id or task.item_id,
         component="judge",
-        metric="judge",
-        score=score,
-        parsed="" if result.score is None else f"{_panel_points(result):g}",
-        components=[scoring_events_pb2.ComponentScore(name="judge", score=score)],
+        metric=task.metric or "judge",
+        parsed=parsed,
+        components=components,
         merge_rule=task.merge_rule or scoring_events_pb2.MERGE_RULE_MEAN,
         unscored=result.score is None,
         prompt_hash=task.prompt_hash,
@@ -588,6 +595,10 @@ def _item_score(
             judge_scores=result.normalised_scores,
         ),
     )
+    if len(components) == 1:
+        # A part of several components is merged by the aggregator, under merge_rule.
+        part.score = score
+    return part
 
 
 def _panel_points(result: PanelResult) -> float:
@@ -616,6 +627,9 @@ def _judgment(
         "image_ids": None if image_ids is None else list(image_ids),
         "calibration_id": calibration_id,
         "score": result.score,
+        # Judged key-point recall (None: the metric scorer matched the key points lexically, or
+        # the item has none); each verdict's key_points_covered below.
+        "key_point_recall": result.key_point_recall if task.key_point_recall else None,
         "spread": result.spread,
         "flags": list(result.flags),
         "verdicts": [
@@ -624,6 +638,9 @@ def _judgment(
                 "score": None if o.verdict is None else o.verdict.score,
                 "raw_score": None if o.verdict is None else o.verdict.raw_score,
                 "rationale": "" if o.verdict is None else o.verdict.rationale,
+                "key_points_covered": []
+                if o.verdict is None
+                else list(o.verdict.key_points_covered),
                 "raw_output": o.raw_output,
                 "error": o.error,
                 "cached": o.cached,

@@ -26,7 +26,7 @@ from judge_scorer.core.ports import JudgeCache, JudgeModel, JudgeReply
 from judge_scorer.core.prompt import JudgeImage, build_messages, injection_cap, prompt_hash
 from judge_scorer.core.rubric import Rubric
 from judge_scorer.core.structured import read_structured, verdict_schema
-from judge_scorer.core.verdict import MalformedVerdict, Verdict, parse_verdict
+from judge_scorer.core.verdict import MalformedVerdict, Verdict, key_point_recall, parse_verdict
 
 CACHE = Counter(
     "medbench_judge_cache_total",
@@ -93,6 +93,10 @@ class PanelResult:
     """In [0, 1] after the injection cap; None when no judge gave a readable verdict."""
     spread: float
     """max - min of the judges' normalised scores; 0 for a single judge."""
+    key_point_recall: float | None = None
+    """The share of the item's key points the judges found the answer to state (each judge's
+    key_points_covered, combined by the panel rule, under the same injection cap as the
+    score); None for an item without key points or without a readable verdict."""
 
     @property
     def scores(self) -> list[float]:
@@ -107,8 +111,10 @@ class PanelResult:
         return [min(cap, scale.normalise(s)) for s in self.scores]
 
 
-PROMPT_FORMAT = "judge-prompt-1"
-"""Changes whenever build_messages changes what the judge reads: old cache entries then miss."""
+PROMPT_FORMAT = "judge-prompt-2"
+"""Changes whenever build_messages changes what the judge reads: old cache entries then miss.
+2: the rules for deciding each key point (entailment; negation, contradiction and bare listing
+do not cover)."""
 
 
 def cache_key(model: str, item: JudgeInput) -> str:
@@ -123,6 +129,8 @@ def cache_key(model: str, item: JudgeInput) -> str:
         PROMPT_FORMAT,
         item.question,
         item.reference,
+        # Counted, so that no key point can run into its neighbour or the answer.
+        f"key_points:{len(item.key_points)}",
         *item.key_points,
         item.answer,
         # Only items with images: the keys of text items stay what they were.
@@ -275,11 +283,26 @@ class Panel:
             else aggregate_panel([v.score for v in verdicts], self.rule)
         )
         score = scale.normalise(combined)
+        recall = (
+            None
+            if not item.key_points
+            else (
+                key_point_recall(verdicts[0].key_points_covered, item.key_points)
+                if len(verdicts) == 1
+                else aggregate_panel(
+                    [key_point_recall(v.key_points_covered, item.key_points) for v in verdicts],
+                    self.rule,
+                )
+            )
+        )
         if flags:
-            # The rubric tells the judge so; this holds even for a judge that was fooled.
-            score = min(score, scale.normalise(injection_cap(item.rubric)))
+            # The rubric tells the judge so; this holds even for a judge that was fooled. A
+            # judge fooled into the score may be fooled into the key points: both are capped.
+            cap = scale.normalise(injection_cap(item.rubric))
+            score = min(score, cap)
+            recall = None if recall is None else min(recall, cap)
         spread = panel_spread([v.normalised for v in verdicts]) if len(verdicts) > 1 else 0.0
-        return PanelResult(item.rubric, ph, tuple(outcomes), flags, score, spread)
+        return PanelResult(item.rubric, ph, tuple(outcomes), flags, score, spread, recall)
 
     async def _ask(
         self,

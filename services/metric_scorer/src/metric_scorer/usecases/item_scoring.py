@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -19,11 +20,20 @@ from medbench_runtime.timestamps import timestamp
 from metric_scorer.core.batch import MismatchedResponse, Response, ResponseBatch
 from metric_scorer.core.canary import LeakSignal, original_answer
 from metric_scorer.core.choice import shown_reference
-from metric_scorer.core.components import Plan, PoolTotals, plan, score_objective
+from metric_scorer.core.components import (
+    JUDGE,
+    KEY_POINTS,
+    Plan,
+    PoolTotals,
+    expected_scores,
+    plan,
+    score_objective,
+)
 from metric_scorer.core.ports import LeakSignals, PoolKeys, Publisher, SealedKey, Variants
 from metric_scorer.core.types import ItemKey
 
-SCORER_VERSION = "metric-scorer/2"
+SCORER_VERSION = "metric-scorer/3"
+"""3: key-point recall is the judge's where a judge scores the item (else labelled lexical)."""
 _RULE_PREFIX = "MERGE_RULE_"
 LEAK_SIGNALS = Counter(
     "medbench_canary_original_answers_total",
@@ -69,16 +79,24 @@ class ItemScoring:
         merge_rule: str = "mean",
         totals: PoolTotals | None = None,
         signals: LeakSignals | None = None,
+        judge_key_points: bool = True,
     ) -> None:
         """signals: where canaries answered with their original's answer are recorded (None:
-        counted only)."""
+        counted only).
+        judge_key_points: the judge decides key-point recall of items it scores (their judge
+        requests carry it; no metric part for it here); False: matched lexically here, named
+        key_point_recall_lexical (settings.key_point_recall). ``totals`` must count under the
+        same routing (built so when not given)."""
         self._keys = keys
         self._variants = variants
         self._publisher = publisher
         self._signals = signals
         # An unknown rule fails when the service starts, not per message.
         self._merge_rule = merge_rule_named(merge_rule)
-        self._totals = totals or PoolTotals()
+        self._judge_key_points = judge_key_points
+        self._totals = totals or PoolTotals(
+            partial(expected_scores, judge_key_points=judge_key_points)
+        )
 
     async def score_batch(self, batch: ResponseBatch) -> None:
         """Scores and publishes one batch.
@@ -114,7 +132,7 @@ class ItemScoring:
             if canary is not None and canary.own_key:
                 reference = tuple(canary.alter_key(r) for r in reference)
                 key_points = tuple(canary.alter_key(k) for k in key_points)
-            steps = plan(key.metric, key_points)
+            steps = plan(key.metric, key_points, judge_key_points=self._judge_key_points)
             parsed = ""
             common = {
                 "prompt_hash": response.prompt_hash,
@@ -148,14 +166,18 @@ class ItemScoring:
                 continue
             if response.missing:
                 # Nothing to judge: an unanswered item scores 0 without a judge call.
+                names = (JUDGE, KEY_POINTS) if steps.judged_key_points else (JUDGE,)
                 zero = scoring_events_pb2.ItemScore(
                     component="judge",
-                    metric="judge",
-                    score=0.0,
+                    metric=steps.spec,
                     parsed="no answer",
-                    components=[scoring_events_pb2.ComponentScore(name="judge", score=0.0)],
+                    components=[
+                        scoring_events_pb2.ComponentScore(name=n, score=0.0) for n in names
+                    ],
                     **common,
                 )
+                if len(names) == 1:
+                    zero.score = 0.0
                 judged.append(zero)
             else:
                 tasks.append(
@@ -169,6 +191,8 @@ class ItemScoring:
                         dimension=key.dimension,
                         group_id=key.group_id,
                         merge_rule=self._merge_rule,
+                        key_point_recall=steps.judged_key_points,
+                        metric=steps.spec,
                     )
                 )
         total = self._totals.total(batch.pool_id, pool)
@@ -214,14 +238,15 @@ class ItemScoring:
             log.error("item %s of pool %s cannot be scored: %s", key.item_id, batch.pool_id, exc)
             return scoring_events_pb2.ItemScore(
                 component="metric",
-                metric=key.metric,
+                metric=steps.spec,
                 unscored=True,
                 parsed=clip_utf8(f"not scored: {exc}", MAX_NOTE_BYTES),
                 **common,
             )
         metric = scoring_events_pb2.ItemScore(
             component="metric",
-            metric=key.metric,
+            # The spec as scored: says key_point_recall_lexical where key points were matched here.
+            metric=steps.spec,
             parsed=clip_utf8(result.parsed, MAX_NOTE_BYTES),
             components=[
                 scoring_events_pb2.ComponentScore(name=n, score=s) for n, s in result.components
