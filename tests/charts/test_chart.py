@@ -769,9 +769,41 @@ def test_every_alert_has_a_runbook(yaml: ModuleType) -> None:
     readme = (CHART / "README.md").read_text(encoding="utf-8")
     for group in rules["groups"]:
         for rule in group["rules"]:
+            if "record" in rule:  # SLO ratios: level:metric:operation, read by the alerts
+                assert re.fullmatch(r"medbench:\w+:ratio_rate\d+[mh]", rule["record"])
+                continue
             assert f"| `{rule['alert']}` |" in readme, rule["alert"]
             assert rule["labels"]["severity"] in {"critical", "warning", "info"}
             assert {"summary", "description", "runbook"} <= set(rule["annotations"])
+
+
+def test_alerts_and_dashboard_read_our_labels_and_cluster_wide_gauges_once(
+    yaml: ModuleType,
+) -> None:
+    """`service` is the ServiceMonitor's label (ours is medbench_service); gauges every replica
+    exports for the whole deployment are read with max, never summed over replicas; every
+    recorded ratio an alert reads is recorded."""
+    rules = yaml.safe_load((CHART / "prometheus" / "alerts.yaml").read_text(encoding="utf-8"))
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((CHART / "dashboards" / "medbench.json").read_text(encoding="utf-8"))
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    cluster_wide = (
+        "medbench_quarantine_held",
+        "medbench_submissions_stuck",
+        "medbench_submissions",
+        "medbench_judge_parked_requests",
+        "medbench_judge_kappa",
+        "medbench_judge_kappa_lower_bound",
+        "medbench_judge_calibrated",
+    )
+    for expr in exprs:
+        assert not re.search(r"\bservice\s*[=!~,)]", expr), expr
+        for gauge in cluster_wide:
+            for m in re.finditer(rf"(\w+)(?: by \([^)]*\))? \({gauge}\{{", expr):
+                assert m.group(1) in {"max", "min"}, (gauge, expr)
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    read = {m for e in exprs for m in re.findall(r"medbench:\w+:ratio_rate\w+", e)}
+    assert read <= recorded and recorded <= read, read ^ recorded
 
 
 def test_every_value_is_documented() -> None:

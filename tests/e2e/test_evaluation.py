@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import grpc
@@ -298,9 +299,16 @@ async def test_every_service_serves_reflection_and_prometheus_metrics(
         assert "medbench_" in stack.scrape(name), name
     gateway = stack.scrape("gateway")
     assert (
-        'medbench_grpc_server_handled_total{code="OK",method="/medbench.submission.v1.'
-        'SubmissionService/UploadAnswers",service="gateway",tenant="hospital-a"}' in gateway
+        'medbench_grpc_server_handled_total{code="OK",medbench_service="gateway",'
+        'method="/medbench.submission.v1.SubmissionService/UploadAnswers"}' in gateway
     )
+    assert (
+        'medbench_grpc_tenant_calls_total{code="OK",medbench_service="gateway",'
+        'tenant="hospital-a"}' in gateway
+    )
+    # Bounded series: no tenant on the per-method counter, no `_created` series.
+    assert 'medbench_grpc_server_handled_total{code="OK",medbench_service="gateway",' in gateway
+    assert not re.search(r"^\w+_created[{ ]", gateway, re.M)
     assert 'code="NOT_FOUND"' in gateway
     assert 'medbench_submissions_created_total{mode="upload",tenant="hospital-a",track="llm"}' in (
         gateway

@@ -105,8 +105,10 @@ async def test_prometheus_scrapes_the_series_the_alerts_and_dashboard_use(
 
     await eventually(refused_without_token, 30, "the scrape without the token to see 401")
     wanted = {
-        "partner RPCs by tenant": 'medbench_grpc_server_handled_total{component="gateway",'
-        f'tenant="{TENANT}",code="OK",method=~".*/CreateSubmission"}}',
+        "partner RPCs by tenant": 'medbench_grpc_tenant_calls_total{component="gateway",'
+        f'medbench_service="gateway",tenant="{TENANT}",code="OK"}}',
+        "RPCs by method": 'medbench_grpc_server_handled_total{component="gateway",'
+        'medbench_service="gateway",code="OK",method=~".*/CreateSubmission"}',
         "RPC latency": 'medbench_grpc_server_handling_seconds_bucket{component="rotator"}',
         "submissions by tenant": f'medbench_submissions_created_total{{tenant="{TENANT}",'
         'mode="upload",track="llm"}',
@@ -123,6 +125,8 @@ async def test_prometheus_scrapes_the_series_the_alerts_and_dashboard_use(
         "items scored": f'medbench_items_total{{component="metric_scorer",stage="scored",'
         f'tenant="{TENANT}",track="llm"}}',
         "submissions by state": 'medbench_submissions{component="gateway",state="COMPLETED"}',
+        "time from last answer to report": 'medbench_report_seconds_bucket{component="gateway",'
+        'mode="upload",le="3600.0"}',
     }
     missing = dict(wanted)
 
@@ -140,5 +144,14 @@ async def test_prometheus_scrapes_the_series_the_alerts_and_dashboard_use(
     labels = set(api(prometheus, "/api/v1/labels"))
     assert {"tenant", "method", "code", "topic", "group"} <= labels
     assert labels.isdisjoint({"submission_id", "item_id", "key_id", "request_id", "batch_id"})
+    # Our own label names the exporting service; `service` is left to the ServiceMonitor (which
+    # would rename a clashing one to `exported_service`).
+    assert "medbench_service" in labels and labels.isdisjoint({"service", "exported_service"})
+    names = api(prometheus, "/api/v1/label/__name__/values")
+    assert not [n for n in names if n.startswith("medbench_") and n.endswith("_created")]
+    # Tenants label only the counters that opted in, never the per-method RPC counter.
+    tenanted = 'medbench_grpc_server_handled_total{tenant!=""}'
+    per_method = api(prometheus, "/api/v1/series", **{"match[]": tenanted})
+    assert per_method == []
     tenants = set(api(prometheus, "/api/v1/label/tenant/values"))
     assert TENANT in tenants and all(not t.startswith("sub_") for t in tenants)

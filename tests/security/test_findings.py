@@ -430,7 +430,7 @@ async def test_probes_are_audited_within_a_budget_per_peer_and_the_rest_counted(
     partner = keys.add("hospital-p", access_pb2.ROLE_PARTNER_VIEWER)
     maintainer = keys.add("platform", access_pb2.ROLE_MAINTAINER)
     metric = "medbench_grpc_probes_unaudited_total"
-    before = REGISTRY.get_sample_value(metric, {"service": "findings-probes"}) or 0.0
+    before = REGISTRY.get_sample_value(metric, {"medbench_service": "findings-probes"}) or 0.0
     async with channel(address, partner) as chan:
         stub = submission_service_pb2_grpc.SubmissionServiceStub(chan)
         for i in range(8):
@@ -445,7 +445,7 @@ async def test_probes_are_audited_within_a_budget_per_peer_and_the_rest_counted(
     assert [(e["tenant_id"], e["code"], e["target"]) for e in events.events] == [
         ("hospital-p", "NOT_FOUND", f"submission_id=s{i}") for i in range(3)
     ]
-    after = REGISTRY.get_sample_value(metric, {"service": "findings-probes"})
+    after = REGISTRY.get_sample_value(metric, {"medbench_service": "findings-probes"})
     assert after == before + 5
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
@@ -213,7 +216,7 @@ def test_concurrency_must_be_positive(kafka: tuple[KafkaSettings, KafkaPublisher
         KafkaConsumerWorker(settings, TOPIC, "g", "m", lambda m, d: None, publisher, concurrency=0)
 
 
-async def test_lag_and_dead_letter_depth_are_exported(
+async def test_lag_is_exported_per_assigned_partition(
     kafka: tuple[KafkaSettings, KafkaPublisher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, publisher = kafka
@@ -232,7 +235,90 @@ async def test_lag_and_dead_letter_depth_are_exported(
         lag = REGISTRY.get_sample_value(
             "medbench_kafka_consumer_lag", {"topic": TOPIC.name, "group": group, "partition": "0"}
         )
-        depth = REGISTRY.get_sample_value("medbench_kafka_dead_letters", {"topic": TOPIC.name})
-        return len(handled) == 2 and lag == 0 and depth == 1
+        return len(handled) == 2 and lag == 0
 
-    await run_until(worker(settings, publisher, handle), measured, "lag 0, one dead letter")
+    w = worker(settings, publisher, handle)
+    await run_until(w, measured, "lag 0 after the messages were handled or dead-lettered")
+    # The worker closed: its partition went back to the group, and so did its series.
+    assert lag_series(group) == {}
+    assert w.lag.exported == set()
+
+
+def lag_series(group: str) -> dict[str, float]:
+    """The lag series this process exports for a group, by partition."""
+    return {
+        s.labels["partition"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "medbench_kafka_consumer_lag"
+        for s in family.samples
+        if s.labels["group"] == group
+    }
+
+
+async def test_a_revoked_partition_loses_its_lag_series(
+    servers: Servers, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another member joins and takes a partition: this member's series of it goes (the new
+    owner exports its own), so the group's lag is not counted twice; when that member leaves,
+    the partition and its series come back."""
+    monkeypatch.setattr(consumer_module, "LAG_INTERVAL_S", 0.0)
+    settings = KafkaSettings(
+        bootstrap_servers=servers.kafka_bootstrap,
+        topic_prefix=f"r{unique}.",
+        partitions=2,
+        session_timeout_ms=10_000,
+    )
+    await ensure_topics(settings, [TOPIC])
+    publisher = KafkaPublisher(settings, client_id="test")
+    group = f"{settings.topic_prefix}test-group"
+
+    async def handle(message: submission_events_pb2.SubmissionCompleted, d: Delivery) -> None:
+        return None
+
+    w = worker(settings, publisher, handle)
+    task = asyncio.create_task(w.run())
+    other = KafkaConsumer(
+        bootstrap_servers=servers.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=10_000,
+    )
+    polling = threading.Event()
+    theirs: set[int] = set()
+
+    def poll_other() -> None:
+        while not polling.is_set():
+            other.poll(100)
+            theirs.clear()
+            theirs.update(tp.partition for tp in other.assignment())
+
+    try:
+
+        async def both() -> bool:
+            if task.done():
+                task.result()
+            return set(lag_series(group)) == {"0", "1"}
+
+        await eventually(both, 60, "the only member to export the lag of both partitions")
+
+        other.subscribe([TOPIC.full_name(settings.topic_prefix)])
+        poller = asyncio.create_task(asyncio.to_thread(poll_other))
+
+        async def split() -> bool:
+            taken, ours = set(theirs), set(lag_series(group))
+            return len(taken) == 1 and ours == {str(p) for p in {0, 1} - taken}
+
+        await eventually(split, 60, "the partition the other member took to lose its series")
+        assert w.lag.exported == {int(p) for p in lag_series(group)}
+        polling.set()
+        await poller
+        await asyncio.to_thread(other.close)  # leaves the group: both partitions come back
+        await eventually(both, 60, "both partitions' series back after the other member left")
+    finally:
+        polling.set()
+        w.stop()
+        await asyncio.wait_for(task, 30)
+        publisher.close()
+        with contextlib.suppress(Exception):
+            other.close()
+    assert lag_series(group) == {}

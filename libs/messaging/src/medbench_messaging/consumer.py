@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -42,15 +43,13 @@ CONSUMED = Counter(
 )
 LAG = Gauge(
     "medbench_kafka_consumer_lag",
-    "Messages not yet handled: end offset minus committed position, per assigned partition.",
+    "Messages not yet handled: end offset minus committed position, per partition, exported "
+    "only by the member the partition is assigned to (removed when it is revoked).",
     ["topic", "group", "partition"],
 )
-DEAD_LETTERS = Gauge(
-    "medbench_kafka_dead_letters",
-    "Messages in the topic's dead-letter twin (all partitions), as seen by its consumer.",
-    ["topic"],
-)
-# Lag and dead-letter depth cost broker round trips: measured at most this often.
+# Lag costs broker round trips: measured at most this often. (Dead letters waiting are counted
+# from the quarantine, which a retry or drop resolves: medbench_quarantine_held; the dead-letter
+# topic's offsets never fall.)
 LAG_INTERVAL_S = 10.0
 HANDLE_SECONDS = Histogram(
     "medbench_kafka_handle_seconds",
@@ -116,6 +115,45 @@ def decode(topic: Topic, value: bytes | None, headers: list[tuple[str, bytes]]) 
     return message
 
 
+class LagSeries(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The lag series of one worker. A partition's series goes when the partition is revoked or
+    lost (it moved to another member, which exports its own) or found unassigned, and all of
+    them when the worker closes: a partition has one lag series in the group, not one per
+    member that ever held it, so a sum over members is the group's lag."""
+
+    def __init__(self, topic: str, group: str, topic_name: str) -> None:
+        self._topic = topic
+        self._group = group
+        self._topic_name = topic_name
+        self._exported: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def exported(self) -> set[int]:
+        with self._lock:
+            return set(self._exported)
+
+    def record(self, partition: int, lag: int) -> None:
+        with self._lock:
+            LAG.labels(self._topic, self._group, str(partition)).set(lag)
+            self._exported.add(partition)
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Removes the series of every partition not in ``partitions``."""
+        with self._lock:
+            for partition in self._exported - partitions:
+                LAG.remove(self._topic, self._group, str(partition))
+            self._exported &= partitions
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        """kafka-python calls this (from poll or close) before the partitions move on."""
+        gone = {tp.partition for tp in revoked if tp.topic == self._topic_name}
+        self.keep_only(self.exported - gone)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        """Nothing: the next measurement exports the new partitions."""
+
+
 class KafkaConsumerWorker:
     """Consumes one topic in a consumer group and hands each message to handler."""
 
@@ -155,6 +193,7 @@ class KafkaConsumerWorker:
         self._quarantine = quarantine
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()
+        self.lag = LagSeries(topic.name, self._group, self._topic_name)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -183,18 +222,17 @@ class KafkaConsumerWorker:
                 consumer.close()
                 raise RuntimeError(f"topic {self._topic_name} has no partitions after 60 s")
             time.sleep(0.2)
-        consumer.subscribe([self._topic_name])
+        consumer.subscribe([self._topic_name], listener=self.lag)
         return consumer
 
-    @staticmethod
-    def _rejoin_if_unassigned(consumer: KafkaConsumer, topic: str, since: float) -> float:
+    def _rejoin_if_unassigned(self, consumer: KafkaConsumer, topic: str, since: float) -> float:
         """A member left without partitions for long while the topic has some rejoins."""
         if consumer.assignment() or time.monotonic() - since < 15:
             return since
         if consumer.partitions_for_topic(topic):
             log.warning("no partitions of %s assigned after 15 s; rejoining the group", topic)
             consumer.unsubscribe()
-            consumer.subscribe([topic])
+            consumer.subscribe([topic], listener=self.lag)
         return time.monotonic()
 
     async def run(self) -> None:
@@ -243,28 +281,23 @@ class KafkaConsumerWorker:
                     if self._stopping.is_set():
                         break
         finally:
-            await asyncio.to_thread(consumer.close, False)
+            try:
+                await asyncio.to_thread(consumer.close, False)
+            finally:
+                # The partitions go to the members left, which export their own series.
+                self.lag.keep_only(set())
 
     def _measure(self, consumer: KafkaConsumer) -> None:
-        """Exports the lag of the assigned partitions and the dead-letter depth (best effort:
-        a broker hiccup skips one measurement, never the consumption)."""
+        """Exports the lag of the assigned partitions and removes the series of any other
+        (best effort: a broker hiccup skips one measurement, never the consumption)."""
         try:
-            assigned = list(consumer.assignment())
+            assigned = [tp for tp in consumer.assignment() if tp.topic == self._topic_name]
+            self.lag.keep_only({tp.partition for tp in assigned})
             if assigned:
                 ends = consumer.end_offsets(assigned)
                 for tp in assigned:
                     position = consumer.position(tp)
-                    LAG.labels(self._topic.name, self._group, str(tp.partition)).set(
-                        max(0, ends[tp] - position)
-                    )
-            dlq = self._topic.dead_letter_name(self._settings.topic_prefix)
-            partitions = consumer.partitions_for_topic(dlq) or set()
-            if partitions:
-                parts = [TopicPartition(dlq, p) for p in partitions]
-                depth = sum(consumer.end_offsets(parts).values()) - sum(
-                    consumer.beginning_offsets(parts).values()
-                )
-                DEAD_LETTERS.labels(self._topic.name).set(depth)
+                    self.lag.record(tp.partition, max(0, ends[tp] - position))
         except Exception as exc:  # noqa: BLE001 - metrics must never stop consumption
             log.debug("lag measurement skipped: %r", exc)
 

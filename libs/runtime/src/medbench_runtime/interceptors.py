@@ -21,6 +21,7 @@ from medbench_runtime.metrics import (
     REFUSALS_UNAUDITED,
     RPC_HANDLED,
     RPC_LATENCY,
+    TENANT_CALLS,
 )
 from medbench_runtime.tracing import context_from, span
 
@@ -71,6 +72,14 @@ def server_span(method: str, context: grpc.aio.ServicerContext) -> Any:
 
 def _tenant(principal: Principal | None) -> str:
     return principal.tenant_id if principal is not None else ""
+
+
+def count_call(service: str, method: str, code: str, principal: Principal | None) -> None:
+    """Counts a completed call: by method and code, and for a partner by tenant and code
+    (staff, services and unauthenticated callers are not counted per tenant)."""
+    RPC_HANDLED.labels(service, method, code).inc()
+    if principal is not None and principal.is_partner:
+        TENANT_CALLS.labels(service, principal.tenant_id, code).inc()
 
 
 def certificate_subject(context: grpc.aio.ServicerContext) -> str | None:
@@ -375,7 +384,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        RPC_HANDLED.labels(self._service, method, name, _tenant(principal)).inc()
+        count_call(self._service, method, name, principal)
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
         if audited:
             await self._record(method, context, principal, request, name)
@@ -422,7 +431,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
         if isinstance(exc, errors.MedbenchError):
             code = status_for(exc)
-            RPC_HANDLED.labels(self._service, method, code.name, _tenant(principal)).inc()
+            count_call(self._service, method, code.name, principal)
             log.info("%s -> %s: %s", method, code.name, exc)
             refused = isinstance(exc, errors.Unauthenticated | errors.PermissionDenied)
             anonymous = isinstance(exc, errors.Unauthenticated)
@@ -444,15 +453,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(code, str(exc))
         if isinstance(exc, grpc.aio.AbortError | GeneratorExit) or context.code() is not None:
             code = context.code()
-            RPC_HANDLED.labels(
-                self._service,
-                method,
-                code.name if isinstance(code, grpc.StatusCode) else "ABORTED",
-                _tenant(principal),
-            ).inc()
+            name = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+            count_call(self._service, method, name, principal)
             return
         if isinstance(exc, Exception):
-            RPC_HANDLED.labels(self._service, method, "INTERNAL", _tenant(principal)).inc()
+            count_call(self._service, method, "INTERNAL", principal)
             if audited:
                 await self._record(method, context, principal, request, "INTERNAL")
             log.exception("%s failed", method)

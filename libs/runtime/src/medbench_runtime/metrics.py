@@ -3,6 +3,12 @@
 /metrics names tenants and their traffic, so with a token set (MEDBENCH_METRICS_TOKEN) it answers
 only requests carrying `Authorization: Bearer <token>` (compared in constant time); everything
 else gets 401. It listens on its own address (metrics_host, metrics_port; loopback by default).
+
+Series are bounded (charts/medbench/README.md, "Series per pod"): the service's own label is
+`medbench_service` (a ServiceMonitor sets `service` itself and would rename ours to
+`exported_service`); RPC counters carry no tenant, except the one counter of partners' calls
+(partners reach the gateway only); no `_created` series (disabled when this module is imported,
+which every service does through its interceptors).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics, make_wsgi_app
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -24,16 +30,31 @@ log = logging.getLogger(__name__)
 # A shorter metrics token is refused at start (it is a password).
 MIN_METRICS_TOKEN = 16
 
+# One `<name>_created` series per counter and histogram child doubles the counters' series for
+# a start time Prometheus does not use (process-wide; read at every scrape).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# The label naming the service that exports a series (`service` would clash with the label the
+# ServiceMonitor sets from the Kubernetes Service).
+SERVICE_LABEL = "medbench_service"
+
 RPC_HANDLED = Counter(
     "medbench_grpc_server_handled_total",
-    "gRPC calls completed, by method, status code and the caller's tenant (bounded: tenants are "
-    "created by maintainers; 'platform' for services and staff, '' when unauthenticated).",
-    ["service", "method", "code", "tenant"],
+    "gRPC calls completed, by method and status code (every caller; per tenant: "
+    "medbench_grpc_tenant_calls_total).",
+    [SERVICE_LABEL, "method", "code"],
+)
+TENANT_CALLS = Counter(
+    "medbench_grpc_tenant_calls_total",
+    "Partners' gRPC calls completed, by tenant and status code (not by method: tenants times "
+    "methods times pods is what made series grow). Only partner keys are counted, so only the "
+    "gateway, the one partner-facing service, exports it.",
+    [SERVICE_LABEL, "tenant", "code"],
 )
 RPC_LATENCY = Histogram(
     "medbench_grpc_server_handling_seconds",
     "Time to complete a gRPC call (streams: the whole stream).",
-    ["service", "method"],
+    [SERVICE_LABEL, "method"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -41,13 +62,13 @@ REFUSALS_UNAUDITED = Counter(
     "medbench_grpc_refusals_unaudited_total",
     "UNAUTHENTICATED calls beyond a peer address's audit budget: counted here, not written to "
     "the audit log (MEDBENCH_AUTH__REFUSALS_AUDIT_BURST, _REFUSALS_AUDIT_PER_S).",
-    ["service"],
+    [SERVICE_LABEL],
 )
 PROBES_UNAUDITED = Counter(
     "medbench_grpc_probes_unaudited_total",
     "NOT_FOUND answers to partners beyond a peer address's audit budget (possible probes of "
     "other tenants' ids): counted here, not written to the audit log.",
-    ["service"],
+    [SERVICE_LABEL],
 )
 
 

@@ -621,6 +621,7 @@ class Submissions:
         self._changed(tenant_id, submission_id)
         if completed:
             metrics.finished(tenant_id, COMPLETED)
+            metrics.reported(doc, at)
         await self._release(doc)
         if api:
             # Every item is answered and scored: the endpoint key is not needed any more.
