@@ -78,6 +78,20 @@ def test_a_partial_report_says_what_it_misses_after_its_overall() -> None:
     )
 
 
+def test_a_live_view_shows_each_datasets_step_and_says_what_it_is() -> None:
+    live = report_pb2.Report()
+    live.CopyFrom(REPORT)
+    live.live = True
+    for d in live.datasets:
+        d.step = 25.0
+    lines = report_table(live, {}).splitlines()
+    assert lines[0].split() == ["dataset", "dimension", "n", "units", "score", "step"]
+    assert lines[1].split() == ["MedExam", "knowledge_qa", "20", "4", "75.0", "25"]
+    assert lines[-2] == "overall  60.4  (95% interval 48.2-71.0)"
+    assert lines[-1].startswith("LIVE VIEW: the pool is live (hidden)")
+    assert "LIVE VIEW" not in report_table(REPORT, {})
+
+
 class _Rotator(taskpool_service_pb2_grpc.TaskPoolServiceServicer):
     async def ListDatasets(
         self, request: taskpool_service_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext

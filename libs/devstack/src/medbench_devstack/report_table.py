@@ -23,9 +23,11 @@ async def dimension_names(rotator: grpc.aio.Channel) -> dict[str, str]:
 
 def report_table(report: report_pb2.Report, names: Mapping[str, str]) -> str:
     """Datasets, dimensions (named by names, else by code), overall with its 95% interval (and,
-    for a partial report, what it misses); columns stay aligned with CJK names."""
+    for a partial report, what it misses; for a live view, each dataset's step and what that
+    means); columns stay aligned with CJK names."""
+    live = report.live
     dataset_lines = _table(
-        ("dataset", "dimension", "n", "units", "score"),
+        ("dataset", "dimension", "n", "units", "score", *(("step",) if live else ())),
         [
             (
                 d.dataset,
@@ -33,10 +35,11 @@ def report_table(report: report_pb2.Report, names: Mapping[str, str]) -> str:
                 str(d.items),
                 str(d.units),
                 f"{d.score:.1f}",
+                *((f"{d.step:g}",) if live else ()),
             )
             for d in report.datasets
         ],
-        right=frozenset({2, 3, 4}),
+        right=frozenset({2, 3, 4, 5}),
     )
     dimension_lines = _table(
         ("dimension", "datasets", "score"),
@@ -56,6 +59,12 @@ def report_table(report: report_pb2.Report, names: Mapping[str, str]) -> str:
             f"\nPARTIAL: the mean of the {len(report.dimensions)} dimensions present; no scored "
             f"item in dimensions {dimensions}; {len(report.missing_datasets)} datasets missing "
             f"({', '.join(report.missing_datasets)})"
+        )
+    if live:
+        overall += (
+            "\nLIVE VIEW: the pool is live (hidden), so each dataset's score is rounded to its "
+            "step (at least 3 of its scoring units, after a dither) and dimensions and the overall "
+            "come from the shown scores; the exact report is shown once the pool is disclosed"
         )
     return "\n".join([*dataset_lines, "", *dimension_lines, "", overall]) + "\n"
 
