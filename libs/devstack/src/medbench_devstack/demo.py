@@ -21,7 +21,7 @@ from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import free_port
 from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid
-from medbench_devstack.services import SERVICES, ServiceStack
+from medbench_devstack.services import JUDGE_SERVICE, SERVICES, ServiceStack
 
 STACK_DIR = Path(".stack")
 SERVICES_FILE = "services.json"
@@ -128,7 +128,12 @@ def start_infra(stack_dir: Path) -> dict[str, Any]:
     return _infra_state(stack_dir)
 
 
-def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
+def start_services(
+    stack_dir: Path, infra: dict[str, Any], judge_env: dict[str, str] | None = None
+) -> ServiceStack:
+    """The six services on the local infrastructure. The judge scorer takes the user's judge
+    settings from the environment (USER_JUDGE_SETTINGS: README "Pointing make run at a
+    judge"), unless `judge_env` (make demo-llm: its own model server) replaces them."""
     stop_services(stack_dir)
     # The local database outlives a run, so its credentials do too (owner-only file).
     credentials = stack_dir / "credentials.json"
@@ -140,6 +145,8 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
         infra["kafka"]["bootstrap"],
         "",
         extra_env=pinned,
+        service_env={JUDGE_SERVICE: judge_env} if judge_env is not None else None,
+        user_judge_settings=judge_env is None,
     )
     kept = {
         "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token,
@@ -156,7 +163,7 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
     token_file.write_text(stack.metrics_token)
     started = time.monotonic()
     stack.start(timeout_s=120)
-    print(f"six services SERVING after {time.monotonic() - started:.1f} s")
+    print(f"six services SERVING after {time.monotonic() - started:.1f} s; {judge_line(stack)}")
     (stack_dir / SERVICES_FILE).write_text(
         json.dumps(
             {
@@ -173,6 +180,18 @@ def start_services(stack_dir: Path, infra: dict[str, Any]) -> ServiceStack:
         + "\n"
     )
     return stack
+
+
+def judge_line(stack: ServiceStack) -> str:
+    """Which judge models the judge scorer was given (names only, never keys)."""
+    raw = stack.env(JUDGE_SERVICE).get("MEDBENCH_JUDGE__MODELS", "")
+    try:
+        models = [str(m.get("model", "?")) for m in json.loads(raw)] if raw else []
+    except (ValueError, AttributeError, TypeError):
+        return "MEDBENCH_JUDGE__MODELS is not a JSON list of judge models (see the judge's log)"
+    if not models:
+        return "no judge configured (MEDBENCH_JUDGE__MODELS unset: judge requests dead-lettered)"
+    return f"judge: {', '.join(models)}"
 
 
 async def demo_tenant_key(stack: ServiceStack, tenant: str) -> str:
@@ -207,7 +226,8 @@ async def evaluate(stack: ServiceStack) -> str:
     rotator = channel(stack.address("rotator"), stack.admin_key)
     admin = AdminClient(rotator)
     imported = await admin.import_items([import_item(r) for r in rows])
-    pool = await admin.publish(POOL_ID)
+    # The sample bank's datasets only: `make demo-llm` imports more items into the same bank.
+    pool = await admin.publish(POOL_ID, datasets=sorted({r["dataset"] for r in rows}))
     print(
         f"task bank: {imported.imported} items imported, {imported.unchanged} unchanged; "
         f"pool {pool.pool_id}: {pool.item_count} items in {len(pool.datasets)} datasets"

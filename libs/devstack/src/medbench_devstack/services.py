@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,35 @@ LOOPBACK_EGRESS = {
 # The services that seal and open partners' endpoint API keys, and the setting of their keys.
 SECRETS_HOLDERS = frozenset({"gateway", "dispatcher"})
 SECRETS_KEYS = "MEDBENCH_SECRETS__KEYS"
+# The settings a user may give the local stack from the shell (`make run`: README "Pointing
+# make run at a judge"), handed to the judge scorer only: every field of its JudgeSettings
+# (judge_scorer/settings.py; a test keeps the two lists equal). Every other inherited
+# MEDBENCH_* variable is dropped, so the stack never depends on the caller's shell otherwise;
+# none of these is one the stack pins itself (ports, peers, Mongo, Kafka, credentials, egress).
+JUDGE_SERVICE = "judge_scorer"
+USER_JUDGE_SETTINGS = frozenset(
+    f"MEDBENCH_JUDGE__{name.upper()}"
+    for name in (
+        "models",
+        "panel_rule",
+        "review_spread",
+        "kappa_threshold",
+        "min_ratings",
+        "timeout_s",
+        "max_attempts",
+        "retry_base_delay_s",
+        "retry_max_delay_s",
+        "max_tokens",
+        "batch_concurrency",
+        "request_concurrency",
+    )
+)
+
+
+def user_judge_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The judge settings among `environ` (USER_JUDGE_SETTINGS), names matched as the
+    services' settings match them (case-insensitively), given upper-case."""
+    return {k.upper(): v for k, v in environ.items() if k.upper() in USER_JUDGE_SETTINGS}
 
 
 class ServiceStack:
@@ -79,12 +108,16 @@ class ServiceStack:
         service_env: dict[str, dict[str, str]] | None = None,
         health_credentials: dict[str, grpc.ChannelCredentials] | None = None,
         loopback_endpoints: bool = True,
+        user_judge_settings: bool = False,
     ) -> None:
         """service_env: settings of single services on top of extra_env; health_credentials:
         TLS credentials to check a service's health with (a service serving TLS);
         loopback_endpoints: API mode may call endpoints on loopback, any port (LOOPBACK_EGRESS:
         the local model server of `make demo-llm`, the tests' fake endpoints); False keeps the
-        production default (public addresses on the default ports only)."""
+        production default (public addresses on the default ports only);
+        user_judge_settings: the judge scorer takes the caller's USER_JUDGE_SETTINGS from the
+        environment (`make run`), under extra_env and service_env; False (tests) drops them
+        with every other inherited MEDBENCH_* variable."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise DevstackError(f"duplicate service names in {names}")
@@ -93,8 +126,10 @@ class ServiceStack:
         ports = free_ports(2 * len(self.specs))
         self._grpc_ports = {s.name: ports[2 * i] for i, s in enumerate(self.specs)}
         self._metrics_ports = {s.name: ports[2 * i + 1] for i, s in enumerate(self.specs)}
-        # Inherited MEDBENCH_* settings would make the stack depend on the caller's shell.
-        base = {k: v for k, v in os.environ.items() if not k.startswith("MEDBENCH_")}
+        # Inherited MEDBENCH_* settings would make the stack depend on the caller's shell
+        # (the user's judge settings excepted, when asked for: below). Case-insensitively, as
+        # the services' settings read them.
+        base = {k: v for k, v in os.environ.items() if not k.upper().startswith("MEDBENCH_")}
         base["PYTHONUNBUFFERED"] = "1"
         # Credentials of this stack: the service token the services call each other with and
         # a maintainer key the gateway installs at start (tests and the demo create tenants
@@ -137,6 +172,8 @@ class ServiceStack:
                     env[f"MEDBENCH_PEERS__{peer.env_key}"] = (
                         f"{LOOPBACK}:{self._grpc_ports[peer.name]}"
                     )
+            if user_judge_settings and spec.name == JUDGE_SERVICE:
+                env.update(user_judge_env(os.environ))
             env.update(extra_env or {})
             env.pop(SECRETS_KEYS, None)
             if spec.name in SECRETS_HOLDERS:
