@@ -61,3 +61,20 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 def unique() -> str:
     """A short unique token for database names, topic prefixes and ids."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """A failed test that used a running stack gets each service's last log lines in its
+    report: a failure on a clean CI machine is then explainable without rerunning it."""
+    from medbench_devstack.services import ServiceStack  # noqa: PLC0415 - only on this path
+
+    report = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        for stack in {id(v): v for v in funcargs.values() if isinstance(v, ServiceStack)}.values():
+            for name in stack.names:
+                report.sections.append(
+                    (f"log of {name} (last 60 lines)", stack.process(name).tail(60))
+                )
+    return report

@@ -26,9 +26,14 @@ COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, interval_s: float = 0.1
+    check: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    describe: Callable[[], str] | None = None,
 ) -> T:
-    """Polls check until it returns a truthy value; fails with what after the deadline."""
+    """Polls check until it returns a truthy value; fails with what (and describe(), what was
+    last seen) after the deadline."""
     deadline = time.monotonic() + timeout_s
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
@@ -41,6 +46,7 @@ async def eventually(
         await asyncio.sleep(interval_s)
     raise AssertionError(
         f"timed out after {timeout_s}s waiting for {what} (last error: {last_error!r})"
+        + (f"; {describe()}" if describe else "")
     )
 
 

@@ -178,10 +178,19 @@ async def test_an_endpoint_key_is_stored_only_sealed_and_only_while_its_run_need
             finally:
                 release.set()
 
-            async def completed() -> bool:
-                return (await partner.get(sid)).state == COMPLETED
+            last: list[Any] = []
 
-            await eventually(completed, 120, "the API-mode submission to complete", interval_s=0.3)
+            async def completed() -> bool:
+                last[:] = [await partner.get(sid)]
+                return last[0].state == COMPLETED
+
+            await eventually(
+                completed,
+                120,
+                "the API-mode submission to complete",
+                interval_s=0.3,
+                describe=lambda: f"last seen: {last[0] if last else None}",
+            )
             # The endpoint was called with the key, opened from its sealed form, for every item.
             answered = fake.script.answered
             assert sum(n for q, n in answered.items() if parse_options(q)) == len(ROWS)
