@@ -21,6 +21,8 @@ LLM_PINS := fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 sse-starlette==3.
   diskcache==5.6.3 jinja2==3.1.6 PyYAML==6.0.4 typing-extensions==4.16.0
 DEMO_LLM_ARGS ?=
 CHAOS_ITEMS ?= 20000
+# broker (one Kafka broker) or cluster (3-node KRaft cluster, its own faults: README "Tests")
+CHAOS_KAFKA ?= broker
 SOAK_MINUTES ?= 10
 
 include charts/tools.mk
@@ -66,6 +68,29 @@ browser:          ## Install Debian's Chromium, chromedriver and a CJK font (web
 	  install || { apt-get update -q=2 >/dev/null && install; }; }
 	@/usr/bin/chromium --version 2>/dev/null
 
+# `make images` (README "Images"): one OCI image, medbench/platform:<version>, of the six services
+# and the website, without a container engine: mmdebstrap (a Debian rootfs), umoci (the OCI
+# layout) and crun (tests/images starts the services from it) are Debian's, apt-installed as root
+# like `make browser`. A build from scratch takes 1-3 minutes; the base and dependency layers
+# are cached per user (${MEDBENCH_CACHE_DIR:-~/.cache/medbench}/images), so a rebuild takes seconds.
+IMAGE_PKGS := mmdebstrap umoci crun
+image-tools:
+	@dpkg -s $(IMAGE_PKGS) >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "make images: needs root to apt-get install $(IMAGE_PKGS)" >&2; exit 1; }; \
+	  install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q=2 $(IMAGE_PKGS) >/dev/null; }; \
+	  install || { apt-get update -q=2 >/dev/null && install; }; }
+
+images: setup image-tools ## Build the OCI image medbench/platform:<version> into .tmp/images (no daemon)
+	IMAGES_PINS=$(IMAGES_PINS) images/build.sh
+
+# The tests build the image too, but a Debian update that retires a pinned version warns there
+# instead of failing (a release build, `make images`, stays strict).
+test: IMAGES_PINS := warn
+IMAGES_PINS ?= strict
+
+images-lock: setup image-tools ## Rebuild the image's Debian base from the mirror, rewrite images/debian.lock
+	images/build.sh lock
+
 # grpcurl, which the runtime's tests point at every service's reflection, from the Go module proxy.
 GRPCURL_VERSION := v1.9.4
 GRPCURL_STAMP := .tools/.grpcurl-$(GRPCURL_VERSION)
@@ -74,7 +99,7 @@ $(GRPCURL_STAMP):
 	GOBIN=$(CURDIR)/.tools/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@rm -f .tools/.grpcurl-* && touch $@
 
-test: setup lint chart-tools browser $(GRPCURL_STAMP) ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
+test: setup lint chart-tools browser $(GRPCURL_STAMP) images ## Start Kafka + Mongo-wire server, run unit, integration and end-to-end tests
 	@mkdir -p .tmp; $(PY) -m pytest --basetemp=.tmp/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -100,7 +125,7 @@ demo-llm: setup $(LLM_STAMP) ## Serve Gemma 3 270M (llama.cpp) as candidate and 
 	$(PY) -m medbench_devstack.demo_llm up --llm-dir $(LLM_DIR) $(DEMO_LLM_ARGS)
 
 # tests/llm only (marker llm; `make test` deselects it): the real model as candidate and judge.
-test-llm: setup $(LLM_STAMP) ## The real model as candidate and judge, end to end (tests/llm; ~6 min)
+test-llm: setup $(LLM_STAMP) ## The real model as candidate and judge, end to end (tests/llm; ~7 min idle)
 	@mkdir -p .tmp; LLM_DIR=$(LLM_DIR) $(PY) -m pytest --basetemp=.tmp/pytest-llm -m llm tests/llm $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -120,8 +145,8 @@ load-tools: $(GHZ_STAMP) $(GRPCURL_STAMP) ## Install ghz (gRPC load generator) a
 soak: setup       ## Many tenants submitting and watching for SOAK_MINUTES (10): errors, p99, RSS
 	$(PY) -m tests.bench.soak --minutes $(SOAK_MINUTES)
 
-chaos: setup      ## Faults during a 20,000-item evaluation per mode; table in .tmp/chaos/CHAOS.md
-	$(PY) -m tests.chaos --items $(CHAOS_ITEMS)
+chaos: setup      ## Faults during a 20,000-item evaluation per mode (CHAOS_KAFKA=cluster: on 3 brokers); table in .tmp/chaos/CHAOS.md
+	$(PY) -m tests.chaos --items $(CHAOS_ITEMS) --kafka $(CHAOS_KAFKA)
 
 # The real-model judge bench reuses the cached llama.cpp build (LLM_DIR; built once per machine).
 bench: setup load-tools $(LLM_STAMP) ## Every benchmark, then one table (BENCHMARKS.md and the README's section)
@@ -136,10 +161,15 @@ bench: setup load-tools $(LLM_STAMP) ## Every benchmark, then one table (BENCHMA
 	$(PY) -m tests.bench.bench_auth
 	$(PY) -m tests.bench.bench_load
 	$(PY) -m tests.bench.bench_key_recovery
+	$(PY) -m tests.bench.bench_costs
 	$(PY) -m tests.bench.results --readme README.md
+	$(PY) -m tests.bench.capacity --markdown --readme README.md
+
+capacity: setup   ## National-scale capacity model from the measured costs (tests/bench/capacity.py; CAPACITY_ARGS='--submissions-per-cycle 4000 ...')
+	$(PY) -m tests.bench.capacity $(CAPACITY_ARGS)
 
 bench-llm: setup $(LLM_STAMP) ## The real-model judge bench alone (~6 min), then the table again
 	$(PY) -m tests.bench.bench_judge_llm --llm-dir $(LLM_DIR)
 	$(PY) -m tests.bench.results --readme README.md
 
-.PHONY: help setup protos lint test run demo-llm test-llm llm stop bench bench-llm browser chaos soak load-tools
+.PHONY: help setup protos lint test run demo-llm test-llm llm stop bench bench-llm capacity browser chaos soak load-tools images images-lock image-tools

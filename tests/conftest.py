@@ -1,6 +1,8 @@
 """Session fixtures: one real Kafka broker and one MongoDB-wire server for the whole run.
 
-Set MEDBENCH_KAFKA__BOOTSTRAP_SERVERS / MEDBENCH_MONGO__URI to use running servers instead.
+Set MEDBENCH_KAFKA__BOOTSTRAP_SERVERS / MEDBENCH_MONGO__URI to use running servers instead, or
+MEDBENCH_TEST_KAFKA=cluster for a 3-node KRaft cluster (replication factor 3, min ISR 2) in place
+of the single broker.
 Tests isolate themselves by unique database names and topic prefixes, never by fresh servers.
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.kafka import KafkaBroker
+from medbench_devstack.kafka_cluster import KafkaCluster
 from medbench_devstack.mongo import MongoWireServer
 
 
@@ -26,17 +29,34 @@ class Servers:
     kafka_bootstrap: str
     mongo_uri: str
     work_dir: Path
+    # MEDBENCH_KAFKA__* settings a service stack on this Kafka needs beyond the bootstrap
+    # servers (a cluster's replication factor).
+    kafka_env: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """Starts Kafka and the Mongo-wire server once; fails loudly with the reason if it cannot."""
     work = tmp_path_factory.mktemp("servers")
-    kafka = mongo = None
+    kafka: KafkaBroker | KafkaCluster | None = None
+    mongo = None
+    kafka_env: dict[str, str] = {}
     bootstrap = os.environ.get("MEDBENCH_KAFKA__BOOTSTRAP_SERVERS")
     uri = os.environ.get("MEDBENCH_MONGO__URI")
+    kind = os.environ.get("MEDBENCH_TEST_KAFKA", "broker")
+    if kind not in ("broker", "cluster"):
+        pytest.exit(f"MEDBENCH_TEST_KAFKA must be broker or cluster, got {kind!r}", returncode=4)
     try:
-        if not bootstrap:
+        if not bootstrap and kind == "cluster":
+            kafka = KafkaCluster(work / "kafka-cluster")
+            kafka.start()
+            bootstrap = kafka.bootstrap
+            kafka_env = {
+                k: v
+                for k, v in kafka.client_env().items()
+                if k != "MEDBENCH_KAFKA__BOOTSTRAP_SERVERS"
+            }
+        elif not bootstrap:
             kafka = KafkaBroker(work / "kafka")
             kafka.start()
             bootstrap = kafka.bootstrap
@@ -49,7 +69,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             kafka.stop()
         pytest.exit(f"cannot start the test servers: {exc}", returncode=3)
     try:
-        yield Servers(bootstrap, uri, work)
+        yield Servers(bootstrap, uri, work, kafka_env)
     finally:
         if mongo:
             mongo.stop()

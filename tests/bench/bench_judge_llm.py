@@ -7,7 +7,10 @@ prompt, the panel with its repair turn), once with no schema (the text parser re
 and once decoded under the verdict's JSON Schema in llama-cpp-python's json_object_schema
 style. Records the verdict failure rate (no readable verdict after the repair turn), the share
 of verdicts read as structured, and judge throughput in verdicts per minute (one server, one
-call at a time, on this machine's cores).
+call at a time, on this machine's cores); and what judging costs, as GetJudgingCost counts it:
+calls, prompt and completion tokens per verdict, and estimated GPU-seconds per item (call wall
+time x the judge's declared GPUs: 1, the CPU server). The same answers judged again are all
+cache hits (no call, no token): recorded as the second pass's share of cache hits.
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ ANSWERS = (
 STYLES = ("none", "json_object_schema")
 
 
-async def judge_all(base_url: str, api_key: str, style: str) -> dict[str, Any]:
-    """Judges the ten answers one at a time (the server answers one call at a time)."""
+async def judge_all(
+    base_url: str, api_key: str, style: str, answers: int = len(ANSWERS)
+) -> dict[str, Any]:
+    """Judges the ten answers (the first `answers`) one at a time (the server answers one call
+    at a time), then all of them again (from the cache)."""
     rubric = load_rubrics().for_dataset("MedHC")
     settings = JudgeSettings(timeout_s=600, max_attempts=2)
     config = JudgeModel(
@@ -61,10 +67,15 @@ async def judge_all(base_url: str, api_key: str, style: str) -> dict[str, Any]:
     )
     client = JudgeClient(config, OpenAIEndpoint(HttpClient(), timeout_s=600), settings)
     panel = Panel([client], InMemoryJudgeStore(), concurrency=1)
+    inputs = [JudgeInput(rubric, QUESTION, "", POINTS, a) for a in ANSWERS[:answers]]
     started = time.monotonic()
-    results = await panel.judge([JudgeInput(rubric, QUESTION, "", POINTS, a) for a in ANSWERS])
+    results = await panel.judge(inputs)
     seconds = time.monotonic() - started
     outcomes = [r.outcomes[0] for r in results]
+    # The answers with a verdict judged again: from the cache (the panel's store), nothing
+    # asked (a failure is not cached: it would be asked again, so it is left out).
+    read = [i for i, o in zip(inputs, outcomes, strict=True) if o.verdict is not None]
+    again = [r.outcomes[0] for r in await panel.judge(read)] if read else []
     return {
         "style": style,
         "answers": len(outcomes),
@@ -73,6 +84,10 @@ async def judge_all(base_url: str, api_key: str, style: str) -> dict[str, Any]:
         "calls": sum(o.calls for o in outcomes),
         "prompt_tokens": sum(o.prompt_tokens for o in outcomes),
         "completion_tokens": sum(o.completion_tokens for o in outcomes),
+        "gpu_seconds": round(sum(o.gpu_seconds for o in outcomes), 1),
+        "judged_again": len(again),
+        "cache_hits_again": sum(o.cached for o in again),
+        "calls_again": sum(o.calls for o in again),
         "seconds": round(seconds, 1),
         "scores": [None if o.verdict is None else o.verdict.score for o in outcomes],
         "errors": sorted({o.error[:80] for o in outcomes if o.error}),
@@ -85,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-dir", type=Path, default=demo_llm.LLM_DIR)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--styles", default=",".join(STYLES))
+    parser.add_argument(
+        "--answers", type=int, default=len(ANSWERS), help="judge only the first N answers"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-judge-llm-") as work:
         server = demo_llm.start_model_server(Path(work), args.llm_dir.resolve(), args.threads)
         try:
             for style in args.styles.split(","):
-                m = asyncio.run(judge_all(server["base_url"], server["api_key"], style))
+                m = asyncio.run(
+                    judge_all(server["base_url"], server["api_key"], style, args.answers)
+                )
                 print(json.dumps(m, ensure_ascii=False), flush=True)
                 label = "no schema" if style == "none" else style
                 n = m["answers"]
@@ -123,6 +143,22 @@ def main(argv: list[str] | None = None) -> int:
                     (m["prompt_tokens"] + m["completion_tokens"]) / n,
                     "tokens",
                 )
+                # Judging cost (README "The judge", Cost), per judged answer.
+                for figure, value, unit in (
+                    ("prompt tokens per verdict", m["prompt_tokens"] / n, "tokens"),
+                    ("completion tokens per verdict", m["completion_tokens"] / n, "tokens"),
+                    ("calls per verdict", m["calls"] / n, "calls"),
+                    ("estimated GPU-seconds per item", m["gpu_seconds"] / n, "s"),
+                ):
+                    record("judge (real 270M model)", f"{figure} ({label})", value, unit)
+                if m["judged_again"]:
+                    record(
+                        "judge (real 270M model)",
+                        f"cache hits, read verdicts judged again ({label})",
+                        100 * m["cache_hits_again"] / m["judged_again"],
+                        "%",
+                        100.0,
+                    )
         finally:
             demo_llm.stop_model_server(Path(work))
     return 0

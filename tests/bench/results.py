@@ -80,7 +80,16 @@ def _number(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def table(results: list[Result]) -> str:
+# Benchmarks whose many rows are inputs of another tool, not figures to read: BENCHMARKS.md has
+# them all, the README's table names how many it leaves out.
+README_OMITS = {
+    "costs": "per-1,000-item costs of tests/bench/bench_costs.py, the capacity model's inputs"
+}
+
+
+def table(results: list[Result], omit: dict[str, str] | None = None) -> str:
+    omitted = [r for r in results if r.bench in (omit or {})]
+    results = [r for r in results if r.bench not in (omit or {})]
     lines = [
         "| benchmark | figure | value | target | ratio |",
         "|---|---|---:|---:|---:|",
@@ -92,6 +101,10 @@ def table(results: list[Result]) -> str:
         lines.append(
             f"| {r.bench} | {r.figure} | {_number(r.value)} {r.unit} | {target} | {ratio} |"
         )
+    for bench, what in (omit or {}).items():
+        count = sum(r.bench == bench for r in omitted)
+        if count:
+            lines.append(f"| {bench} | {count} rows in BENCHMARKS.md: {what} | - | - | - |")
     machines = sorted({r.machine for r in results})
     when = time.strftime("%Y-%m-%d", time.gmtime(max((r.at for r in results), default=0)))
     lines.append("")
@@ -116,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if BEGIN in readme and END in readme:
             head, rest = readme.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
-            args.readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+            short = table(results, README_OMITS)
+            args.readme.write_text(f"{head}{BEGIN}\n{short}\n{END}{tail}", encoding="utf-8")
     return 0
 
 

@@ -1,18 +1,23 @@
 """Chaos: faults injected while a real evaluation runs; the report must equal a clean run's.
 
-The rig owns its Kafka broker and Mongo-wire server (it restarts them), and the six services.
-Per mode, one clean evaluation, then the same evaluation again while, one after another and each
-at a random moment of its own stretch of the run: kill -9 of each service (then a restart), a
-Kafka broker restart, a Mongo-wire server restart, and a consumer paused past its session
-timeout. The run is handed in in stretches (upload batches, or the endpoint's answers in API
-mode), one per fault, so every fault lands on work in progress; a fault has recovered when every
-item handed in so far is scored. At the end: the report equals the clean one (nothing lost,
-nothing counted twice), and the submission is COMPLETED (nothing stuck).
+The rig owns its Kafka (one broker, or a 3-node cluster) and Mongo-wire server (it restarts
+them), and the six services. Per mode, one clean evaluation, then the same evaluation again
+while, one after another and each at a random moment of its own stretch of the run: on one
+broker (FAULTS) kill -9 of each service (then a restart), a Kafka broker restart, a Mongo-wire
+server restart, a consumer paused past its session timeout and poison events; on the cluster
+(CLUSTER_FAULTS) kill -9 of the node leading the busiest partitions (twice), kill -9 of one
+replica of each service (of the service itself when it runs once), every service rolled (SIGTERM,
+drained, started again) and a consumer paused past its session timeout (its group rebalances).
+The run is handed in in stretches (upload batches, or the endpoint's answers in API mode), one
+per fault, so every fault lands on work in progress; a fault has recovered when every item
+handed in so far is scored. At the end: the report equals the clean one (nothing lost, nothing
+counted twice), and the submission is COMPLETED (nothing stuck).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import signal
 import threading
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from kafka import KafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
@@ -34,6 +40,7 @@ from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client.api import AdminClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.kafka import KafkaBroker
+from medbench_devstack.kafka_cluster import KafkaCluster
 from medbench_devstack.mongo import MongoWireServer
 from medbench_devstack.services import ServiceStack
 from medbench_messaging import topics
@@ -54,6 +61,23 @@ FAULTS = [
     # and undecodable bytes on every topic. They are quarantined; the run goes on.
     "poison events",
 ]
+# On the 3-node cluster: what a cluster and replicas of the services must ride out.
+KAFKA_LEADER = "kill -9 kafka leader"
+ROLL = "roll every service"
+CLUSTER_FAULTS = [
+    f"{KAFKA_LEADER} #1",
+    f"{KAFKA_LEADER} #2",
+    *(f"kill -9 {name}" for name in SERVICES),
+    ROLL,
+    "pause metric_scorer",
+]
+# Replicas of each service on the cluster, when the devstack runs replicas (ServiceStack's
+# `replicas`); otherwise every service runs once and "kill -9" kills the service itself.
+CLUSTER_REPLICAS = 2
+# The busiest partitions (most records written over BUSY_WINDOW_S, then most records) whose
+# leaders are counted to pick the node to kill.
+BUSIEST = 3
+BUSY_WINDOW_S = 2.0
 RELAYING = ("gateway", "rotator", "dispatcher", "aggregator")
 TENANT = "chaos-hospital"
 COMPLETED = submission_pb2.SUBMISSION_STATE_COMPLETED
@@ -73,6 +97,8 @@ class FaultRecord:
     # the platform never caught up within RECOVERY_TIMEOUT_S).
     at_s: float
     recovered_s: float | None
+    # What the fault did and how its parts went (which node, election and resync times, ...).
+    detail: str = ""
 
 
 @dataclass
@@ -129,15 +155,33 @@ def model_answer(question: str) -> str:
     return f"<{shown.letters[zlib.crc32(question.encode()) % len(shown.letters)]}>"
 
 
-class ChaosRig:
-    """Kafka, the Mongo-wire server and the six services in ``work``; a pool of ``items``
-    synthetic items on both boards."""
+def stack_has_replicas() -> bool:
+    """Whether the devstack can run several replicas of a service."""
+    return "replicas" in inspect.signature(ServiceStack.__init__).parameters
 
-    def __init__(self, work: Path, items: int, seed: int = 7) -> None:
+
+class ChaosRig:
+    """Kafka (``kafka``: "broker", one node, or "cluster", three), the Mongo-wire server and
+    the six services (``replicas`` of each, when the devstack runs replicas) in ``work``; a
+    pool of ``items`` synthetic items on both boards."""
+
+    def __init__(
+        self, work: Path, items: int, seed: int = 7, *, kafka: str = "broker", replicas: int = 1
+    ) -> None:
+        if kafka not in ("broker", "cluster"):
+            raise ValueError(f"kafka must be broker or cluster, got {kafka!r}")
+        if replicas > 1 and not stack_has_replicas():
+            raise ValueError("this devstack runs every service once (no ServiceStack replicas)")
         self.work = work
         self.items = items
         self.rng = random.Random(seed)
-        self.kafka = KafkaBroker(work / "kafka")
+        self.kafka: KafkaBroker | KafkaCluster = (
+            KafkaCluster(work / "kafka-cluster")
+            if kafka == "cluster"
+            else KafkaBroker(work / "kafka")
+        )
+        self.replicas = replicas
+        self.details: dict[str, str] = {}
         self.mongo = MongoWireServer(work / "mongo")
         self.stack: ServiceStack | None = None
         self.rows = list(synthetic_items(items, seed=seed))
@@ -148,13 +192,20 @@ class ChaosRig:
     def __enter__(self) -> ChaosRig:
         self.kafka.start()
         self.mongo.start()
+        env = {"MEDBENCH_KAFKA__SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000))}
+        if isinstance(self.kafka, KafkaCluster):
+            env |= self.kafka.client_env()
+        more: dict[str, Any] = {}
+        if self.replicas > 1:
+            more["replicas"] = {name: self.replicas for name in SERVICES}
         self.stack = ServiceStack(
             self.work / "services",
             self.mongo.uri,
             "chaos",
             self.kafka.bootstrap,
             "chaos.",
-            extra_env={"MEDBENCH_KAFKA__SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000))},
+            extra_env=env,
+            **more,
         )
         try:
             self.stack.start(timeout_s=90)
@@ -182,28 +233,122 @@ class ChaosRig:
 
     # -- faults --------------------------------------------------------------------------
 
+    def _replicas(self, service: str) -> list[str]:
+        return self.services.replicas(service) if self.replicas > 1 else [service]
+
     async def inject(self, fault: str) -> None:
         """Does the fault and puts things back (the platform must recover by itself)."""
         verb, target = fault.rsplit(" ", 1)
         stack = self.services
-        if verb == "kill -9":
-            stack.kill(target)
+        if fault.startswith(KAFKA_LEADER):
+            await self._kill_kafka_leader(fault)
+        elif fault == ROLL:
+            await self._roll(fault)
+        elif verb == "kill -9":
+            # One replica of the service (the last): the others carry on meanwhile.
+            victim = self._replicas(target)[-1]
+            stack.kill(victim)
             await asyncio.sleep(DOWN_S)
-            await asyncio.to_thread(stack.restart, target, 90)
+            await asyncio.to_thread(stack.restart, victim, 90)
+            self.details[fault] = (
+                f"{victim} of {len(self._replicas(target))}" if self.replicas > 1 else ""
+            )
         elif fault == "restart kafka":
-            await asyncio.to_thread(self.kafka.restart)
+            broker = self.kafka
+            assert isinstance(broker, KafkaBroker), "a whole-broker restart is the single broker's"
+            await asyncio.to_thread(broker.restart)
         elif fault == "restart mongo":
             await asyncio.to_thread(self.mongo.restart)
         elif fault == "poison events":
             await self._poison()
         elif verb == "pause":
-            stack.kill(target, signal.SIGSTOP)
+            paused = self._replicas(target)[0]
+            stack.kill(paused, signal.SIGSTOP)
             try:
                 await asyncio.sleep(PAUSE_S)
             finally:
-                stack.kill(target, signal.SIGCONT)
+                stack.kill(paused, signal.SIGCONT)
+            self.details[fault] = (
+                f"{paused} of {len(self._replicas(target))} stopped {PAUSE_S:.0f} s "
+                f"(session timeout {SESSION_TIMEOUT_S:.0f} s)"
+            )
         else:
             raise ValueError(f"unknown fault {fault!r}")
+
+    def _busiest_leader(self, cluster: KafkaCluster) -> tuple[int, list[str]]:
+        """The node leading most of the BUSIEST partitions of the run's topics (the most
+        records written during BUSY_WINDOW_S: where this run's submission is; the most records
+        as a tie-break), and those partitions."""
+        names = [t.full_name("chaos.") for t in topics.ALL_TOPICS]
+        states = cluster.partitions(names)
+        partitions = [TopicPartition(s.topic, s.partition) for s in states]
+        consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10_000)
+        try:
+            before = consumer.end_offsets(partitions)
+            time.sleep(BUSY_WINDOW_S)
+            ends = consumer.end_offsets(partitions)
+        finally:
+            consumer.close()
+        led = {(s.topic, s.partition): s.leader for s in states}
+        busiest = sorted(ends, key=lambda tp: (before[tp] - ends[tp], -ends[tp]))[:BUSIEST]
+        counts: dict[int, int] = {}
+        for tp in busiest:
+            leader = led.get((tp.topic, tp.partition))
+            if leader is not None:
+                counts[leader] = counts.get(leader, 0) + 1
+        victim = max(counts, key=lambda n: counts[n])
+        labels = [
+            f"{tp.topic.split('.')[3]}[{tp.partition}] (+{ends[tp] - before[tp]} in "
+            f"{BUSY_WINDOW_S:.0f} s)"
+            for tp in busiest
+            if led.get((tp.topic, tp.partition)) == victim
+        ]
+        return victim, labels
+
+    async def _kill_kafka_leader(self, fault: str) -> None:
+        """kill -9 of the node leading the busiest partitions; waits until every partition it
+        led has a new leader (the election), starts it again and waits until every replica
+        of the run's topics is in sync (it caught up)."""
+        cluster = self.kafka
+        assert isinstance(cluster, KafkaCluster), "leader kills need the cluster"
+        names = [t.full_name("chaos.") for t in topics.ALL_TOPICS]
+        victim, busiest = await asyncio.to_thread(self._busiest_leader, cluster)
+        led = [s for s in await asyncio.to_thread(cluster.partitions, names) if s.leader == victim]
+        killed = time.monotonic()
+        await asyncio.to_thread(cluster.kill, victim)
+        for state in led:
+            await asyncio.to_thread(
+                cluster.wait_new_leader, state.topic, state.partition, victim, RECOVERY_TIMEOUT_S
+            )
+        elected_s = time.monotonic() - killed
+        await asyncio.sleep(DOWN_S)
+        restarted = time.monotonic()
+        await asyncio.to_thread(cluster.restart, victim, 120)
+        restart_s = time.monotonic() - restarted
+        in_sync_s = await asyncio.to_thread(cluster.wait_in_sync, names, RECOVERY_TIMEOUT_S)
+        self.details[fault] = (
+            f"node {victim} (led {', '.join(busiest)}; {len(led)} partitions): new leaders in "
+            f"{elected_s:.1f} s, restarted in {restart_s:.1f} s, all in sync "
+            f"{in_sync_s:.1f} s later"
+        )
+
+    async def _roll(self, fault: str) -> None:
+        """Every process of every service in turn: SIGTERM, drained (exits by itself), started
+        again and SERVING before the next, as a rolling update does."""
+        stack = self.services
+        drains = []
+        for service in SERVICES:
+            for name in self._replicas(service):
+                t0 = time.monotonic()
+                stack.kill(name, signal.SIGTERM)
+                status = await asyncio.to_thread(stack.process(name).wait_exit, 30.0)
+                drains.append(time.monotonic() - t0)
+                if status is None:
+                    raise RuntimeError(f"{name} did not exit within 30 s of SIGTERM")
+                await asyncio.to_thread(stack.restart, name, 90)
+        self.details[fault] = (
+            f"{len(drains)} processes; SIGTERM to exit {min(drains):.1f}-{max(drains):.1f} s"
+        )
 
     async def _poison(self) -> None:
         too_large = submission_events_pb2.SubmissionCreated(
@@ -294,7 +439,9 @@ class ChaosRig:
             await self.inject(fault)
             target = await handing
             recovered = await self.caught_up(submission_id, target, at)
-            records.append(FaultRecord(mode, fault, at - started, recovered))
+            records.append(
+                FaultRecord(mode, fault, at - started, recovered, self.details.pop(fault, ""))
+            )
         for rest in hand_in[len(faults) :]:
             await rest()
         return records
@@ -375,6 +522,7 @@ class ChaosRig:
         return report, time.monotonic() - started, records
 
     async def mode(self, mode: str, faults: Sequence[str] = FAULTS) -> ModeResult:
+        """A clean run, then the same run with ``faults`` in a seeded random order."""
         run = self.upload_run if mode == "upload" else self.api_run
         clean, clean_s, _ = await run(f"clean-{mode}", [])
         order = list(faults)
@@ -401,14 +549,16 @@ def _split(seq: Sequence[Any], parts: int) -> list[list[Any]]:
 def table(results: Sequence[ModeResult]) -> str:
     """The chaos table: one line per fault, then one per mode."""
     lines = [
-        "| mode | fault | at (s) | recovered | time to recover (s) |",
-        "|---|---|---:|---|---:|",
+        "| mode | fault | at (s) | recovered | time to recover (s) | detail |",
+        "|---|---|---:|---|---:|---|",
     ]
     for r in results:
         for f in r.faults:
             recovered = "yes" if f.recovered_s is not None else "NO"
             took = f"{f.recovered_s:.1f}" if f.recovered_s is not None else "-"
-            lines.append(f"| {r.mode} | {f.fault} | {f.at_s:.1f} | {recovered} | {took} |")
+            lines.append(
+                f"| {r.mode} | {f.fault} | {f.at_s:.1f} | {recovered} | {took} | {f.detail} |"
+            )
     lines += [
         "",
         "| mode | items | faults injected | recoveries | clean run (s) | chaos run (s) | "

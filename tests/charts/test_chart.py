@@ -9,6 +9,7 @@ turns the failure into a skip.
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import json
 import os
@@ -27,6 +28,12 @@ TOOLS = ROOT / ".tools" / "bin"
 KUBE_VERSION = "1.31.0"
 RELEASE = "medbench"
 NAMESPACE = "medbench"
+# SHA-256 of each service's own token (examples whose tokens nobody has).
+TOKEN_HASHES = {
+    service: hashlib.sha256(f"example-{service}".encode()).hexdigest()
+    for service in ("gateway", "rotator", "dispatcher", "metric_scorer", "judge_scorer")
+    + ("aggregator", "site")
+}
 SCENARIOS = ["chart-defaults"] + sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 WITH_NETWORK_POLICY = [
     "production-values.yaml",
@@ -94,13 +101,18 @@ def yaml() -> ModuleType:
 
 
 def _values_args(scenario: str) -> list[str]:
-    return [] if scenario == "chart-defaults" else ["-f", str(CHART / "ci" / scenario)]
+    if scenario == "chart-defaults":
+        # The one value every installation must add: its services' own token hashes.
+        return ["--set-json", f"auth.serviceTokenHashes={json.dumps(TOKEN_HASHES)}"]
+    return ["-f", str(CHART / "ci" / scenario)]
 
 
 def _template(helm: str, yaml: ModuleType, *args: str) -> list[dict[str, Any]]:
     result = _run(
         helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--kube-version", KUBE_VERSION, *args,
+        "--kube-version", KUBE_VERSION,
+        # Without a values file: the chart's defaults plus the token hashes every install adds.
+        *(() if "-f" in args else _values_args("chart-defaults")), *args,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -150,6 +162,8 @@ def test_manifests_validate_against_kubernetes_schemas(
     for doc in rendered[scenario]:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # Prometheus Operator CRDs: checked below and by promtool
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # KEDA CRDs: their shape is checked in test_autoscaling_chart.py
         try:
             kv.validate(doc, KUBE_VERSION, strict=True)
         except kv.ValidationError as exc:
@@ -248,7 +262,11 @@ def test_judge_model_pods_land_only_on_gpu_nodes(
     assert {"model", "served-model-name", "tensor-parallel-size"} <= set(args)
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert any(m["mountPath"] == "/models" for m in container["volumeMounts"])
-    assert model["spec"]["strategy"]["type"] == "Recreate"
+    # Recreate unless the weights' cache can be shared: an emptyDir, or production's
+    # ReadWriteMany claim (rolling updates with surge: test_autoscaling_chart.py).
+    (models,) = [v for v in pod["volumes"] if v["name"] == "models"]
+    shared = "emptyDir" in models or scenario == "production-values.yaml"
+    assert model["spec"]["strategy"]["type"] == ("RollingUpdate" if shared else "Recreate")
     # No other pod tolerates the GPU taint or asks for a GPU: the pool stays the judge's.
     for name, other in deployments.items():
         if name == MODEL_SERVER:
@@ -311,7 +329,7 @@ def test_external_judges_take_their_keys_from_secrets(
     # Items with images go to the judge declared vision-capable, with the bank's images, which
     # the judge scorer reads from the rotator.
     assert [j["vision"] for j in judges] == [False, True]
-    assert env["MEDBENCH_PEERS__ROTATOR"]["value"].endswith("-rotator:50051")
+    assert env["MEDBENCH_PEERS__ROTATOR"]["value"].endswith("-rotator-headless.medbench.svc:50051")
     assert [(j["structured"], j["gpus"]) for j in judges] == [("none", 1), ("none", 1)]
 
 
@@ -376,6 +394,59 @@ def test_production_names_every_secret_and_creates_none(
         env = _env(_main_container(deployments[name]))
         ref = env["MEDBENCH_MONGO__URI"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": f"medbench-mongo-{name}", "key": "uri"}
+
+
+# --- Service credentials: a token per service, the bootstrap key on the gateway only -----------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_service_calls_with_its_own_token_and_only_the_gateway_holds_the_bootstrap_key(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str
+) -> None:
+    deployments = _deployments(rendered[scenario])
+    tokens = {}
+    for name, deployment in deployments.items():
+        if name not in [*SERVICES, SITE]:
+            continue
+        env = _env(_main_container(deployment))
+        tokens[name] = env["MEDBENCH_AUTH__SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+        assert tokens[name] == f"medbench-{name}-auth"
+        assert ("MEDBENCH_AUTH__BOOTSTRAP_KEY" in env) == (name == "gateway"), name
+    assert len(set(tokens.values())) == len(tokens) >= 5, tokens
+    (shared,) = [c for c in _of_kind(rendered[scenario], "ConfigMap") if c["metadata"]["name"]
+                 == "medbench-shared"]  # fmt: skip
+    hashes = json.loads(shared["data"]["MEDBENCH_AUTH__SERVICE_TOKEN_HASHES"])
+    assert {n.replace("-", "_") for n in tokens} <= set(hashes)
+
+
+def test_dev_tokens_are_admitted_by_their_hashes_and_differ_per_service(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    from medbench_runtime.auth import hash_secret, parse_service_token
+
+    docs = rendered["dev-values.yaml"]
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in _of_kind(docs, "Secret")}
+    (shared,) = [c for c in _of_kind(docs, "ConfigMap") if c["metadata"]["name"]
+                 == "medbench-shared"]  # fmt: skip
+    hashes = json.loads(shared["data"]["MEDBENCH_AUTH__SERVICE_TOKEN_HASHES"])
+    seen = set()
+    for name in SERVICES:
+        token = secrets[f"medbench-{name}-auth"]["service-token"]
+        assert parse_service_token(token) == name.replace("-", "_")
+        assert hashes[name.replace("-", "_")] == hash_secret(token)
+        seen.add(token)
+    assert len(seen) == len(SERVICES)
+    assert "medbench-bootstrap" in secrets and "medbench-auth" not in secrets
+
+
+def test_a_service_without_a_token_hash_is_refused(helm: str) -> None:
+    partial = {k: v for k, v in TOKEN_HASHES.items() if k != "dispatcher"}
+    result = _run(
+        helm, "template", RELEASE, str(CHART),
+        "--set-json", f"auth.serviceTokenHashes={json.dumps(partial)}",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "auth.serviceTokenHashes has no entry for dispatcher" in result.stderr
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -660,8 +731,13 @@ def test_production_autoscales_and_budgets_disruptions(
     docs = rendered["production-values.yaml"]
     deployments = _deployments(docs)
     hpas = {h["spec"]["scaleTargetRef"]["name"] for h in _of_kind(docs, "HorizontalPodAutoscaler")}
-    assert hpas == {f"medbench-{n}" for n in SERVICES if n != "rotator"}
-    for name in hpas:
+    # The Kafka consumers and the judge's model server scale with KEDA (test_autoscaling_chart).
+    scaled = {s["spec"]["scaleTargetRef"]["name"] for s in _of_kind(docs, "ScaledObject")}
+    assert hpas == {"medbench-gateway"}
+    assert scaled == {f"medbench-{n}" for n in SERVICES if n not in ("gateway", "rotator")} | {
+        f"medbench-{MODEL_SERVER}"
+    }
+    for name in hpas | scaled:
         assert "replicas" not in deployments[name.removeprefix("medbench-")]["spec"]
     assert deployments["rotator"]["spec"]["replicas"] == 2
     pdbs = {_component(p) for p in _of_kind(docs, "PodDisruptionBudget")}
@@ -873,6 +949,14 @@ def test_every_rendered_setting_is_one_the_service_accepts(
             if "configMapRef" in source:
                 env.update(maps[source["configMapRef"]["name"]])
         env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        # A Secret's value is not rendered: a placeholder stands for it (Kafka SASL users).
+        env.update(
+            {
+                e["name"]: "from-secret"
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+        )
         for name in list(env):
             if not name.startswith("MEDBENCH_"):
                 del env[name]

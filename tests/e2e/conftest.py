@@ -29,7 +29,7 @@ def running_stack(
         f"{name}_{token}",
         servers.kafka_bootstrap,
         f"{name}{token}.",
-        extra_env=extra_env,
+        extra_env={**servers.kafka_env, **(extra_env or {})},
         loopback_endpoints=loopback_endpoints,
     )
     services.start(timeout_s=90)

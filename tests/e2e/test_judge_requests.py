@@ -1,6 +1,7 @@
-"""Combined metrics through the stack: objective components are scored, judge components (and
-the key points, which the judge decides) are requested from the judge scorer, which (with no
-judge model configured) refuses loudly."""
+"""Combined metrics through the stack: objective components are scored, judge components are
+requested from the judge scorer, which (with no judge model configured) refuses loudly. With no
+judge, key points are the metric scorer's labelled lexical fallback, as in the chart (with one,
+the judge decides them: test_judge_key_points.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ ROWS = [
 async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     stack: ServiceStack,
 ) -> None:
+    # No judge configured: the local stack tells the metric scorer so (as the chart does).
+    assert stack.env("metric_scorer")["MEDBENCH_KEY_POINT_RECALL"] == "lexical"
     await load_pool(stack, ROWS, "judge-pool")
     evaluation = Evaluation(
         stack,
@@ -63,10 +66,11 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     request = scoring_events_pb2.JudgeRequested.FromString(requested[0].value)
     assert [t.item_id for t in request.tasks] == ["MedHC-kp-1"]
     assert request.tasks[0].answer == "建议低盐饮食，并且规律服药。"
-    # The judge decides MedHC's key points (its part will carry them): one part per item.
-    assert request.tasks[0].key_point_recall
-    assert request.tasks[0].metric == "key_point_recall+judge"
-    assert request.context.expected_scores == 2
+    # No judge decides MedHC's key points: the metric scorer matches them (a part of its own,
+    # labelled lexical), the judge is asked for its score only.
+    assert not request.tasks[0].key_point_recall
+    assert request.tasks[0].metric == "key_point_recall_lexical+judge"
+    assert request.context.expected_scores == 3
 
     async def choice_scored() -> list[object]:
         return read_topic(bootstrap, topics.ITEM_SCORED.full_name(prefix))
@@ -76,8 +80,10 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
         for r in await eventually(choice_scored, 60, "the choice item's score")
     ]
     by_item = {s.item_id: s for batch in scored for s in batch.scores}
-    # Nothing of MedHC is scored by string matching: it waits for the judge.
-    assert set(by_item) == {"MedExam-kp-1"} and by_item["MedExam-kp-1"].score == 1.0
+    assert by_item["MedExam-kp-1"].score == 1.0
+    # Two of MedHC's three key points are in the answer, found by the labelled matcher.
+    lexical = [(c.name, round(c.score, 4)) for c in by_item["MedHC-kp-1"].components]
+    assert lexical == [("key_point_recall_lexical", round(2 / 3, 4))], by_item["MedHC-kp-1"]
 
     async def dead_lettered() -> list[object]:
         return read_topic(bootstrap, topics.JUDGE_REQUESTED.dead_letter_name(prefix))
@@ -85,9 +91,9 @@ async def test_free_text_items_are_key_point_scored_and_sent_to_the_judge(
     dead = await eventually(dead_lettered, 60, "the judge request in the dead-letter topic")
     assert b"no judge model is configured" in dict(dead[0].headers)["dlq-reason"]
     sub = await evaluation.partner().get(evaluation.submission_id)
-    # The MedExam item was scored (this download's canary: options reordered for the tenant,
-    # scored like the other); MedHC's judge part (judge and key points) is outstanding.
-    assert sub.progress.scored_items == 1 and sub.progress.expected_items == 2
+    # Both items have a score record (the MedExam item: this download's canary, options
+    # reordered for the tenant, scored like the other); MedHC's judge part is outstanding.
+    assert sub.progress.scored_items == 2 and sub.progress.expected_items == 2
     assert sub.state != 6, "not COMPLETED while a judge component is outstanding"
 
 

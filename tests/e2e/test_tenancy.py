@@ -32,6 +32,7 @@ from medbench.submission.v1 import submission_pb2, submission_service_pb2
 from medbench.taskpool.v1 import taskpool_service_pb2  # noqa: E402, F401
 from medbench_client.api import channel
 from medbench_devstack.services import ServiceStack
+from medbench_runtime.auth import method_access
 from tests.conftest import Servers
 from tests.e2e.conftest import running_stack
 from tests.e2e.harness import Evaluation, eventually, load_pool, partner_client, partner_key
@@ -85,8 +86,8 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.taskpool.v1.TaskPoolService/ImportTasks": {M},
     "medbench.taskpool.v1.TaskPoolService/ListDatasets": {M, O, SV},
     "medbench.taskpool.v1.TaskPoolService/PutDataset": {M},
-    "medbench.taskpool.v1.TaskPoolService/GetRegistry": {M, O, SV},
-    "medbench.taskpool.v1.TaskPoolService/ListRegistryVersions": {M, O, SV},
+    "medbench.taskpool.v1.TaskPoolService/GetRegistry": {M, O},
+    "medbench.taskpool.v1.TaskPoolService/ListRegistryVersions": {M, O},
     "medbench.taskpool.v1.TaskPoolService/RotatePool": {M},
     "medbench.taskpool.v1.TaskPoolService/PublishPool": {M},
     "medbench.taskpool.v1.TaskPoolService/DisclosePool": {M},
@@ -97,12 +98,12 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.taskpool.v1.TaskPoolService/ListLeakSignals": {M},
     "medbench.taskpool.v1.TaskPoolService/GetImage": {SV},
     "medbench.dispatch.v1.DispatcherService/Preflight": {SV},
-    "medbench.dispatch.v1.DispatcherService/GetDispatch": {SV, M, O},
+    "medbench.dispatch.v1.DispatcherService/GetDispatch": {M, O},
     "medbench.dispatch.v1.DispatcherService/ResumeDispatch": {SV},
-    "medbench.judge.v1.JudgeService/JudgeAnswer": {M, O, SV},
+    "medbench.judge.v1.JudgeService/JudgeAnswer": {M, O},
     "medbench.judge.v1.JudgeService/ImportRatings": {M},
     "medbench.judge.v1.JudgeService/Calibrate": {M},
-    "medbench.judge.v1.JudgeService/GetCalibration": {M, O, R, SV},
+    "medbench.judge.v1.JudgeService/GetCalibration": {M, O, R},
     "medbench.judge.v1.JudgeService/ListReviews": {M, R},
     "medbench.judge.v1.JudgeService/ClaimReview": {M, R},
     "medbench.judge.v1.JudgeService/SubmitReview": {M, R},
@@ -145,7 +146,8 @@ def callers(stack: ServiceStack) -> dict[str, tuple[str | None, int | None]]:
         "maintainer": (stack.admin_key, M),
         "ops": (partner_key(stack, "platform", O), O),
         "reviewer": (partner_key(stack, "table-r", R), R),
-        "service": (stack.service_token, SV),
+        # Each platform service with its own token (the site's too).
+        **{f"service {name}": (token, SV) for name, token in stack.service_tokens.items()},
     }
 
 
@@ -186,7 +188,6 @@ async def call(address: str, token: str | None, method: str) -> grpc.StatusCode:
 
 
 def test_every_rpc_of_every_service_declares_the_expected_policy() -> None:
-    from medbench_runtime.auth import method_access
 
     declared = {}
     for service in SERVED_BY:
@@ -207,8 +208,11 @@ async def test_every_rpc_refuses_every_caller_its_policy_does_not_name(
         address = stack.address(SERVED_BY[method.rpartition("/")[0]])
         for caller, (token, role) in who.items():
             code = await call(address, token, method)
+            policy = method_access(f"/{method}")
             if role is None:
                 expected_ok = code == grpc.StatusCode.UNAUTHENTICATED
+            elif role == SV and policy is not None and caller.split()[1] not in policy.services:
+                expected_ok = code == grpc.StatusCode.PERMISSION_DENIED
             elif role in allowed:
                 # Admitted: whatever the empty request gets, it is not a refusal or a crash.
                 expected_ok = code not in REFUSED | {grpc.StatusCode.INTERNAL}

@@ -61,8 +61,23 @@ gateway: {name: gateway, module: gateway, calls: [rotator, dispatcher, aggregato
 rotator: {name: rotator, module: rotator, calls: [], maintainers: true}
 dispatcher: {name: dispatcher, module: dispatcher, calls: [rotator], partners: true}
 metricScorer: {name: metric-scorer, module: metric_scorer, calls: []}
-judgeScorer: {name: judge-scorer, module: judge_scorer, calls: [modelServer, rotator], maintainers: true}
+judgeScorer: {name: judge-scorer, module: judge_scorer, calls: [modelServer, visionModelServer, rotator], maintainers: true}
 aggregator: {name: aggregator, module: aggregator, calls: [], maintainers: true}
+{{- end }}
+
+{{/* (dict "root" $ "name" "rotator"): <fullname>-rotator-headless, the component's headless
+Service: one DNS A record per ready pod, which the services' peer channels resolve and balance
+over round robin (README "Balancing and replicas"). Always ends in -<name>-headless (a long
+release name is cut before it), so it never equals another Service's name. */}}
+{{- define "medbench.headlessName" -}}
+{{- $suffix := printf "-%s-headless" .name }}
+{{- printf "%s%s" (include "medbench.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/* (dict "root" $ "name" "rotator"): the gRPC target of a component for its peers:
+dns:///<headless Service>.<namespace>.svc:<port>. */}}
+{{- define "medbench.peerTarget" -}}
+{{- printf "dns:///%s.%s.svc:%v" (include "medbench.headlessName" .) .root.Release.Namespace .root.Values.grpcPort }}
 {{- end }}
 
 {{- define "medbench.modelServerName" -}}
@@ -91,10 +106,11 @@ would drop it).
 {{- toYaml $merged }}
 {{- end }}
 
-{{/* (dict "root" $ "values" $v "name" "gateway"): the image reference of a service. */}}
+{{/* (dict "root" $ "values" $v "name" "gateway"): the image reference of a service: by default
+the one image `make images` builds for all of them, <global.image.repository>/platform. */}}
 {{- define "medbench.image" -}}
 {{- $g := .root.Values.global.image }}
-{{- $repository := .values.image.repository | default (printf "%s/%s" $g.repository .name) }}
+{{- $repository := .values.image.repository | default (printf "%s/platform" $g.repository) }}
 {{- $tag := .values.image.tag | default $g.tag | default .root.Chart.AppVersion }}
 {{- printf "%s:%s" $repository $tag }}
 {{- end }}
@@ -140,8 +156,36 @@ imagePullSecrets:
 {{- $v.mongoSecret | default (printf "%s-mongo" (include "medbench.componentName" .)) }}
 {{- end }}
 
-{{- define "medbench.authSecretName" -}}
-{{- .Values.auth.secretName | default (printf "%s-auth" (include "medbench.fullname" .)) }}
+{{- define "medbench.bootstrapSecretName" -}}
+{{- .Values.auth.bootstrapSecretName | default (printf "%s-bootstrap" (include "medbench.fullname" .)) }}
+{{- end }}
+
+{{/* (dict "root" $ "name" "metric-scorer" "module" "metric_scorer"): the Secret holding that
+service's own token ("mbs_<module>_<secret>"); values <key>.authSecret overrides the name. */}}
+{{- define "medbench.serviceAuthSecretName" -}}
+{{- $v := index .root.Values (.key | default "") | default dict }}
+{{- $v.authSecret | default (printf "%s-auth" (include "medbench.componentName" .)) }}
+{{- end }}
+
+{{/* The dev cluster's token of one service, derived from dev.serviceToken (dev.createSecrets). */}}
+{{- define "medbench.devServiceToken" -}}
+{{- printf "mbs_%s_%s" .module (trunc 43 (sha256sum (printf "%s:%s" .root.Values.dev.serviceToken .module))) }}
+{{- end }}
+
+{{/* JSON {service: sha256 of its token} every service admits (auth.serviceTokenHashes, or
+the dev tokens' with dev.createSecrets). */}}
+{{- define "medbench.serviceTokenHashes" -}}
+{{- $root := . }}
+{{- $hashes := dict }}
+{{- if .Values.dev.createSecrets }}
+{{- range $module := list "gateway" "rotator" "dispatcher" "metric_scorer" "judge_scorer" "aggregator" "site" }}
+{{- $_ := set $hashes $module (sha256sum (include "medbench.devServiceToken" (dict "root" $root "module" $module))) }}
+{{- end }}
+{{- end }}
+{{- range $module, $hash := .Values.auth.serviceTokenHashes }}
+{{- $_ := set $hashes $module $hash }}
+{{- end }}
+{{- toJson $hashes }}
 {{- end }}
 
 {{- define "medbench.metricsSecretName" -}}
@@ -213,14 +257,16 @@ name, whose endpoint_keys collection (only) their MongoDB users may use.
 - name: MEDBENCH_AUTH__SERVICE_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ include "medbench.authSecretName" $root }}
+      name: {{ include "medbench.serviceAuthSecretName" . }}
       key: {{ $root.Values.auth.serviceTokenKey }}
+{{- if eq .component.module "gateway" }}
 - name: MEDBENCH_AUTH__BOOTSTRAP_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "medbench.authSecretName" $root }}
+      name: {{ include "medbench.bootstrapSecretName" $root }}
       key: {{ $root.Values.auth.bootstrapKeyKey }}
       optional: true
+{{- end }}
 {{- if $root.Values.metrics.token.enabled }}
 - name: MEDBENCH_METRICS_TOKEN
   valueFrom:
@@ -236,9 +282,10 @@ name, whose endpoint_keys collection (only) their MongoDB users may use.
 {{- range $peer := .component.calls }}
 {{- if hasKey $components $peer }}
 - name: MEDBENCH_PEERS__{{ (index $components $peer).module | upper }}
-  value: {{ printf "%s:%v" (include "medbench.componentName" (dict "root" $root "name" (index $components $peer).name)) $root.Values.grpcPort | quote }}
+  value: {{ include "medbench.peerTarget" (dict "root" $root "name" (index $components $peer).name) | quote }}
 {{- end }}
 {{- end }}
+{{- include "medbench.kafkaSaslEnv" . }}
 {{- range $name, $value := .values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -308,6 +355,36 @@ spec:
       targetPort: metrics
       protocol: TCP
 ---
+{{- $called := false }}
+{{- range $other := include "medbench.components" $root | fromYaml }}
+{{- if has $.key $other.calls }}
+{{- $called = true }}
+{{- end }}
+{{- end }}
+{{- if $called }}
+{{- /* The headless Service the component's peers call it through (medbench.peerTarget): a
+record per ready pod, so their round_robin channels reach every replica. gRPC only: the
+ServiceMonitor's metrics port is on the Service above, and this one's component label is
+<name>-headless, so no ServiceMonitor selects it and no pod is scraped twice. */}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "medbench.headlessName" $ctx }}
+  labels:
+    {{- include "medbench.componentLabels" (dict "root" $root "name" (printf "%s-headless" $component.name)) | nindent 4 }}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: false
+  selector:
+    {{- include "medbench.componentSelectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ $root.Values.grpcPort }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+---
+{{- end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -315,7 +392,9 @@ metadata:
   labels:
     {{- include "medbench.componentLabels" $ctx | nindent 4 }}
 spec:
-  {{- if not $v.autoscaling.enabled }}
+  {{- /* A KEDA ScaledObject (scaledobject.yaml) replaces the chart's HPA. */}}
+  {{- $keda := ($v.keda | default dict).enabled }}
+  {{- if not (or $v.autoscaling.enabled $keda) }}
   replicas: {{ $v.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5
@@ -339,6 +418,9 @@ spec:
       automountServiceAccountToken: false
       enableServiceLinks: false
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+      {{- if and $root.Values.priorityClass.enabled (has .key (list "metricScorer" "judgeScorer")) }}
+      priorityClassName: {{ include "medbench.priorityClassName" $root }}
+      {{- end }}
       {{- with include "medbench.imagePullSecrets" $root }}
       {{- . | trim | nindent 6 }}
       {{- end }}
@@ -380,11 +462,17 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with include "medbench.transportVolumeMounts" $ctx }}
+            {{- . | trim | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $root.Values.tmpSizeLimit }}
-{{- if $v.autoscaling.enabled }}
+        {{- with include "medbench.transportVolumes" $ctx }}
+        {{- . | trim | nindent 8 }}
+        {{- end }}
+{{- if and $v.autoscaling.enabled (not $keda) }}
 ---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -425,4 +513,68 @@ spec:
   selector:
     matchLabels:
       {{- include "medbench.componentSelectorLabels" .ctx | nindent 6 }}
+{{- end }}
+
+{{/* Transport security (README "Transport security"): each service's own Kafka user, the
+brokers' and MongoDB's CA certificates, and the extra volumes (gRPC TLS certificates). */}}
+{{- define "medbench.kafkaSecretName" -}}
+{{- $v := index .root.Values .key }}
+{{- $v.kafkaSecret | default (printf "%s-kafka" (include "medbench.componentName" .)) }}
+{{- end }}
+
+{{/* (the service context): the SASL username and password from the service's Kafka Secret. */}}
+{{- define "medbench.kafkaSaslEnv" -}}
+{{- $kafka := .root.Values.kafka }}
+{{- if hasPrefix "SASL_" $kafka.securityProtocol }}
+- name: MEDBENCH_KAFKA__SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.kafkaSecretName" . }}
+      key: {{ $kafka.sasl.usernameKey }}
+- name: MEDBENCH_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "medbench.kafkaSecretName" . }}
+      key: {{ $kafka.sasl.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{- define "medbench.transportVolumeMounts" -}}
+{{- $root := .root }}
+{{- if $root.Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/medbench/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if $root.Values.mongo.tls.caSecret }}
+- name: mongo-ca
+  mountPath: /etc/medbench/mongo-ca
+  readOnly: true
+{{- end }}
+{{- with concat ($root.Values.global.extraVolumeMounts | default list) (.values.extraVolumeMounts | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "medbench.transportVolumes" -}}
+{{- $root := .root }}
+{{- with $root.Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $root.Values.kafka.tls.caKey }}
+        path: {{ $root.Values.kafka.tls.caKey }}
+{{- end }}
+{{- with $root.Values.mongo.tls.caSecret }}
+- name: mongo-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $root.Values.mongo.tls.caKey }}
+        path: {{ $root.Values.mongo.tls.caKey }}
+{{- end }}
+{{- with concat ($root.Values.global.extraVolumes | default list) (.values.extraVolumes | default list) }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}

@@ -21,6 +21,25 @@
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default 19093)
 #   KAFKA_MESSAGE_MAX_BYTES  the broker's message.max.bytes (default 1048588, Kafka's own
 #                          default); replica.fetch.max.bytes and socket.request.max.bytes follow
+#   KAFKA_SECURITY         PLAINTEXT (default) | SASL_SSL: the client port then takes SCRAM-SHA-512
+#                          over TLS only, and brokers talk on their own SASL_SSL listener
+#                          (KAFKA_INTERNAL_PORT). SASL_SSL also needs:
+#     KAFKA_INTERNAL_PORT    inter-broker listener port (default 19094)
+#     KAFKA_SSL_KEYSTORE     PEM file: the broker's unencrypted PKCS#8 private key and its
+#                            certificate chain (ssl.keystore.type=PEM)
+#     KAFKA_SSL_TRUSTSTORE   PEM file: the CA certificate(s) the broker trusts
+#     KAFKA_SCRAM_USERS_FILE one "name password" per line ([A-Za-z0-9._-] only); the SCRAM-SHA-512
+#                            credentials written into the metadata at format time (--add-scram);
+#                            the first user is the one the broker itself uses between brokers
+#   A node of a cluster (medbench_devstack.kafka_cluster; every node run by its own script, each
+#   with its own KAFKA_WORK and ports, all with the same KAFKA_CLUSTER_ID and voters):
+#     KAFKA_NODE_ID          node.id (default 1)
+#     KAFKA_QUORUM_VOTERS    controller.quorum.voters (default "$KAFKA_NODE_ID@host:controller port")
+#     KAFKA_CLUSTER_ID       the id storage is formatted with (default: a fresh random one)
+#     KAFKA_REPLICATION_FACTOR  default.replication.factor and the internal topics' (default 1)
+#     KAFKA_MIN_ISR          min.insync.replicas, also the transaction log's (default 1)
+#     KAFKA_BROKER_SESSION_TIMEOUT_MS  how long the controller waits for a silent broker before it
+#                            fences it and moves its leaderships (default 9000, Kafka's own)
 #   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx512m"
 #   KAFKA_JVM_OPTS         default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 120)
@@ -43,6 +62,17 @@ HOST=${KAFKA_HOST:-127.0.0.1}
 PORT=${KAFKA_PORT:-19092}
 CPORT=${KAFKA_CONTROLLER_PORT:-19093}
 MESSAGE_MAX_BYTES=${KAFKA_MESSAGE_MAX_BYTES:-1048588}
+SECURITY=${KAFKA_SECURITY:-PLAINTEXT}
+IPORT=${KAFKA_INTERNAL_PORT:-19094}
+KEYSTORE=${KAFKA_SSL_KEYSTORE:-}
+TRUSTSTORE=${KAFKA_SSL_TRUSTSTORE:-}
+SCRAM_USERS=${KAFKA_SCRAM_USERS_FILE:-}
+NODE_ID=${KAFKA_NODE_ID:-1}
+VOTERS=${KAFKA_QUORUM_VOTERS:-$NODE_ID@$HOST:$CPORT}
+CLUSTER_ID=${KAFKA_CLUSTER_ID:-}
+REPLICATION=${KAFKA_REPLICATION_FACTOR:-1}
+MIN_ISR=${KAFKA_MIN_ISR:-1}
+BROKER_SESSION_MS=${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}
 HEAP=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true}
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
@@ -75,6 +105,44 @@ if ! [[ $MESSAGE_MAX_BYTES =~ ^[1-9][0-9]{0,9}$ ]] || (( MESSAGE_MAX_BYTES > 107
   log "KAFKA_MESSAGE_MAX_BYTES must be an integer in 1..1073741824 (got '$MESSAGE_MAX_BYTES')"
   exit 2
 fi
+case $SECURITY in
+  PLAINTEXT) ;;
+  SASL_SSL)
+    for f in KEYSTORE TRUSTSTORE SCRAM_USERS; do
+      [[ -n ${!f} && -r ${!f} ]] || { log "KAFKA_SECURITY=SASL_SSL needs a readable file in the $f setting (got '${!f}')"; exit 2; }
+    done
+    [[ $KEYSTORE == /* ]] || KEYSTORE=$PWD/$KEYSTORE
+    [[ $TRUSTSTORE == /* ]] || TRUSTSTORE=$PWD/$TRUSTSTORE
+    ;;
+  *) log "KAFKA_SECURITY must be PLAINTEXT or SASL_SSL (got '$SECURITY')"; exit 2 ;;
+esac
+
+for v in NODE_ID REPLICATION MIN_ISR BROKER_SESSION_MS; do
+  [[ ${!v} =~ ^[1-9][0-9]{0,8}$ ]] || { log "the $v setting must be a positive integer (got '${!v}')"; exit 2; }
+done
+(( MIN_ISR <= REPLICATION )) || { log "KAFKA_MIN_ISR ($MIN_ISR) exceeds KAFKA_REPLICATION_FACTOR ($REPLICATION)"; exit 2; }
+[[ $VOTERS =~ ^[0-9]+@[^,@]+:[0-9]+(,[0-9]+@[^,@]+:[0-9]+)*$ ]] \
+  || { log "KAFKA_QUORUM_VOTERS must be id@host:port[,...] (got '$VOTERS')"; exit 2; }
+[[ -z $CLUSTER_ID || $CLUSTER_ID =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]] \
+  || { log "KAFKA_CLUSTER_ID must be 22 characters of unpadded URL-safe base64 (got '$CLUSTER_ID')"; exit 2; }
+
+# The SCRAM users, one "name password" per line: checked here, because --add-scram takes them
+# inside 'SCRAM-SHA-512=[name=...,password=...]' where a ',' or ']' would change the meaning.
+SCRAM_NAMES=(); SCRAM_PASSWORDS=()
+read_scram_users() {
+  local name password rest
+  while read -r name password rest || [[ -n $name ]]; do
+    [[ -z $name || $name == \#* ]] && continue
+    if ! [[ $name =~ ^[A-Za-z0-9._-]+$ && $password =~ ^[A-Za-z0-9._-]+$ && -z $rest ]]; then
+      log "$SCRAM_USERS: each line must be 'name password' of [A-Za-z0-9._-] (user '$name')"
+      exit 2
+    fi
+    SCRAM_NAMES+=("$name"); SCRAM_PASSWORDS+=("$password")
+  done <"$SCRAM_USERS"
+  (( ${#SCRAM_NAMES[@]} > 0 )) || { log "$SCRAM_USERS names no user"; exit 2; }
+}
+if [[ $SECURITY == SASL_SSL ]]; then read_scram_users; fi
+
 # A follower fetch must hold the largest batch (Kafka's default, 1 MiB, is just under the default
 # message.max.bytes), and a produce request carrying one must fit socket.request.max.bytes.
 REPLICA_FETCH_MAX_BYTES=$(( MESSAGE_MAX_BYTES > 1048576 ? MESSAGE_MAX_BYTES : 1048576 ))
@@ -112,29 +180,67 @@ kjava() {  # run a Kafka main class with the fetched classpath
   "$JAVA" $HEAP $JVM_OPTS -Dkafka.logs.dir="$LOGS" $LOG_OPTS -cp "$LIBS/*" "$@"
 }
 
-write_config() {
-  mkdir -p "$DATA" "$LOGS"
-  cat > "$CONF" <<EOF
-# generated by kafka-test-broker.sh: single node, KRaft combined mode, loopback only
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CPORT
+listeners_config() {
+  if [[ $SECURITY == PLAINTEXT ]]; then
+    cat <<EOF
 listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CPORT
 # clients only ever need the broker listener; Kafka < 3.9 even rejects CONTROLLER here
 advertised.listeners=PLAINTEXT://$HOST:$PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    return 0
+  fi
+  # SASL_SSL: clients on CLIENT, brokers on INTERNAL (both SCRAM-SHA-512 over TLS, PEM stores);
+  # the KRaft controller stays on loopback PLAINTEXT (only this node reaches it).
+  cat <<EOF
+listeners=CLIENT://$HOST:$PORT,INTERNAL://$HOST:$IPORT,CONTROLLER://$HOST:$CPORT
+advertised.listeners=CLIENT://$HOST:$PORT,INTERNAL://$HOST:$IPORT
+inter.broker.listener.name=INTERNAL
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:SASL_SSL,INTERNAL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+# every SASL listener needs a login module; the client one holds no credential of its own
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="${SCRAM_NAMES[0]}" password="${SCRAM_PASSWORDS[0]}";
+ssl.keystore.type=PEM
+ssl.keystore.location=$KEYSTORE
+ssl.truststore.type=PEM
+ssl.truststore.location=$TRUSTSTORE
+ssl.client.auth=none
+ssl.enabled.protocols=TLSv1.3,TLSv1.2
+EOF
+}
+
+write_config() {
+  mkdir -p "$DATA" "$LOGS"
+  # it may hold the inter-broker password
+  ( umask 077; : > "$CONF" )
+  cat > "$CONF" <<EOF
+# generated by kafka-test-broker.sh: KRaft combined mode (one node, or a node of a loopback cluster)
+process.roles=broker,controller
+node.id=$NODE_ID
+controller.quorum.voters=$VOTERS
+$(listeners_config)
 log.dirs=$DATA/kraft-logs
 num.partitions=1
-default.replication.factor=1
+default.replication.factor=$REPLICATION
+# an acks=all write needs this many in-sync replicas; a replica that was not in sync never
+# becomes leader (that would drop acknowledged writes)
+min.insync.replicas=$MIN_ISR
+unclean.leader.election.enable=false
+broker.session.timeout.ms=$BROKER_SESSION_MS
+broker.heartbeat.interval.ms=$(( BROKER_SESSION_MS / 4 > 2000 ? 2000 : BROKER_SESSION_MS / 4 ))
 auto.create.topics.enable=true
 delete.topic.enable=true
-# internal topics: one replica, few partitions (defaults are 50 each, slow on 2 cores)
-offsets.topic.replication.factor=1
+# internal topics: KAFKA_REPLICATION_FACTOR replicas, few partitions (defaults are 50 each, slow
+# on 2 cores)
+offsets.topic.replication.factor=$REPLICATION
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$REPLICATION
+transaction.state.log.min.isr=$MIN_ISR
 transaction.state.log.num.partitions=3
 # tests: no initial rebalance delay, small thread pools
 group.initial.rebalance.delay.ms=0
@@ -164,11 +270,16 @@ format() {
   if [[ $FRESH == 1 ]]; then rm -rf "$DATA"; fi
   write_config
   if [[ -f $DATA/kraft-logs/meta.properties ]]; then log "storage already formatted"; return 0; fi
-  local cid; cid=$(cluster_id)
+  local cid=$CLUSTER_ID; [[ -n $cid ]] || cid=$(cluster_id)
   # static quorum (controller.quorum.voters), hence no --standalone
-  kjava kafka.tools.StorageTool format -t "$cid" -c "$CONF" --ignore-formatted >"$LOGS/format.out" 2>&1 \
+  local scram=() i
+  for i in "${!SCRAM_NAMES[@]}"; do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=${SCRAM_NAMES[$i]},password=${SCRAM_PASSWORDS[$i]}]")
+  done
+  kjava kafka.tools.StorageTool format -t "$cid" -c "$CONF" --ignore-formatted ${scram[@]+"${scram[@]}"} \
+      >"$LOGS/format.out" 2>&1 \
     || { log "storage format failed:"; tail -n 30 "$LOGS/format.out" >&2; exit 1; }
-  log "formatted $DATA (cluster id $cid)"
+  log "formatted $DATA (cluster id $cid${SCRAM_NAMES[0]:+, ${#SCRAM_NAMES[@]} SCRAM-SHA-512 users})"
 }
 
 # The command line of a pid ('' if there is no such process or it cannot be read).

@@ -13,7 +13,7 @@ from judge_scorer.settings import JudgeModel, JudgeSettings
 from medbench_client.bank_files import read_jsonl
 from medbench_devstack import DevstackError, ServiceStack, demo_llm
 from medbench_devstack.demo import judge_line, sample_bank
-from medbench_devstack.services import USER_JUDGE_SETTINGS, user_judge_env
+from medbench_devstack.services import SERVICES, USER_JUDGE_SETTINGS, user_judge_env
 
 REGISTRY = Path(__file__).resolve().parents[3] / (
     "services/rotator/src/rotator/registry/medbench_v4.json"
@@ -50,7 +50,8 @@ def test_make_run_hands_the_users_judge_settings_to_the_judge_scorer_only(
     assert judge["MEDBENCH_JUDGE__MODELS"] == MODELS
     assert judge["MEDBENCH_JUDGE__PANEL_RULE"] == "mean"
     assert judge["MEDBENCH_GRPC_PORT"] == str(stack.grpc_port("judge_scorer"))
-    assert judge["MEDBENCH_AUTH__SERVICE_TOKEN"] == stack.service_token != "from-the-shell"
+    assert judge["MEDBENCH_AUTH__SERVICE_TOKEN"] == stack.service_tokens["judge_scorer"]
+    assert "from-the-shell" not in stack.service_tokens.values()
     assert "MEDBENCH_STRAY_SETTING" not in judge
     for name in stack.names:
         if name != "judge_scorer":
@@ -97,3 +98,36 @@ def test_demo_pool_has_judge_scored_datasets_of_every_llm_dimension() -> None:
     assert {datasets[r["dataset"]]["dimension"] for r in five} == dimensions
     with pytest.raises(DevstackError, match="no items of \\['MedNope'\\]"):
         demo_llm.demo_rows(["MedNope"])
+
+
+def test_key_point_recall_is_the_judges_only_when_a_judge_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the chart decides it: the metric scorer leaves key points to the judge when the judge
+    scorer is given judge models, and matches them lexically (its labelled fallback) when not."""
+
+    def mode(stack: ServiceStack) -> str:
+        return stack.env("metric_scorer")["MEDBENCH_KEY_POINT_RECALL"]
+
+    monkeypatch.setenv("MEDBENCH_JUDGE__MODELS", MODELS)
+    # make run with the user's judge; the same shell in a test stack (which drops it).
+    assert mode(_stack(tmp_path, user_judge_settings=True)) == "judge"
+    assert mode(_stack(tmp_path)) == "lexical"
+    monkeypatch.delenv("MEDBENCH_JUDGE__MODELS")
+    assert mode(_stack(tmp_path, user_judge_settings=True)) == "lexical"
+    # A stack's own judge, for all services or for the judge scorer alone (make demo-llm).
+    own = demo_llm.judge_env("http://127.0.0.1:5/v1", "k")
+    assert mode(_stack(tmp_path, extra_env=own)) == "judge"
+    assert mode(_stack(tmp_path, service_env={"judge_scorer": own})) == "judge"
+    # An empty list is no judge; the judge scorer's absence from the stack neither.
+    empty = {"MEDBENCH_JUDGE__MODELS": "[]"}
+    assert mode(_stack(tmp_path, service_env={"judge_scorer": empty})) == "lexical"
+    no_judge = [s for s in SERVICES if s.name != "judge_scorer"]
+    assert mode(_stack(tmp_path, extra_env=own, specs=no_judge)) == "lexical"
+    # Only the metric scorer is told; an explicit setting wins.
+    stack = _stack(tmp_path, extra_env=own)
+    assert [n for n in stack.names if "MEDBENCH_KEY_POINT_RECALL" in stack.env(n)] == [
+        "metric_scorer"
+    ]
+    pinned = {"metric_scorer": {"MEDBENCH_KEY_POINT_RECALL": "judge"}}
+    assert mode(_stack(tmp_path, service_env=pinned)) == "judge"

@@ -10,7 +10,9 @@ import pytest
 
 from medbench.identity.v1 import access_pb2
 from medbench.submission.v1 import submission_service_pb2  # noqa: F401 - its descriptors
+from medbench.taskpool.v1 import taskpool_service_pb2  # noqa: F401 - its descriptors
 from medbench_runtime.auth import (
+    PLATFORM_SERVICES,
     Authenticator,
     Principal,
     authorize,
@@ -18,7 +20,9 @@ from medbench_runtime.auth import (
     hash_secret,
     method_access,
     mint_key,
+    mint_service_token,
     parse_key,
+    parse_service_token,
 )
 from medbench_runtime.errors import PermissionDenied, Unauthenticated
 
@@ -162,3 +166,81 @@ def test_policies_come_from_the_protos() -> None:
     assert method_access("/grpc.health.v1.Health/Check") is None
     with pytest.raises(PermissionDenied, match="no access policy"):
         authorize("/nope.Service/Method", submitter)
+
+
+async def test_each_service_is_admitted_by_its_own_tokens_hash_only() -> None:
+    tokens = {name: mint_service_token(name) for name in PLATFORM_SERVICES}
+    hashes = {name: digest for name, (_, digest) in tokens.items()}
+    auth = Authenticator(SERVICE_TOKEN, None, service_token_hashes=hashes)
+    for name, (token, digest) in tokens.items():
+        assert parse_service_token(token) == name and digest == hash_secret(token)
+        me = await auth.authenticate(bearer(token))
+        assert (me.role, me.service, me.key_id) == (
+            access_pb2.ROLE_SERVICE,
+            name,
+            f"service:{name}",
+        )
+    dispatcher = tokens["dispatcher"][0]
+    # Another secret under a service's name, an unknown service, the legacy shared token.
+    forged = dispatcher[:-43] + "A" * 43
+    with pytest.raises(Unauthenticated, match="service token of dispatcher is not valid"):
+        await auth.authenticate(bearer(forged))
+    with pytest.raises(Unauthenticated, match="service token is not valid"):
+        await auth.authenticate(bearer("mbs_intruder_" + "A" * 43))
+    with pytest.raises(Unauthenticated, match="not valid"):
+        await auth.authenticate(bearer(SERVICE_TOKEN))
+    # A server that knows only some services' hashes admits only those.
+    only_gateway = Authenticator("", None, service_token_hashes={"gateway": hashes["gateway"]})
+    with pytest.raises(Unauthenticated):
+        await only_gateway.authenticate(bearer(dispatcher))
+    with pytest.raises(ValueError, match="unknown services"):
+        Authenticator("", None, service_token_hashes={"intruder": "0" * 64})
+    with pytest.raises(ValueError, match="unknown service"):
+        mint_service_token("intruder")
+
+
+def test_a_service_may_call_only_the_rpcs_that_name_it() -> None:
+    assign = "/medbench.taskpool.v1.TaskPoolService/AssignItems"
+    prompts = "/medbench.taskpool.v1.TaskPoolService/GetPrompts"
+    registry = "/medbench.taskpool.v1.TaskPoolService/GetRegistry"
+    policy = method_access(assign)
+    assert policy is not None and list(policy.services) == ["gateway"]
+
+    def service(name: str) -> Principal:
+        return Principal(f"service:{name}", "platform", access_pb2.ROLE_SERVICE, service=name)
+
+    assert authorize(assign, service("gateway")).audit
+    with pytest.raises(PermissionDenied, match="service dispatcher may not call AssignItems"):
+        authorize(assign, service("dispatcher"))
+    authorize(prompts, service("dispatcher"))
+    with pytest.raises(PermissionDenied, match="service site may not call GetPrompts"):
+        authorize(prompts, service("site"))
+    # An RPC no service calls admits no service token at all.
+    with pytest.raises(PermissionDenied, match="role service may not call GetRegistry"):
+        authorize(registry, service("gateway"))
+
+
+def test_every_rpc_that_admits_services_names_known_ones() -> None:
+    """Over every service of every proto: ROLE_SERVICE comes with a non-empty list of known
+    services, and a list never comes without the role."""
+    import importlib
+    from pathlib import Path
+
+    protos = Path(__file__).resolve().parents[3] / "protos"
+    checked = 0
+    for path in sorted(protos.rglob("*_service.proto")):
+        module = importlib.import_module(
+            str(path.relative_to(protos).with_suffix("")).replace("/", ".") + "_pb2"
+        )
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                policy = method_access(f"/{service.full_name}/{method.name}")
+                assert policy is not None, method.full_name
+                names = list(policy.services)
+                if access_pb2.ROLE_SERVICE in policy.roles:
+                    checked += 1
+                    assert names, f"{method.full_name} admits services without naming them"
+                    assert set(names) <= set(PLATFORM_SERVICES), (method.full_name, names)
+                else:
+                    assert not names, f"{method.full_name} names services but not the role"
+    assert checked == 12

@@ -138,12 +138,17 @@ class InMemoryJudgeStore:
         return dict(r)
 
     async def finish_review(
-        self, review_id: str, reviewer_id: str, score: float, now: datetime
+        self,
+        review_id: str,
+        reviewer_id: str,
+        score: float,
+        now: datetime,
+        criteria: list[dict[str, Any]],
     ) -> dict[str, Any] | None:
         r = self.reviews_.get(review_id)
         if r is None or r["state"] != "claimed" or r.get("reviewer_id") != reviewer_id:
             return None
-        r.update(state="done", score=score, done_at=now)
+        r.update(state="done", score=score, done_at=now, criteria=criteria)
         return dict(r)
 
     async def park(self, doc: dict[str, Any]) -> None:

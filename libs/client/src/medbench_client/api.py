@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -46,6 +47,15 @@ def service_stub(factory: Callable[[C], S], chan: C) -> S:
     untyped call; this is the one place that makes it, and callers get the stub's class back.
     """
     return factory(chan)
+
+
+def tls_credentials(tls: bool, ca_file: str) -> grpc.ChannelCredentials | None:
+    """The CLIs' --tls / --ca-file: TLS credentials (the CA file's roots, else the system's),
+    or None for plaintext. OSError when the CA file cannot be read."""
+    if not (tls or ca_file):
+        return None
+    roots = Path(ca_file).expanduser().read_bytes() if ca_file else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
 def channel(

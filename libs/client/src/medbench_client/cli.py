@@ -1,4 +1,5 @@
-"""`python -m medbench_client`: task-bank administration from files, and pool rotation.
+"""`python -m medbench_client`: task-bank administration from files, and pool rotation (the older
+maintainer commands; `medbench admin ...`, medbench_client.admin_cli, covers them and more).
 
 import-medbench POOL.jsonl... [--gold-dir DIR] [--images-dir DIR]
 import-jsonl FILE --map SPEC        import-csv FILE --map SPEC
@@ -10,6 +11,7 @@ registry put DATASET.json --revises N [--note TEXT]
 quarantine list [--status held]     quarantine retry ENTRY    quarantine drop ENTRY  (--gateway)
 probing [--tenant T] [--pool ID]    probing findings: near-identical runs on a pool (--gateway)
 calibration RUBRIC [--version N] [--measure]   a rubric's calibration report (--judge-scorer)
+judging-cost SUBMISSION_ID...    what judging cost: per dataset and judge model (--judge-scorer)
 """
 
 from __future__ import annotations
@@ -113,10 +115,10 @@ def maintainer_channel(address: str) -> grpc.aio.Channel:
     return channel(address, os.environ.get("MEDBENCH_API_KEY") or None)
 
 
-async def send(
-    address: str, items: Sequence[taskpool_pb2.ImportItem]
+async def send_items(
+    stub: taskpool_service_pb2_grpc.TaskPoolServiceStub, items: Sequence[taskpool_pb2.ImportItem]
 ) -> taskpool_service_pb2.ImportTasksResponse:
-    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
+    """ImportTasks: items streamed in messages of at most BATCH items (and MESSAGE_BYTES)."""
 
     async def messages() -> AsyncIterator[taskpool_service_pb2.ImportTasksRequest]:
         for part in message_batches(items, BATCH):
@@ -188,27 +190,36 @@ def report(
     return "\n".join(lines)
 
 
-async def known_datasets(address: str) -> list[str]:
-    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
-    listing = await stub.ListDatasets(taskpool_service_pb2.ListDatasetsRequest())
-    return [d.dataset for d in listing.datasets]
-
-
-async def run_import(
-    address: str, read: ReadResult, images_dir: Path | None, allow_missing_images: bool
-) -> int:
+async def import_read(
+    stub: taskpool_service_pb2_grpc.TaskPoolServiceStub,
+    read: ReadResult,
+    images_dir: Path | None,
+    allow_missing_images: bool,
+) -> tuple[taskpool_service_pb2.ImportTasksResponse | None, list[LineError], list[str]]:
+    """Sends the rows read (those naming a known dataset, with their images): the server's
+    response (None when nothing was sent), the lines not sent for their images, and one line
+    per unknown dataset (see unknown_datasets)."""
     items, problems = [], []
-    named = any(row.dataset for row in read.rows)
-    rows, refused = (
-        unknown_datasets(read.rows, await known_datasets(address)) if named else (read.rows, [])
-    )
+    refused: list[str] = []
+    rows: Sequence[ImportRow] = read.rows
+    if any(row.dataset for row in read.rows):
+        listing = await stub.ListDatasets(taskpool_service_pb2.ListDatasetsRequest())
+        rows, refused = unknown_datasets(read.rows, [d.dataset for d in listing.datasets])
     for row in rows:
         item, problem, only_missing = to_item(row, images_dir)
         if problem and not (only_missing and allow_missing_images):
             problems.append(LineError(row.file, row.line, "img_path", problem))
             continue
         items.append(item)
-    response = await send(address, items) if items else None
+    response = await send_items(stub, items) if items else None
+    return response, problems, refused
+
+
+async def run_import(
+    address: str, read: ReadResult, images_dir: Path | None, allow_missing_images: bool
+) -> int:
+    stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
+    response, problems, refused = await import_read(stub, read, images_dir, allow_missing_images)
     print(report(read, response, problems, refused))
     rejected = len(response.rejected) if response else 0
     return 1 if (read.errors or problems or refused or rejected) else 0
@@ -283,20 +294,23 @@ async def run_signals(address: str, tenant: str, pool: str, limit: int) -> int:
     return 0
 
 
+def rotate_request(args: argparse.Namespace) -> taskpool_service_pb2.RotatePoolRequest:
+    """The RotatePool request of the rotate command's arguments (both CLIs)."""
+    return taskpool_service_pb2.RotatePoolRequest(
+        track=TRACKS[args.track],
+        board=BOARDS[args.board],
+        cycle=args.cycle,
+        seed=args.seed,
+        groups_per_dataset=args.groups,
+        exposure_cap=args.exposure_cap,
+        anchors_per_dataset=args.anchors,
+        datasets=args.dataset or [],
+    )
+
+
 async def run_rotate(address: str, args: argparse.Namespace) -> int:
     stub = service_stub(taskpool_service_pb2_grpc.TaskPoolServiceStub, maintainer_channel(address))
-    response = await stub.RotatePool(
-        taskpool_service_pb2.RotatePoolRequest(
-            track=TRACKS[args.track],
-            board=BOARDS[args.board],
-            cycle=args.cycle,
-            seed=args.seed,
-            groups_per_dataset=args.groups,
-            exposure_cap=args.exposure_cap,
-            anchors_per_dataset=args.anchors,
-            datasets=args.dataset or [],
-        )
-    )
+    response = await stub.RotatePool(rotate_request(args))
     pool = response.pool
     print(
         f"pool {pool.pool_id}: {pool.item_count} items, {pool.group_count} groups, "
@@ -365,6 +379,63 @@ async def run_calibration(address: str, rubric: str, version: int, measure: bool
     admin = JudgeAdmin(maintainer_channel(address))
     call = admin.calibrate if measure else admin.calibration
     print(calibration_text(await call(rubric, version)))
+    return 0
+
+
+def judging_cost_text(cost: judge_service_pb2.JudgingCost) -> str:
+    """A submission's judging cost as a maintainer reads it (GetJudgingCost): per dataset and
+    judge model, each dataset over its judges, and the submission's total: items, calls, cache
+    hits, prompt and completion tokens, tokens and estimated GPU-seconds per item, structured
+    verdicts and failures."""
+    header = (
+        "dataset", "judge model", "items", "calls", "cache hits", "prompt tok",
+        "completion tok", "tok/item", "GPU-s", "GPU-s/item", "structured", "failures",
+    )  # fmt: skip
+    rows = [header]
+    models = {(r.dataset, r.judge_model) for r in cost.rows if r.judge_model}
+    for r in cost.rows:
+        alone = sum(1 for d, _ in models if d == r.dataset) == 1
+        if r.dataset and not r.judge_model and alone:
+            continue  # a dataset with one judge: its row over judges says the same again
+        per_item = max(r.items, 1)
+        rows.append(
+            (
+                r.dataset or "(submission)",
+                r.judge_model or "(all judges)",
+                f"{r.items:,}",
+                f"{r.calls:,}",
+                f"{r.cache_hits:,}",
+                f"{r.prompt_tokens:,}",
+                f"{r.completion_tokens:,}",
+                f"{(r.prompt_tokens + r.completion_tokens) / per_item:,.0f}",
+                f"{r.gpu_seconds:,.1f}",
+                f"{r.gpu_seconds / per_item:,.2f}",
+                f"{r.structured_verdicts:,}",
+                f"{r.failures:,}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        f"Judging cost of {cost.submission_id} (tokens as the judge servers reported them; "
+        "GPU-seconds estimated: call time x the judge's declared GPUs, an upper estimate)"
+    ]
+    for row in rows:
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+async def run_judging_cost(address: str, submission_ids: Sequence[str]) -> int:
+    """GetJudgingCost of each submission: its cost table."""
+    admin = JudgeAdmin(maintainer_channel(address))
+    texts = []
+    for sid in submission_ids:
+        request = judge_service_pb2.GetJudgingCostRequest(submission_id=sid)
+        texts.append(judging_cost_text(await admin.stub.GetJudgingCost(request)))
+    print("\n\n".join(texts))
     return 0
 
 
@@ -533,6 +604,10 @@ def main(argv: list[str] | None = None) -> int:
     calibration.add_argument("rubric")
     calibration.add_argument("--version", type=int, default=0, help="0: the latest")
     calibration.add_argument("--measure", action="store_true", help="calibrate again first")
+    cost = sub.add_parser(
+        "judging-cost", help="what judging submissions cost: tokens, calls, cache hits, GPU-s"
+    )
+    cost.add_argument("submission_id", nargs="+")
     args = parser.parse_args(argv)
     if args.key:
         os.environ["MEDBENCH_API_KEY"] = args.key
@@ -577,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(
                 run_calibration(args.judge_scorer, args.rubric, args.version, args.measure)
             )
+        if args.command == "judging-cost":
+            return asyncio.run(run_judging_cost(args.judge_scorer, args.submission_id))
         if args.command == "datasets":
             return asyncio.run(run_datasets(args.rotator, args.track, args.version, args.pool))
         if args.command == "registry":

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from medbench_devstack.errors import DevstackError
     from medbench_devstack.kafka import KAFKA_VERSION, KafkaBroker
+    from medbench_devstack.kafka_cluster import KafkaCluster
     from medbench_devstack.mongo import MongoWireServer
     from medbench_devstack.ports import free_port, free_ports
     from medbench_devstack.processes import ManagedProcess
@@ -18,6 +19,7 @@ _EXPORTS = {
     "DevstackError": "errors",
     "KAFKA_VERSION": "kafka",
     "KafkaBroker": "kafka",
+    "KafkaCluster": "kafka_cluster",
     "MongoWireServer": "mongo",
     "free_port": "ports",
     "free_ports": "ports",
@@ -32,6 +34,7 @@ __all__ = [
     "SERVICES",
     "DevstackError",
     "KafkaBroker",
+    "KafkaCluster",
     "ManagedProcess",
     "MongoWireServer",
     "ServiceSpec",

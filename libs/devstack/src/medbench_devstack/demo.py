@@ -21,6 +21,7 @@ from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import free_port
 from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid
+from medbench_devstack.review_app import reviewer_key, start_review, stop_review
 from medbench_devstack.services import JUDGE_SERVICE, SERVICES, ServiceStack
 
 STACK_DIR = Path(".stack")
@@ -67,7 +68,8 @@ def start_site(stack_dir: Path, stack: ServiceStack) -> str:
     stop_site(stack_dir)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDBENCH_")}
-    env["MEDBENCH_API_KEY"] = stack.admin_key
+    # The site's own service token: it may read reports, boards and datasets, nothing else.
+    env["MEDBENCH_AUTH__SERVICE_TOKEN"] = stack.service_tokens["site"]
     site = ManagedProcess(
         "site",
         [
@@ -106,8 +108,9 @@ def start_site(stack_dir: Path, stack: ServiceStack) -> str:
 
 
 def stop_services(stack_dir: Path) -> None:
-    """Stops the services (and the website) a previous `up` left running."""
+    """Stops the services (and the website, the review app) a previous `up` left running."""
     stop_site(stack_dir)
+    stop_review(stack_dir)
     path = stack_dir / SERVICES_FILE
     if not path.exists():
         return
@@ -149,7 +152,8 @@ def start_services(
         user_judge_settings=judge_env is None,
     )
     kept = {
-        "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token,
+        # The seed of every service's own token (ServiceStack.service_tokens).
+        "MEDBENCH_AUTH__SERVICE_TOKEN": stack.service_token_seed,
         "MEDBENCH_AUTH__BOOTSTRAP_KEY": stack.admin_key,
         "MEDBENCH_METRICS_TOKEN": stack.metrics_token,
         # Seals the partners' endpoint API keys the local database keeps while runs last.
@@ -328,6 +332,12 @@ def up(stack_dir: Path) -> int:
         print(
             f"The public website (published results only; rebuilt every {SITE_REFRESH_S} s): "
             f"{url}\n  Chinese: {url}zh/index.html   English: {url}en/index.html"
+        )
+        review_url = start_review(stack_dir, stack)
+        key_file = reviewer_key(stack_dir, stack)
+        print(
+            f"The physician review app (sign in with the reviewer key in {key_file}, or the "
+            f"maintainer key to import ratings and read calibration reports): {review_url}"
         )
     except BaseException:
         print("the evaluation failed; service logs are in .stack/services/", file=sys.stderr)

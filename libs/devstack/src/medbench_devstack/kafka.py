@@ -10,9 +10,11 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from medbench_devstack.errors import DevstackError
+from medbench_devstack.kafka_tls import SaslSsl, ThrowawayPki, make_test_pki
 from medbench_devstack.ports import LOOPBACK, free_ports
 from medbench_devstack.processes import pid_cmdline, stop_pid, tail_file
 
@@ -66,6 +68,32 @@ def find_java() -> str | None:
     return shutil.which("java")
 
 
+@dataclass(frozen=True)
+class ClusterMembership:
+    """What makes a broker one node of a cluster (medbench_devstack.kafka_cluster): its id,
+    the controller quorum's voters ("id@host:port,..."), the cluster id every node's storage
+    is formatted with, and the cluster's replication settings."""
+
+    node_id: int
+    quorum_voters: str
+    cluster_id: str
+    replication_factor: int
+    min_insync_replicas: int
+    # How long the controller waits for a silent (killed) broker before it moves its leaderships.
+    broker_session_timeout_ms: int = 9000
+
+    def script_env(self) -> dict[str, str]:
+        """The kafka-test-broker.sh settings of this node."""
+        return {
+            "KAFKA_NODE_ID": str(self.node_id),
+            "KAFKA_QUORUM_VOTERS": self.quorum_voters,
+            "KAFKA_CLUSTER_ID": self.cluster_id,
+            "KAFKA_REPLICATION_FACTOR": str(self.replication_factor),
+            "KAFKA_MIN_ISR": str(self.min_insync_replicas),
+            "KAFKA_BROKER_SESSION_TIMEOUT_MS": str(self.broker_session_timeout_ms),
+        }
+
+
 class KafkaBroker:
     """Apache Kafka (KRaft combined mode) with a fresh data dir on every start.
 
@@ -80,9 +108,15 @@ class KafkaBroker:
         *,
         version: str = KAFKA_VERSION,
         message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
+        sasl_ssl: SaslSsl | None = None,
+        membership: ClusterMembership | None = None,
     ) -> None:
         """`message_max_bytes`: the broker's message.max.bytes, the largest record batch it
-        accepts (topics may set their own max.message.bytes); set explicitly in its config."""
+        accepts (topics may set their own max.message.bytes); set explicitly in its config.
+        `sasl_ssl`: the client port takes SCRAM-SHA-512 over TLS only (a throwaway CA and
+        certificate made at start, `ca_file`; `client_env` gives a service the settings),
+        and the broker talks to itself on its own SASL_SSL listener.
+        `membership`: a node of a cluster (KafkaCluster builds them); None: a single node."""
         if (
             isinstance(message_max_bytes, bool)
             or not isinstance(message_max_bytes, int)
@@ -94,11 +128,16 @@ class KafkaBroker:
             )
         self.message_max_bytes = message_max_bytes
         self.work_dir = Path(work_dir).resolve()
-        picked = free_ports(2)
+        picked = free_ports(3)
         self.port = port if port is not None else picked[0]
         self.controller_port = controller_port if controller_port is not None else picked[1]
         if self.port == self.controller_port:
             raise DevstackError(f"Kafka client and controller port are both {self.port}")
+        self.sasl_ssl = sasl_ssl
+        # The inter-broker listener of a SASL_SSL broker.
+        self.internal_port = next(p for p in picked if p not in (self.port, self.controller_port))
+        self.pki: ThrowawayPki | None = None
+        self.membership = membership
         self.version = version
         self.startup_s: float | None = None
 
@@ -109,6 +148,27 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         """`host:port` for Kafka clients."""
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate clients trust (a SASL_SSL broker, once started)."""
+        if self.pki is None:
+            raise DevstackError("ca_file: the broker is not a started SASL_SSL broker")
+        return self.pki.ca_file
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """MEDBENCH_KAFKA__* settings of a service reaching this broker as `user` (SCRAM over
+        TLS, the password given inline), or just the bootstrap address for a plaintext one."""
+        env = {"MEDBENCH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap}
+        if self.sasl_ssl is not None:
+            env |= {
+                "MEDBENCH_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "MEDBENCH_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+                "MEDBENCH_KAFKA__SASL_USERNAME": user,
+                "MEDBENCH_KAFKA__SASL_PASSWORD": self.sasl_ssl.users[user],
+                "MEDBENCH_KAFKA__SSL_CAFILE": str(self.ca_file),
+            }
+        return env
 
     @property
     def libs_dir(self) -> Path:
@@ -185,7 +245,20 @@ class KafkaBroker:
             "KAFKA_START_TIMEOUT": str(max(1, math.ceil(timeout_s))),
             "KAFKA_STOP_TIMEOUT": str(_SCRIPT_STOP_TIMEOUT_S),
         }
+        if self.membership is not None:
+            env |= self.membership.script_env()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.sasl_ssl is not None:
+            tls_dir = self.work_dir / "tls"
+            if self.pki is None:  # a restart keeps the CA clients already trust
+                self.pki = make_test_pki(tls_dir, (LOOPBACK, "localhost"))
+            env |= {
+                "KAFKA_SECURITY": "SASL_SSL",
+                "KAFKA_INTERNAL_PORT": str(self.internal_port),
+                "KAFKA_SSL_KEYSTORE": str(self.pki.keystore_file),
+                "KAFKA_SSL_TRUSTSTORE": str(self.pki.ca_file),
+                "KAFKA_SCRAM_USERS_FILE": str(self.sasl_ssl.write_users(tls_dir / "scram-users")),
+            }
         if not (self.libs_dir / ".complete").is_file():
             mvn = shutil.which(os.environ.get("MVN", "mvn"))
             if mvn is None:

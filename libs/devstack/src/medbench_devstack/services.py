@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -19,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import LOOPBACK, free_ports
 from medbench_devstack.processes import ManagedProcess
+from medbench_runtime.auth import PLATFORM_SERVICES, SERVICE_TOKEN_PREFIX, hash_secret
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ LOOPBACK_EGRESS = {
     "MEDBENCH_EGRESS__ALLOW_CIDRS": "127.0.0.0/8,::1/128",
     "MEDBENCH_EGRESS__PORTS": "1-65535",
 }
+# Only the gateway holds the bootstrap maintainer key (it installs it at start), as in the chart.
+BOOTSTRAP_KEY = "MEDBENCH_AUTH__BOOTSTRAP_KEY"
+BOOTSTRAP_HOLDER = "gateway"
 # The services that seal and open partners' endpoint API keys, and the setting of their keys.
 SECRETS_HOLDERS = frozenset({"gateway", "dispatcher"})
 SECRETS_KEYS = "MEDBENCH_SECRETS__KEYS"
@@ -86,10 +94,59 @@ USER_JUDGE_SETTINGS = frozenset(
 )
 
 
+# Partitions of every topic when a service runs as several replicas: at least the largest
+# replica count (a consumer group's replicas beyond the partitions would sit idle), and not
+# fewer than the services' default (KafkaSettings.partitions).
+PARTITIONS = "MEDBENCH_KAFKA__PARTITIONS"
+DEFAULT_PARTITIONS = 3
+
+
+def replica_name(service: str, index: int) -> str:
+    """The process name of a service's index-th replica (from 1): the service's own name for
+    the first, `<service>-<index>` for the others (`rotator`, `rotator-2`)."""
+    return service if index == 1 else f"{service}-{index}"
+
+
+def peer_target(addresses: Sequence[str]) -> str:
+    """The gRPC target of a peer's replicas at these `127.0.0.1:<port>` addresses: the address
+    itself for one, gRPC's static list `ipv4:a,b` for several (the services' channels balance
+    round robin over it: medbench_runtime.grpc_clients)."""
+    if len(addresses) == 1:
+        return addresses[0]
+    return "ipv4:" + ",".join(addresses)
+
+
+def derived_service_token(seed: str, service: str) -> str:
+    """The local stack's token of one service ("mbs_<service>_<43 characters>"), derived from
+    the stack's seed so that `make run` keeps them across restarts in one pinned value."""
+    mac = hmac.new(seed.encode(), f"service-token:{service}".encode(), hashlib.sha256).digest()
+    return f"{SERVICE_TOKEN_PREFIX}{service}_{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
 def user_judge_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The judge settings among `environ` (USER_JUDGE_SETTINGS), names matched as the
     services' settings match them (case-insensitively), given upper-case."""
     return {k.upper(): v for k, v in environ.items() if k.upper() in USER_JUDGE_SETTINGS}
+
+
+# Who decides key-point recall (metric scorer's MEDBENCH_KEY_POINT_RECALL), as the chart decides
+# it: the judge when the judge scorer is given judge models, else the metric scorer's labelled
+# lexical fallback (README "Metrics"). A caller's extra_env or service_env may still set it.
+KEY_POINT_RECALL = "MEDBENCH_KEY_POINT_RECALL"
+KEY_POINT_SERVICE = "metric_scorer"
+
+
+def judge_configured(judge_env: Mapping[str, str]) -> bool:
+    """Whether these judge scorer settings name a judge model (MEDBENCH_JUDGE__MODELS other
+    than unset or an empty list; a value that is not JSON counts: the judge scorer refuses to
+    start on it and says why)."""
+    raw = judge_env.get("MEDBENCH_JUDGE__MODELS", "").strip()
+    if not raw:
+        return False
+    try:
+        return bool(json.loads(raw))
+    except ValueError:
+        return True
 
 
 class ServiceStack:
@@ -109,6 +166,7 @@ class ServiceStack:
         health_credentials: dict[str, grpc.ChannelCredentials] | None = None,
         loopback_endpoints: bool = True,
         user_judge_settings: bool = False,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         """service_env: settings of single services on top of extra_env; health_credentials:
         TLS credentials to check a service's health with (a service serving TLS);
@@ -117,35 +175,73 @@ class ServiceStack:
         production default (public addresses on the default ports only);
         user_judge_settings: the judge scorer takes the caller's USER_JUDGE_SETTINGS from the
         environment (`make run`), under extra_env and service_env; False (tests) drops them
-        with every other inherited MEDBENCH_* variable."""
+        with every other inherited MEDBENCH_* variable;
+        replicas: how many processes run each service (default one; README "Balancing and
+        replicas"): the first under the service's name, the others as `<name>-2`, `<name>-3`,
+        each on its own ports with the same settings (so one consumer group), its peers given
+        the addresses of all of a peer's replicas; topics get at least as many partitions."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise DevstackError(f"duplicate service names in {names}")
+        counts = dict.fromkeys(names, 1)
+        for name, count in (replicas or {}).items():
+            if name not in counts:
+                raise DevstackError(f"replicas of unknown service {name!r}; known: {names}")
+            if count < 1:
+                raise DevstackError(f"replicas of {name}: {count}; at least 1")
+            counts[name] = count
         self.work_dir = Path(work_dir).resolve()
         self.specs = tuple(specs)
-        ports = free_ports(2 * len(self.specs))
-        self._grpc_ports = {s.name: ports[2 * i] for i, s in enumerate(self.specs)}
-        self._metrics_ports = {s.name: ports[2 * i + 1] for i, s in enumerate(self.specs)}
+        self._replicas = {
+            spec.name: [replica_name(spec.name, i) for i in range(1, counts[spec.name] + 1)]
+            for spec in self.specs
+        }
+        # Every process in start order: a service's replicas one after the other.
+        self._order = [name for spec in self.specs for name in self._replicas[spec.name]]
+        if len(set(self._order)) != len(self._order):
+            raise DevstackError(f"replica names clash with service names: {self._order}")
+        ports = free_ports(2 * len(self._order))
+        self._grpc_ports = {name: ports[2 * i] for i, name in enumerate(self._order)}
+        self._metrics_ports = {name: ports[2 * i + 1] for i, name in enumerate(self._order)}
         # Inherited MEDBENCH_* settings would make the stack depend on the caller's shell
         # (the user's judge settings excepted, when asked for: below). Case-insensitively, as
         # the services' settings read them.
         base = {k: v for k, v in os.environ.items() if not k.upper().startswith("MEDBENCH_")}
         base["PYTHONUNBUFFERED"] = "1"
-        # Credentials of this stack: the service token the services call each other with and
-        # a maintainer key the gateway installs at start (tests and the demo create tenants
-        # and partner keys with it). extra_env may pin them (make run keeps them in its state).
+        # Credentials of this stack: each service's own token for its calls to the others
+        # (derived from one seed; every service admits them by their SHA-256 only) and a
+        # maintainer key only the gateway holds and installs at start (tests and the demo
+        # create tenants and partner keys with it). extra_env may pin the seed and the key
+        # (make run keeps them in its state).
         pinned = extra_env or {}
-        self.service_token = pinned.get("MEDBENCH_AUTH__SERVICE_TOKEN") or secrets.token_urlsafe(32)
+        self.service_token_seed = pinned.get(
+            "MEDBENCH_AUTH__SERVICE_TOKEN"
+        ) or secrets.token_urlsafe(32)
+        self.service_tokens = {
+            name: derived_service_token(self.service_token_seed, name) for name in PLATFORM_SERVICES
+        }
+        # The gateway's: the widest service caller (tests call service RPCs with it).
+        self.service_token = self.service_tokens["gateway"]
         self.admin_key = pinned.get("MEDBENCH_AUTH__BOOTSTRAP_KEY") or (
             f"mbk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
         )
         # /metrics of every service answers only requests carrying this bearer token.
         self.metrics_token = pinned.get("MEDBENCH_METRICS_TOKEN") or secrets.token_urlsafe(32)
-        base["MEDBENCH_AUTH__SERVICE_TOKEN"] = self.service_token
-        base["MEDBENCH_AUTH__BOOTSTRAP_KEY"] = self.admin_key
+        base["MEDBENCH_AUTH__SERVICE_TOKEN_HASHES"] = json.dumps(
+            {name: hash_secret(token) for name, token in self.service_tokens.items()}
+        )
         base["MEDBENCH_METRICS_TOKEN"] = self.metrics_token
         if loopback_endpoints:
             base.update(LOOPBACK_EGRESS)
+        most = max(counts.values())
+        if most > 1:
+            given = (extra_env or {}).get(PARTITIONS)
+            if given is None:
+                base[PARTITIONS] = str(max(most, DEFAULT_PARTITIONS))
+            elif int(given) < most:
+                raise DevstackError(
+                    f"{PARTITIONS}={given} is fewer than the {most} replicas of a service"
+                )
         # The key-encryption key that seals partners' endpoint API keys ("<id>:<base64>"), given
         # only to the services that hold those keys, as in the chart.
         self.secrets_keys = pinned.get(SECRETS_KEYS) or (
@@ -153,6 +249,14 @@ class ServiceStack:
         )
         self._procs: dict[str, ManagedProcess] = {}
         self._health_credentials = dict(health_credentials or {})
+        judge_env = {
+            **(user_judge_env(os.environ) if user_judge_settings else {}),
+            **(extra_env or {}),
+            **(service_env or {}).get(JUDGE_SERVICE, {}),
+        }
+        key_point_recall = (
+            "judge" if JUDGE_SERVICE in names and judge_configured(judge_env) else "lexical"
+        )
         for spec in self.specs:
             env = dict(base)
             env.update(
@@ -169,30 +273,58 @@ class ServiceStack:
             )
             for peer in self.specs:
                 if peer.name != spec.name:
-                    env[f"MEDBENCH_PEERS__{peer.env_key}"] = (
-                        f"{LOOPBACK}:{self._grpc_ports[peer.name]}"
-                    )
+                    env[f"MEDBENCH_PEERS__{peer.env_key}"] = self.target(peer.name)
             if user_judge_settings and spec.name == JUDGE_SERVICE:
                 env.update(user_judge_env(os.environ))
+            if spec.name == KEY_POINT_SERVICE:
+                env[KEY_POINT_RECALL] = key_point_recall
             env.update(extra_env or {})
+            env["MEDBENCH_AUTH__SERVICE_TOKEN"] = self.service_tokens.get(spec.name, "")
+            env.pop(BOOTSTRAP_KEY, None)
+            if spec.name == BOOTSTRAP_HOLDER:
+                env[BOOTSTRAP_KEY] = self.admin_key
             env.pop(SECRETS_KEYS, None)
             if spec.name in SECRETS_HOLDERS:
                 env[SECRETS_KEYS] = self.secrets_keys
             env.update((service_env or {}).get(spec.name, {}))
-            self._procs[spec.name] = ManagedProcess(
-                spec.name,
-                [sys.executable, "-m", spec.module],
-                env,
-                self.work_dir / f"{spec.name}.log",
-                cwd=self.work_dir,
-            )
+            for name in self._replicas[spec.name]:
+                if name != spec.name:
+                    # Its own ports and Kafka member id (static membership: two members with
+                    # one id would fence each other); everything else as the first replica.
+                    env = {
+                        **env,
+                        "MEDBENCH_GRPC_PORT": str(self._grpc_ports[name]),
+                        "MEDBENCH_METRICS_PORT": str(self._metrics_ports[name]),
+                        "MEDBENCH_INSTANCE_ID": f"{name}@{socket.gethostname()}",
+                    }
+                self._procs[name] = ManagedProcess(
+                    name,
+                    [sys.executable, "-m", spec.module],
+                    env,
+                    self.work_dir / f"{name}.log",
+                    cwd=self.work_dir,
+                )
 
     def __repr__(self) -> str:
         return f"ServiceStack({[(n, p.pid, p.alive()) for n, p in self._procs.items()]})"
 
     @property
     def names(self) -> list[str]:
-        return [spec.name for spec in self.specs]
+        """Every process of the stack in start order (a service's replicas included)."""
+        return list(self._order)
+
+    def replicas(self, service: str) -> list[str]:
+        """The process names of a service's replicas (`[service]` when it runs once)."""
+        try:
+            return list(self._replicas[service])
+        except KeyError:
+            known = [spec.name for spec in self.specs]
+            raise DevstackError(f"unknown service {service!r}; known: {known}") from None
+
+    def target(self, service: str) -> str:
+        """The gRPC target of all of a service's replicas, as its peers are given it:
+        `127.0.0.1:<port>` for one, `ipv4:127.0.0.1:<p1>,127.0.0.1:<p2>` for several."""
+        return peer_target([f"{LOOPBACK}:{self._grpc_ports[n]}" for n in self.replicas(service)])
 
     def _spec_process(self, name: str) -> ManagedProcess:
         try:
@@ -242,11 +374,11 @@ class ServiceStack:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout_s
         try:
-            for spec in self.specs:
-                self._procs[spec.name].start()
+            for name in self._order:
+                self._procs[name].start()
             # One shared deadline: the services boot concurrently, so waiting in order is free.
-            for spec in self.specs:
-                self._wait_serving(spec.name, deadline, timeout_s)
+            for name in self._order:
+                self._wait_serving(name, deadline, timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -255,7 +387,9 @@ class ServiceStack:
         proc = self._procs[name]
         request = health_pb2.HealthCheckRequest(service="")
         last = "no answer yet"
-        credentials = self._health_credentials.get(name)
+        # A replica is checked as its service is.
+        service = next(s for s, names in self._replicas.items() if name in names)
+        credentials = self._health_credentials.get(name, self._health_credentials.get(service))
         channel = (
             grpc.secure_channel(self.address(name), credentials, options=_CHANNEL_OPTIONS)
             if credentials is not None
@@ -304,7 +438,7 @@ class ServiceStack:
 
     def stop(self, timeout_s: float = 10) -> None:
         """SIGTERM all (reverse start order), wait up to `timeout_s`, SIGKILL leftovers."""
-        procs = [self._procs[s.name] for s in reversed(self.specs)]
+        procs = [self._procs[name] for name in reversed(self._order)]
         for proc in procs:
             if proc.alive():
                 proc.kill(signal.SIGTERM)

@@ -13,6 +13,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from medbench_messaging.preflight import check_broker
+from medbench_messaging.security import client_options
 from medbench_messaging.sizing import broker_max_message_bytes
 from medbench_messaging.topics import ALL_TOPICS, Topic
 from medbench_runtime.settings import KafkaSettings
@@ -75,8 +77,12 @@ def _await_leaders(admin: Any, names: list[str], partitions: int, timeout_s: flo
 
 def _ensure(settings: KafkaSettings, topics: Iterable[Topic]) -> None:
     needed = broker_max_message_bytes(settings.max_event_bytes)
+    # A refused TLS handshake or SASL login named now, not as a bootstrap timeout later.
+    check_broker(settings)
     admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id="medbench-admin"
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id="medbench-admin",
+        **client_options(settings),
     )
     try:
         names = _names(settings, topics)

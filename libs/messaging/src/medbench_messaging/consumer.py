@@ -29,6 +29,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from medbench_messaging.publisher import Outgoing, Publisher, PublishError
+from medbench_messaging.security import client_options
 from medbench_messaging.topics import Topic
 from medbench_runtime.logging import bind
 from medbench_runtime.settings import KafkaSettings
@@ -213,6 +214,7 @@ class KafkaConsumerWorker:
             max_poll_interval_ms=self._max_poll_interval_ms,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
+            **client_options(self._settings),
         )
         # Join only once this client's metadata knows the topic's partitions: a member that
         # joins first is assigned nothing and, seen here, may stay that way.

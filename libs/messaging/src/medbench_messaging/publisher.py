@@ -17,6 +17,7 @@ from kafka.errors import (
 )
 from prometheus_client import Counter
 
+from medbench_messaging.security import client_options
 from medbench_messaging.sizing import (
     MIN_MAX_EVENT_BYTES,
     EventTooLarge,
@@ -99,11 +100,16 @@ class KafkaPublisher:
         self._producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=client_id,
+            # Every in-sync replica (min.insync.replicas of them at least) has the record before
+            # it counts as sent, and a retried send is written once: explicit, so a setting that
+            # conflicts with idempotence fails here instead of silently turning it off.
             acks="all",
+            enable_idempotence=True,
             linger_ms=settings.linger_ms,
             # The topics' max.message.bytes: a bigger record fails here, never at the broker.
             max_request_size=broker_max_message_bytes(settings.max_event_bytes),
             retries=10,
+            **client_options(settings),
         )
 
     def _values(self, out: Outgoing) -> list[bytes]:

@@ -2,9 +2,14 @@
 
 An API key is "mbk_<key_id>_<secret>": the key id is public (it names the key in lists and the
 audit log), the secret is 256 random bits shown once and stored only as its SHA-256 (a slow hash
-adds nothing for a secret of that entropy). The platform's services call each other with the
-deployment's service token, which carries ROLE_SERVICE. Each RPC declares its allowed roles in
+adds nothing for a secret of that entropy). The platform's services call each other with their
+own service tokens, "mbs_<service>_<secret>", which carry ROLE_SERVICE and the service's name:
+a server knows only the tokens' SHA-256 (MEDBENCH_AUTH__SERVICE_TOKEN_HASHES), and an RPC that
+admits ROLE_SERVICE names the services that may call it (Access.services), so one service's
+token opens nothing another service's RPCs reserve. Each RPC declares its allowed roles in
 the proto (option medbench.identity.v1.access); a method without a policy is refused to all.
+A deployment without token hashes falls back to one shared token (any length >= 32) that
+counts as every service: the legacy mode, for single-process tools and old deployments.
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ from medbench_runtime.errors import PermissionDenied, Unauthenticated
 
 KEY_PREFIX = "mbk_"
 KEY_PATTERN = re.compile(r"^mbk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+SERVICE_TOKEN_PREFIX = "mbs_"
+SERVICE_TOKEN_PATTERN = re.compile(r"^mbs_([a-z][a-z_]{1,31}?)_([A-Za-z0-9_-]{43})$")
+# The platform's own callers, each with its own service token (the review app and partner
+# tools call with their users' keys instead).
+PLATFORM_SERVICES = (
+    "gateway",
+    "rotator",
+    "dispatcher",
+    "metric_scorer",
+    "judge_scorer",
+    "aggregator",
+    "site",
+)
 PLATFORM_TENANT = "platform"
 SERVICE_KEY_ID = "service"
 MIN_SERVICE_TOKEN = 32
@@ -44,6 +62,8 @@ class Principal:
     tenant_id: str
     role: int
     peer: str = ""
+    # ROLE_SERVICE only: the calling service's name ("" for the legacy shared token).
+    service: str = ""
 
     @property
     def role_name(self) -> str:
@@ -85,6 +105,23 @@ def mint_key() -> NewKey:
     key_id = secrets.token_hex(8)
     secret_part = secrets.token_urlsafe(32)
     return NewKey(key_id, f"{KEY_PREFIX}{key_id}_{secret_part}", hash_secret(secret_part))
+
+
+def mint_service_token(service: str) -> tuple[str, str]:
+    """A new token for one of the platform's services and its SHA-256 (hex), the only form
+    the servers keep (MEDBENCH_AUTH__SERVICE_TOKEN_HASHES)."""
+    if service not in PLATFORM_SERVICES:
+        raise ValueError(f"unknown service {service!r}; one of {', '.join(PLATFORM_SERVICES)}")
+    token = f"{SERVICE_TOKEN_PREFIX}{service}_{secrets.token_urlsafe(32)}"
+    return token, hash_secret(token)
+
+
+def parse_service_token(token: str) -> str | None:
+    """The service a token of the form "mbs_<service>_<secret>" names, or None."""
+    match = SERVICE_TOKEN_PATTERN.match(token)
+    if match is None or match.group(1) not in PLATFORM_SERVICES:
+        return None
+    return match.group(1)
 
 
 def parse_key(token: str) -> tuple[str, str]:
@@ -143,9 +180,22 @@ class Authenticator:
         store: KeyStore | None,
         cache_ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        service_token_hashes: Mapping[str, str] | None = None,
     ) -> None:
+        """service_token_hashes: SHA-256 (hex) of each platform service's own token; when
+        given, only those tokens are service callers (the shared service_token is not)."""
+        unknown = sorted(set(service_token_hashes or {}) - set(PLATFORM_SERVICES))
+        if unknown:
+            raise ValueError(
+                f"service token hashes for unknown services {unknown}; "
+                f"known: {', '.join(PLATFORM_SERVICES)}"
+            )
+        self._service_hashes = {
+            k: v.strip().lower() for k, v in (service_token_hashes or {}).items()
+        }
         token = service_token.strip()
-        self._service_token = token.encode() if len(token) >= MIN_SERVICE_TOKEN else None
+        shared = len(token) >= MIN_SERVICE_TOKEN and not self._service_hashes
+        self._service_token = token.encode() if shared else None
         self._store = store
         self._ttl = cache_ttl_s
         self._clock = clock
@@ -175,6 +225,16 @@ class Authenticator:
         if token is None:
             raise Unauthenticated(
                 "missing credentials: send metadata 'authorization: Bearer <api key>'"
+            )
+        if token.startswith(SERVICE_TOKEN_PREFIX) and self._service_hashes:
+            service = parse_service_token(token)
+            expected = self._service_hashes.get(service or "")
+            if service is None or expected is None:
+                raise Unauthenticated("the service token is not valid")
+            if not hmac.compare_digest(hash_secret(token), expected):
+                raise Unauthenticated(f"the service token of {service} is not valid")
+            return Principal(
+                f"service:{service}", PLATFORM_TENANT, access_pb2.ROLE_SERVICE, peer, service
             )
         if not token.startswith(KEY_PREFIX):
             if self._service_token is not None and hmac.compare_digest(
@@ -221,9 +281,11 @@ def authorize(method: str, principal: Principal) -> access_pb2.Access:
     policy = method_access(method)
     if policy is None:
         raise PermissionDenied(f"{method} declares no access policy; it is refused to everyone")
+    name = method.rpartition("/")[2]
     if principal.role not in policy.roles:
-        name = method.rpartition("/")[2]
         raise PermissionDenied(f"role {principal.role_name} may not call {name}")
+    if principal.service and principal.service not in policy.services:
+        raise PermissionDenied(f"service {principal.service} may not call {name}")
     return policy
 
 

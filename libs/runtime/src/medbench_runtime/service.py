@@ -128,6 +128,27 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     ]
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Server options: grpc_options, and a maximum connection age (with a limit on the time
+    calls in flight may still take, when one is set) so that clients' connections end now and
+    then and their round_robin channels resolve the name again: replicas started since get
+    calls (README "Balancing and replicas"). gRPC adds +-10% jitter to the age, so a fleet's
+    connections do not end at once."""
+    options = grpc_options(settings)
+    if settings.grpc_max_connection_age_s > 0:
+        options.append(
+            ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000))
+        )
+        if settings.grpc_max_connection_age_grace_s > 0:
+            options.append(
+                (
+                    "grpc.max_connection_age_grace_ms",
+                    int(settings.grpc_max_connection_age_grace_s * 1000),
+                )
+            )
+    return options
+
+
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials:
     """TLS for the gRPC port; mutual TLS when a client CA is configured."""
     tls = settings.auth
@@ -171,6 +192,7 @@ async def _serve(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
         settings.auth.service_token.get_secret_value(),
         runtime.key_store,
         settings.auth.cache_ttl_s,
+        service_token_hashes=settings.auth.service_token_hashes,
     )
     refusals = RefusalBudget(settings.auth.refusals_audit_burst, settings.auth.refusals_audit_per_s)
     probes = RefusalBudget(
@@ -186,7 +208,7 @@ async def _serve(settings: ServiceSettings, runtime: ServiceRuntime) -> None:
         reflection_roles=None if runtime.open_reflection else STAFF_ROLES,
         probes=probes,
     )
-    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(settings))
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in runtime.servicers]

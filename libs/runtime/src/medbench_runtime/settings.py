@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medbench_runtime.tracing import TracingSettings
@@ -19,6 +20,13 @@ class MongoSettings(BaseModel):
     # has its own credentials, held only by the rotator and the scorers. "" -> "<database>_sealed".
     sealed_database: str = ""
     server_selection_timeout_s: float = 10.0
+    # TLS files (PEM) kept apart from the URI, which carries the user and whether TLS is on:
+    # mongodb://<user>:<password>@host/?tls=true&authSource=admin&authMechanism=SCRAM-SHA-256.
+    # Either file turns TLS on. tls_ca_file: the CA that signed the server's certificate (else
+    # the system's); tls_certificate_key_file: this client's certificate and private key in one
+    # file, for servers that require client certificates.
+    tls_ca_file: str = ""
+    tls_certificate_key_file: str = ""
 
     @property
     def sealed_database_name(self) -> str:
@@ -45,6 +53,59 @@ class KafkaSettings(BaseModel):
     # medbench_messaging.sizing). Topics are created with max.message.bytes of this plus 16 KiB;
     # an external Kafka must allow as much on every topic (the service checks at start).
     max_event_bytes: int = 1_000_000
+    # Transport security (README "Transport security"): PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or
+    # SASL_SSL (SASL over TLS). Every Kafka client the platform creates uses these.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL (SASL_*): SCRAM-SHA-512 (or -256; salted challenge, the password never crosses the
+    # wire), or PLAIN (the password crosses the wire: only over TLS in production).
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    # The password, or a file holding it (a mounted Secret; read at client start, one trailing
+    # newline dropped). Exactly one of the two with SASL.
+    sasl_password: SecretStr = SecretStr("")
+    sasl_password_file: str = ""
+    # TLS (SSL, SASL_SSL), PEM files: the CA that signed the brokers' certificates (else the
+    # system's), and this client's certificate and key when the brokers require them (mTLS).
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    # Check that the broker's certificate names the host connected to (leave on in production).
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_combination(self) -> KafkaSettings:
+        """Refuses, at start, settings whose combination cannot work or would be ignored."""
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        password = bool(self.sasl_password.get_secret_value())
+        if sasl:
+            if not self.sasl_username:
+                raise ValueError(
+                    f"MEDBENCH_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs "
+                    "MEDBENCH_KAFKA__SASL_USERNAME"
+                )
+            if password == bool(self.sasl_password_file):
+                raise ValueError(
+                    f"MEDBENCH_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs exactly "
+                    "one of MEDBENCH_KAFKA__SASL_PASSWORD and MEDBENCH_KAFKA__SASL_PASSWORD_FILE"
+                    + (" (both are set)" if password else "")
+                )
+        elif self.sasl_username or password or self.sasl_password_file:
+            raise ValueError(
+                "SASL credentials are set but MEDBENCH_KAFKA__SECURITY_PROTOCOL is "
+                f"{self.security_protocol}; use SASL_SSL (or SASL_PLAINTEXT) or remove them"
+            )
+        if not tls and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError(
+                "TLS files are set but MEDBENCH_KAFKA__SECURITY_PROTOCOL is "
+                f"{self.security_protocol}; use SSL or SASL_SSL or remove them"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError(
+                "MEDBENCH_KAFKA__SSL_CERTFILE and MEDBENCH_KAFKA__SSL_KEYFILE go together "
+                "(a client certificate needs its key)"
+            )
+        return self
 
 
 class PeerSettings(BaseModel):
@@ -61,9 +122,15 @@ class PeerSettings(BaseModel):
 class AuthSettings(BaseModel):
     """How callers prove who they are (see medbench_runtime.auth)."""
 
-    # Shared by the platform's services for their calls to each other (ROLE_SERVICE); at least
-    # 32 characters. Empty refuses every service call.
+    # This service's own token for its calls to the other services (ROLE_SERVICE):
+    # "mbs_<service>_<secret>" (medbench_runtime.auth.mint_service_token). Without
+    # service_token_hashes it is the legacy token shared by every service (at least 32
+    # characters) and also admits callers. Empty refuses every service call.
     service_token: SecretStr = SecretStr("")
+    # SHA-256 (hex) of each service's own token, by service name (JSON in
+    # MEDBENCH_AUTH__SERVICE_TOKEN_HASHES): the only service credentials this service admits;
+    # each RPC names the services that may call it (README "Service credentials").
+    service_token_hashes: dict[str, str] = {}
     # Gateway only: a maintainer key ("mbk_<id>_<secret>") installed at start for the platform
     # tenant, so that a new deployment can create its first tenants and keys.
     bootstrap_key: SecretStr = SecretStr("")
@@ -102,6 +169,13 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     shutdown_grace_s: float = 10.0
     grpc_max_message_bytes: int = 16 * 1024 * 1024
+    # A client connection to this service's gRPC port is closed (GOAWAY) after this long (0 =
+    # never), so callers resolve the peer's name again and spread over replicas started since
+    # (README "Balancing and replicas"). New calls go to a new connection at once; calls in
+    # flight on the old one get the grace to finish, then are cut (UNAVAILABLE). 0 = no limit:
+    # a long stream (WatchSubmission of a long evaluation) is never cut for age.
+    grpc_max_connection_age_s: float = 300.0
+    grpc_max_connection_age_grace_s: float = 0.0
     mongo: MongoSettings = MongoSettings()
     kafka: KafkaSettings = KafkaSettings()
     peers: PeerSettings = PeerSettings()

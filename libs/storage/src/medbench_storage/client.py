@@ -26,11 +26,26 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def tls_options(settings: MongoSettings) -> dict[str, Any]:
+    """The client's TLS files (MEDBENCH_MONGO__TLS_*): either turns TLS on, whatever the URI
+    says; without them the URI alone decides (`tls=true`, the system's CAs)."""
+    options: dict[str, Any] = {}
+    if settings.tls_ca_file:
+        options["tlsCAFile"] = settings.tls_ca_file
+    if settings.tls_certificate_key_file:
+        options["tlsCertificateKeyFile"] = settings.tls_certificate_key_file
+    if options:
+        options["tls"] = True
+    return options
+
+
 @asynccontextmanager
 async def connect(settings: MongoSettings) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    """An AsyncMongoClient for the settings, closed on exit."""
+    """An AsyncMongoClient for the settings, closed on exit. The URI carries the user
+    (authSource, authMechanism=SCRAM-SHA-256) and may carry `tls=true`."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.uri.get_secret_value(),
+        **tls_options(settings),
         serverSelectionTimeoutMS=int(settings.server_selection_timeout_s * 1000),
         tz_aware=True,
         retryWrites=True,

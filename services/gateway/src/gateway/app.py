@@ -51,6 +51,7 @@ async def serve(settings: GatewaySettings) -> None:
             settings.auth.service_token.get_secret_value(),
             infra.key_store,
             settings.auth.cache_ttl_s,
+            service_token_hashes=settings.auth.service_token_hashes,
         )
         q = settings.quotas
         quotas = MongoQuotaLedger(

@@ -17,6 +17,7 @@
     medbench resume SUBMISSION
     medbench leaderboard [--track llm] [--board api|upload] [--cycle C] [--rule latest|best]
     medbench usage
+    medbench admin ...    (operators: tenants, keys, quotas, bank, pools, audit; admin_cli)
 
 Options every command takes (before or after its name): --gateway HOST:PORT, --key KEY,
 --profile NAME, --tls, --ca-file PEM, --json (machine-readable JSON on stdout, nothing else).

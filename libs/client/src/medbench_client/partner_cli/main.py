@@ -9,7 +9,7 @@ import sys
 
 import grpc
 
-from medbench_client import cli_config
+from medbench_client import admin_cli, cli_config
 from medbench_client.cli_config import ConfigError
 from medbench_client.cli_files import InputError
 from medbench_client.partner_cli.account import configure
@@ -40,6 +40,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:
+        # The operator commands (medbench_client.admin_cli): their own parser, flags and exit
+        # codes, their options after `admin`.
+        return admin_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "configure":

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medbench",
         description=DESCRIPTION,
         epilog="Exit codes: 0 ok, 1 other, 2 bad usage, 3 not found, 4 not ready or failed, "
-        "5 unreachable, 6 unauthenticated or denied, 7 quota exhausted. See libs/client/CLI.md.",
+        "5 unreachable, 6 unauthenticated or denied, 7 quota exhausted. See libs/client/CLI.md. "
+        "Operators: `medbench admin -h` (tenants, keys, quotas, bank, pools, audit log).",
     )
     _common(parser, suppress=False)
     commands = parser.add_subparsers(

@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import random
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +13,7 @@ import grpc
 from medbench.identity.v1 import identity_service_pb2_grpc
 from medbench.leaderboard.v1 import leaderboard_service_pb2_grpc
 from medbench.submission.v1 import submission_service_pb2_grpc
-from medbench_client.api import PartnerClient, channel, service_stub
+from medbench_client.api import PartnerClient, channel, service_stub, tls_credentials
 from medbench_client.cli_config import Settings
 from medbench_client.partner_cli.errors import usage_error
 from medbench_client.partner_cli.output import note
@@ -81,16 +80,11 @@ class Session:
     def chan(self) -> grpc.aio.Channel:
         if self._chan is None:
             s = self.settings
-            credentials = None
-            if s.tls or s.ca_file:
-                roots = None
-                if s.ca_file:
-                    try:
-                        roots = Path(s.ca_file).expanduser().read_bytes()
-                    except OSError as exc:
-                        raise usage_error(f"cannot read --ca-file {s.ca_file}: {exc}") from None
-                credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-            elif not _is_loopback(s.gateway):
+            try:
+                credentials = tls_credentials(s.tls, s.ca_file)
+            except OSError as exc:
+                raise usage_error(f"cannot read --ca-file {s.ca_file}: {exc}") from None
+            if credentials is None and not _is_loopback(s.gateway):
                 note(
                     f"warning: the API key goes to {s.gateway} without TLS (use --tls unless a "
                     "trusted network or proxy protects it)"

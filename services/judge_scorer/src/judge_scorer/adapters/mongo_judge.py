@@ -133,13 +133,18 @@ class MongoJudge:
         )
 
     async def finish_review(
-        self, review_id: str, reviewer_id: str, score: float, now: datetime
+        self,
+        review_id: str,
+        reviewer_id: str,
+        score: float,
+        now: datetime,
+        criteria: list[dict[str, Any]],
     ) -> dict[str, Any] | None:
         """Records the rating of the physician holding the claim (lease expired or not, as long
         as nobody else claimed it since)."""
         return await self._db.reviews.find_one_and_update(
             {"_id": review_id, "state": "claimed", "reviewer_id": reviewer_id},
-            {"$set": {"state": "done", "score": score, "done_at": now}},
+            {"$set": {"state": "done", "score": score, "done_at": now, "criteria": criteria}},
             return_document=ReturnDocument.AFTER,
         )
 

@@ -86,7 +86,12 @@ class JudgeStore(JudgeCache, Protocol):
         self, review_id: str, reviewer_id: str, now: datetime, lease: timedelta
     ) -> Record | None: ...
     async def finish_review(
-        self, review_id: str, reviewer_id: str, score: float, now: datetime
+        self,
+        review_id: str,
+        reviewer_id: str,
+        score: float,
+        now: datetime,
+        criteria: list[Record],
     ) -> Record | None: ...
     async def park(self, doc: Record) -> None: ...
     async def parked(self) -> list[Record]: ...

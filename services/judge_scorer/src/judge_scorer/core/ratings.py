@@ -20,6 +20,8 @@ class Rating:
     score: float
     rater_id: str
     rubric_id: str = ""
+    criteria: tuple[tuple[str, float], ...] = ()
+    """(criterion name, score on the rubric's scale) per criterion, or none."""
 
 
 def rating_case(rubric_id: str, item_id: str, question: str, reference: str, answer: str) -> str:

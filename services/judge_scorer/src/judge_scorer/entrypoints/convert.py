@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from judge_scorer.core.cost import JudgingCost
 from judge_scorer.core.ratings import Rating
-from judge_scorer.core.rubric import Rubric
+from judge_scorer.core.rubric import Rubric, canonical_json
 from judge_scorer.usecases.panel import JudgeInput, PanelResult
 from judge_scorer.usecases.reviews import PanelAgreement
 from medbench.judge.v1 import judge_service_pb2
@@ -61,7 +62,14 @@ def rating_from_proto(r: judge_service_pb2.PhysicianRating) -> Rating:
         score=r.score,
         rater_id=r.rater_id,
         rubric_id=r.rubric_id,
+        criteria=criteria_from_proto(r.criteria),
     )
+
+
+def criteria_from_proto(
+    scores: Iterable[judge_service_pb2.CriterionScore],
+) -> tuple[tuple[str, float], ...]:
+    return tuple((s.name, s.score) for s in scores)
 
 
 def calibration_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Calibration:
@@ -120,7 +128,14 @@ def _ceiling_to_proto(doc: dict[str, Any] | None) -> judge_service_pb2.Physician
     )
 
 
-def review_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Review:
+def review_to_proto(
+    doc: dict[str, Any], rubric: Rubric | None = None, reviewer: str | None = None
+) -> judge_service_pb2.Review:
+    """The review as a physician rates it: with the rubric's data when given. For a caller with
+    the reviewer role (``reviewer``: its physician id) without the panel's scores and without
+    another physician's id; nothing of the submission (tenant, model, item) ever leaves."""
+    holder = doc.get("reviewer_id", "")
+    blind = reviewer is not None
     return judge_service_pb2.Review(
         review_id=doc["_id"],
         state=doc["state"],
@@ -132,12 +147,24 @@ def review_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Review:
         reference=doc["reference"],
         key_points=doc["key_points"],
         answer=doc["answer"],
-        judge_scores=doc["judge_scores"],
-        reviewer_id=doc.get("reviewer_id", ""),
+        judge_scores=[] if blind else doc["judge_scores"],
+        reviewer_id="" if blind and holder != reviewer else holder,
         score=doc.get("score", 0.0),
         lease_until=timestamp(doc.get("lease_until")),
         created_at=timestamp(doc.get("created_at")),
+        rubric_json="" if rubric is None else canonical_json(rubric_view(rubric)),
+        criteria=[
+            judge_service_pb2.CriterionScore(name=c["name"], score=c["score"])
+            for c in doc.get("criteria", [])
+        ],
     )
+
+
+def rubric_view(rubric: Rubric) -> dict[str, Any]:
+    """What a physician rates on: the rubric's data without the judge's output schema."""
+    data = rubric.to_dict()
+    data.pop("output_schema")
+    return data
 
 
 def agreement_to_proto(

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from judge_scorer.entrypoints import convert
 from judge_scorer.usecases.judging import Judging
 from judge_scorer.usecases.reviews import Reviews
+from medbench.identity.v1 import access_pb2
 from medbench.judge.v1 import judge_service_pb2, judge_service_pb2_grpc
-from medbench_runtime.errors import InvalidArgument
+from medbench_runtime.auth import Principal, current_principal
+from medbench_runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 MAX_RATINGS_PER_MESSAGE = 1000
+
+
+def _caller() -> Principal | None:
+    """The authenticated caller (None when the server runs without authentication)."""
+    try:
+        return current_principal()
+    except Unauthenticated:
+        return None
+
+
+def _physician(requested: str) -> str:
+    """The physician a claim or a rating is for: a reviewer-role caller is its own key id
+    (naming another is PERMISSION_DENIED); maintainers name any physician."""
+    caller = _caller()
+    if caller is None or caller.role != access_pb2.ROLE_REVIEWER:
+        return requested
+    if requested and requested != caller.key_id:
+        raise PermissionDenied(
+            f"reviewer_id: a reviewer reviews as itself ({caller.key_id}), not as {requested}"
+        )
+    return caller.key_id
 
 
 class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
@@ -78,22 +102,34 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
             request.state, request.page_token, request.page_size
         )
         return judge_service_pb2.ListReviewsResponse(
-            reviews=[convert.review_to_proto(d) for d in docs], next_page_token=next_token
+            reviews=[self._review(d) for d in docs], next_page_token=next_token
         )
 
     async def ClaimReview(
         self, request: judge_service_pb2.ClaimReviewRequest, context: grpc.aio.ServicerContext
     ) -> judge_service_pb2.Review:
         doc = await self._reviews.claim(
-            request.review_id, request.reviewer_id, request.lease_seconds
+            request.review_id, _physician(request.reviewer_id), request.lease_seconds
         )
-        return convert.review_to_proto(doc)
+        return self._review(doc)
 
     async def SubmitReview(
         self, request: judge_service_pb2.SubmitReviewRequest, context: grpc.aio.ServicerContext
     ) -> judge_service_pb2.Review:
-        doc = await self._reviews.submit(request.review_id, request.reviewer_id, request.score)
-        return convert.review_to_proto(doc)
+        doc = await self._reviews.submit(
+            request.review_id,
+            _physician(request.reviewer_id),
+            request.score,
+            convert.criteria_from_proto(request.criteria),
+        )
+        return self._review(doc)
+
+    def _review(self, doc: dict[str, Any]) -> judge_service_pb2.Review:
+        """A review with its rubric; blind to the panel's scores for a reviewer."""
+        rubric = self._judging.rubrics.get(doc["rubric_id"], doc["rubric_version"])
+        caller = _caller()
+        reviewer = caller.key_id if caller and caller.role == access_pb2.ROLE_REVIEWER else None
+        return convert.review_to_proto(doc, rubric, reviewer)
 
     async def GetPanelAgreement(
         self,

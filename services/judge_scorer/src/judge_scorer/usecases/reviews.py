@@ -45,6 +45,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def criterion_scores(rubric: Rubric, scores: tuple[tuple[str, float], ...]) -> list[Record]:
+    """Scores per criterion as stored: none, or each of the rubric's criteria exactly once, on
+    its scale. INVALID_ARGUMENT "criteria: <reason>" otherwise."""
+    if not scores:
+        return []
+    names = [c.name for c in rubric.criteria]
+    given = [name for name, _ in scores]
+    for name in given:
+        if name not in names:
+            raise InvalidArgument(f"criteria: {name!r} is not a criterion of rubric {rubric.label}")
+        if given.count(name) > 1:
+            raise InvalidArgument(f"criteria: {name!r} is scored more than once")
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise InvalidArgument(f"criteria: no score for {', '.join(map(repr, missing))}")
+    for name, score in scores:
+        if not rubric.scale.min <= score <= rubric.scale.max:
+            raise InvalidArgument(
+                f"criteria: {name!r} scored {score:g}, outside rubric {rubric.label}'s scale "
+                f"{rubric.scale.min}-{rubric.scale.max}"
+            )
+    by_name = dict(scores)
+    return [{"name": name, "score": by_name[name]} for name in names]
+
+
 class Reviews:
     """Physicians' side of the judge: their ratings calibrate it, their reviews settle the
     items a panel disagreed on (and become ratings in turn)."""
@@ -68,6 +93,7 @@ class Reviews:
                 f"score: {r.score:g} is outside rubric {rubric.label}'s scale "
                 f"{rubric.scale.min}-{rubric.scale.max}"
             )
+        criteria = criterion_scores(rubric, r.criteria)
         case = rating_case(rubric.id, r.item_id, r.question, r.reference, r.answer)
         return {
             "_id": hashlib.sha256(f"{r.rater_id}\0{case}".encode()).hexdigest()[:32],
@@ -82,6 +108,7 @@ class Reviews:
             "answer": r.answer,
             "score": r.score,
             "rater_id": r.rater_id,
+            "criteria": criteria,
             "rated_at": _now(),
         }
 
@@ -113,9 +140,15 @@ class Reviews:
             raise await self._refusal(review_id, reviewer_id)
         return doc
 
-    async def submit(self, review_id: str, reviewer_id: str, score: float) -> Record:
-        """Records the claiming physician's score as a rating, and measures the rubric again
-        (off the request path)."""
+    async def submit(
+        self,
+        review_id: str,
+        reviewer_id: str,
+        score: float,
+        criteria: tuple[tuple[str, float], ...] = (),
+    ) -> Record:
+        """Records the claiming physician's score (and scores per criterion, if any) as a
+        rating, and measures the rubric again (off the request path)."""
         if not review_id or not reviewer_id:
             raise InvalidArgument("review_id and reviewer_id are required")
         current = await self._store.review(review_id)
@@ -127,7 +160,8 @@ class Reviews:
                 f"score {score:g} is outside rubric {rubric.label}'s scale "
                 f"{rubric.scale.min}-{rubric.scale.max}"
             )
-        doc = await self._store.finish_review(review_id, reviewer_id, score, _now())
+        scored = criterion_scores(rubric, criteria)
+        doc = await self._store.finish_review(review_id, reviewer_id, score, _now(), scored)
         if doc is None:
             raise await self._refusal(review_id, reviewer_id)
         rating = Rating(
@@ -141,6 +175,7 @@ class Reviews:
             score=score,
             rater_id=reviewer_id,
             rubric_id=doc["rubric_id"],
+            criteria=criteria,
         )
         await self._store.put_rating(self._rating_doc(rating))
         if not self._judging.has_judge:  # measured once a judge is configured (Calibrate)

@@ -1,0 +1,1 @@
+"""The physician review web app (server-rendered, Chinese first, English too)."""
