@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from medbench_devstack.__main__ import main as infra_main
 from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import free_port
-from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid
+from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid, wait_http_ok
 from medbench_devstack.review_app import reviewer_key, start_review, stop_review
 from medbench_devstack.services import JUDGE_SERVICE, SERVICES, ServiceStack
 
@@ -94,17 +93,8 @@ def start_site(stack_dir: Path, stack: ServiceStack) -> str:
     site.start()
     url = f"http://127.0.0.1:{port}/"
     (stack_dir / SITE_FILE).write_text(json.dumps({"pid": site.pid, "url": url}) + "\n")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=5) as response:  # noqa: S310
-                if response.status == 200:
-                    return url
-        except OSError:
-            pass
-        if not site.alive() or time.monotonic() > deadline:
-            raise DevstackError(f"the website did not come up:\n{site.tail(20)}")
-        time.sleep(0.2)
+    wait_http_ok(site, url + "healthz", "the website")
+    return url
 
 
 def stop_services(stack_dir: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -233,3 +234,19 @@ def stop_pid(
         if not wait_pid_gone(pid, 10.0):
             raise DevstackError(f"pid {pid} survived SIGKILL")
     return True
+
+
+def wait_http_ok(proc: ManagedProcess, url: str, what: str, timeout_s: float = 60) -> None:
+    """Waits until GET url answers 200 (a started web server's /healthz); DevstackError naming
+    what, with the process's last log lines, when it dies or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if not proc.alive() or time.monotonic() > deadline:
+            raise DevstackError(f"{what} did not come up:\n{proc.tail(20)}")
+        time.sleep(0.2)

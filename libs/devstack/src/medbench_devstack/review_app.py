@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import free_port
-from medbench_devstack.processes import ManagedProcess, stop_pid
+from medbench_devstack.processes import ManagedProcess, stop_pid, wait_http_ok
 from medbench_devstack.services import ServiceStack
 
 REVIEW_FILE = "review.json"
@@ -68,14 +65,5 @@ def start_review(stack_dir: Path, stack: ServiceStack) -> str:
     app.start()
     url = f"http://127.0.0.1:{port}/"
     (stack_dir / REVIEW_FILE).write_text(json.dumps({"pid": app.pid, "url": url}) + "\n")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=5) as response:  # noqa: S310
-                if response.status == 200:
-                    return url
-        except OSError:
-            pass
-        if not app.alive() or time.monotonic() > deadline:
-            raise DevstackError(f"the review app did not come up:\n{app.tail(20)}")
-        time.sleep(0.2)
+    wait_http_ok(app, url + "healthz", "the review app")
+    return url

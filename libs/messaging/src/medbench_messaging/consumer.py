@@ -52,6 +52,15 @@ LAG = Gauge(
 # from the quarantine, which a retry or drop resolves: medbench_quarantine_held; the dead-letter
 # topic's offsets never fall.)
 LAG_INTERVAL_S = 10.0
+# A client that has not known its group coordinator for this long is replaced by a new one:
+# kafka-python can busy-loop on a coordinator that went away without a failed request to say
+# so (manual commits, no heartbeat in flight), consuming nothing while the broker is fine.
+COORDINATOR_LOST_S = 30.0
+REOPENED = Counter(
+    "medbench_kafka_consumer_reopened_total",
+    "Consumer clients replaced after their group coordinator stayed unknown",
+    ["topic"],
+)
 HANDLE_SECONDS = Histogram(
     "medbench_kafka_handle_seconds",
     "Time a handler spent on one message.",
@@ -155,6 +164,36 @@ class LagSeries(ConsumerRebalanceListener):  # type: ignore[misc]
         """Nothing: the next measurement exports the new partitions."""
 
 
+class CoordinatorWatch:
+    """When a consumer has gone without a known group coordinator for `lost_s` (pure: the
+    caller says what it saw and when)."""
+
+    def __init__(self, lost_s: float = COORDINATOR_LOST_S) -> None:
+        self._lost_s = lost_s
+        self._unknown_since: float | None = None
+
+    def lost(self, known: bool, now: float) -> bool:
+        """Whether the client should be replaced; the clock starts again after a True."""
+        if known:
+            self._unknown_since = None
+            return False
+        if self._unknown_since is None:
+            self._unknown_since = now
+            return False
+        if now - self._unknown_since < self._lost_s:
+            return False
+        self._unknown_since = None
+        return True
+
+
+def coordinator_known(consumer: KafkaConsumer) -> bool:
+    """Whether the client knows (and is connected to) its group coordinator; True when the
+    client does not say (kafka-python keeps it on a private attribute)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    check = getattr(coordinator, "coordinator_unknown", None)
+    return True if check is None else not check()
+
+
 class KafkaConsumerWorker:
     """Consumes one topic in a consumer group and hands each message to handler."""
 
@@ -242,8 +281,23 @@ class KafkaConsumerWorker:
         unassigned_since = time.monotonic()
         measured = 0.0
         outage = 0
+        watch = CoordinatorWatch()
         try:
             while not self._stopping.is_set():
+                if watch.lost(coordinator_known(consumer), time.monotonic()):
+                    log.warning(
+                        "no group coordinator for %s in %.0f s; replacing the consumer client",
+                        self._topic_name,
+                        COORDINATOR_LOST_S,
+                    )
+                    REOPENED.labels(self._topic_name).inc()
+                    # Nothing handed out is lost: uncommitted records come again to whoever
+                    # holds the partition next.
+                    await asyncio.to_thread(consumer.close, False)
+                    consumer = await asyncio.to_thread(self._open)
+                    self.joined.clear()
+                    unassigned_since = time.monotonic()
+                    continue
                 try:
                     batch = await asyncio.to_thread(consumer.poll, 200, self._max_poll_records)
                     outage = 0

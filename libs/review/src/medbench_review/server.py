@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from medbench_client.api import JudgeAdmin, channel
 from medbench_review import pages
 from medbench_review.ratings_file import RatingsFileError, read_ratings
 from medbench_review.text import LANGS, t
+from medbench_runtime.http_server import BackgroundHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -591,29 +592,8 @@ def _version(value: str) -> int:
     return int(value)
 
 
-class ReviewServer:
-    """ThreadingHTTPServer on (host, port); ``port`` 0 picks a free one."""
+class ReviewServer(BackgroundHttpServer):
+    """The review app on (host, port); ``port`` 0 picks a free one."""
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = type("BoundHandler", (Handler,), {"app": app})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    def start(self) -> ReviewServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+        super().__init__(type("BoundHandler", (Handler,), {"app": app}), host, port)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import unicodedata
 import urllib.parse
 from functools import partial
 from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from medbench_runtime.http_server import BackgroundHttpServer
 from medbench_site.publish import LINK
 
 log = logging.getLogger(__name__)
@@ -126,28 +126,8 @@ class SiteHandler(SimpleHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class SiteServer:
-    """ThreadingHTTPServer on (host, port) serving ``out/site``; ``port`` 0 picks a free one."""
+class SiteServer(BackgroundHttpServer):
+    """Serves ``out/site`` on (host, port); ``port`` 0 picks a free one."""
 
     def __init__(self, out: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._httpd = ThreadingHTTPServer((host, port), partial(SiteHandler, out=out))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    def start(self) -> SiteServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+        super().__init__(partial(SiteHandler, out=out), host, port)
