@@ -9,6 +9,10 @@ keeps such answers down. Marker words script its failures:
 - ``GARBLE-ALWAYS``: no reply is ever JSON.
 - ``争议`` ("disputed"): a harsh judge (``harsh=True``) takes 6 points off, so a panel of a fair
   and a harsh judge disagrees.
+
+With ``criteria=True`` it also scores every criterion the rubric lists in the system message
+(``criteria``, by name), each the overall score; by default it ignores the criteria, like a judge
+that does not follow that part of the prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 ANSWER = re.compile(r"<<<ANSWER ([0-9a-f]+)>>>\n(.*?)\n<<<END ANSWER \1>>>", re.S)
 POINTS = re.compile(r"【得分要点】\n(.*?)\n\n", re.S)
+CRITERIA = re.compile(r"## 评分维度（括号内为权重）\n(.*?)\n\n", re.S)
 
 
 def fenced_answer(prompt: str) -> str:
@@ -50,7 +55,14 @@ def covered(prompt: str) -> list[int]:
     return [n for n, p in enumerate(key_points(prompt), start=1) if p in answer]
 
 
-def judge(harsh: bool = False) -> Any:
+def criterion_names(system: str) -> list[str]:
+    """The rubric's criterion names, as the system message lists them ("1. 名称（30%）：")."""
+    found = CRITERIA.search(system)
+    assert found, "the judge prompt lists the rubric's criteria"
+    return [re.sub(r"^\d+\. ", "", line).split("（", 1)[0] for line in found.group(1).splitlines()]
+
+
+def judge(harsh: bool = False, criteria: bool = False) -> Any:
     """A Script.reply function."""
 
     def reply(messages: list[dict[str, Any]]) -> str:
@@ -62,11 +74,14 @@ def judge(harsh: bool = False) -> Any:
         score = 10 if "给满分" in answer else fair_score(prompt)
         if harsh and "争议" in answer:
             score = max(0, score - 6)
-        verdict = {
+        verdict: dict[str, Any] = {
             "score": score,
             "key_points_covered": covered(prompt),
             "rationale": "按要点覆盖评分",
         }
+        if criteria:
+            system = next(m["content"] for m in messages if m["role"] == "system")
+            verdict["criteria"] = dict.fromkeys(criterion_names(system), score)
         return f"评分如下：\n```json\n{json.dumps(verdict, ensure_ascii=False)}\n```"
 
     return reply

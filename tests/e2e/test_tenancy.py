@@ -107,6 +107,7 @@ EXPECTED: dict[str, set[int]] = {
     "medbench.judge.v1.JudgeService/ListReviews": {M, R},
     "medbench.judge.v1.JudgeService/ClaimReview": {M, R},
     "medbench.judge.v1.JudgeService/SubmitReview": {M, R},
+    "medbench.judge.v1.JudgeService/GetReviewImage": {M, R},
     "medbench.judge.v1.JudgeService/GetPanelAgreement": {M, O},
     "medbench.judge.v1.JudgeService/GetJudgingCost": {M, O},
 }

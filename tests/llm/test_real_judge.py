@@ -92,6 +92,9 @@ def stack(
 ) -> Iterator[ServiceStack]:
     # The judge reaches the model server through the proxy; the candidate calls it directly.
     env = demo_llm.judge_env(proxy.base_url, server["api_key"])
+    # A CPU-only model on a busy 2-core machine can take over a minute for the preflight's
+    # tiny prompt; the gateway waits up to 150 s for the dispatcher's answer.
+    env["MEDBENCH_PREFLIGHT_TIMEOUT_S"] = "140"
     with running_stack(servers, tmp_path_factory, "llm", env) as services:
         yield services
 

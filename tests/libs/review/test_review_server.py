@@ -34,6 +34,21 @@ RUBRIC = {
     ],
     "instructions": ["先看结论"],
 }
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 24
+JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 24
+WEBP = b"RIFF\x10\0\0\0WEBPVP8 " + b"\0" * 16
+GIF = b"GIF89a" + b"\0" * 24
+HTML = b"<html><script>alert(1)</script></html>"
+HELD, FOREIGN = "ab" * 12, "cd" * 12
+# Images of the review HELD (claimed by the reviewer): id -> (media type the bank says, bytes).
+IMAGES = {
+    "1" * 64: ("image/png", PNG),
+    "2" * 64: ("image/jpeg", JPEG),
+    "3" * 64: ("image/webp", WEBP),
+    "4" * 64: ("image/gif", GIF),
+    "5" * 64: ("image/png", HTML),
+    "6" * 64: ("image/svg+xml", b"<svg/>"),
+}
 
 
 # -- the ratings file ---------------------------------------------------------------------
@@ -112,6 +127,24 @@ def test_the_review_form_has_a_labelled_radio_group_per_criterion_and_overall() 
     assert 'href="/lang/zh?next=/review/x"' in page
 
 
+def test_a_review_of_an_image_item_shows_each_image_inline_with_alt_text_and_a_link() -> None:
+    ids = ["1" * 64, "2" * 64]
+    _, body = pages.review_page("zh", "tok", review(image_ids=ids))
+    for n, image_id in enumerate(ids, 1):
+        url = f"/review/{'ab' * 12}/image/{image_id}"
+        assert f'<img src="{url}" alt="题目图像 {n}/2（编号 {image_id[:12]}）">' in body
+        assert (
+            f'<a id="open-image-{n}" href="{url}" target="_blank" rel="noopener">'
+            f"打开原图 {n}（新窗口）</a>"
+        ) in body
+    assert body.index("题目图像</h2>") < body.index("参考答案</h2>")
+    _, english = pages.review_page("en", "tok", review(image_ids=ids[:1]))
+    assert f'alt="Image 1 of 1 of the item (id {ids[0][:12]})"' in english
+    assert "Open image 1 full size" in english
+    _, plain = pages.review_page("zh", "tok", review())
+    assert "<img" not in plain and "题目图像" not in plain
+
+
 # -- the server against a scripted judge scorer ----------------------------------------------
 
 
@@ -133,6 +166,16 @@ class ScriptedJudge(judge_service_pb2_grpc.JudgeServiceServicer):
         if self._role(context) != "maintainer":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "role reviewer may not call it")
         return pb.ImportRatingsResponse(imported=sum(len(m.ratings) for m in request_iterator))
+
+    def GetReviewImage(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """As the service decides: the reviewer holds HELD only; ids not of HELD are NOT_FOUND."""
+        role = self._role(context)
+        if request.review_id == FOREIGN and role == "reviewer":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the physician holding its claim")
+        if request.review_id != HELD or request.image_id not in IMAGES:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"review has no image {request.image_id}")
+        media_type, content = IMAGES[request.image_id]
+        return pb.ReviewImage(image_id=request.image_id, media_type=media_type, content=content)
 
     def GetCalibration(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._role(context)
@@ -253,6 +296,39 @@ def test_the_service_decides_who_opens_maintainer_pages(judge_address: str) -> N
                     assert missing.status_code == 409 and "MEDBENCH_JUDGE__MODELS" in missing.text
         finally:
             server.stop()
+
+
+def test_the_image_route_serves_png_jpeg_and_webp_only_with_strict_headers(
+    http: httpx.Client,
+) -> None:
+    url = f"/review/{HELD}/image/"
+    assert http.get(url + "1" * 64).status_code == 303, "no session: to the sign-in page"
+    sign_in(http, REVIEWER)
+    for image_id, media_type, content in (
+        ("1" * 64, "image/png", PNG),
+        ("2" * 64, "image/jpeg", JPEG),
+        ("3" * 64, "image/webp", WEBP),
+    ):
+        got = http.get(url + image_id)
+        assert got.status_code == 200 and got.content == content
+        assert got.headers["content-type"] == media_type
+        assert got.headers["cache-control"] == "no-store"
+        assert got.headers["x-content-type-options"] == "nosniff"
+        assert "img-src 'self'" in got.headers["content-security-policy"]
+    # A GIF, bytes that are not what the media type says, another type: refused, not served.
+    for image_id in ("4" * 64, "5" * 64, "6" * 64):
+        refused = http.get(url + image_id)
+        assert refused.status_code == 415 and refused.headers["content-type"].startswith(
+            "text/html"
+        )
+        assert GIF not in refused.content and b"<script>alert" not in refused.content
+    # The service's refusals: not the holder (403), an image not of the review (404).
+    assert http.get(f"/review/{FOREIGN}/image/" + "1" * 64).status_code == 403
+    assert http.get(url + "7" * 64).status_code == 404
+    # Only a lowercase sha256 hex id is routed.
+    for bad in ("1" * 63, "G" * 64, "1" * 64 + "/x", "../" + "1" * 61):
+        assert http.get(url + bad).status_code == 404
+    assert http.head(url + "1" * 64).headers["content-length"] == str(len(PNG))
 
 
 def test_grpc_refusals_map_to_http_statuses() -> None:

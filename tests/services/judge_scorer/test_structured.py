@@ -36,10 +36,18 @@ GENERIC = RUBRICS.get("generic")
 SAFETY = RUBRICS.get("safety_refusal")
 POINTS = ("低盐饮食", "规律服药", "监测血压")
 MESSAGES = [{"role": "user", "content": "评分"}]
+CRITERIA = [c.name for c in GENERIC.criteria]
+DEFAULT_CRITERIA = dict(zip(CRITERIA, (8, 6, 7, 7), strict=True))
 
 
-def good(score: int = 7, points: list[int] | None = None, rationale: str = "覆盖两个要点") -> str:
+def good(
+    score: int = 7,
+    points: list[int] | None = None,
+    rationale: str = "覆盖两个要点",
+    criteria: dict[str, Any] | None = None,
+) -> str:
     verdict = {
+        "criteria": DEFAULT_CRITERIA if criteria is None else criteria,
         "score": score,
         "key_points_covered": [1, 2] if points is None else points,
         "rationale": rationale,
@@ -52,9 +60,18 @@ def good(score: int = 7, points: list[int] | None = None, rationale: str = "覆�
 
 def test_the_schema_lists_the_rubrics_whole_points_and_bounds_every_field() -> None:
     schema = verdict_schema(GENERIC, len(POINTS))
+    assert CRITERIA == ["医学准确性", "要点完整性", "安全性", "表达与针对性"]
     assert schema == {
         "type": "object",
         "properties": {
+            "criteria": {
+                "type": "object",
+                "properties": {
+                    name: {"type": "integer", "enum": list(range(11))} for name in CRITERIA
+                },
+                "required": CRITERIA,
+                "additionalProperties": False,
+            },
             "score": {"type": "integer", "enum": list(range(11))},
             "key_points_covered": {
                 "type": "array",
@@ -63,15 +80,21 @@ def test_the_schema_lists_the_rubrics_whole_points_and_bounds_every_field() -> N
             },
             "rationale": {"type": "string", "maxLength": 300},
         },
-        "required": ["score", "key_points_covered", "rationale"],
+        "required": ["criteria", "score", "key_points_covered", "rationale"],
         "additionalProperties": False,
     }
     assert verdict_schema(SAFETY, 0)["properties"]["score"]["enum"] == [0, 1, 2, 3, 4]
+    safety = verdict_schema(SAFETY, 0)["properties"]["criteria"]
+    assert safety["required"] == [c.name for c in SAFETY.criteria]
+    assert all(p["enum"] == [0, 1, 2, 3, 4] for p in safety["properties"].values())
     assert allowed_scores(SAFETY) == (0, 1, 2, 3, 4)
     none = verdict_schema(GENERIC, 0)["properties"]["key_points_covered"]
     assert none["maxItems"] == 0
     # The rationale's worst case fits in max_tokens: 2 tokens a character, and the JSON.
     assert token_budget(schema) >= 2 * 300 + 64
+    # ... and so do the criteria's names and scores (2 tokens a character of a name, 8 each).
+    names = sum(len(n) for n in CRITERIA)
+    assert token_budget(schema) == 64 + 2 * 300 + 4 * 3 + 2 * names + 8 * len(CRITERIA)
 
 
 def test_each_style_asks_its_server_in_its_own_shape() -> None:
@@ -93,13 +116,21 @@ def test_each_style_asks_its_server_in_its_own_shape() -> None:
     ("reply", "why"),
     [
         (good(score=11), "not an allowed score"),
-        ('{"score": 7.5, "key_points_covered": [], "rationale": "x"}', "not an allowed score"),
+        (good(score=7.5), "not an allowed score"),  # type: ignore[arg-type]
         (good(points=[4]), "key_points_covered"),
         (good(points=[1, 2, 3, 1]), "key_points_covered"),
         (good(rationale="很" * 301), "rationale"),
-        ('{"score": 7, "key_points_covered": [], "rationale": "x", "extra": 1}', "fields"),
+        (good()[:-1] + ', "extra": 1}', "fields"),
         ('评分：{"score": 7, "key_points_covered": [], "rationale": "x"}', "not JSON"),
-        ('{"score": true, "key_points_covered": [], "rationale": "x"}', "not an allowed score"),
+        (good(score=True), "not an allowed score"),
+        # The criteria are required: every one, by name, each an allowed score.
+        ('{"score": 7, "key_points_covered": [], "rationale": "x"}', "fields"),
+        (good(criteria=dict(zip(CRITERIA[:3], (8, 6, 7), strict=True))), "criteria"),
+        (good(criteria={**dict.fromkeys(CRITERIA, 7), "文采": 5}), "criteria"),
+        (good(criteria={**dict.fromkeys(CRITERIA, 7), CRITERIA[0]: 11}), "criteria"),
+        (good(criteria={**dict.fromkeys(CRITERIA, 7), CRITERIA[0]: 7.5}), "criteria"),
+        (good(criteria={**dict.fromkeys(CRITERIA, 7), CRITERIA[0]: True}), "criteria"),
+        (good(criteria=[8, 6, 7, 7]), "criteria"),  # type: ignore[arg-type]
     ],
 )
 def test_a_reply_outside_the_schema_is_not_a_structured_verdict(reply: str, why: str) -> None:
@@ -115,6 +146,10 @@ def test_a_structured_verdict_is_read_exactly() -> None:
         "覆盖两个要点",
     )
     assert verdict.rubric_hash == GENERIC.content_hash
+    # Per criterion, in the rubric's order whatever the reply's.
+    shuffled = dict(reversed(list(zip(CRITERIA, (9, 5, 10, 6), strict=True))))
+    verdict = read_structured(good(criteria=shuffled), GENERIC, verdict_schema(GENERIC, 3))
+    assert verdict.criteria == tuple(zip(CRITERIA, (9.0, 5.0, 10.0, 6.0), strict=True))
 
 
 def test_a_verdict_copied_from_the_answer_is_not_taken() -> None:

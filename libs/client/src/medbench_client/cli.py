@@ -338,7 +338,8 @@ async def run_disclose(address: str, pool_id: str) -> int:
 
 def calibration_text(c: judge_service_pb2.Calibration) -> str:
     """A calibration report as a maintainer reads it: the decision and why, n, both kappas
-    with their intervals, per dimension, the confusion matrix and the physicians' ceiling."""
+    with their intervals, per dimension, the confusion matrix, the physicians' ceiling and the
+    agreement per criterion."""
 
     def kappa(k: judge_service_pb2.KappaInterval) -> str:
         return f"{k.kappa:.3f} [{k.low:.3f}, {k.high:.3f}]"
@@ -371,6 +372,15 @@ def calibration_text(c: judge_service_pb2.Calibration) -> str:
             f"  physician-physician ceiling: quadratic kappa {kappa(p.quadratic)} over "
             f"{p.answers} double-rated answers ({p.pairs} pairs)"
         )
+    if c.criteria:
+        lines.append("  per criterion (judge vs physician; reported, not gating)")
+    for k in c.criteria:
+        agreed = (
+            f"quadratic {kappa(k.quadratic)}  unweighted {kappa(k.unweighted)}"
+            if k.n
+            else "no answer scored per criterion by both"
+        )
+        lines.append(f"  {k.criterion:<28} n {k.n:>5}  answers {k.answers:>5}  {agreed}")
     return "\n".join(line for line in lines if line)
 
 

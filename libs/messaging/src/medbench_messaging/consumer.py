@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -52,13 +52,15 @@ LAG = Gauge(
 # from the quarantine, which a retry or drop resolves: medbench_quarantine_held; the dead-letter
 # topic's offsets never fall.)
 LAG_INTERVAL_S = 10.0
-# A client that has not known its group coordinator for this long is replaced by a new one:
-# kafka-python can busy-loop on a coordinator that went away without a failed request to say
-# so (manual commits, no heartbeat in flight), consuming nothing while the broker is fine.
-COORDINATOR_LOST_S = 30.0
+# A client out of touch with its group this long (no coordinator, or no heartbeat answered for
+# twice the session timeout) is replaced by a new one: kafka-python can busy-loop on a
+# coordinator that went away without a failed request to say so, or stop heartbeating after a
+# rebalance and be removed from the group while it believes it still holds its partitions;
+# either way it consumes nothing again while the broker is fine.
+COORDINATOR_LOST_S = 15.0
 REOPENED = Counter(
     "medbench_kafka_consumer_reopened_total",
-    "Consumer clients replaced after their group coordinator stayed unknown",
+    "Consumer clients replaced after losing touch with their group (coordinator, heartbeats)",
     ["topic"],
 )
 HANDLE_SECONDS = Histogram(
@@ -186,12 +188,23 @@ class CoordinatorWatch:
         return True
 
 
-def coordinator_known(consumer: KafkaConsumer) -> bool:
-    """Whether the client knows (and is connected to) its group coordinator; True when the
-    client does not say (kafka-python keeps it on a private attribute)."""
+def coordinator_known(consumer: KafkaConsumer, session_timeout_s: float = 10.0) -> bool:
+    """Whether the client is in touch with its group: it knows (and is connected to) its
+    coordinator, and, when it believes itself a stable member, has had a heartbeat answered
+    within twice the session timeout. A member whose heartbeats stopped (seen with
+    kafka-python 3.0: the coordinator removes it after the session timeout while the client
+    still believes it holds its partitions, so it never rejoins) counts as out of touch.
+    True when the client does not say (kafka-python keeps this on private attributes)."""
     coordinator = getattr(consumer, "_coordinator", None)
     check = getattr(coordinator, "coordinator_unknown", None)
-    return True if check is None else not check()
+    if check is not None and check():
+        return False
+    stable = getattr(coordinator, "stable", None)
+    heartbeat = getattr(coordinator, "heartbeat", None)
+    if stable is None or heartbeat is None or not stable():
+        return True
+    last = max(getattr(heartbeat, "last_receive", 0.0), getattr(heartbeat, "last_reset", 0.0))
+    return time.monotonic() - last <= 2 * session_timeout_s
 
 
 class KafkaConsumerWorker:
@@ -234,6 +247,12 @@ class KafkaConsumerWorker:
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()
         self.lag = LagSeries(topic.name, self._group, self._topic_name)
+        # Static membership id; the group's member list must name it while partitions are held.
+        self._instance_id = f"{member_id}:{topic.name}"
+        self._admin: KafkaAdminClient | None = None
+        # Whether the broker still lists this member while the client holds partitions
+        # (checked with the lag, every LAG_INTERVAL_S; see membership_listed).
+        self._listed = True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -244,7 +263,7 @@ class KafkaConsumerWorker:
             group_id=self._group,
             # Static membership: a restarted replica takes its partitions back at once
             # instead of waiting for its dead predecessor's session to expire.
-            group_instance_id=f"{self._member_id}:{self._topic.name}",
+            group_instance_id=self._instance_id,
             client_id=f"{self._member_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -284,9 +303,12 @@ class KafkaConsumerWorker:
         watch = CoordinatorWatch()
         try:
             while not self._stopping.is_set():
-                if watch.lost(coordinator_known(consumer), time.monotonic()):
+                session_s = self._settings.session_timeout_ms / 1000
+                in_touch = self._listed and coordinator_known(consumer, session_s)
+                if watch.lost(in_touch, time.monotonic()):
                     log.warning(
-                        "no group coordinator for %s in %.0f s; replacing the consumer client",
+                        "out of touch with the group of %s for %.0f s (no coordinator, or no "
+                        "heartbeat answered); replacing the consumer client",
                         self._topic_name,
                         COORDINATOR_LOST_S,
                     )
@@ -295,6 +317,7 @@ class KafkaConsumerWorker:
                     # holds the partition next.
                     await asyncio.to_thread(consumer.close, False)
                     consumer = await asyncio.to_thread(self._open)
+                    self._listed = True
                     self.joined.clear()
                     unassigned_since = time.monotonic()
                     continue
@@ -339,6 +362,8 @@ class KafkaConsumerWorker:
         finally:
             try:
                 await asyncio.to_thread(consumer.close, False)
+                if self._admin is not None:
+                    await asyncio.to_thread(self._admin.close)
             finally:
                 # The partitions go to the members left, which export their own series.
                 self.lag.keep_only(set())
@@ -354,8 +379,30 @@ class KafkaConsumerWorker:
                 for tp in assigned:
                     position = consumer.position(tp)
                     self.lag.record(tp.partition, max(0, ends[tp] - position))
+                self._listed = self._membership_listed()
         except Exception as exc:  # noqa: BLE001 - metrics must never stop consumption
             log.debug("lag measurement skipped: %r", exc)
+
+    def _membership_listed(self) -> bool:
+        """Whether the broker lists this member in its group (True while the group is between
+        generations or the broker cannot say): a client may hold partitions the coordinator
+        has already taken from it and never rejoin (seen with kafka-python 3.0 after a
+        rebalance), consuming nothing; the run loop then replaces the client."""
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(
+                    bootstrap_servers=self._settings.bootstrap_servers,
+                    client_id=f"{self._member_id}-membership",
+                    **client_options(self._settings),
+                )
+            group = self._admin.describe_groups([self._group]).get(self._group) or {}
+        except Exception as exc:  # noqa: BLE001 - a check must never stop consumption
+            log.debug("could not describe group %s: %r", self._group, exc)
+            return True
+        if group.get("group_state") != "Stable":
+            return True
+        members = group.get("members") or []
+        return any(m.get("group_instance_id") == self._instance_id for m in members)
 
     async def _handle_concurrently(
         self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]

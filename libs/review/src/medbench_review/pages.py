@@ -121,6 +121,27 @@ def _radio_group(
     return f'<fieldset class="scale"{aria}><legend>{esc(legend)}</legend>{desc}{radios}</fieldset>'
 
 
+def images_section(lang: str, review: judge_service_pb2.Review) -> str:
+    """The item's images inline, each from this app's own route (the bank's bytes, fetched
+    with the signed-in user's key), with alt text and a link to open it full size."""
+    if not review.image_ids:
+        return ""
+    total = len(review.image_ids)
+    figures = "".join(
+        f'<li><figure id="image-{n}"><img src="{esc(url)}" '
+        f'alt="{esc(t(lang, "image_alt", n=n, total=total, id=image_id[:12]))}">'
+        f'<figcaption><a id="open-image-{n}" href="{esc(url)}" target="_blank" rel="noopener">'
+        f"{esc(t(lang, 'image_open', n=n))}</a></figcaption></figure></li>"
+        for n, image_id in enumerate(review.image_ids, 1)
+        for url in (_image_url(review.review_id, image_id),)
+    )
+    return f'<h2 id="images">{esc(t(lang, "images"))}</h2><ol class="images">{figures}</ol>'
+
+
+def _image_url(review_id: str, image_id: str) -> str:
+    return f"/review/{review_id}/image/{image_id}"
+
+
 def review_page(
     lang: str,
     csrf: str,
@@ -160,7 +181,7 @@ def review_page(
         f"<dt>{esc(t(lang, 'lease_until'))}</dt>"
         f"<dd>{esc(review.lease_until.ToDatetime().isoformat())}</dd></dl>"
         f'<h2 id="q">{esc(t(lang, "question"))}</h2><div class="box" lang="zh-CN">'
-        f"{esc(review.question)}</div>"
+        f"{esc(review.question)}</div>{images_section(lang, review)}"
         f'<h2>{esc(t(lang, "reference"))}</h2><div class="box" lang="zh-CN">'
         f"{esc(review.reference or '—')}</div>"
         f'<h2>{esc(t(lang, "key_points"))}</h2><ol lang="zh-CN">{key_points}</ol>'
@@ -366,7 +387,24 @@ def calibration_page(
             f"{esc(_interval(p.quadratic))}; {esc(t(lang, 'answers'))} {p.answers}; "
             f"{esc(t(lang, 'pairs'))} {p.pairs}</p>"
         )
-    body += f"<p>{esc(t(lang, 'per_criterion_absent'))}</p>"
+    if c.criteria:
+        rows = "".join(
+            f'<tr><th scope="row">{esc(k.criterion)}</th><td>{k.n}</td><td>{k.answers}</td>'
+            f"<td>{esc(_interval(k.quadratic)) if k.HasField('quadratic') else '—'}</td>"
+            f"<td>{esc(_interval(k.unweighted)) if k.HasField('unweighted') else '—'}</td></tr>"
+            for k in c.criteria
+        )
+        body += (
+            f"<h2>{esc(t(lang, 'per_criterion'))}</h2><p>{esc(t(lang, 'per_criterion_note'))}</p>"
+            f'<table id="criteria"><thead><tr>'
+            f'<th scope="col">{esc(t(lang, "criterion"))}</th><th scope="col">n</th>'
+            f'<th scope="col">{esc(t(lang, "answers"))}</th>'
+            f'<th scope="col">{esc(t(lang, "kappa_q"))}</th>'
+            f'<th scope="col">{esc(t(lang, "kappa_u"))}</th></tr></thead><tbody>{rows}</tbody>'
+            "</table>"
+        )
+    else:
+        body += f"<p>{esc(t(lang, 'per_criterion_absent'))}</p>"
     body += measure_form(lang, csrf, c.rubric_id, version)
     return f"{t(lang, 'calibration')}: {c.rubric_id}", body
 

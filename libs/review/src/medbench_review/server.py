@@ -35,6 +35,7 @@ from medbench_review import pages
 from medbench_review.ratings_file import RatingsFileError, read_ratings
 from medbench_review.text import LANGS, t
 from medbench_runtime.http_server import BackgroundHttpServer
+from medbench_runtime.images import image_type
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ ABSOLUTE_S = 12 * 3600
 RPC_TIMEOUT_S = 60
 KEY_ID = re.compile(r"^mbk_([0-9a-f]{16})_")
 REVIEW_ID = re.compile(r"^[0-9a-f]{1,64}$")
+# /review/<review id>/image/<bank content id: sha256 hex>
+REVIEW_IMAGE = re.compile(r"^/review/([0-9a-f]{1,64})/image/([0-9a-f]{64})$")
+# What a review page shows inline; another type (a GIF in the bank) is refused, never served.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 RUBRIC_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # gRPC status -> HTTP status of the error page.
 STATUS = {
@@ -367,6 +372,8 @@ class Handler(BaseHTTPRequestHandler):
             self._page(pages.signin_page(self.lang, pre), cookies=(self._cookie(PRE_COOKIE, pre),))
         elif path == "/":
             self._queue(self._session())
+        elif match := REVIEW_IMAGE.match(path):
+            self._image(self._session(), match.group(1), match.group(2))
         elif path.startswith("/review/"):
             self._review(self._session(), _review_id(path))
         elif path == "/import":
@@ -497,6 +504,17 @@ class Handler(BaseHTTPRequestHandler):
     def _review(self, session: Session, review_id: str) -> None:
         review = self._held(session, review_id)
         self._page(pages.review_page(self.lang, session.csrf, review), session=session)
+
+    def _image(self, session: Session, review_id: str, image_id: str) -> None:
+        """One of a review's images: the judge scorer decides who may see it (the physician
+        holding the claim, or a maintainer) and hands over the bank's bytes; served only as
+        PNG, JPEG or WebP, when the bytes are what the media type says."""
+        request = judge_service_pb2.GetReviewImageRequest(review_id=review_id, image_id=image_id)
+        image = self.app.call(session.key, lambda j: j.stub.GetReviewImage(request))
+        media_type = image.media_type
+        if media_type not in IMAGE_TYPES or image_type(image.content) != media_type:
+            raise Refused(415, f"image {image_id[:12]}: {media_type or 'no media type'} not shown")
+        self._send(200, image.content, media_type)
 
     def _submit(self, session: Session, review_id: str, form: dict[str, str]) -> None:
         review = self._held(session, review_id)

@@ -40,6 +40,12 @@ T: dict[str, tuple[str, str]] = {
     "dimension": ("能力维度", "Dimension"),
     "rubric": ("评分标准", "Rubric"),
     "question": ("问题", "Question"),
+    "images": ("题目图像", "Images of the item"),
+    "image_alt": (
+        "题目图像 {n}/{total}（编号 {id}）",
+        "Image {n} of {total} of the item (id {id})",
+    ),
+    "image_open": ("打开原图 {n}（新窗口）", "Open image {n} full size (new window)"),
     "reference": ("参考答案", "Reference answer"),
     "key_points": ("得分要点", "Key points"),
     "answer": ("待评回答", "Answer to rate"),
@@ -117,10 +123,17 @@ T: dict[str, tuple[str, str]] = {
     "no": ("否", "no"),
     "ceiling": ("医师间一致性（上限）", "Physician-physician ceiling"),
     "pairs": ("配对数", "Pairs"),
+    "per_criterion": ("各评分维度一致性", "Agreement per criterion"),
+    "per_criterion_note": (
+        "医师与评审模型都逐项评分的回答上，每个评分维度的一致性（仅报告，不作为准入条件）。",
+        "Over the answers both the physicians and the judge scored per criterion (reported, "
+        "not gating).",
+    ),
+    "criterion": ("评分维度", "Criterion"),
     "per_criterion_absent": (
-        "分项一致性：评审模型只给出总分，暂无法按分项比较。",
-        "Agreement per criterion: the judge gives an overall score only, so criteria cannot be "
-        "compared yet.",
+        "分项一致性：本次校准没有逐项评分的结果（在评审模型逐项评分之前测量），请重新测量。",
+        "Agreement per criterion: this calibration has none (measured before the judge scored "
+        "each criterion): measure again.",
     ),
     "error": ("出错了", "Something went wrong"),
     "error_401": (

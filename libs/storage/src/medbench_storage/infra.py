@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -39,6 +39,8 @@ class Infrastructure:
     outbox: Outbox
     relay: OutboxRelay
     quarantine: MongoQuarantine
+    # Consumer groups already given a topic in this process (one topic per group, below).
+    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def sealed_db(self) -> AsyncDatabase[dict[str, Any]]:
@@ -65,7 +67,18 @@ class Infrastructure:
         **kw: Any,
     ) -> KafkaConsumerWorker:
         """A consumer of topic in group_id: infrastructure errors (and transient_errors) are
-        waited out, a message its handler cannot take is dead-lettered and quarantined."""
+        waited out, a message its handler cannot take is dead-lettered and quarantined.
+
+        One topic per group: two consumers of one process sharing a group rebalance each other
+        whenever either joins or leaves, and a member dropped in such a rebalance was seen
+        never to come back (its topic then unconsumed); so a second topic in a group is refused.
+        """
+        taken = self.groups.setdefault(group_id, topic.name)
+        if taken != topic.name:
+            raise ValueError(
+                f"consumer group {group_id!r} already consumes {taken}; give {topic.name} a "
+                "group of its own"
+            )
         return KafkaConsumerWorker(
             self.settings.kafka,
             topic,

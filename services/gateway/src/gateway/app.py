@@ -90,7 +90,7 @@ async def serve(settings: GatewaySettings) -> None:
         )
         dispatched = infra.consumer(
             topics.DISPATCH_PROGRESSED,
-            group_id="gateway",
+            group_id="gateway-progress",
             handler=partial(on_dispatch_progressed, submissions=submissions),
         )
         await run_service(

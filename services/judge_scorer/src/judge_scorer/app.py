@@ -42,6 +42,13 @@ async def serve(settings: JudgeScorerSettings) -> None:
                 judge.batch_concurrency,
                 vision={m.model for m in judge.models if m.vision},
             )
+        # The bank's own image bytes (GetImage without a tenant): for vision judges, and for
+        # the physicians reviewing an image item.
+        images = RotatorImages(
+            taskpool_service_pb2_grpc.TaskPoolServiceStub(
+                insecure_channel(settings.peers.rotator, settings)
+            )
+        )
         # Built and served with no judge too: ratings and reviews need none; what does answers
         # FAILED_PRECONDITION naming MEDBENCH_JUDGE__MODELS.
         judging = Judging(
@@ -54,18 +61,15 @@ async def serve(settings: JudgeScorerSettings) -> None:
             review_spread=judge.review_spread,
             variants=MongoVariants(infra.sealed_db),
             min_ratings=judge.min_ratings,
-            # The bank's own image bytes (GetImage without a tenant), for vision judges.
-            images=RotatorImages(
-                taskpool_service_pb2_grpc.TaskPoolServiceStub(
-                    insecure_channel(settings.peers.rotator, settings)
-                )
-            ),
+            images=images,
         )
         if judging.has_judge:
             await judging.export_all()
             await judging.release_parked()
         servicers = [
-            Servicer.of(judge_service_pb2_grpc, JudgeServicer(judging, Reviews(judging, store)))
+            Servicer.of(
+                judge_service_pb2_grpc, JudgeServicer(judging, Reviews(judging, store, images))
+            )
         ]
         consumer = infra.consumer(
             topics.JUDGE_REQUESTED,

@@ -1,9 +1,12 @@
 """MongoJudge: the judge scorer's collections.
 
-judge_cache   one judge reply per (judge model, prompt hash): nothing is judged twice
-judgments     per (submission, item): verdicts, raw outputs, lineage (owner: judge scorer)
-ratings       physician ratings of answers (imported, or from reviews)
-calibrations  agreement of a judge + rubric version with physicians, append-only
+judge_cache   one judge reply per (judge model, prompt hash): nothing is judged twice; its
+              parsed verdict (score, key points, `criteria`: [{name, score}], [] when none)
+judgments     per (submission, item): verdicts (each with its `criteria`), the panel's
+              `criteria`, raw outputs, lineage (owner: judge scorer)
+ratings       physician ratings of answers (imported, or from reviews), with `criteria`
+calibrations  agreement of a judge + rubric version with physicians (overall, per dimension,
+              per criterion), append-only
 reviews       items whose panel disagreed, for physicians
 parked        judge requests of official runs held until their rubric is calibrated
 """

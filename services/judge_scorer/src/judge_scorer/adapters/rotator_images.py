@@ -12,11 +12,13 @@ import grpc
 from judge_scorer.core.ports import ImageMissing
 from judge_scorer.core.prompt import JudgeImage
 from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench_runtime.errors import Unavailable
 
 
-class ImageUnavailable(Exception):
+class ImageUnavailable(Unavailable):
     """The rotator could not be asked for an image (down, deadline, refused): transient, the
-    judge request is retried later, never judged without its images."""
+    judge request is retried later, never judged without its images (and a reviewer's
+    GetReviewImage answers UNAVAILABLE)."""
 
 
 class RotatorImages:

@@ -28,6 +28,11 @@ distribution skews); the percentile bootstrap respects the bound. The fixed seed
 decision a function of the ratings: the same ratings always give the same gate. The tests check
 the bootstrap against the analytic interval on a large sample where both are valid, and against
 HealthBench's published item-resampled interval.
+
+The report also gives **agreement per criterion** (``criterion_agreement``): for each criterion of
+the rubric, the physicians' scores of that criterion against the judge's, over the ratings where
+both scored the criteria, with the same kappas and intervals. It is reported, never gated: the
+overall score is what the judge is calibrated on.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ class RatedPair:
     case: str
     """The rated answer (``core.ratings.rating_case``): ratings of one answer share it."""
     dimension: str = ""
+
+
+@dataclass(frozen=True)
+class CriterionPair:
+    """One physician's score of one criterion of an answer and the judge's score of the same
+    criterion, both as the rubric's integer points."""
+
+    criterion: str
+    judge: int
+    physician: int
+    case: str
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,29 @@ def physician_ceiling(
     return {**_interval(estimate), "answers": len(double), "pairs": len(first)}
 
 
+def criterion_agreement(
+    pairs: Sequence[CriterionPair],
+    names: Sequence[str],
+    labels: Sequence[int],
+    n_resamples: int,
+) -> list[dict[str, Any]]:
+    """Judge-vs-physician agreement per criterion, one entry per name in ``names`` order:
+    ``{"criterion", "n", "answers"}`` and, when n > 0, ``"quadratic"`` and ``"unweighted"``
+    (as ``agreement``). Pairs of criteria not in ``names`` are left out."""
+    by_name: dict[str, list[RatedPair]] = defaultdict(list)
+    for p in pairs:
+        by_name[p.criterion].append(RatedPair(p.judge, p.physician, p.case))
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rated = by_name.get(name, [])
+        rows.append(
+            {"criterion": name, **agreement(rated, labels, n_resamples)}
+            if rated
+            else {"criterion": name, "n": 0, "answers": 0}
+        )
+    return rows
+
+
 def gate(
     overall: dict[str, Any],
     dimensions: Sequence[dict[str, Any]],
@@ -189,11 +228,16 @@ def calibration_report(
     min_ratings: int,
     threshold: float,
     n_resamples: int = 1000,
+    criteria: Sequence[CriterionPair] = (),
+    criterion_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Everything a calibration records (and the gate's decision), as a storable record.
 
     Args:
         pairs: one per physician rating the judge could score.
+        criteria: one per criterion of a physician rating that scored the criteria, where the
+            judge scored them too (reported per criterion, not gated).
+        criterion_names: the rubric's criteria, in its order (one report row each).
         physicians: every physician rating of the rubric (the judge's failures included), for
             the physician-physician ceiling.
         labels: the rubric's integer scale points, ascending.
@@ -220,6 +264,7 @@ def calibration_report(
         "score_bins": list(labels),
         "confusion": confusion(pairs, labels),
         "physician_ceiling": physician_ceiling(physicians, labels, n_resamples),
+        "criteria": criterion_agreement(criteria, criterion_names, labels, n_resamples),
         "min_ratings": min_ratings,
         "threshold": threshold,
         "gated_on": GATED_ON,

@@ -18,6 +18,11 @@ The system message also states how each key point is decided (KEY_POINT_RULES): 
 be stated as an answer to the question, paraphrase included; a negated or contradicted point,
 or one merely listed as a keyword, is not covered. The verdict's key_points_covered is then the
 item's key-point recall (usecases/panel.py), not a string match.
+
+The verdict scores every criterion of the rubric too (`criteria`, by criterion name, on the
+rubric's scale): the JSON Schema shown to the judge is the rubric's output schema with that
+field added (`verdict_output_schema`), so physicians' scores per criterion can be compared with
+the judge's. The overall `score` stays the calibrated figure.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from judge_scorer.core.rubric import Rubric, canonical_json, sha256_hex
+from judge_scorer.core.structured import criteria_schema
 
 ESCAPE = "\u2060"
 """WORD JOINER: invisible, and never part of a delimiter, role tag or fence."""
@@ -186,6 +192,20 @@ KEY_POINT_RULES = (
 key_points_covered is the item's key-point recall, not a string match."""
 
 
+def verdict_output_schema(rubric: Rubric) -> dict[str, Any]:
+    """The JSON Schema the judge is shown: the rubric's output schema with a required
+    `criteria` object, a score per criterion by name, each ranging as the overall score does
+    (the structured request's schema states the scores as an enum: core/structured.py)."""
+    schema = rubric.output_schema
+    score = {k: v for k, v in schema["properties"]["score"].items() if k != "description"}
+    criteria = criteria_schema(rubric)
+    criteria["description"] = "按评分维度逐项给出的分数（键为维度名称）"
+    criteria["properties"] = {name: dict(score) for name in criteria["properties"]}
+    schema["properties"] = {"criteria": criteria, **schema["properties"]}
+    schema["required"] = ["criteria", *schema["required"]]
+    return schema
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -194,7 +214,7 @@ def _system(rubric: Rubric, nonce: str) -> str:
     scale = rubric.scale
     low, high = _number(scale.min), _number(scale.max)
     opening, closing = answer_delimiters(nonce)
-    schema = rubric.output_schema
+    schema = verdict_output_schema(rubric)
     limit = schema.get("properties", {}).get("rationale", {}).get("maxLength")
     lines = [
         "你是医学人工智能评测平台的评分员。请严格依据下面的评分标准，"
@@ -232,7 +252,9 @@ def _system(rubric: Rubric, nonce: str) -> str:
         "## 输出格式",
         "只输出一个 JSON 对象，不要输出任何其他文字。它须符合以下 JSON Schema：",
         json.dumps(schema, ensure_ascii=False, indent=2, sort_keys=True),
-        f"score 为 {low}–{high} 之间的分数；key_points_covered 为按上述规则逐条判定后、"
+        "criteria 为逐项评分：对上面“评分维度”中的每一项（以维度名称为键）各给一个 "
+        f"{low}–{high} 之间的分数；score 为 {low}–{high} 之间的总分，综合各评分维度及其权重给出；"
+        "key_points_covered 为按上述规则逐条判定后、"
         "回答覆盖的得分要点编号（从 1 开始，没有得分要点时为 []）；rationale 为简短的中文评分理由"
         + (f"，不超过 {limit} 字。" if isinstance(limit, int) else "。"),
     ]

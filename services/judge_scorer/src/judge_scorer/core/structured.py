@@ -9,11 +9,12 @@ A judge declares how its server takes a schema (`JudgeModel.structured` in setti
   to an enum, so the schema states the allowed scores as an enum;
 - "none": no schema; the reply is read by the tolerant text parser (core/verdict.py).
 
-The schema holds the fields the parser reads: `score` (one of the rubric's whole points, plus
-any anchor that is not whole), `key_points_covered` (key-point numbers 1..n, at most n) and
-`rationale` (at most the rubric's limit in characters: an unbounded string is cut by
-max_tokens and the JSON left unclosed). A reply that does not satisfy it is read by the text
-parser as a fallback and its verdict recorded as not structured.
+The schema holds the fields the parser reads: `criteria` (an object with one score per rubric
+criterion, by name, each one of the allowed scores), `score` (one of the rubric's whole points,
+plus any anchor that is not whole: the overall score, what calibrates), `key_points_covered`
+(key-point numbers 1..n, at most n) and `rationale` (at most the rubric's limit in characters:
+an unbounded string is cut by max_tokens and the JSON left unclosed). A reply that does not
+satisfy it is read by the text parser as a fallback and its verdict recorded as not structured.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ TOKENS_PER_CHAR = 2
 FIXED_TOKENS = 64
 """Braces, keys, the score and whitespace of a verdict."""
 TOKENS_PER_POINT = 4
+TOKENS_PER_CRITERION = 8
+"""Quotes, colon, score and separator of one criterion's entry (its name counted apart)."""
 
 
 def allowed_scores(rubric: Rubric) -> tuple[int | float, ...]:
@@ -60,10 +63,30 @@ def verdict_schema(rubric: Rubric, key_points: int) -> dict[str, Any]:
     return json.loads(_schema_json(rubric, key_points))  # type: ignore[no-any-return]
 
 
-@functools.lru_cache(maxsize=1024)
-def _schema_json(rubric: Rubric, key_points: int) -> str:
+def score_schema(rubric: Rubric) -> dict[str, Any]:
+    """The schema of one score under the rubric: an enum of the allowed scores."""
     scores = allowed_scores(rubric)
     whole = all(float(s).is_integer() for s in scores)
+    return {
+        "type": "integer" if whole else "number",
+        "enum": [int(s) if whole else s for s in scores],
+    }
+
+
+def criteria_schema(rubric: Rubric) -> dict[str, Any]:
+    """The schema of a verdict's scores per criterion: an object with every criterion of the
+    rubric by name, each an allowed score (as the overall score), and nothing else."""
+    names = [c.name for c in rubric.criteria]
+    return {
+        "type": "object",
+        "properties": {name: score_schema(rubric) for name in names},
+        "required": names,
+        "additionalProperties": False,
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_json(rubric: Rubric, key_points: int) -> str:
     points: dict[str, Any] = {"type": "array", "maxItems": key_points}
     if key_points > 0:
         points["items"] = {"type": "integer", "enum": list(range(1, key_points + 1))}
@@ -72,14 +95,13 @@ def _schema_json(rubric: Rubric, key_points: int) -> str:
     schema = {
         "type": "object",
         "properties": {
-            "score": {
-                "type": "integer" if whole else "number",
-                "enum": [int(s) if whole else s for s in scores],
-            },
+            # First: a schema-decoding judge scores each criterion before the overall score.
+            "criteria": criteria_schema(rubric),
+            "score": score_schema(rubric),
             "key_points_covered": points,
             "rationale": {"type": "string", "maxLength": rationale_limit(rubric)},
         },
-        "required": ["score", "key_points_covered", "rationale"],
+        "required": ["criteria", "score", "key_points_covered", "rationale"],
         "additionalProperties": False,
     }
     return json.dumps(schema, ensure_ascii=False)
@@ -90,7 +112,9 @@ def token_budget(schema: dict[str, Any]) -> int:
     props = schema["properties"]
     chars = int(props["rationale"]["maxLength"])
     points = int(props["key_points_covered"]["maxItems"])
-    return FIXED_TOKENS + TOKENS_PER_CHAR * chars + TOKENS_PER_POINT * points
+    names = props.get("criteria", {}).get("properties", {})
+    criteria = sum(TOKENS_PER_CHAR * len(name) + TOKENS_PER_CRITERION for name in names)
+    return FIXED_TOKENS + TOKENS_PER_CHAR * chars + TOKENS_PER_POINT * points + criteria
 
 
 def response_format(style: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -153,6 +177,17 @@ def read_structured(
     rationale = obj["rationale"]
     if not isinstance(rationale, str) or len(rationale) > props["rationale"]["maxLength"]:
         raise MalformedVerdict("the structured rationale is not text within its length")
+    criteria: tuple[tuple[str, float], ...] = ()
+    if "criteria" in props:
+        given = obj["criteria"]
+        names = [c.name for c in rubric.criteria]
+        if (
+            not isinstance(given, dict)
+            or set(given) != set(names)
+            or any(isinstance(v, bool) or v not in props["score"]["enum"] for v in given.values())
+        ):
+            raise MalformedVerdict(f"the structured criteria {given!r} are not allowed")
+        criteria = tuple((n, rubric.scale.clamp(float(given[n]))) for n in names)
     scale = rubric.scale
     return Verdict(
         score=scale.clamp(float(score)),
@@ -164,6 +199,7 @@ def read_structured(
         rubric_id=rubric.id,
         rubric_version=rubric.version,
         rubric_hash=rubric.content_hash,
+        criteria=criteria,
     )
 
 

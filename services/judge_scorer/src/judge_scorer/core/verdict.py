@@ -6,6 +6,11 @@ with a `score` field, so a judge that first quotes a fake verdict from the answe
 gives its own yields its own. Objects that appear verbatim in the answer are never taken as
 the verdict, and an unreadable object with a score after the chosen one makes the reply
 malformed rather than letting an earlier (possibly quoted) object win.
+
+A verdict may also score each of the rubric's criteria (`criteria`: `{"<name>": score}`, or by
+criterion number, or a list of `{"name", "score"}`). They are read when every criterion of the
+rubric is scored once and readably; otherwise the verdict has none (it stays valid: the overall
+score is what calibrates, and older cached verdicts and judges that ignore the request give none).
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class Verdict:
     rubric_id: str
     rubric_version: int
     rubric_hash: str
+    criteria: tuple[tuple[str, float], ...] = ()
+    """(criterion name, score on the rubric's scale, clamped) for every criterion of the rubric
+    in its order, or none (the judge gave none, or not every one readably)."""
 
     @property
     def clamped(self) -> bool:
@@ -114,7 +122,63 @@ def parse_verdict(raw: str, rubric: Rubric, *, answer: str | None = None) -> Ver
         rubric_id=rubric.id,
         rubric_version=rubric.version,
         rubric_hash=rubric.content_hash,
+        criteria=criterion_scores(_field(obj, "criteria"), rubric),
     )
+
+
+def criterion_scores(value: Any, rubric: Rubric) -> tuple[tuple[str, float], ...]:
+    """The verdict's score per criterion, in the rubric's order and clamped to its scale; ()
+    unless every criterion of the rubric is scored exactly once, readably.
+
+    Accepted: an object by criterion name (NFKC, white space, a leading number and a trailing
+    bracketed weight ignored: "1. 医学准确性（30%）") or by 1-based criterion number; a list of
+    objects with a name (``name`` or ``criterion``) and a score; a list of scores in the
+    rubric's order.
+    """
+    names = [c.name for c in rubric.criteria]
+    entries: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        entries = list(value.items())
+    elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        entries = [
+            (_field(v, "name", "criterion"), v[f] if (f := _score_field(v)) else None)
+            for v in value
+        ]
+    elif isinstance(value, list) and len(value) == len(names):
+        entries = list(zip(range(1, len(names) + 1), value, strict=True))
+    else:
+        return ()
+    by_text = {_criterion_text(n): n for n in names}
+    given: dict[str, Any] = {}
+    for key, score in entries:
+        name = by_text.get(_criterion_text(str(key))) if key is not None else None
+        if name is None and isinstance(key, int | str) and not isinstance(key, bool):
+            number = str(key).strip()
+            if number.isdigit() and 1 <= int(number) <= len(names):
+                name = names[int(number) - 1]
+        if name is None or name in given:
+            return ()
+        given[name] = score
+    if len(given) != len(names):
+        return ()
+    try:
+        return tuple((n, rubric.scale.clamp(_score(given[n], rubric))) for n in names)
+    except MalformedVerdict:
+        return ()
+
+
+def _criterion_text(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).strip()
+    text = re.sub(r"^\d+\s*[.、)]\s*", "", text)
+    return re.sub(r"\s*\([^()]*\)$", "", text).strip()
+
+
+def _field(obj: dict[str, Any], *names: str) -> Any:
+    """The value of the first key (case and white space ignored) among ``names``; None."""
+    for key in obj:
+        if isinstance(key, str) and key.strip().lower() in names:
+            return obj[key]
+    return None
 
 
 def points_covered(covered: Sequence[int | str], key_points: Sequence[str]) -> tuple[bool, ...]:

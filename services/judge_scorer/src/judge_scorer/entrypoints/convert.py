@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from judge_scorer.core.cost import JudgingCost
+from judge_scorer.core.prompt import JudgeImage
 from judge_scorer.core.ratings import Rating
 from judge_scorer.core.rubric import Rubric, canonical_json
 from judge_scorer.usecases.panel import JudgeInput, PanelResult
@@ -37,6 +38,7 @@ def judged_to_proto(
                 raw_output=o.raw_output,
                 cached=o.cached,
                 structured=o.structured,
+                criteria=criteria_to_proto(o.verdict.criteria if o.verdict else ()),
             )
             for o in result.outcomes
         ],
@@ -47,7 +49,14 @@ def judged_to_proto(
         injection_flags=list(result.flags),
         calibration_id=calibration_id,
         panel_spread=result.spread,
+        criteria=criteria_to_proto(result.criteria),
     )
+
+
+def criteria_to_proto(
+    scores: Iterable[tuple[str, float]],
+) -> list[judge_service_pb2.CriterionScore]:
+    return [judge_service_pb2.CriterionScore(name=n, score=s) for n, s in scores]
 
 
 def rating_from_proto(r: judge_service_pb2.PhysicianRating) -> Rating:
@@ -99,6 +108,17 @@ def calibration_to_proto(doc: dict[str, Any]) -> judge_service_pb2.Calibration:
         reason=doc.get("reason", ""),
         interval_method=doc.get("interval_method", ""),
         gated_on=doc.get("gated_on", ""),
+        criteria=[_criterion_to_proto(c) for c in doc.get("criteria", [])],
+    )
+
+
+def _criterion_to_proto(doc: dict[str, Any]) -> judge_service_pb2.CriterionAgreement:
+    return judge_service_pb2.CriterionAgreement(
+        criterion=doc["criterion"],
+        n=doc["n"],
+        answers=doc["answers"],
+        quadratic=_interval_to_proto(doc.get("quadratic")),
+        unweighted=_interval_to_proto(doc.get("unweighted")),
     )
 
 
@@ -157,6 +177,14 @@ def review_to_proto(
             judge_service_pb2.CriterionScore(name=c["name"], score=c["score"])
             for c in doc.get("criteria", [])
         ],
+        # Bank content ids: the same for every tenant (never a watermarked copy's).
+        image_ids=doc.get("image_ids") or [],
+    )
+
+
+def review_image_to_proto(image: JudgeImage) -> judge_service_pb2.ReviewImage:
+    return judge_service_pb2.ReviewImage(
+        image_id=image.image_id, media_type=image.media_type, content=image.content
     )
 
 

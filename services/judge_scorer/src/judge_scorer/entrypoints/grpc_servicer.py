@@ -124,6 +124,16 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
         )
         return self._review(doc)
 
+    async def GetReviewImage(
+        self,
+        request: judge_service_pb2.GetReviewImageRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> judge_service_pb2.ReviewImage:
+        caller = _caller()
+        reviewer = caller.key_id if caller and caller.role == access_pb2.ROLE_REVIEWER else None
+        image = await self._reviews.image(request.review_id, request.image_id, reviewer)
+        return convert.review_image_to_proto(image)
+
     def _review(self, doc: dict[str, Any]) -> judge_service_pb2.Review:
         """A review with its rubric; blind to the panel's scores for a reviewer."""
         rubric = self._judging.rubrics.get(doc["rubric_id"], doc["rubric_version"])

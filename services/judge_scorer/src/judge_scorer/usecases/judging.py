@@ -17,7 +17,12 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from judge_scorer.core.calibration import PhysicianScore, RatedPair, calibration_report
+from judge_scorer.core.calibration import (
+    CriterionPair,
+    PhysicianScore,
+    RatedPair,
+    calibration_report,
+)
 from judge_scorer.core.cost import JudgingCost, judging_cost
 from judge_scorer.core.ports import (
     CanaryKey,
@@ -431,12 +436,25 @@ class Judging:
                 zip(order, await self.panel.judge([cases[c] for c in order]), strict=True)
             )
             pairs: list[RatedPair] = []
+            criterion_pairs: list[CriterionPair] = []
             failures = 0
             for r in ratings:
                 result = results[r["case"]]
                 if result.score is None:
                     failures += 1
                     continue
+                # Per criterion: where both the judge and the physician scored the criteria.
+                judged = dict(result.criteria)
+                criterion_pairs.extend(
+                    CriterionPair(
+                        criterion=c["name"],
+                        judge=round(judged[c["name"]]),
+                        physician=round(c["score"]),
+                        case=r["case"],
+                    )
+                    for c in r.get("criteria", [])
+                    if c["name"] in judged
+                )
                 # Ordinal agreement on the rubric's own integer points.
                 pairs.append(
                     RatedPair(
@@ -455,6 +473,8 @@ class Judging:
                 min_ratings=self.min_ratings,
                 threshold=self.kappa_threshold,
                 n_resamples=n_resamples,
+                criteria=criterion_pairs,
+                criterion_names=[c.name for c in rubric.criteria],
             )
             digest = hashlib.sha256(
                 "\n".join(f"{r['_id']}\t{r['score']!r}" for r in ratings).encode()
@@ -632,6 +652,8 @@ def _judgment(
         "key_point_recall": result.key_point_recall if task.key_point_recall else None,
         "spread": result.spread,
         "flags": list(result.flags),
+        # The panel's score per rubric criterion ([]: no judge scored the criteria).
+        "criteria": [{"name": n, "score": v} for n, v in result.criteria],
         "verdicts": [
             {
                 "model": o.model,
@@ -641,6 +663,9 @@ def _judgment(
                 "key_points_covered": []
                 if o.verdict is None
                 else list(o.verdict.key_points_covered),
+                "criteria": []
+                if o.verdict is None
+                else [{"name": n, "score": v} for n, v in o.verdict.criteria],
                 "raw_output": o.raw_output,
                 "error": o.error,
                 "cached": o.cached,

@@ -97,6 +97,10 @@ class PanelResult:
     """The share of the item's key points the judges found the answer to state (each judge's
     key_points_covered, combined by the panel rule, under the same injection cap as the
     score); None for an item without key points or without a readable verdict."""
+    criteria: tuple[tuple[str, float], ...] = ()
+    """The panel's score per rubric criterion, on the rubric's scale (each criterion's scores
+    of the judges that gave criteria, combined by the panel rule, under the injection cap);
+    () when no judge scored the criteria. Not the item's score: that is the overall score."""
 
     @property
     def scores(self) -> list[float]:
@@ -111,10 +115,13 @@ class PanelResult:
         return [min(cap, scale.normalise(s)) for s in self.scores]
 
 
-PROMPT_FORMAT = "judge-prompt-2"
-"""Changes whenever build_messages changes what the judge reads: old cache entries then miss.
+PROMPT_FORMAT = "judge-prompt-3"
+"""Changes whenever build_messages (or the verdict schema) changes what the judge reads or
+answers: old cache entries then miss.
 2: the rules for deciding each key point (entailment; negation, contradiction and bare listing
-do not cover)."""
+do not cover).
+3: the verdict scores every rubric criterion too (`criteria`): a verdict cached before it has
+none, and is never taken for one asked to give them."""
 
 
 def cache_key(model: str, item: JudgeInput) -> str:
@@ -301,8 +308,31 @@ class Panel:
             cap = scale.normalise(injection_cap(item.rubric))
             score = min(score, cap)
             recall = None if recall is None else min(recall, cap)
+        criteria = self._criteria(item.rubric, verdicts, bool(flags))
         spread = panel_spread([v.normalised for v in verdicts]) if len(verdicts) > 1 else 0.0
-        return PanelResult(item.rubric, ph, tuple(outcomes), flags, score, spread, recall)
+        return PanelResult(item.rubric, ph, tuple(outcomes), flags, score, spread, recall, criteria)
+
+    def _criteria(
+        self, rubric: Rubric, verdicts: Sequence[Verdict], capped: bool
+    ) -> tuple[tuple[str, float], ...]:
+        """Per criterion, the scores of the verdicts that gave criteria, combined by the
+        panel rule; capped like the score for an answer that addresses the judge."""
+        given = [dict(v.criteria) for v in verdicts if v.criteria]
+        if not given:
+            return ()
+        cap = float(injection_cap(rubric)) if capped else float(rubric.scale.max)
+        return tuple(
+            (
+                c.name,
+                min(
+                    cap,
+                    given[0][c.name]
+                    if len(given) == 1
+                    else aggregate_panel([g[c.name] for g in given], self.rule),
+                ),
+            )
+            for c in rubric.criteria
+        )
 
     async def _ask(
         self,
@@ -360,6 +390,8 @@ class Panel:
                 "score": verdict.score,
                 "raw_score": verdict.raw_score,
                 "key_points_covered": list(verdict.key_points_covered),
+                # Per criterion ([] when the judge gave none): a list, as names are data.
+                "criteria": [{"name": n, "score": v} for n, v in verdict.criteria],
                 "rationale": verdict.rationale,
                 "structured": structured,
                 "created_at": datetime.now(UTC),
@@ -426,6 +458,8 @@ def _verdict(entry: dict[str, Any], rubric: Rubric) -> Verdict:
         rubric_id=rubric.id,
         rubric_version=rubric.version,
         rubric_hash=rubric.content_hash,
+        # Entries cached before verdicts scored criteria have none.
+        criteria=tuple((c["name"], c["score"]) for c in entry.get("criteria", [])),
     )
 
 

@@ -9,11 +9,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from judge_scorer.core.agreement import krippendorff_alpha
-from judge_scorer.core.ports import JudgeStore, Record
+from judge_scorer.core.ports import ImageMissing, ItemImages, JudgeStore, Record
+from judge_scorer.core.prompt import ImageMismatch, JudgeImage, check_image
 from judge_scorer.core.ratings import Rating, rating_case
 from judge_scorer.core.rubric import Rubric
 from judge_scorer.usecases.judging import MAX_TEXT_CHARS, Judging
-from medbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from medbench_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +80,13 @@ class Reviews:
     """Physicians' side of the judge: their ratings calibrate it, their reviews settle the
     items a panel disagreed on (and become ratings in turn)."""
 
-    def __init__(self, judging: Judging, store: JudgeStore) -> None:
+    def __init__(
+        self, judging: Judging, store: JudgeStore, images: ItemImages | None = None
+    ) -> None:
+        """images: the bank's own images (never a tenant's copy), shown to reviewers."""
         self._judging = judging
         self._store = store
+        self._images = images
         self._background: set[asyncio.Task[Any]] = set()
 
     def _rating_doc(self, r: Rating) -> Record:
@@ -185,6 +195,33 @@ class Reviews:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return doc
+
+    async def image(self, review_id: str, image_id: str, physician: str | None) -> JudgeImage:
+        """One of a review's images, the bank's own bytes checked against the id. physician:
+        a reviewer-role caller's id, which must hold the review's live claim; None for a
+        maintainer (any review)."""
+        if not review_id or not image_id:
+            raise InvalidArgument("review_id and image_id are required")
+        doc = await self._store.review(review_id)
+        if doc is None:
+            raise NotFound(f"review {review_id} not found")
+        if physician is not None and not (
+            doc["state"] == "claimed"
+            and doc.get("reviewer_id") == physician
+            and doc["lease_until"] > _now()
+        ):
+            # Before the image is looked at: no claim, nothing learnt about its images.
+            raise PermissionDenied(f"review {review_id}: only the physician holding its claim")
+        if image_id not in (doc.get("image_ids") or ()):
+            raise NotFound(f"review {review_id} has no image {image_id}")
+        if self._images is None:
+            raise FailedPrecondition("no image source is configured")
+        try:
+            return check_image(await self._images.image(image_id))
+        except ImageMissing as exc:
+            raise NotFound(str(exc)) from exc
+        except ImageMismatch as exc:
+            raise FailedPrecondition(str(exc)) from exc
 
     async def panel_agreement(self, submission_id: str) -> PanelAgreement:
         """How far the panel's judges agreed on a submission's items, overall and per dataset."""
