@@ -149,5 +149,5 @@ async def open_infrastructure(
         stack.callback(publisher.close)
         outbox = Outbox(db, settings.service_name, settings.kafka.max_event_bytes)
         quarantine = MongoQuarantine(db, settings.service_name)
-        relay = OutboxRelay(outbox, publisher, quarantine.hold)
+        relay = OutboxRelay(outbox, publisher, quarantine.hold, holder=settings.member_id)
         yield Infrastructure(settings, client, db, publisher, outbox, relay, quarantine)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from medbench_messaging.consumer import Held, Quarantine
 from medbench_messaging.publisher import Outgoing, Publisher, PublishError, caused_by_message
@@ -33,6 +36,11 @@ RELAY_RETRIES = Counter(
     ["collection"],
 )
 # Backoff of a relay round that failed for the infrastructure: doubles up to the cap.
+# One relay per outbox publishes at a time: the holder of a lease in `outbox_leases` (renewed
+# every round; another replica takes over once it lapses). Without it every replica of a
+# service published every event of the shared outbox (consumers absorbed the copies).
+LEASE_S = 10.0
+LEASES = "outbox_leases"
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
 
@@ -112,9 +120,16 @@ class OutboxRelay:
         quarantine: Quarantine | None = None,
         batch_size: int = 100,
         poll_interval_s: float = 0.25,
+        holder: str = "",
+        lease_s: float = LEASE_S,
     ) -> None:
+        """holder: who this relay is in the lease (the service's member id; unique per
+        process); lease_s: how long a lease lasts without renewal."""
         self.name = "outbox-relay"
         self._collection = outbox.collection
+        self._leases = outbox.collection.database[LEASES]
+        self._holder = f"{holder or 'relay'}:{uuid.uuid4().hex[:8]}"
+        self._lease_s = lease_s
         self._publisher = publisher
         self._quarantine = quarantine
         self._batch_size = batch_size
@@ -135,6 +150,11 @@ class OutboxRelay:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
+                if not await self.lead():
+                    # Another replica relays; try again well before its lease could lapse.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=self._lease_s / 4)
+                    continue
                 sent = await self.relay_once()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the relay outlives any outage
@@ -148,10 +168,32 @@ class OutboxRelay:
             if sent < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
-        # Drain what is left so a graceful stop leaves nothing for the next start.
+        # Drain what is left so a graceful stop leaves nothing for the next start, then hand
+        # the lease over at once (a replica left relays without waiting for it to lapse).
         with contextlib.suppress(Exception):
-            while await self.relay_once() == self._batch_size:
-                pass
+            if await self.lead():
+                while await self.relay_once() == self._batch_size:
+                    pass
+                await self._leases.delete_one(
+                    {"_id": self._collection.name, "holder": self._holder}
+                )
+
+    async def lead(self) -> bool:
+        """Takes or renews this outbox's lease; False while another relay holds a live one."""
+        now = datetime.now(UTC)
+        try:
+            await self._leases.find_one_and_update(
+                {
+                    "_id": self._collection.name,
+                    "$or": [{"holder": self._holder}, {"until": {"$lt": now}}],
+                },
+                {"$set": {"holder": self._holder, "until": now + timedelta(seconds=self._lease_s)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # held by another relay, not lapsed: the upsert's insert collided
+        return True
 
     async def relay_once(self) -> int:
         """Publishes one batch of waiting events; returns how many left the outbox (published
@@ -185,7 +227,8 @@ class OutboxRelay:
         if done:
             result = await self._collection.delete_many({"_id": {"$in": done}})
             if result.deleted_count != len(done):
-                # Another replica's relay published them too; consumers are idempotent.
+                # A relay whose lease lapsed mid-round (a long pause) and its successor both
+                # published these; consumers are idempotent.
                 log.warning(
                     "outbox: published %d events but deleted %d", len(done), result.deleted_count
                 )
