@@ -6,15 +6,18 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from pymongo import AsyncMongoClient
 
 from medbench.common.v1 import common_pb2
 from medbench.taskpool.v1 import taskpool_pb2, taskpool_service_pb2, taskpool_service_pb2_grpc
 from medbench_client.api import channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceSpec, ServiceStack
+from medbench_storage.identity import install_bootstrap_key
 from rotator.core.rotation import board_of
 from rotator.core.synthetic import synthetic_items
 from tests.conftest import Servers
@@ -147,6 +150,15 @@ async def test_same_bank_and_seed_give_the_same_pool_in_another_database(
         )
         alone.start(timeout_s=60)
         try:
+            # Only a gateway installs the bootstrap maintainer key; this rotator runs alone on
+            # its own database, so the key is put there as the gateway would.
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo_uri)
+            try:
+                await install_bootstrap_key(
+                    client[alone.env("rotator")["MEDBENCH_MONGO__DATABASE"]], alone.admin_key
+                )
+            finally:
+                await client.close()
             await import_rows(alone, [import_item(r) for r in rows])
             digests.append((await rotate(alone, "r1", seed=12345, groups_per_dataset=10)).pool)
         finally:

@@ -75,7 +75,7 @@ class MongoAuditLog:
 
 async def install_bootstrap_key(db: AsyncDatabase[dict[str, Any]], key: str) -> None:
     """Creates the platform tenant and the deployment's maintainer key (idempotent), so that a
-    new deployment (or any service started alone) can be administered."""
+    new deployment can be administered (the gateway, the one service given the key)."""
     key_id, secret_part = parse_key(key)
     now = datetime.now(UTC)
     await db[TENANTS].update_one(
