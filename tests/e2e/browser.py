@@ -4,6 +4,7 @@ chromium-driver; `make browser` installs them). Only what the website's tests ne
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -121,6 +122,22 @@ class Browser:
                 ]
             },
         )
+
+    def press_and_load(self, key: str, timeout_s: float = 30) -> None:
+        """Presses key where it submits a form or follows a link, and waits until the next page
+        has loaded: WebDriver's key actions return before the navigation they start ends."""
+        self.js("window.__medbenchBefore = true;")
+        self.press(key)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(WebDriverError):  # the old page is going away
+                if self.js(
+                    "return window.__medbenchBefore === undefined"
+                    " && document.readyState === 'complete';"
+                ):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"no new page loaded within {timeout_s} s of pressing {key!r}")
 
     def viewport(self, width: int, height: int, mobile: bool) -> None:
         """Emulates a device's viewport (Chrome DevTools' device metrics)."""

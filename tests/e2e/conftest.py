@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from medbench_devstack.services import ServiceStack
+from medbench_review.server import App, ReviewServer
 from tests.conftest import Servers
+from tests.e2e.browser import Browser
 
 
 @contextmanager
@@ -43,3 +46,23 @@ def running_stack(
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     with running_stack(servers, tmp_path_factory, "stack") as services:
         yield services
+
+
+# The review app's browser tests (tests/e2e/test_review_*.py): the app in this process, in
+# front of the module's stack, and a fresh headless Chromium per test.
+@pytest.fixture(scope="module")
+def app_url(stack: ServiceStack) -> Iterator[str]:
+    server = ReviewServer(App(stack.address("judge_scorer"))).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(tmp_path / "profile")
+    try:
+        yield b
+    finally:
+        b.close()

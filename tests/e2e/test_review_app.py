@@ -27,7 +27,6 @@ from medbench.identity.v1 import access_pb2
 from medbench_client.api import JudgeAdmin, channel
 from medbench_devstack.review_app import reviewer_key, start_review, stop_review
 from medbench_devstack.services import ServiceStack
-from medbench_review.server import App, ReviewServer
 from tests.conftest import Servers
 from tests.e2e.browser import ELEMENT, TAB, Browser
 from tests.e2e.conftest import running_stack
@@ -84,24 +83,6 @@ def stack(
         yield services
 
 
-@pytest.fixture(scope="module")
-def app_url(stack: ServiceStack) -> Iterator[str]:
-    server = ReviewServer(App(stack.address("judge_scorer"))).start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "profile")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 def active(b: Browser) -> dict[str, str]:
     return dict(
         b.js(
@@ -125,7 +106,7 @@ def sign_in(b: Browser, url: str, key: str) -> None:
     tab_to(b, {"id": "key"})
     found = b._call("GET", "/element/active")  # noqa: SLF001 - typing into the focused input
     b._call("POST", f"/element/{found[ELEMENT]}/value", {"text": key})  # noqa: SLF001
-    b.press(ENTER)
+    b.press_and_load(ENTER)
 
 
 def status_of(b: Browser) -> str:
@@ -150,7 +131,7 @@ async def test_reviewer_rates_with_the_keyboard_and_maintainer_recalibrates(
     assert b.js("return document.documentElement.lang") == "zh-CN"
     assert reviewer_id in b.text("header")
     tab_to(b, {"id": "claim"})
-    b.press(ENTER)
+    b.press_and_load(ENTER)
     assert b.url.endswith(f"/review/{REVIEW_ID}")
     page = b.text("main")
     assert QUESTION in page and "应当低盐饮食，规律服药。" in page and "规律服药" in page
@@ -171,7 +152,7 @@ async def test_reviewer_rates_with_the_keyboard_and_maintainer_recalibrates(
         ) == str(value)
     b.screenshot(ARTIFACTS / "review.png")
     tab_to(b, {"id": "submit"})
-    b.press(ENTER)
+    b.press_and_load(ENTER)
     assert "评分已提交" in status_of(b)
     [done] = await admin.reviews("done")
     assert (done.review_id, done.reviewer_id, done.score) == (REVIEW_ID, reviewer_id, OVERALL)
@@ -220,12 +201,12 @@ async def test_reviewer_rates_with_the_keyboard_and_maintainer_recalibrates(
     found = b._call("POST", "/element", {"using": "css selector", "value": "#file"})  # noqa: SLF001
     b._call("POST", f"/element/{found[ELEMENT]}/value", {"text": str(ratings)})  # noqa: SLF001
     tab_to(b, {"id": "upload"})
-    b.press(ENTER)
+    b.press_and_load(ENTER)
     assert "24 imported" in b.text("#import-result")
 
     b.get(f"{app_url}/calibration/generic")
     tab_to(b, {"id": "measure"})
-    b.press(ENTER)
+    b.press_and_load(ENTER)
 
     async def measured() -> object:
         latest = await admin.calibration("generic")

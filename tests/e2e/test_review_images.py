@@ -27,7 +27,6 @@ from medbench.taskpool.v1 import taskpool_pb2
 from medbench_client.api import AdminClient, channel
 from medbench_client.bank_files import import_item
 from medbench_devstack.services import ServiceStack
-from medbench_review.server import App, ReviewServer
 from tests.conftest import Servers
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import running_stack
@@ -98,24 +97,6 @@ def image_review(stack: ServiceStack, servers: Servers) -> str:
     return REVIEW_ID
 
 
-@pytest.fixture(scope="module")
-def app_url(stack: ServiceStack) -> Iterator[str]:
-    server = ReviewServer(App(stack.address("judge_scorer"))).start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "profile")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 def loaded(b: Browser, deadline_s: float = 30) -> list[dict[str, object]]:
     """The review page's images once every one has finished loading (or failed)."""
     script = (
@@ -148,7 +129,7 @@ def test_the_claiming_reviewer_sees_the_items_bank_images(
     reviewer = partner_key(stack, "physicians", access_pb2.ROLE_REVIEWER)
     sign_in(b, app_url, reviewer)
     tab_to(b, {"id": "claim"})
-    b.press(ENTER)
+    b.press_and_load(ENTER)
     assert b.url.endswith(f"/review/{image_review}")
     html = b.js("return document.documentElement.outerHTML")
     assert "secret-item-of-hospital-y" not in html and "9.0" not in html
