@@ -60,3 +60,36 @@ async def test_ensure_topics_returns_with_every_partition_led(servers: Servers) 
         assert admin._without_leaders(described, settings.partitions) == []
     finally:
         client.close()
+
+
+def test_a_settling_cluster_is_retried_and_a_refusal_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 3-broker cluster just started can name a controller its metadata does not list yet
+    (kafka-python raises UnknownBrokerIdError, marked not retriable): topic set-up tries again
+    with a new client; an authorization refusal is raised at once."""
+    from kafka.errors import TopicAuthorizationFailedError, UnknownBrokerIdError
+
+    monkeypatch.setattr(admin, "check_broker", lambda settings: None)
+    monkeypatch.setattr(admin.time, "sleep", lambda s: None)
+    calls: list[int] = []
+
+    def settling(settings: KafkaSettings, topics: list[Any]) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise UnknownBrokerIdError(2)
+
+    monkeypatch.setattr(admin, "_ensure_once", settling)
+    admin._ensure(KafkaSettings(), [])
+    assert len(calls) == 3
+
+    calls.clear()
+
+    def refused(settings: KafkaSettings, topics: list[Any]) -> None:
+        calls.append(1)
+        raise TopicAuthorizationFailedError()
+
+    monkeypatch.setattr(admin, "_ensure_once", refused)
+    with pytest.raises(TopicAuthorizationFailedError):
+        admin._ensure(KafkaSettings(), [])
+    assert len(calls) == 1

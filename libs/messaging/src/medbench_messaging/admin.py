@@ -11,7 +11,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
 
 from medbench_messaging.preflight import check_broker
 from medbench_messaging.security import client_options
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = "max.message.bytes"
 # How long a created topic may take to show a leader for every partition.
 LEADERS_TIMEOUT_S = 60.0
+# How long topic set-up retries what a cluster still electing its controller or registering its
+# brokers answers (a controller the client's metadata does not list yet, a node not ready).
+SETUP_RETRY_S = 60.0
 
 
 class TopicTooSmall(RuntimeError):
@@ -75,10 +78,33 @@ def _await_leaders(admin: Any, names: list[str], partitions: int, timeout_s: flo
         time.sleep(0.1)
 
 
+def _transient(exc: BaseException) -> bool:
+    """An admin error a cluster gives while it settles (retried), not a refusal (raised)."""
+    if isinstance(exc, UnknownBrokerIdError):
+        # kafka-python names a controller its metadata does not list yet as not retriable.
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
 def _ensure(settings: KafkaSettings, topics: Iterable[Topic]) -> None:
-    needed = broker_max_message_bytes(settings.max_event_bytes)
     # A refused TLS handshake or SASL login named now, not as a bootstrap timeout later.
     check_broker(settings)
+    deadline = time.monotonic() + SETUP_RETRY_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            _ensure_once(settings, list(topics))
+            return
+        except KafkaError as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("topic set-up attempt %d: %r; retrying with a new client", attempt, exc)
+            time.sleep(min(2.0, 0.2 * attempt))
+
+
+def _ensure_once(settings: KafkaSettings, topics: list[Topic]) -> None:
+    needed = broker_max_message_bytes(settings.max_event_bytes)
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id="medbench-admin",
