@@ -840,6 +840,35 @@ def test_alerts_and_dashboard_name_only_known_metrics(yaml: ModuleType) -> None:
     assert used >= PENDING_METRICS
 
 
+def test_the_scale_to_zero_exemptions_name_the_charts_deployments(
+    rendered: dict[str, list[dict[str, Any]]], yaml: ModuleType
+) -> None:
+    """MedbenchServiceDown and MedbenchJudgeModelDown stay quiet while kube-state-metrics shows
+    the metric scorer's or the judge model's Deployment asking for zero replicas (KEDA's scale
+    to zero): their patterns match the Deployments the chart names, in every scenario, and no
+    other component's (those at zero are down)."""
+    rules = yaml.safe_load((CHART / "prometheus" / "alerts.yaml").read_text(encoding="utf-8"))
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    exempt = {
+        "MedbenchServiceDown": "metric-scorer",
+        "MedbenchJudgeModelDown": "judge-model",
+    }
+    for alert, component in exempt.items():
+        (pattern,) = re.findall(
+            r'kube_deployment_spec_replicas\{deployment=~"([^"]+)"\}', exprs[alert]
+        )
+        matched = 0
+        for scenario, docs in rendered.items():
+            deployments = _deployments(docs)
+            if component in deployments:
+                name = deployments[component]["metadata"]["name"]
+                assert re.fullmatch(pattern, name), (alert, scenario, name)
+                matched += 1
+            others = [d["metadata"]["name"] for c, d in deployments.items() if c != component]
+            assert not [n for n in others if re.fullmatch(pattern, n)], (alert, scenario)
+        assert matched >= 2, (alert, component)
+
+
 def test_every_alert_has_a_runbook(yaml: ModuleType) -> None:
     rules = yaml.safe_load((CHART / "prometheus" / "alerts.yaml").read_text(encoding="utf-8"))
     readme = (CHART / "README.md").read_text(encoding="utf-8")
