@@ -168,7 +168,7 @@ bench: setup load-tools $(LLM_STAMP) ## Every benchmark, then one table (BENCHMA
 capacity: setup   ## National-scale capacity model from the measured costs (tests/bench/capacity.py; CAPACITY_ARGS='--submissions-per-cycle 4000 ...')
 	$(PY) -m tests.bench.capacity $(CAPACITY_ARGS)
 
-bench-llm: setup $(LLM_STAMP) ## The real-model judge bench alone (~6 min), then the table again
+bench-llm: setup $(LLM_STAMP) ## The real-model judge bench alone (~12 min), then the table again
 	$(PY) -m tests.bench.bench_judge_llm --llm-dir $(LLM_DIR)
 	$(PY) -m tests.bench.results --readme README.md
 

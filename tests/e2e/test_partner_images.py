@@ -18,6 +18,9 @@ import grpc
 import pytest
 from PIL import Image
 
+from dispatcher.adapters.rotator_images import RotatorImages as DispatchImages
+from dispatcher.core.multimodal import ImageNotSendable, check_images
+from judge_scorer.adapters.rotator_images import RotatorImages as JudgeImages
 from medbench.common.v1 import common_pb2
 from medbench.submission.v1 import (
     submission_pb2,
@@ -324,6 +327,35 @@ async def test_the_largest_admitted_image_passes_every_hop_in_small_messages(
     )
     assert tail[0].image.offset == len(bank.largest) - 1000
     assert b"".join(m.chunk.data for m in tail[1:]) == bank.largest[-1000:]
+
+
+async def test_the_largest_admitted_image_reaches_the_dispatcher_and_the_judge_whole(
+    stack: ServiceStack, bank: Bank
+) -> None:
+    """The dispatcher (API-mode payloads, a tenant's copy) and the judge scorer (a vision judge,
+    physicians' GetReviewImage: the bank's bytes) read it from the real rotator with their own
+    tokens, in ranges. They used to ask for it in one reply: RESOURCE_EXHAUSTED, after which the
+    dispatcher put the item back in its queue for ever and the judge retried it for ever."""
+    big_id = sha(bank.largest)
+
+    def rotator_as(service: str) -> taskpool_service_pb2_grpc.TaskPoolServiceStub:
+        return taskpool_service_pb2_grpc.TaskPoolServiceStub(
+            channel(stack.address("rotator"), stack.service_tokens[service])
+        )
+
+    judged = await JudgeImages(rotator_as("judge_scorer")).image(big_id)
+    assert (judged.image_id, judged.media_type) == (big_id, "image/png")
+    assert sha(judged.content) == big_id and len(judged.content) == len(bank.largest)
+    # Not a decodable PNG: the tenant's copy is the bank's bytes (sent, or refused as too large
+    # for an endpoint by the dispatcher's own limit, never stuck).
+    sent = await DispatchImages(rotator_as("dispatcher")).get(big_id, "img-api-tenant")
+    assert sent.content == bank.largest and sent.media_type == "image/png"
+    with pytest.raises(ImageNotSendable, match="the limit is"):
+        check_images([sent])
+    # A small PNG: the tenant's own watermarked copy, whole.
+    path, content = next((p, c) for p, c in bank.files.items() if p != bank.largest_path)
+    copy = await DispatchImages(rotator_as("dispatcher")).get(sha(content), "img-api-tenant")
+    assert copy.content != content and len(copy.content) > 0, path
 
 
 async def test_anything_but_the_callers_own_upload_submissions_images_is_refused(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -41,14 +42,22 @@ GIF = b"GIF89a" + b"\0" * 24
 HTML = b"<html><script>alert(1)</script></html>"
 HELD, FOREIGN = "ab" * 12, "cd" * 12
 # Images of the review HELD (claimed by the reviewer): id -> (media type the bank says, bytes).
+PNG_ID, JPEG_ID, WEBP_ID, GIF_ID, HTML_ID, SVG_ID = (
+    hashlib.sha256(b).hexdigest() for b in (PNG, JPEG, WEBP, GIF, HTML, b"<svg/>")
+)
+# Bytes that are not the image the id names (the app checks every image against its id).
+DAMAGED_ID = "9" * 64
 IMAGES = {
-    "1" * 64: ("image/png", PNG),
-    "2" * 64: ("image/jpeg", JPEG),
-    "3" * 64: ("image/webp", WEBP),
-    "4" * 64: ("image/gif", GIF),
-    "5" * 64: ("image/png", HTML),
-    "6" * 64: ("image/svg+xml", b"<svg/>"),
+    PNG_ID: ("image/png", PNG),
+    JPEG_ID: ("image/jpeg", JPEG),
+    WEBP_ID: ("image/webp", WEBP),
+    GIF_ID: ("image/gif", GIF),
+    HTML_ID: ("image/png", HTML),
+    SVG_ID: ("image/svg+xml", b"<svg/>"),
+    DAMAGED_ID: ("image/png", PNG),
 }
+# The scripted service answers in ranges this small, so every image takes several replies.
+RANGE_BYTES = 7
 
 
 # -- the ratings file ---------------------------------------------------------------------
@@ -175,7 +184,10 @@ class ScriptedJudge(judge_service_pb2_grpc.JudgeServiceServicer):
         if request.review_id != HELD or request.image_id not in IMAGES:
             context.abort(grpc.StatusCode.NOT_FOUND, f"review has no image {request.image_id}")
         media_type, content = IMAGES[request.image_id]
-        return pb.ReviewImage(image_id=request.image_id, media_type=media_type, content=content)
+        part = content[request.offset : request.offset + RANGE_BYTES]
+        return pb.ReviewImage(
+            image_id=request.image_id, media_type=media_type, content=part, size=len(content)
+        )
 
     def GetCalibration(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._role(context)
@@ -302,13 +314,15 @@ def test_the_image_route_serves_png_jpeg_and_webp_only_with_strict_headers(
     http: httpx.Client,
 ) -> None:
     url = f"/review/{HELD}/image/"
-    assert http.get(url + "1" * 64).status_code == 303, "no session: to the sign-in page"
+    assert http.get(url + PNG_ID).status_code == 303, "no session: to the sign-in page"
     sign_in(http, REVIEWER)
     for image_id, media_type, content in (
-        ("1" * 64, "image/png", PNG),
-        ("2" * 64, "image/jpeg", JPEG),
-        ("3" * 64, "image/webp", WEBP),
+        (PNG_ID, "image/png", PNG),
+        (JPEG_ID, "image/jpeg", JPEG),
+        (WEBP_ID, "image/webp", WEBP),
     ):
+        # Read in ranges of RANGE_BYTES (5 replies for 32 bytes) and served whole.
+        assert len(content) > 3 * RANGE_BYTES
         got = http.get(url + image_id)
         assert got.status_code == 200 and got.content == content
         assert got.headers["content-type"] == media_type
@@ -316,19 +330,22 @@ def test_the_image_route_serves_png_jpeg_and_webp_only_with_strict_headers(
         assert got.headers["x-content-type-options"] == "nosniff"
         assert "img-src 'self'" in got.headers["content-security-policy"]
     # A GIF, bytes that are not what the media type says, another type: refused, not served.
-    for image_id in ("4" * 64, "5" * 64, "6" * 64):
+    for image_id in (GIF_ID, HTML_ID, SVG_ID):
         refused = http.get(url + image_id)
         assert refused.status_code == 415 and refused.headers["content-type"].startswith(
             "text/html"
         )
         assert GIF not in refused.content and b"<script>alert" not in refused.content
+    # Bytes that do not hash to the id asked: not served.
+    damaged = http.get(url + DAMAGED_ID)
+    assert damaged.status_code == 502 and PNG not in damaged.content
     # The service's refusals: not the holder (403), an image not of the review (404).
-    assert http.get(f"/review/{FOREIGN}/image/" + "1" * 64).status_code == 403
+    assert http.get(f"/review/{FOREIGN}/image/" + PNG_ID).status_code == 403
     assert http.get(url + "7" * 64).status_code == 404
     # Only a lowercase sha256 hex id is routed.
     for bad in ("1" * 63, "G" * 64, "1" * 64 + "/x", "../" + "1" * 61):
         assert http.get(url + bad).status_code == 404
-    assert http.head(url + "1" * 64).headers["content-length"] == str(len(PNG))
+    assert http.head(url + PNG_ID).headers["content-length"] == str(len(PNG))
 
 
 def test_grpc_refusals_map_to_http_statuses() -> None:

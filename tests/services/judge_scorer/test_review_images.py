@@ -143,3 +143,39 @@ async def test_bank_trouble_is_not_found_unavailable_or_a_mismatch_never_other_b
 
 def test_the_rotator_adapters_outage_answers_unavailable() -> None:
     assert issubclass(ImageUnavailable, Unavailable)
+
+
+async def test_an_image_is_served_in_ranges_that_add_up_to_the_banks_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply carries at most REVIEW_IMAGE_CHUNK bytes (4 MiB; here 10), with the image's size
+    in each: the largest image an import admits never has to fit one gRPC message."""
+    from judge_scorer.usecases import reviews
+
+    monkeypatch.setattr(reviews, "REVIEW_IMAGE_CHUNK", 10)
+    service, _, _, image_review, _ = await opened()
+    as_role(access_pb2.ROLE_REVIEWER)
+    await service.ClaimReview(pb.ClaimReviewRequest(review_id=image_review), None)
+    size = len(CT.content)
+    assert size > 30
+    parts, offset = [], 0
+    while offset < size:
+        got = await service.GetReviewImage(
+            pb.GetReviewImageRequest(review_id=image_review, image_id=CT.image_id, offset=offset),
+            None,
+        )
+        assert got.size == size and 0 < len(got.content) <= 10
+        parts.append(got.content)
+        offset += len(got.content)
+    assert b"".join(parts) == CT.content and len(parts) == -(-size // 10)
+    # max_bytes below the cap is honoured; the end is an empty range; past it is refused.
+    asked = pb.GetReviewImageRequest(review_id=image_review, image_id=CT.image_id, max_bytes=3)
+    assert (await service.GetReviewImage(asked, None)).content == CT.content[:3]
+    asked = pb.GetReviewImageRequest(review_id=image_review, image_id=CT.image_id, offset=size)
+    assert (await service.GetReviewImage(asked, None)).content == b""
+    for offset, max_bytes in ((size + 1, 0), (-1, 0), (0, -1)):
+        asked = pb.GetReviewImageRequest(
+            review_id=image_review, image_id=CT.image_id, offset=offset, max_bytes=max_bytes
+        )
+        with pytest.raises(InvalidArgument):
+            await service.GetReviewImage(asked, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import hashlib
 import hmac
 import json
 import logging
@@ -509,12 +510,32 @@ class Handler(BaseHTTPRequestHandler):
         """One of a review's images: the judge scorer decides who may see it (the physician
         holding the claim, or a maintainer) and hands over the bank's bytes; served only as
         PNG, JPEG or WebP, when the bytes are what the media type says."""
-        request = judge_service_pb2.GetReviewImageRequest(review_id=review_id, image_id=image_id)
-        image = self.app.call(session.key, lambda j: j.stub.GetReviewImage(request))
-        media_type = image.media_type
-        if media_type not in IMAGE_TYPES or image_type(image.content) != media_type:
+
+        async def fetch(judge: JudgeAdmin) -> tuple[bytes, str]:
+            # In ranges (a reply carries at most 4 MiB): the largest image an import admits
+            # does not fit one gRPC message.
+            parts: list[bytes] = []
+            offset, size, media_type = 0, -1, ""
+            while size < 0 or offset < size:
+                image = await judge.stub.GetReviewImage(
+                    judge_service_pb2.GetReviewImageRequest(
+                        review_id=review_id, image_id=image_id, offset=offset
+                    )
+                )
+                if size < 0:
+                    size, media_type = image.size, image.media_type
+                if image.size != size or (not image.content and offset < size):
+                    raise Refused(502, f"image {image_id[:12]}: its ranges do not add up")
+                parts.append(image.content)
+                offset += len(image.content)
+            return b"".join(parts), media_type
+
+        content, media_type = self.app.call(session.key, fetch)
+        if hashlib.sha256(content).hexdigest() != image_id:
+            raise Refused(502, f"image {image_id[:12]}: its bytes are not the image")
+        if media_type not in IMAGE_TYPES or image_type(content) != media_type:
             raise Refused(415, f"image {image_id[:12]}: {media_type or 'no media type'} not shown")
-        self._send(200, image.content, media_type)
+        self._send(200, content, media_type)
 
     def _submit(self, session: Session, review_id: str, form: dict[str, str]) -> None:
         review = self._held(session, review_id)

@@ -9,7 +9,8 @@ from collections import OrderedDict
 import grpc
 
 from dispatcher.core.multimodal import Image, ImageNotSendable
-from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
+from medbench.taskpool.v1 import taskpool_service_pb2_grpc
+from medbench_runtime.image_reads import read_image
 
 
 class RotatorImages:
@@ -52,14 +53,13 @@ class RotatorImages:
 
     async def _fetch(self, image_id: str, tenant_id: str) -> Image:
         try:
-            reply = await self._rotator.GetImage(
-                taskpool_service_pb2.GetImageRequest(image_id=image_id, tenant_id=tenant_id)
-            )
+            # In ranges: the largest image an import admits does not fit one reply.
+            whole = await read_image(self._rotator, image_id, tenant_id)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise ImageNotSendable(f"image {image_id} is not stored") from exc
             raise
-        return Image(reply.content, reply.media_type)
+        return Image(whole.content, whole.media_type)
 
     def _keep(self, key: tuple[str, str], image: Image) -> None:
         if len(image.content) > self._cache_bytes // 4:

@@ -1,5 +1,6 @@
 """RotatorImages: the bank's own images from the rotator (`TaskPoolService.GetImage` without a
-tenant: never a tenant's watermarked copy), cached by bytes. Images are immutable (the id is the
+tenant: never a tenant's watermarked copy; read in ranges: medbench_runtime.image_reads),
+cached by bytes. Images are immutable (the id is the
 hash of the bytes), so a cached one is never stale."""
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections import OrderedDict
 import grpc
 
 from judge_scorer.core.ports import ImageMissing
-from judge_scorer.core.prompt import JudgeImage
-from medbench.taskpool.v1 import taskpool_service_pb2, taskpool_service_pb2_grpc
+from judge_scorer.core.prompt import ImageMismatch, JudgeImage
+from medbench.taskpool.v1 import taskpool_service_pb2_grpc
 from medbench_runtime.errors import Unavailable
+from medbench_runtime.image_reads import ImageHashMismatch, ImageReadFailed, read_image
 
 
 class ImageUnavailable(Unavailable):
@@ -61,17 +63,20 @@ class RotatorImages:
 
     async def _fetch(self, image_id: str) -> JudgeImage:
         try:
-            # No tenant_id: the bank's bytes, as imported.
-            reply = await self._rotator.GetImage(
-                taskpool_service_pb2.GetImageRequest(image_id=image_id), timeout=self._timeout_s
-            )
+            # No tenant_id: the bank's bytes, as imported; in ranges (the largest image an
+            # import admits does not fit one reply).
+            whole = await read_image(self._rotator, image_id, timeout_s=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise ImageMissing(f"image {image_id} is not in the bank") from exc
             raise ImageUnavailable(
                 f"image {image_id}: the rotator answered {exc.code().name}: {exc.details()}"
             ) from exc
-        return JudgeImage(image_id, reply.media_type, reply.content)
+        except ImageHashMismatch as exc:
+            raise ImageMismatch(str(exc)) from exc
+        except ImageReadFailed as exc:
+            raise ImageUnavailable(str(exc)) from exc
+        return JudgeImage(image_id, whole.media_type, whole.content)
 
     def _keep(self, image: JudgeImage) -> None:
         if len(image.content) > self._cache_bytes // 4:

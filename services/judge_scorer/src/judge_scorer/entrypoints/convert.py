@@ -6,11 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from judge_scorer.core.cost import JudgingCost
-from judge_scorer.core.prompt import JudgeImage
 from judge_scorer.core.ratings import Rating
 from judge_scorer.core.rubric import Rubric, canonical_json
 from judge_scorer.usecases.panel import JudgeInput, PanelResult
-from judge_scorer.usecases.reviews import PanelAgreement
+from judge_scorer.usecases.reviews import ImageRange, PanelAgreement
 from medbench.judge.v1 import judge_service_pb2
 from medbench_runtime.timestamps import timestamp
 
@@ -182,9 +181,12 @@ def review_to_proto(
     )
 
 
-def review_image_to_proto(image: JudgeImage) -> judge_service_pb2.ReviewImage:
+def review_image_to_proto(image: ImageRange) -> judge_service_pb2.ReviewImage:
     return judge_service_pb2.ReviewImage(
-        image_id=image.image_id, media_type=image.media_type, content=image.content
+        image_id=image.image_id,
+        media_type=image.media_type,
+        content=image.content,
+        size=image.size,
     )
 
 

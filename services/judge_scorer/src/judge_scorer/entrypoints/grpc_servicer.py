@@ -131,7 +131,9 @@ class JudgeServicer(judge_service_pb2_grpc.JudgeServiceServicer):
     ) -> judge_service_pb2.ReviewImage:
         caller = _caller()
         reviewer = caller.key_id if caller and caller.role == access_pb2.ROLE_REVIEWER else None
-        image = await self._reviews.image(request.review_id, request.image_id, reviewer)
+        image = await self._reviews.image(
+            request.review_id, request.image_id, reviewer, request.offset, request.max_bytes
+        )
         return convert.review_image_to_proto(image)
 
     def _review(self, doc: dict[str, Any]) -> judge_service_pb2.Review:

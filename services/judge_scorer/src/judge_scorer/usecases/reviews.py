@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from judge_scorer.core.agreement import krippendorff_alpha
 from judge_scorer.core.ports import ImageMissing, ItemImages, JudgeStore, Record
-from judge_scorer.core.prompt import ImageMismatch, JudgeImage, check_image
+from judge_scorer.core.prompt import ImageMismatch, check_image
 from judge_scorer.core.ratings import Rating, rating_case
 from judge_scorer.core.rubric import Rubric
 from judge_scorer.usecases.judging import MAX_TEXT_CHARS, Judging
@@ -22,6 +22,20 @@ from medbench_runtime.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+REVIEW_IMAGE_CHUNK = 4 * 1024 * 1024
+"""Most bytes of an image one GetReviewImage reply carries: the largest image an import admits
+is as large as one gRPC message less the import's framing, so it is read in ranges."""
+
+
+class ImageRange(NamedTuple):
+    """Bytes of a review's image from an offset, with the whole image's size."""
+
+    image_id: str
+    media_type: str
+    content: bytes
+    size: int
+
 
 DEFAULT_LEASE_S = 1800
 
@@ -196,12 +210,22 @@ class Reviews:
         task.add_done_callback(self._background.discard)
         return doc
 
-    async def image(self, review_id: str, image_id: str, physician: str | None) -> JudgeImage:
-        """One of a review's images, the bank's own bytes checked against the id. physician:
-        a reviewer-role caller's id, which must hold the review's live claim; None for a
+    async def image(
+        self,
+        review_id: str,
+        image_id: str,
+        physician: str | None,
+        offset: int = 0,
+        max_bytes: int = 0,
+    ) -> ImageRange:
+        """A range of one of a review's images (at most REVIEW_IMAGE_CHUNK bytes from offset;
+        max_bytes 0: that many), the bank's own bytes checked against the id. physician: a
+        reviewer-role caller's id, which must hold the review's live claim; None for a
         maintainer (any review)."""
         if not review_id or not image_id:
             raise InvalidArgument("review_id and image_id are required")
+        if offset < 0 or max_bytes < 0:
+            raise InvalidArgument("offset and max_bytes must not be negative")
         doc = await self._store.review(review_id)
         if doc is None:
             raise NotFound(f"review {review_id} not found")
@@ -217,11 +241,18 @@ class Reviews:
         if self._images is None:
             raise FailedPrecondition("no image source is configured")
         try:
-            return check_image(await self._images.image(image_id))
+            image = check_image(await self._images.image(image_id))
         except ImageMissing as exc:
             raise NotFound(str(exc)) from exc
         except ImageMismatch as exc:
             raise FailedPrecondition(str(exc)) from exc
+        size = len(image.content)
+        if offset > size:
+            raise InvalidArgument(
+                f"offset {offset} is past the end of image {image_id} ({size} bytes)"
+            )
+        take = min(max_bytes or REVIEW_IMAGE_CHUNK, REVIEW_IMAGE_CHUNK)
+        return ImageRange(image_id, image.media_type, image.content[offset : offset + take], size)
 
     async def panel_agreement(self, submission_id: str) -> PanelAgreement:
         """How far the panel's judges agreed on a submission's items, overall and per dataset."""
