@@ -26,6 +26,7 @@ from tests.e2e.conftest import running_stack
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
 from tests.e2e.harness import (
     admin_channel,
+    eventually,
     gateway_metric,
     maintainer_cli,
     partner_client,
@@ -185,3 +186,62 @@ async def test_near_identical_uploads_are_flagged_to_maintainers_only(
     for sid in (first, second):
         shown = await partner.get(sid)
         assert shown.state_reason == "" and "probing" not in str(shown).lower()
+
+
+async def test_near_identical_api_runs_are_flagged_as_uploads_are(
+    stack: ServiceStack, pools: None
+) -> None:
+    """API mode: the dispatcher digests each answer as it is scored (one reading with the
+    gateway's) and hands the run's digests to the gateway with its DONE progress; two runs of
+    one tenant whose endpoints answer alike but for one item are a finding, a third answering
+    otherwise is not."""
+    name = f"probe-api-{uuid.uuid4().hex[:6]}"
+    partner = await tenant(stack, name, hidden_per_day=10, concurrent_submissions=5)
+    one = ROWS[7]
+    # Its own question (the prompts share their instructions): its permutations share it too,
+    # so up to 5 items are answered otherwise, within the threshold of 5 for 60 items.
+    stem = str(one["question"]).rsplit("题目：", 1)[1].split("\n")[0]
+    assert len(stem) >= 8
+    maintainer = service_stub(
+        probing_service_pb2_grpc.ProbingServiceStub, admin_channel(stack, "gateway")
+    )
+
+    async def run(request_id: str, answer: object) -> str:
+        with FakeEndpoint(Script(answer=answer)) as fake:  # type: ignore[arg-type]
+            endpoint = submission_pb2.Endpoint(
+                base_url=fake.base_url,
+                model="test-model",
+                api_key="secret-key",
+                max_concurrency=4,
+                self_test=True,
+            )
+            created = await partner.create(request_id, "m", mode=API, endpoint=endpoint)
+            sid = created.submission.submission_id
+
+            async def answered() -> bool:
+                shown = await partner.get(sid)
+                return shown.state not in (
+                    submission_pb2.SUBMISSION_STATE_DISPATCHING,
+                    submission_pb2.SUBMISSION_STATE_AWAITING_ANSWERS,
+                )
+
+            await eventually(answered, 120, f"API run {request_id} answered")
+        return sid
+
+    first = await run("a-1", lambda question: "<A>")
+    second = await run("a-2", lambda question: "<B>" if stem in question else "<A>")
+    await run("a-3", lambda question: "<C>")
+
+    async def flagged() -> probing_service_pb2.ListProbingFindingsResponse | None:
+        page = await maintainer.ListProbingFindings(
+            probing_service_pb2.ListProbingFindingsRequest(tenant_id=name)
+        )
+        return page if page.findings else None
+
+    page = await eventually(flagged, 60, "a probing finding on the API runs")
+    (finding,) = page.findings
+    assert (finding.earlier_submission_id, finding.later_submission_id) == (first, second)
+    assert finding.pool_id == API_POOL and finding.items == len(ROWS)
+    assert 1 <= finding.differing <= finding.threshold
+    changed = [d.dataset for d in finding.datasets if d.differing]
+    assert changed == [one["dataset"]]

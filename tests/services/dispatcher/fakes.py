@@ -76,7 +76,7 @@ class InMemoryJobs:
     async def recorded(self, submission_id: str) -> list[Recorded]:
         return [
             Recorded(r.item_id, r.status, r.ordinal, r.dataset, r.text, r.prompt_hash,
-                     self.batched.get(f"{submission_id}:{r.item_id}", ""))
+                     self.batched.get(f"{submission_id}:{r.item_id}", ""), r.digest)
             for r in self._of(submission_id)
         ]  # fmt: skip
 

@@ -240,3 +240,48 @@ async def test_a_restart_sends_nothing_answered_before_and_publishes_what_was_no
     texts = {r.item_id: r.answer for e in w.outbox.of_topic(RECORDED) for r in e.responses}
     assert texts["item-0"] == "kept" and len(texts) == 3
     assert progress_events(w.outbox)[-1].answered_items == 3
+
+
+async def test_a_done_run_hands_the_gateway_its_answers_digests_by_ordinal() -> None:
+    """Probing detection of API runs: each answer is digested as it is recorded (the reading
+    the gateway gives an upload's, medbench_runtime.answer_digest, by the item's answer format)
+    and the DONE event carries them by ordinal; a stalled run's events carry none."""
+    from medbench_runtime.answer_digest import answer_digest
+
+    w = World()
+    await w.dispatch_jobs.take(spec())
+    await w.run_until_over()
+    texts = [w.jobs.records[f"sub_1:item-{n}"].text for n in range(3)]
+    *running, done = progress_events(w.outbox)
+    assert done.state == DONE
+    assert done.answer_digests == b"".join(answer_digest(t) for t in texts)
+    assert all(p.answer_digests == b"" for p in running)
+
+    stalled = World(
+        FakeEndpoint(lambda q: Reply(502, error="down") if q == "q-1" else Reply(200, "ok"))
+    )
+    await stalled.dispatch_jobs.take(spec())
+    await stalled.run_until_over()
+    assert [p.answer_digests for p in progress_events(stalled.outbox)] == [b""] * len(
+        progress_events(stalled.outbox)
+    )
+
+
+def test_the_digest_vector_holds_answered_items_by_ordinal_and_bounds_its_size() -> None:
+    from dispatcher.core.jobs import ANSWERED, INFRA_FAILED, MAX_DIGEST_ITEMS, Recorded
+    from dispatcher.core.jobs import answers_vector as vector
+    from medbench_runtime.answer_digest import EMPTY, answer_digest
+
+    a, c = answer_digest("A"), answer_digest("C")
+    got = vector(
+        [
+            Recorded("i2", ANSWERED, 2, digest=c),
+            Recorded("i0", ANSWERED, 0, digest=a),
+            Recorded("i1", INFRA_FAILED, 1),
+        ]
+    )
+    assert got == a + EMPTY + c
+    assert vector([]) == b""
+    huge = [Recorded("last", ANSWERED, MAX_DIGEST_ITEMS, digest=a)]
+    assert vector(huge) == b""  # would not fit the smallest event limit: not compared
+    assert len(vector([Recorded("x", ANSWERED, MAX_DIGEST_ITEMS - 1, digest=a)])) == 200_000

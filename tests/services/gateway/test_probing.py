@@ -281,3 +281,48 @@ async def test_a_pair_differing_only_in_worded_non_answers_and_one_probe_is_flag
         )
     ]
     assert rules.differing_ordinals(raw[0], raw[1], rules.threshold(20)) is None
+
+
+async def test_api_runs_are_compared_by_the_dispatchers_digests() -> None:
+    """The dispatcher hands a DONE run's digests (one reading with the uploads'); two runs
+    alike but for one item are a finding, whatever the submission's state when the event comes
+    (its report may be stored first), and a redelivery finds nothing new."""
+    from gateway.core.submission import DispatchProgress
+
+    w = ProbedWorld()
+    w.quotas.defaults = w.quotas.defaults.merged({"official_per_cycle": 10})
+    sids = []
+    runs = (("api-1", ["<A>"] * 20), ("api-2", ["A"] * 19 + ["<B>"]), ("api-3", ["C"] * 20))
+    for request_id, answers in runs:
+        record, _ = await w.submissions.create(api_request(request_id))
+        sid = record["_id"]
+        digests = b"".join(rules.answer_digest(a, rules.CHOICE_SINGLE) for a in answers)
+        if request_id == "api-2":
+            w.store.records[(T, sid)]["state"] = "COMPLETED"  # its report came first
+        done = DispatchProgress(sid, T, "DONE", "", 20, 0, 1, digests)
+        await w.submissions.apply_dispatch_progress(done)
+        await w.submissions.apply_dispatch_progress(done)  # redelivered
+        sids.append(sid)
+    (finding,) = w.probing_store.found.values()
+    assert (finding.earlier_submission_id, finding.later_submission_id) == (sids[0], sids[1])
+    assert (finding.differing, finding.items) == (1, 20)
+    assert {d.submission_id for d in w.probing_store.stored.values()} >= set(sids)
+
+
+async def test_api_digests_are_fitted_to_the_pools_items() -> None:
+    """Digests past the pool's items (an extra ordinal) are left out; items they do not reach
+    hold the digest of no answer, as an upload's unanswered items do."""
+    w = ProbedWorld()
+    w.quotas.defaults = w.quotas.defaults.merged({"official_per_cycle": 10})
+    record, _ = await w.submissions.create(api_request("api-1"))
+    manifest = await w.rotator.manifest(record["_id"], record["pool_id"])
+    a = rules.answer_digest("A")
+    await w.probing.api_answers_final(record, manifest, a * 25)
+    await w.probing.api_answers_final(record | {"_id": "short"}, manifest, a * 3)
+    long, short = w.probing_store.stored[record["_id"]], w.probing_store.stored["short"]
+    assert long.vector == a * 20
+    assert short.vector == a * 3 + rules.EMPTY * 17
+    # An upload is never read as an API run.
+    upload = record | {"_id": "u", "mode": MODE_UPLOAD}
+    assert await w.probing.api_answers_final(upload, manifest, a * 20) == []
+    assert "u" not in w.probing_store.stored

@@ -31,6 +31,7 @@ class RotatorPrompts:
                     image_ids=tuple(it.image_ids),
                     prompt_hash=it.prompt_hash,
                     canary=it.canary,
+                    answer_format=it.answer_format,
                 )
                 for it in batch.items
             ]

@@ -109,6 +109,7 @@ def outcome_document(outcome: ItemOutcome) -> dict[str, Any]:
         "attempts": outcome.attempts,
         "error": outcome.error,
         "truncated": outcome.truncated,
+        "digest": outcome.digest,
         "batched": "",
         "recorded_at": outcome.recorded_at,
     }
@@ -272,7 +273,7 @@ class MongoJobs:
         found = await self._db.responses.find(
             {"submission_id": submission_id},
             {"item_id": 1, "status": 1, "batched": 1, "ordinal": 1, "dataset": 1, "text": 1,
-             "prompt_hash": 1},
+             "prompt_hash": 1, "digest": 1},
         ).to_list()  # fmt: skip
         return [
             Recorded(
@@ -283,6 +284,7 @@ class MongoJobs:
                 text=d.get("text", ""),
                 prompt_hash=d.get("prompt_hash", ""),
                 batched=d.get("batched", ""),
+                digest=bytes(d.get("digest") or b""),
             )
             for d in found
         ]

@@ -3,10 +3,12 @@ progress it reports (pure types and rules)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from dispatcher.core.policy import DecodingSettings
+from medbench_runtime.answer_digest import DIGEST_BYTES, EMPTY
 
 RUNNING = "RUNNING"
 DONE = "DONE"
@@ -67,6 +69,9 @@ class ItemOutcome:
     error: str
     truncated: bool
     recorded_at: datetime
+    # The answer's digest as it is scored (medbench_runtime.answer_digest; b"" when not
+    # answered): what probing detection compares, kept so a restarted run still has it.
+    digest: bytes = b""
 
     @property
     def record_id(self) -> str:
@@ -84,6 +89,7 @@ class Recorded:
     text: str = ""
     prompt_hash: str = ""
     batched: str = ""
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,30 @@ class Progress:
     reason: str
     answered: int
     infra_failed: int
+    # On DONE: answers_vector of the run (b"" otherwise).
+    answer_digests: bytes = b""
+
+
+MAX_DIGEST_ITEMS = 50_000
+"""Most items whose digests a DONE event carries (200,000 bytes): the event stays under the
+smallest MEDBENCH_KAFKA__MAX_EVENT_BYTES admitted (256 KiB). A larger run is not compared."""
+
+
+def answers_vector(recorded: Iterable[Recorded]) -> bytes:
+    """The run's answers as probing detection compares them (gateway core/probing.py): one
+    digest per ordinal 0..highest recorded, EMPTY where an item has no answer; b"" for a run
+    of more than MAX_DIGEST_ITEMS items."""
+    answered = [r for r in recorded if r.status == ANSWERED and r.digest]
+    if not answered:
+        return b""
+    items = max(r.ordinal for r in answered) + 1
+    if items > MAX_DIGEST_ITEMS:
+        return b""
+    out = bytearray(EMPTY * items)
+    for r in answered:
+        if r.ordinal >= 0 and len(r.digest) == DIGEST_BYTES:
+            out[r.ordinal * DIGEST_BYTES : (r.ordinal + 1) * DIGEST_BYTES] = r.digest
+    return bytes(out)
 
 
 def end_state(failed: str, infra_failed: int) -> tuple[str, str]:

@@ -31,6 +31,7 @@ class PromptItem:
     image_ids: tuple[str, ...] = ()
     prompt_hash: str = ""
     canary: bool = False
+    answer_format: str = ""
 
 
 class Prompts(Protocol):

@@ -28,5 +28,6 @@ def progress_event(progress: Progress, sequence: int, at: datetime) -> Event:
         infra_failed_items=progress.infra_failed,
         sequence=sequence,
         at=timestamp(at),
+        answer_digests=progress.answer_digests,
     )
     return Event(event.event_id, topics.DISPATCH_PROGRESSED, event, key=progress.submission_id)

@@ -21,6 +21,7 @@ from dispatcher.core.aimd import AdaptiveLimit
 from dispatcher.core.fairshare import FairScheduler
 from dispatcher.core.jobs import (
     ANSWERED,
+    DONE,
     INFRA_FAILED,
     INTERNAL_FAILURE,
     RUNNING,
@@ -28,6 +29,7 @@ from dispatcher.core.jobs import (
     JobSpec,
     Progress,
     Recorded,
+    answers_vector,
     end_state,
     keeps_key,
 )
@@ -58,6 +60,7 @@ from medbench.common.v1 import common_pb2
 from medbench.inference.v1 import inference_events_pb2
 from medbench_messaging import topics
 from medbench_messaging.sizing import MAX_ANSWER_BYTES, clip_utf8
+from medbench_runtime.answer_digest import answer_digest
 from medbench_runtime.timestamps import timestamp
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,7 @@ class Item:
     messages: list[tuple[str, str]]
     image_ids: tuple[str, ...] = ()
     prompt_hash: str = ""
+    answer_format: str = ""
 
 
 def _no_slot(job: Job) -> None:
@@ -322,7 +326,15 @@ class Dispatcher:
                 job.seen.add(it.item_id)
                 messages = list(it.messages) or [("user", it.question)]
                 job.pending.append(
-                    Item(it.item_id, it.ordinal, it.dataset, messages, it.image_ids, it.prompt_hash)
+                    Item(
+                        it.item_id,
+                        it.ordinal,
+                        it.dataset,
+                        messages,
+                        it.image_ids,
+                        it.prompt_hash,
+                        it.answer_format,
+                    )
                 )
             if not self._stopping.is_set():
                 self._schedule()
@@ -492,6 +504,9 @@ class Dispatcher:
     async def _record(
         self, job: Job, item: Item, status: str, result: CallResult, attempts: int, truncated: bool
     ) -> None:
+        # An answer is carried to the scorers up to the platform's per-answer limit (the
+        # upload mode's too); the record says when the model's was longer.
+        text = clip_utf8(result.text, MAX_ANSWER_BYTES)
         outcome = ItemOutcome(
             submission_id=job.submission_id,
             item_id=item.item_id,
@@ -499,9 +514,7 @@ class Dispatcher:
             dataset=item.dataset,
             prompt_hash=item.prompt_hash,
             status=status,
-            # An answer is carried to the scorers up to the platform's per-answer limit (the
-            # upload mode's too); the record says when the model's was longer.
-            text=clip_utf8(result.text, MAX_ANSWER_BYTES),
+            text=text,
             clipped=len(result.text.encode()) > MAX_ANSWER_BYTES,
             finish_reason=result.finish_reason,
             usage=result.usage or {},
@@ -510,6 +523,7 @@ class Dispatcher:
             error=result.error,
             truncated=truncated,
             recorded_at=datetime.now(UTC),
+            digest=answer_digest(text, item.answer_format) if status == ANSWERED else b"",
         )
         while True:
             try:
@@ -623,6 +637,13 @@ class Dispatcher:
         unless a resume may need it. Returns the end state."""
         state, reason = end_state(failed, infra_failed)
         now = datetime.now(UTC)
+        # Every answer is in: the gateway compares them with the tenant's other runs on the
+        # pool (probing detection), as it does an upload's.
+        digests = (
+            answers_vector(await self._jobs.recorded(spec.submission_id))
+            if (state == DONE)
+            else b""
+        )
 
         async def commit(tx: Any) -> None:
             await self._jobs.finish(
@@ -630,7 +651,15 @@ class Dispatcher:
             )
             event = await self._progress(
                 tx,
-                Progress(spec.submission_id, spec.tenant_id, state, reason, answered, infra_failed),
+                Progress(
+                    spec.submission_id,
+                    spec.tenant_id,
+                    state,
+                    reason,
+                    answered,
+                    infra_failed,
+                    digests,
+                ),
                 now,
             )
             await self._outbox.add(tx, [event])

@@ -20,85 +20,44 @@ it)."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from medbench_runtime.choice_parse import parse_choice
+from medbench_runtime.answer_digest import (
+    CHOICE_FORMATS,
+    CHOICE_MULTI,
+    CHOICE_SINGLE,
+    DIGEST_BYTES,
+    EMPTY,
+    NO_OPTION,
+    answer_digest,
+    canonical_answer,
+    choice_letters,
+    digest_vector,
+    normalised,
+)
 from medbench_runtime.errors import InvalidArgument
 
-DIGEST_BYTES = 4
+__all__ = [
+    "CHOICE_FORMATS",
+    "CHOICE_MULTI",
+    "CHOICE_SINGLE",
+    "DIGEST_BYTES",
+    "EMPTY",
+    "NO_OPTION",
+    "answer_digest",
+    "canonical_answer",
+    "choice_letters",
+    "digest_vector",
+    "normalised",
+]
+
 MIN_THRESHOLD = 5
 THRESHOLD_PERCENT = 2
 # Items compared at once (one byte comparison): a near-identical pair costs a few of them.
 CHUNK_ITEMS = 256
-_NOT_LETTERS_OR_DIGITS = re.compile(r"[\W_]+")
-
-
-def normalised(answer: str) -> str:
-    """The answer without what no parser reads: NFKC (full-width forms folded), case folded,
-    letters and digits only (CJK characters are letters)."""
-    if not answer.isascii():
-        answer = unicodedata.normalize("NFKC", answer)
-    return _NOT_LETTERS_OR_DIGITS.sub("", answer.casefold())
-
-
-# -- choice answers, read as the metric scorer reads them (medbench_runtime.choice_parse) -----
-
-CHOICE_SINGLE = "choice_single"
-CHOICE_MULTI = "choice_multi"
-CHOICE_FORMATS = frozenset({CHOICE_SINGLE, CHOICE_MULTI})
-# The canonical answer naming no option: the normalised empty answer, so that it digests as an
-# unanswered item does (both score 0).
-NO_OPTION = ""
-
-
-def choice_letters(answer: str, multi: bool) -> frozenset[str]:
-    """The option letters a choice answer names, read by the metric scorer's own reading
-    (capitals A-J: the gateway does not know an item's option count)."""
-    return parse_choice(answer, multi=multi)
-
-
-def canonical_answer(answer: str, answer_format: str = "") -> str:
-    """What the digest of an answer is taken of: for a choice item its letters, sorted
-    (NO_OPTION when it names none, or several for a single-answer item: scored 0 whatever the
-    key); for any other item (or an unknown format) normalised(answer)."""
-    if answer_format not in CHOICE_FORMATS:
-        return normalised(answer)
-    multi = answer_format == CHOICE_MULTI
-    letters = choice_letters(answer, multi)
-    if not letters or (not multi and len(letters) != 1):
-        return NO_OPTION
-    # Lower case: "A" canonical is "a", its digest the one an older vector holds for "<A>".
-    return "".join(sorted(letters)).lower()
-
-
-def answer_digest(answer: str, answer_format: str = "") -> bytes:
-    """The digest of canonical_answer(answer, answer_format)."""
-    canonical = canonical_answer(answer, answer_format)
-    return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_BYTES).digest()
-
-
-EMPTY = answer_digest("")
-
-
-def digest_vector(
-    answers: Iterable[tuple[int, str]], items: int, formats: Mapping[int, str] | None = None
-) -> bytes:
-    """One digest per ordinal 0..items-1 of (ordinal, answer) pairs, each item's answer read
-    for its answer format (formats: by ordinal; an item without one is read as text); ordinals
-    outside (the download's canaries) are left out, unanswered ones hold EMPTY."""
-    out = bytearray(EMPTY * items)
-    shape = formats or {}
-    for ordinal, answer in answers:
-        if 0 <= ordinal < items:
-            digest = answer_digest(answer, shape.get(ordinal, ""))
-            out[ordinal * DIGEST_BYTES : (ordinal + 1) * DIGEST_BYTES] = digest
-    return bytes(out)
 
 
 def threshold(items: int) -> int:

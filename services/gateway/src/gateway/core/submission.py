@@ -262,6 +262,9 @@ class DispatchProgress:
     answered: int
     infra_failed: int
     sequence: int
+    # On DONE: the run's answer digests by ordinal (medbench_runtime.answer_digest), for
+    # probing detection; b"" otherwise (or for a run too large to carry them).
+    answer_digests: bytes = b""
 
 
 def dispatch_fields(record: Record, progress: DispatchProgress, now: datetime) -> Record | None:

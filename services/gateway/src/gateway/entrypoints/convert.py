@@ -175,6 +175,7 @@ def dispatch_progress(event: dispatch_events_pb2.DispatchProgressed) -> Dispatch
         answered=event.answered_items,
         infra_failed=event.infra_failed_items,
         sequence=event.sequence,
+        answer_digests=event.answer_digests,
     )
 
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from gateway.core.identity import check_tenant_id
 from gateway.core.ports import ProbingStore
 from gateway.core.probing import (
+    DIGEST_BYTES,
+    EMPTY,
     Finding,
     StoredDigest,
     compare,
@@ -56,13 +58,35 @@ class Probing:
             if found is not None:
                 answers.append((found[0], answer))
                 formats[found[0]] = manifest.answer_format.get(item_id, "")
+        return await self._compare(record, datasets, digest_vector(answers, items, formats))
+
+    async def api_answers_final(
+        self, record: Record, manifest: Manifest, digests: bytes
+    ) -> list[Finding]:
+        """An API-mode run whose endpoint answered every item: its answers' digests by ordinal,
+        as the dispatcher took them (medbench_runtime.answer_digest, the same reading as an
+        upload's), compared as an upload's are. Returns the new findings. Idempotent."""
+        if record["mode"] == MODE_UPLOAD:
+            return []
+        items = int(record["expected"])
+        datasets = [manifest.by_ordinal.get(o, ("", ""))[1] for o in range(items)]
+        # Ordinals past the pool's items are left out; items the digests do not reach hold
+        # the digest of no answer, as in an upload's vector.
+        vector = digests[: items * DIGEST_BYTES]
+        vector += EMPTY * (items - len(vector) // DIGEST_BYTES)
+        return await self._compare(record, datasets, vector)
+
+    async def _compare(self, record: Record, datasets: list[str], vector: bytes) -> list[Finding]:
+        """Keeps the submission's digest vector and records a finding for every other
+        submission of the tenant on the pool that it (nearly) agrees with."""
+        tenant_id, submission_id = record["tenant_id"], record["_id"]
         digest = StoredDigest(
             submission_id,
             tenant_id,
             record["pool_id"],
             int(record["track"]),
             record["created_at"],
-            digest_vector(answers, items, formats),
+            vector,
         )
         await self._store.save_digest(digest)
         now = datetime.now(UTC)

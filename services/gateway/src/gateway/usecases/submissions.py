@@ -29,6 +29,7 @@ from gateway.core.quotas import PoolRun, pool_run
 from gateway.core.submission import (
     AWAITING,
     COMPLETED,
+    DISPATCH_DONE,
     DISPATCHING,
     FAILED,
     MODE_API,
@@ -386,6 +387,18 @@ class Submissions:
         except Exception:
             log.exception("probing check of submission %s failed", doc["_id"])
 
+    async def _api_answers_final(self, doc: Record, digests: bytes) -> None:
+        """Probing detection of an API-mode run whose endpoint answered every item (the
+        dispatcher's digests of its answers). Never fails the run, and tells nobody but
+        maintainers."""
+        if self._probing is None:
+            return
+        try:
+            manifest = await self._rotator.manifest(doc["_id"], doc["pool_id"])
+            await self._probing.api_answers_final(doc, manifest, digests)
+        except Exception:
+            log.exception("probing check of submission %s failed", doc["_id"])
+
     @staticmethod
     def _responses_events(
         current: Record, batch_id: str, plan: Any, manifest: uploads.Manifest, now: datetime
@@ -586,6 +599,10 @@ class Submissions:
         if doc is None:
             log.error("dispatch progress for unknown submission %s", progress.submission_id)
             return
+        if progress.state == DISPATCH_DONE and progress.answer_digests:
+            # Whatever the submission's state: its report may be stored before this event
+            # arrives (another topic). Idempotent, so a redelivery only compares again.
+            await self._api_answers_final(doc, progress.answer_digests)
         fields = dispatch_fields(doc, progress, datetime.now(UTC))
         if fields is None:
             return  # a redelivered or late event
