@@ -7,6 +7,7 @@ every hop (rotator GetImage by ranges, gateway DownloadImages in messages under 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import uuid
@@ -34,7 +35,13 @@ from medbench_client.partner_cli.images import PART_SUFFIX
 from medbench_devstack.services import ServiceStack
 from medbench_runtime.bearer import authorized_channel
 from tests.e2e.fake_endpoint import FakeEndpoint, Script
-from tests.e2e.harness import admin_channel, partner_client, partner_key, service_channel
+from tests.e2e.harness import (
+    admin_channel,
+    eventually,
+    partner_client,
+    partner_key,
+    service_channel,
+)
 from tests.e2e.test_partner_cli import Cli
 from tests.shared_data import shared_path
 
@@ -346,16 +353,60 @@ async def test_the_largest_admitted_image_reaches_the_dispatcher_and_the_judge_w
     judged = await JudgeImages(rotator_as("judge_scorer")).image(big_id)
     assert (judged.image_id, judged.media_type) == (big_id, "image/png")
     assert sha(judged.content) == big_id and len(judged.content) == len(bank.largest)
-    # Not a decodable PNG: the tenant's copy is the bank's bytes (sent, or refused as too large
-    # for an endpoint by the dispatcher's own limit, never stuck).
+    # Not a decodable PNG: the tenant's copy is the bank's bytes, and within what the
+    # dispatcher sends (the import limit: every admitted item can be sent).
     sent = await DispatchImages(rotator_as("dispatcher")).get(big_id, "img-api-tenant")
     assert sent.content == bank.largest and sent.media_type == "image/png"
+    check_images([sent])
     with pytest.raises(ImageNotSendable, match="the limit is"):
-        check_images([sent])
+        check_images([sent], max_image_bytes=len(bank.largest) - 1)
     # A small PNG: the tenant's own watermarked copy, whole.
     path, content = next((p, c) for p, c in bank.files.items() if p != bank.largest_path)
     copy = await DispatchImages(rotator_as("dispatcher")).get(sha(content), "img-api-tenant")
     assert copy.content != content and len(copy.content) > 0, path
+
+
+async def test_an_api_run_sends_the_largest_admitted_image_to_the_endpoint(
+    stack: ServiceStack, bank: Bank, endpoint: FakeEndpoint
+) -> None:
+    """API mode on a multimodal pool holding the largest image an import admits: the endpoint
+    is sent it whole as a data URL and the run ends with every item answered (an image over the
+    dispatcher's limit used to be an infrastructure failure, every API run of the pool
+    stalled)."""
+    rotator = taskpool_service_pb2_grpc.TaskPoolServiceStub(admin_channel(stack, "rotator"))
+    await rotator.PublishPool(
+        taskpool_service_pb2.PublishPoolRequest(
+            pool_id="images-api-mm",
+            track=common_pb2.TRACK_MULTIMODAL,
+            datasets=["MedClass"],
+            board=taskpool_pb2.BOARD_API,
+        )
+    )
+    partner = partner_client(stack, "img-api-big")
+    created = await partner.create(
+        "big-api",
+        "vl-model",
+        track=common_pb2.TRACK_MULTIMODAL,
+        mode=common_pb2.SUBMISSION_MODE_API,
+        endpoint=submission_pb2.Endpoint(
+            base_url=endpoint.base_url, model="test-model", api_key="secret-key", max_concurrency=4
+        ),
+    )
+    sid = created.submission.submission_id
+
+    async def dispatched() -> submission_pb2.Submission | None:
+        shown = await partner.get(sid)
+        return None if shown.state == submission_pb2.SUBMISSION_STATE_DISPATCHING else shown
+
+    shown = await eventually(dispatched, 120, "the API run to leave DISPATCHING")
+    assert shown.state != submission_pb2.SUBMISSION_STATE_FAILED, shown.state_reason
+    progress = shown.progress
+    assert progress.infra_failed_items == 0
+    assert progress.answered_items == progress.expected_items > 0
+    (url,) = endpoint.script.images["?"]  # the largest item's question
+    head, _, data = url.partition(",")
+    assert head == "data:image/png;base64"
+    assert base64.b64decode(data) == bank.largest
 
 
 async def test_anything_but_the_callers_own_upload_submissions_images_is_refused(

@@ -285,3 +285,15 @@ def test_the_digest_vector_holds_answered_items_by_ordinal_and_bounds_its_size()
     huge = [Recorded("last", ANSWERED, MAX_DIGEST_ITEMS, digest=a)]
     assert vector(huge) == b""  # would not fit the smallest event limit: not compared
     assert len(vector([Recorded("x", ANSWERED, MAX_DIGEST_ITEMS - 1, digest=a)])) == 200_000
+
+
+def test_the_largest_done_event_fits_the_smallest_event_limit() -> None:
+    """A DONE event of a run of MAX_DIGEST_ITEMS items, with the longest ids the platform makes,
+    stays under the smallest MEDBENCH_KAFKA__MAX_EVENT_BYTES admitted."""
+    from dispatcher.core.jobs import MAX_DIGEST_ITEMS
+    from medbench_messaging.sizing import MIN_MAX_EVENT_BYTES
+
+    digests = b"\xff" * (4 * MAX_DIGEST_ITEMS)
+    progress = Progress("s" * 64, "t" * 64, DONE, "r" * 2000, 10**9, 10**9, digests)
+    event = progress_event(progress, 10**9, datetime.now(UTC))
+    assert event.message.ByteSize() < MIN_MAX_EVENT_BYTES

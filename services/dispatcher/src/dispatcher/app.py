@@ -67,6 +67,9 @@ async def serve(settings: DispatcherSettings) -> None:
                 max_delay_s=settings.retry_max_delay_s,
             ),
             throttle_tolerance=settings.throttle_tolerance,
+            # What one import message carries: every item the bank admits can be sent.
+            max_image_bytes=settings.grpc_max_message_bytes,
+            max_request_image_bytes=settings.grpc_max_message_bytes,
         )
         dispatch_jobs = DispatchJobs(jobs, dispatcher, transactions, outbox)
         consumer = infra.consumer(

@@ -3,7 +3,7 @@
 An item's images go with its last user message (the question they illustrate), after its text,
 in the item's image order. Images do not count against the context-window rule (their token
 cost depends on the model's vision encoder, which the platform cannot know); the byte limits
-below keep a request within what OpenAI-compatible servers accept.
+below are what the bank admits, so no admitted item is refused here.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-"""Largest single image sent (bytes, before base64)."""
-MAX_REQUEST_IMAGE_BYTES = 20 * 1024 * 1024
-"""Largest total of one request's images (bytes, before base64)."""
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+"""Largest single image sent (bytes, before base64). The service passes its gRPC message limit
+(MEDBENCH_GRPC_MAX_MESSAGE_BYTES, 16 MiB by default): an item and its images reach the bank in
+one import message of at most that size, so every item the bank admits can be sent (a smaller
+limit here would leave such an item unsendable and every API run of its pool stalled)."""
+MAX_REQUEST_IMAGE_BYTES = 16 * 1024 * 1024
+"""Largest total of one request's images (bytes, before base64): the same bound, for the same
+reason (base64 makes it at most about 21.4 MiB of JSON)."""
 MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 """Image types vision endpoints accept as data URLs."""
 

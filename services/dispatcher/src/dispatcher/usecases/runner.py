@@ -33,7 +33,13 @@ from dispatcher.core.jobs import (
     end_state,
     keeps_key,
 )
-from dispatcher.core.multimodal import ImageNotSendable, chat_messages, check_images
+from dispatcher.core.multimodal import (
+    MAX_IMAGE_BYTES,
+    MAX_REQUEST_IMAGE_BYTES,
+    ImageNotSendable,
+    chat_messages,
+    check_images,
+)
 from dispatcher.core.policy import PromptDoesNotFit, fit_messages
 from dispatcher.core.ports import (
     CallResult,
@@ -187,9 +193,12 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
         throttle_tolerance: float = 0.2,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_request_image_bytes: int = MAX_REQUEST_IMAGE_BYTES,
     ) -> None:
         """outage: which errors pass (waited out); load_failure: the reason a job that cannot be
-        loaded fails with."""
+        loaded fails with; max_image_bytes, max_request_image_bytes: the largest image and
+        item's images sent (core/multimodal.py: the bank's import limit)."""
         self._jobs = jobs
         self._endpoint = endpoint
         self._prompts = prompts
@@ -202,6 +211,7 @@ class Dispatcher:
         self._policy = policy or RetryPolicy()
         self._rand = rand
         self._throttle_tolerance = throttle_tolerance
+        self._image_limits = (max_image_bytes, max_request_image_bytes)
         self._active: dict[str, Job] = {}
         self._fair = FairScheduler()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -426,7 +436,7 @@ class Dispatcher:
             messages, truncated = fit_messages(item.messages, job.spec.decoding)
             tenant = job.spec.tenant_id
             images = [await self._images.get(image_id, tenant) for image_id in item.image_ids]
-            check_images(images)
+            check_images(images, *self._image_limits)
         except (PromptDoesNotFit, ImageNotSendable) as exc:
             # The platform cannot send this item: not the endpoint's fault, not a wrong answer.
             failure = NotSent(error=f"item cannot be sent: {exc}")

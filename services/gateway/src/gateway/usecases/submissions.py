@@ -599,13 +599,17 @@ class Submissions:
         if doc is None:
             log.error("dispatch progress for unknown submission %s", progress.submission_id)
             return
+        fields = dispatch_fields(doc, progress, datetime.now(UTC))
+        if fields is not None:  # else a redelivered or late event
+            await self._apply_dispatch(doc, progress, fields)
         if progress.state == DISPATCH_DONE and progress.answer_digests:
             # Whatever the submission's state: its report may be stored before this event
             # arrives (another topic). Idempotent, so a redelivery only compares again.
             await self._api_answers_final(doc, progress.answer_digests)
-        fields = dispatch_fields(doc, progress, datetime.now(UTC))
-        if fields is None:
-            return  # a redelivered or late event
+
+    async def _apply_dispatch(
+        self, doc: Record, progress: DispatchProgress, fields: Record
+    ) -> None:
         applied = await self._store.apply_dispatch(
             progress.tenant_id, progress.submission_id, fields, doc["state"]
         )
