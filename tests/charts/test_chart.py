@@ -682,20 +682,28 @@ def test_production_serves_the_website_from_the_aggregator_only(
     assert ingress["spec"]["tls"] == [
         {"hosts": ["medbench.example.org"], "secretName": "medbench-site-tls"}
     ]
-    policy = _policies(docs)["medbench-site"]["spec"]
+    assert _web_app_reaches(_policies(docs)["medbench-site"]["spec"]) == {"aggregator", "rotator"}
+
+
+def _peers(rules: list[dict[str, Any]], side: str) -> set[str]:
+    """The components a policy's ingress ("from") or egress ("to") rules name by pod label."""
+    return {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in rules
+        for peer in rule.get(side, [])
+        if "app.kubernetes.io/component" in peer.get("podSelector", {}).get("matchLabels", {})
+    }
+
+
+def _web_app_reaches(policy: dict[str, Any]) -> set[str]:
+    """A web app's policy admits its http port from the ingress controller's namespace only;
+    the components it may reach."""
     (ingress_rule,) = policy["ingress"]
     assert ingress_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert ingress_rule["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "ingress-nginx"
     }
-    reached = {
-        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for rule in policy["egress"]
-        for peer in rule.get("to", [])
-        if "podSelector" in peer
-        and "app.kubernetes.io/component" in peer["podSelector"].get("matchLabels", {})
-    }
-    assert reached == {"aggregator", "rotator"}
+    return _peers(policy["egress"], "to")
 
 
 def test_the_website_needs_the_aggregator(helm: str) -> None:

@@ -14,10 +14,12 @@ from tests.charts.test_chart import (
     _env,
     _main_container,
     _of_kind,
+    _peers,
     _policies,
     _run,
     _template,
     _values_args,
+    _web_app_reaches,
     helm,
     yaml,
 )
@@ -82,25 +84,8 @@ def test_network_policies_let_the_review_app_reach_the_judge_scorer_only(
     helm: str, yaml: ModuleType
 ) -> None:
     policies = _policies(_production(helm, yaml, *ON))
-    policy = policies["medbench-review"]["spec"]
-    (ingress_rule,) = policy["ingress"]
-    assert ingress_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert ingress_rule["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "ingress-nginx"
-    }
-    reached = {
-        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for rule in policy["egress"]
-        for peer in rule.get("to", [])
-        if "app.kubernetes.io/component" in peer.get("podSelector", {}).get("matchLabels", {})
-    }
-    assert reached == {"judge-scorer"}
-    callers = {
-        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for rule in policies["medbench-judge-scorer"]["spec"]["ingress"]
-        for peer in rule.get("from", [])
-        if "app.kubernetes.io/component" in peer.get("podSelector", {}).get("matchLabels", {})
-    }
+    assert _web_app_reaches(policies["medbench-review"]["spec"]) == {"judge-scorer"}
+    callers = _peers(policies["medbench-judge-scorer"]["spec"]["ingress"], "from")
     assert REVIEW in callers
     without = _policies(_production(helm, yaml))["medbench-judge-scorer"]["spec"]["ingress"]
     assert REVIEW not in str(without)

@@ -57,20 +57,23 @@ def partner_key(
     return provision_key(stack.address("gateway"), stack.admin_key, tenant, role)
 
 
-async def lift_caps(stack: ServiceStack, tenant: str) -> None:
+async def lift_caps(stack: ServiceStack, tenant: str, quotas_too: bool = False) -> None:
     """Raises tenant's caps per pool (README "Caps per pool") in its quota record, creating the
-    tenant when absent: for tests that run one pool more often than a partner may. The
-    platform's defaults stay as they are."""
+    tenant when absent: for tests that run one pool more often than a partner may; with
+    quotas_too, its daily, concurrent and monthly quotas too. The platform's defaults stay as
+    they are."""
     admin = IdentityAdmin(admin_channel(stack, "gateway"))
     await admin.ensure_tenant(tenant)
     many = 1_000_000
+    quotas = identity_pb2.Quotas(
+        official_per_cycle=many, hidden_per_day=many, hidden_per_cycle=many
+    )
+    if quotas_too:
+        quotas.submissions_per_day = many
+        quotas.concurrent_submissions = many
+        quotas.items_per_month = many * 1000
     await admin.stub.UpdateTenant(
-        identity_service_pb2.UpdateTenantRequest(
-            tenant_id=tenant,
-            quotas=identity_pb2.Quotas(
-                official_per_cycle=many, hidden_per_day=many, hidden_per_cycle=many
-            ),
-        )
+        identity_service_pb2.UpdateTenantRequest(tenant_id=tenant, quotas=quotas)
     )
 
 
@@ -158,6 +161,28 @@ class Evaluation:
                 if exc.code() not in retryable or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+
+    async def half_uploaded(
+        self, timeout_s: float = 60
+    ) -> list[tuple[str, list[tuple[str, str]], bool]]:
+        """Creates the submission, uploads the first half of its batches and waits until the
+        aggregator counts a scored item (maintainers see scoring progress while answers are
+        awaited; partners do not). Returns the batches still to upload."""
+        await self.create()
+        batches = self.batches(await self.prompts())
+        half = len(batches) // 2
+        for batch in batches[:half]:
+            await self.upload_batch(batch)
+        reports = report_service_pb2_grpc.ReportServiceStub(admin_channel(self.stack, "aggregator"))
+
+        async def scoring_started() -> bool:
+            progress = await reports.GetProgress(
+                report_service_pb2.GetProgressRequest(submission_id=self.submission_id)
+            )
+            return progress.scored_items > 0
+
+        await eventually(scoring_started, timeout_s, "the first scores")
+        return batches[half:]
 
     async def wait_completed(self, timeout_s: float = 120) -> report_pb2.Report:
         async def completed() -> bool:

@@ -12,17 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from medbench.identity.v1 import identity_pb2, identity_service_pb2
-from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
-from medbench_client.api import IdentityAdmin, PartnerClient, channel
+from medbench_client.api import PartnerClient, channel
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.conftest import Servers
 from tests.e2e.harness import (
     Evaluation,
-    admin_channel,
     comparable,
     eventually,
+    lift_caps,
     load_pool,
     partner_key,
 )
@@ -59,26 +57,6 @@ async def answers(stack: ServiceStack) -> dict[str, str]:
     rows = list(synthetic_items(N_ITEMS, seed=21))
     await load_pool(stack, rows, "balancing-pool")
     return {a["item_id"]: a["answer"] for a in synthetic_answers(rows, 0.6, seed=8)}
-
-
-async def unlimited(stack: ServiceStack, tenant: str) -> None:
-    """tenant, with no cap that many runs on one pool could reach."""
-    admin = IdentityAdmin(admin_channel(stack, "gateway"))
-    await admin.ensure_tenant(tenant)
-    many = 1_000_000
-    await admin.stub.UpdateTenant(
-        identity_service_pb2.UpdateTenantRequest(
-            tenant_id=tenant,
-            quotas=identity_pb2.Quotas(
-                submissions_per_day=many,
-                concurrent_submissions=many,
-                items_per_month=many * 1000,
-                official_per_cycle=many,
-                hidden_per_day=many,
-                hidden_per_cycle=many,
-            ),
-        )
-    )
 
 
 def metric(stack: ServiceStack, name: str, family: str, *parts: str) -> float:
@@ -128,7 +106,7 @@ async def test_gateway_calls_spread_over_rotators_move_on_a_kill_and_come_back(
     assert rotators == ["rotator", "rotator-2"]
     assert stack.env("gateway-2")["MEDBENCH_PEERS__ROTATOR"] == stack.target("rotator")
     assert stack.target("rotator").startswith("ipv4:127.0.0.1:")
-    await unlimited(stack, "hospital-b")
+    await lift_caps(stack, "hospital-b", quotas_too=True)
     partner = Partner(stack, "hospital-b")
 
     # Both gateways, both rotators: every create is a GetPool and an AssignItems.
@@ -195,7 +173,7 @@ async def test_two_metric_scorers_share_partitions_and_survive_a_kill(
     assert stack.env("metric_scorer-2")["MEDBENCH_INSTANCE_ID"] != stack.env("metric_scorer").get(
         "MEDBENCH_INSTANCE_ID"
     )
-    await unlimited(stack, "hospital-s")
+    await lift_caps(stack, "hospital-s", quotas_too=True)
     # The lag of each assigned partition is measured every 10 s.
     await eventually(
         lambda: shared(stack),
@@ -219,20 +197,7 @@ async def test_two_metric_scorers_share_partitions_and_survive_a_kill(
 
     scored_before = scored()
     evaluation = Evaluation(stack, "hospital-s", "scorer-killed", answers)
-    await evaluation.create()
-    batches = evaluation.batches(await evaluation.prompts())
-    half = len(batches) // 2
-    for batch in batches[:half]:
-        await evaluation.upload_batch(batch)
-    reports = report_service_pb2_grpc.ReportServiceStub(admin_channel(stack, "aggregator"))
-
-    async def scoring_started() -> bool:
-        progress = await reports.GetProgress(
-            report_service_pb2.GetProgressRequest(submission_id=evaluation.submission_id)
-        )
-        return progress.scored_items > 0
-
-    await eventually(scoring_started, 60, "the first scores")
+    rest = await evaluation.half_uploaded()
     # The submission's messages share a key, so one partition, so one replica: kill that one.
     scored_now = scored()
     busy = max(scorers, key=lambda r: scored_now[r] - scored_before[r])
@@ -240,7 +205,7 @@ async def test_two_metric_scorers_share_partitions_and_survive_a_kill(
     held = {r: sorted(assigned(stack, r)) for r in scorers}
     stack.kill(busy)
     killed_at = time.monotonic()
-    for batch in batches[half:]:
+    for batch in rest:
         await evaluation.upload_batch(batch)
     # The survivor takes the partition once the killed member's session times out.
     report = await evaluation.wait_completed(timeout_s=120)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from medbench.report.v1 import report_service_pb2, report_service_pb2_grpc
 from medbench.submission.v1 import submission_pb2
 from medbench_devstack.services import ServiceStack
 from rotator.core.synthetic import synthetic_answers, synthetic_items
 from tests.e2e.harness import (
     Evaluation,
-    admin_channel,
     comparable,
-    eventually,
     lift_caps,
     load_pool,
 )
@@ -46,24 +43,9 @@ async def test_kill_9_mid_evaluation_then_restart_gives_the_same_report(
     stack: ServiceStack, answers: dict[str, str], uninterrupted: dict[str, object], victim: str
 ) -> None:
     evaluation = Evaluation(stack, "hospital-k", f"killed-{victim}", answers)
-    await evaluation.create()
-    batches = evaluation.batches(await evaluation.prompts())
-    half = len(batches) // 2
-    for batch in batches[:half]:
-        await evaluation.upload_batch(batch)
-
     # Partners see no scoring progress while answers are awaited; the platform's staff do.
-    reports = report_service_pb2_grpc.ReportServiceStub(admin_channel(stack, "aggregator"))
-
-    async def scoring_started() -> bool:
-        progress = await reports.GetProgress(
-            report_service_pb2.GetProgressRequest(submission_id=evaluation.submission_id)
-        )
-        return progress.scored_items > 0
-
-    await eventually(scoring_started, 60, "the first scores")
+    rest = await evaluation.half_uploaded()
     stack.kill(victim)
-    rest = batches[half:]
     if victim != "gateway":
         # The platform keeps accepting answers while a back-end service is down.
         for batch in rest[: len(rest) // 2]:

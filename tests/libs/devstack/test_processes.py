@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -121,3 +122,31 @@ def test_tail_file_of_missing_and_long_logs(tmp_path: Path) -> None:
     big.write_text("".join(f"{'x' * 500} {i}\n" for i in range(1000)))
     assert tail_file(big, 2).splitlines()[-1].endswith(" 999")
     assert len(tail_file(big, 50).splitlines()) == 50
+
+
+def test_stop_recorded_stops_the_recorded_module_only_and_forgets_it(tmp_path: Path) -> None:
+    import json
+
+    from medbench_devstack.processes import pid_alive, stop_recorded
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = tmp_path / "app.json"
+        # A pid recycled by another program: left running, the stale record dropped.
+        record.write_text(json.dumps({"pid": other.pid}))
+        stop_recorded(record, "http.server", "the app")
+        assert other.poll() is None and not record.exists()
+        record.write_text(json.dumps({"pid": server.pid}))
+        stop_recorded(record, "http.server", "the app")
+        assert server.wait(timeout=15) is not None and not record.exists()
+        assert not pid_alive(server.pid)
+        stop_recorded(record, "http.server", "the app")  # nothing recorded: nothing to do
+    finally:
+        for proc in (server, other):
+            proc.kill()
+            proc.wait()

@@ -19,7 +19,13 @@ from medbench_devstack.__main__ import main as infra_main
 from medbench_devstack.answers import translate
 from medbench_devstack.errors import DevstackError
 from medbench_devstack.ports import free_port
-from medbench_devstack.processes import ManagedProcess, pid_alive, stop_pid, wait_http_ok
+from medbench_devstack.processes import (
+    ManagedProcess,
+    pid_alive,
+    stop_pid,
+    stop_recorded,
+    wait_http_ok,
+)
 from medbench_devstack.review_app import reviewer_key, start_review, stop_review
 from medbench_devstack.services import JUDGE_SERVICE, SERVICES, ServiceStack
 
@@ -52,13 +58,7 @@ def _infra_state(stack_dir: Path) -> dict[str, Any]:
 
 def stop_site(stack_dir: Path) -> None:
     """Stops the website server a previous `up` left running."""
-    path = stack_dir / SITE_FILE
-    if not path.exists():
-        return
-    pid = json.loads(path.read_text())["pid"]
-    if stop_pid(pid, 15, expect_in_cmdline="-m medbench_site"):
-        print(f"stopped the website (pid {pid})")
-    path.unlink()
+    stop_recorded(stack_dir / SITE_FILE, "medbench_site", "the website")
 
 
 def start_site(stack_dir: Path, stack: ServiceStack) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -234,6 +235,17 @@ def stop_pid(
         if not wait_pid_gone(pid, 10.0):
             raise DevstackError(f"pid {pid} survived SIGKILL")
     return True
+
+
+def stop_recorded(path: Path, module: str, what: str) -> None:
+    """Stops the `python -m module` process whose pid a previous `up` recorded in path (a JSON
+    file with "pid"), if it still runs, and removes the record."""
+    if not path.exists():
+        return
+    pid = json.loads(path.read_text())["pid"]
+    if stop_pid(pid, 15, expect_in_cmdline=f"-m {module}"):
+        print(f"stopped {what} (pid {pid})")
+    path.unlink()
 
 
 def wait_http_ok(proc: ManagedProcess, url: str, what: str, timeout_s: float = 60) -> None:

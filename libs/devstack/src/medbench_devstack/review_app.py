@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from medbench_devstack.ports import free_port
-from medbench_devstack.processes import ManagedProcess, stop_pid, wait_http_ok
+from medbench_devstack.processes import ManagedProcess, stop_recorded, wait_http_ok
 from medbench_devstack.services import ServiceStack
 
 REVIEW_FILE = "review.json"
@@ -19,13 +19,7 @@ REVIEWERS_TENANT = "physicians"
 
 def stop_review(stack_dir: Path) -> None:
     """Stops the review app a previous `up` left running."""
-    path = stack_dir / REVIEW_FILE
-    if not path.exists():
-        return
-    pid = json.loads(path.read_text())["pid"]
-    if stop_pid(pid, 15, expect_in_cmdline="-m medbench_review"):
-        print(f"stopped the review app (pid {pid})")
-    path.unlink()
+    stop_recorded(stack_dir / REVIEW_FILE, "medbench_review", "the review app")
 
 
 def reviewer_key(stack_dir: Path, stack: ServiceStack) -> Path:
